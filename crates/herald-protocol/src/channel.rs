@@ -1,0 +1,180 @@
+//! Channel names: validation and the kind a name's prefix selects.
+
+use std::fmt;
+
+/// Prefix of the server-to-user channel a signed-in connection may subscribe to.
+pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+
+/// What a channel is, decided by its name's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    Public,
+    Private,
+    PrivateEncrypted,
+    Presence,
+    /// `#server-to-user-{id}`: only the connection signed in as `{id}` may subscribe.
+    ServerToUser,
+}
+
+impl ChannelKind {
+    /// Short lower-case label, used in metrics and `herald status`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ChannelKind::Public => "public",
+            ChannelKind::Private => "private",
+            ChannelKind::PrivateEncrypted => "private-encrypted",
+            ChannelKind::Presence => "presence",
+            ChannelKind::ServerToUser => "server-to-user",
+        }
+    }
+
+    /// Private, encrypted and presence channels need a signed `auth` to subscribe.
+    pub fn requires_auth(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
+        )
+    }
+}
+
+/// Why a channel name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelNameError {
+    #[error("channel name is empty")]
+    Empty,
+    #[error("channel name is longer than {max} characters")]
+    TooLong { max: usize },
+    #[error("channel name contains a character outside [A-Za-z0-9_-=@,.;]")]
+    InvalidCharacter,
+    #[error("channel names starting with # are reserved for the server")]
+    Reserved,
+}
+
+/// A validated channel name with its kind and whether it is a cache channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(String);
+
+impl ChannelName {
+    /// Validates a name a client or an API caller sent. `#server-to-user-{id}` is accepted here;
+    /// whether the caller may use it is decided by the caller (only sign-in subscriptions may).
+    pub fn parse(name: &str, max_len: usize) -> Result<Self, ChannelNameError> {
+        if name.is_empty() {
+            return Err(ChannelNameError::Empty);
+        }
+        if name.len() > max_len {
+            return Err(ChannelNameError::TooLong { max: max_len });
+        }
+        let body = if let Some(user) = name.strip_prefix(USER_CHANNEL_PREFIX) {
+            if user.is_empty() {
+                return Err(ChannelNameError::Reserved);
+            }
+            user
+        } else if name.starts_with('#') {
+            return Err(ChannelNameError::Reserved);
+        } else {
+            name
+        };
+        if !body.bytes().all(valid_channel_byte) {
+            return Err(ChannelNameError::InvalidCharacter);
+        }
+        Ok(ChannelName(name.to_owned()))
+    }
+
+    /// The server-to-user channel of a signed-in user.
+    pub fn for_user(user_id: &str) -> Self {
+        ChannelName(format!("{USER_CHANNEL_PREFIX}{user_id}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn kind(&self) -> ChannelKind {
+        let name = self.0.as_str();
+        if name.starts_with(USER_CHANNEL_PREFIX) {
+            ChannelKind::ServerToUser
+        } else if name.starts_with("private-encrypted-") {
+            ChannelKind::PrivateEncrypted
+        } else if name.starts_with("private-") {
+            ChannelKind::Private
+        } else if name.starts_with("presence-") {
+            ChannelKind::Presence
+        } else {
+            ChannelKind::Public
+        }
+    }
+
+    /// `cache-`, `private-cache-`, `private-encrypted-cache-` and `presence-cache-` keep their last event.
+    pub fn is_cache(&self) -> bool {
+        let name = self.0.as_str();
+        name.starts_with("cache-")
+            || name.starts_with("private-cache-")
+            || name.starts_with("private-encrypted-cache-")
+            || name.starts_with("presence-cache-")
+    }
+
+    /// The user id of a `#server-to-user-{id}` channel.
+    pub fn server_to_user_id(&self) -> Option<&str> {
+        self.0.strip_prefix(USER_CHANNEL_PREFIX)
+    }
+}
+
+fn valid_channel_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for ChannelName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(name: &str) -> ChannelKind {
+        ChannelName::parse(name, 200).expect("valid name").kind()
+    }
+
+    #[test]
+    fn prefixes_select_kinds() {
+        assert_eq!(kind("my-channel"), ChannelKind::Public);
+        assert_eq!(kind("private-user.notifications.42"), ChannelKind::Private);
+        assert_eq!(kind("private-encrypted-x"), ChannelKind::PrivateEncrypted);
+        assert_eq!(kind("presence-room"), ChannelKind::Presence);
+        assert_eq!(kind("#server-to-user-42"), ChannelKind::ServerToUser);
+        assert_eq!(kind("cache-x"), ChannelKind::Public);
+        assert_eq!(kind("private-encrypted-cache-x"), ChannelKind::PrivateEncrypted);
+        assert_eq!(kind("presence-cache-x"), ChannelKind::Presence);
+    }
+
+    #[test]
+    fn cache_variants_are_recognised() {
+        for name in ["cache-a", "private-cache-a", "private-encrypted-cache-a", "presence-cache-a"] {
+            assert!(ChannelName::parse(name, 200).expect("valid").is_cache(), "{name}");
+        }
+        assert!(!ChannelName::parse("private-a", 200).expect("valid").is_cache());
+    }
+
+    #[test]
+    fn invalid_names_are_refused() {
+        assert_eq!(ChannelName::parse("", 200), Err(ChannelNameError::Empty));
+        assert_eq!(
+            ChannelName::parse(&"a".repeat(201), 200),
+            Err(ChannelNameError::TooLong { max: 200 })
+        );
+        assert_eq!(ChannelName::parse("a b", 200), Err(ChannelNameError::InvalidCharacter));
+        assert_eq!(ChannelName::parse("a/b", 200), Err(ChannelNameError::InvalidCharacter));
+        assert_eq!(ChannelName::parse("#other", 200), Err(ChannelNameError::Reserved));
+        assert_eq!(ChannelName::parse("#server-to-user-", 200), Err(ChannelNameError::Reserved));
+        assert!(ChannelName::parse("a_-=@,.;Z9", 200).is_ok());
+        assert!(ChannelName::parse(&"a".repeat(200), 200).is_ok());
+    }
+}

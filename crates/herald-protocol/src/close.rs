@@ -1,0 +1,98 @@
+//! WebSocket close codes and `pusher:error` codes, with the client reaction each range triggers.
+
+/// Every code Herald sends, as `pusher:error` data and/or as the WebSocket close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1009: a message above the configured maximum (a WebSocket code, not a Pusher one).
+    MessageTooBig,
+    /// 4001: no app has this key.
+    AppNotFound,
+    /// 4003: the app is disabled.
+    AppDisabled,
+    /// 4004: the app is over its connection quota.
+    OverConnectionQuota,
+    /// 4005: the path is not `/app/{key}`.
+    PathNotFound,
+    /// 4006: the protocol version is not a number.
+    InvalidVersionFormat,
+    /// 4007: the protocol version is not supported.
+    UnsupportedProtocol,
+    /// 4008: no protocol version given.
+    NoProtocolVersion,
+    /// 4009: the connection is unauthorized (sign-in required, or terminated).
+    Unauthorized,
+    /// 4100: over capacity; also a slow consumer or a backend that is down.
+    OverCapacity,
+    /// 4200: generic reconnect; sent on graceful shutdown.
+    Reconnect,
+    /// 4201: pong not received.
+    PongNotReceived,
+    /// 4202: closed after inactivity.
+    ClosedAfterInactivity,
+    /// 4301: client event rate limit (error only, never a close).
+    ClientEventRateLimit,
+    /// 4302: watchlist over its limit (error only, never a close).
+    WatchlistLimit,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::MessageTooBig => 1009,
+            CloseCode::AppNotFound => 4001,
+            CloseCode::AppDisabled => 4003,
+            CloseCode::OverConnectionQuota => 4004,
+            CloseCode::PathNotFound => 4005,
+            CloseCode::InvalidVersionFormat => 4006,
+            CloseCode::UnsupportedProtocol => 4007,
+            CloseCode::NoProtocolVersion => 4008,
+            CloseCode::Unauthorized => 4009,
+            CloseCode::OverCapacity => 4100,
+            CloseCode::Reconnect => 4200,
+            CloseCode::PongNotReceived => 4201,
+            CloseCode::ClosedAfterInactivity => 4202,
+            CloseCode::ClientEventRateLimit => 4301,
+            CloseCode::WatchlistLimit => 4302,
+        }
+    }
+
+    /// The human message sent beside the code.
+    pub fn message(self) -> &'static str {
+        match self {
+            CloseCode::MessageTooBig => "message too big",
+            CloseCode::AppNotFound => "app does not exist",
+            CloseCode::AppDisabled => "app is disabled",
+            CloseCode::OverConnectionQuota => "app is over its connection quota",
+            CloseCode::PathNotFound => "path not found",
+            CloseCode::InvalidVersionFormat => "invalid version string format",
+            CloseCode::UnsupportedProtocol => "unsupported protocol version",
+            CloseCode::NoProtocolVersion => "no protocol version supplied",
+            CloseCode::Unauthorized => "connection is unauthorized",
+            CloseCode::OverCapacity => "over capacity",
+            CloseCode::Reconnect => "server is restarting, reconnect",
+            CloseCode::PongNotReceived => "pong reply not received",
+            CloseCode::ClosedAfterInactivity => "closed after inactivity",
+            CloseCode::ClientEventRateLimit => "client event rejected: rate limit exceeded",
+            CloseCode::WatchlistLimit => "watchlist over its limit",
+        }
+    }
+
+    /// 4300–4399 are fatal to pusher-js if used as close codes: send them as errors only.
+    pub fn closes_connection(self) -> bool {
+        !matches!(self, CloseCode::ClientEventRateLimit | CloseCode::WatchlistLimit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_match_pusher_js_reactions() {
+        assert!((4000..4100).contains(&CloseCode::AppNotFound.code()));
+        assert!((4100..4200).contains(&CloseCode::OverCapacity.code()));
+        assert!((4200..4300).contains(&CloseCode::Reconnect.code()));
+        assert!(!CloseCode::ClientEventRateLimit.closes_connection());
+        assert!(CloseCode::PongNotReceived.closes_connection());
+    }
+}
