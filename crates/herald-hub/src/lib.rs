@@ -1,1 +1,12 @@
-//! placeholder
+//! One node's registry for one app: sockets, channel subscriptions, presence members, signed-in
+//! users and cache-channel last events, with fan-out into bounded per-socket outboxes.
+//!
+//! The hub never awaits while holding a lock and never writes to a socket: it `try_send`s shared
+//! bytes into outboxes; a full outbox marks a slow consumer that its session then closes (4100).
+//! It knows nothing of axum, sqlx or redis.
+
+mod registry;
+mod socket;
+
+pub use registry::{ChannelInfo, Hub, HubStats, PresenceSnapshot, SubscribeError, SubscribeOutcome};
+pub use socket::{Frame, Outbox, SocketHandle, SocketKey, OUTBOX_CAPACITY};

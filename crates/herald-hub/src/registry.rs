@@ -1,0 +1,530 @@
+//! The sharded registry of one app: who is connected, who listens where, who is present.
+
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use herald_protocol::{encode_server_event, ChannelKind, ChannelName, CloseCode, SocketId};
+use serde_json::{json, Map, Value};
+
+use crate::socket::{Frame, Outbox, SocketHandle, SocketKey};
+
+const SHARDS: usize = 16;
+/// How long a cache channel keeps its last event.
+const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+/// Cache channels remembered per shard; past that, expired entries are dropped first.
+const CACHE_ENTRIES_PER_SHARD: usize = 4096;
+
+/// Counts of one channel, as the HTTP API reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub subscription_count: usize,
+    /// Distinct users, for presence channels only.
+    pub user_count: Option<usize>,
+}
+
+/// The presence part of `pusher_internal:subscription_succeeded`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceSnapshot {
+    pub ids: Vec<String>,
+    pub hash: Map<String, Value>,
+}
+
+impl PresenceSnapshot {
+    /// `{"presence": {"ids": [...], "hash": {...}, "count": n}}`
+    pub fn to_data(&self) -> String {
+        json!({ "presence": { "ids": self.ids, "hash": self.hash, "count": self.ids.len() } }).to_string()
+    }
+}
+
+/// What a successful subscription hands back to the session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribeOutcome<F> {
+    pub presence: Option<PresenceSnapshot>,
+    /// For cache channels: the last event (already encoded), or `None` for a cache miss.
+    pub cached: Option<F>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The presence channel already has its maximum number of users.
+    #[error("presence channel is full ({max} members)")]
+    PresenceFull { max: usize },
+    /// The socket is gone (closed while subscribing).
+    #[error("connection is closed")]
+    SocketGone,
+}
+
+/// Numbers for `herald status` and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub connections: usize,
+    pub subscriptions: usize,
+    pub channels_by_kind: Vec<(&'static str, usize)>,
+}
+
+#[derive(Debug)]
+struct Subscriber<F> {
+    handle: SocketHandle<F>,
+    user_id: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Member {
+    info: Value,
+    sockets: u32,
+}
+
+#[derive(Debug)]
+struct Channel<F> {
+    subscribers: HashMap<SocketKey, Subscriber<F>>,
+    members: HashMap<Arc<str>, Member>,
+}
+
+#[derive(Debug)]
+struct Shard<F> {
+    channels: HashMap<String, Channel<F>>,
+    cache: HashMap<String, (F, Instant)>,
+}
+
+impl<F> Default for Channel<F> {
+    fn default() -> Self {
+        Channel { subscribers: HashMap::new(), members: HashMap::new() }
+    }
+}
+
+impl<F> Default for Shard<F> {
+    fn default() -> Self {
+        Shard { channels: HashMap::new(), cache: HashMap::new() }
+    }
+}
+
+/// The registry of one app on this node.
+#[derive(Debug)]
+pub struct Hub<F = Bytes> {
+    node: u64,
+    next_key: AtomicU64,
+    connections: AtomicUsize,
+    hasher: RandomState,
+    shards: Box<[Mutex<Shard<F>>]>,
+    sockets: Box<[Mutex<HashMap<SocketKey, SocketHandle<F>>>]>,
+    users: Mutex<HashMap<String, Vec<SocketKey>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a hub lock leaves plain maps behind; they stay usable.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<F: Frame> Hub<F> {
+    /// `node` becomes the first half of every socket id this hub hands out.
+    pub fn new(node: u64) -> Self {
+        Hub {
+            node,
+            next_key: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            sockets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> MutexGuard<'_, Shard<F>> {
+        let index = (self.hasher.hash_one(channel) as usize) % SHARDS;
+        lock(&self.shards[index])
+    }
+
+    fn socket_shard(&self, key: SocketKey) -> MutexGuard<'_, HashMap<SocketKey, SocketHandle<F>>> {
+        lock(&self.sockets[(key as usize) % SHARDS])
+    }
+
+    /// Registers a new connection, unless the app is at `max_connections`.
+    pub fn register(&self, max_connections: Option<usize>) -> Option<(SocketHandle<F>, Outbox<F>)> {
+        let previous = self.connections.fetch_add(1, Ordering::AcqRel);
+        if max_connections.is_some_and(|max| previous >= max) {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (handle, outbox) = SocketHandle::new(key, SocketId::from_parts(self.node, key));
+        self.socket_shard(key).insert(key, handle.clone());
+        Some((handle, outbox))
+    }
+
+    /// Forgets a connection: its subscriptions (announcing departed presence members) and sign-in.
+    pub fn unregister<'a>(
+        &self,
+        key: SocketKey,
+        channels: impl IntoIterator<Item = &'a ChannelName>,
+        user_id: Option<&str>,
+    ) {
+        for channel in channels {
+            self.unsubscribe(key, channel);
+        }
+        if let Some(user_id) = user_id {
+            let mut users = lock(&self.users);
+            if let Some(sockets) = users.get_mut(user_id) {
+                sockets.retain(|socket| *socket != key);
+                if sockets.is_empty() {
+                    users.remove(user_id);
+                }
+            }
+        }
+        if self.socket_shard(key).remove(&key).is_some() {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Adds `handle` to `channel`. For presence channels `member` is the verified
+    /// `(user_id, user_info)`; the first socket of a user announces `member_added` to the others.
+    pub fn subscribe(
+        &self,
+        handle: &SocketHandle<F>,
+        channel: &ChannelName,
+        member: Option<(String, Value)>,
+        max_presence_members: usize,
+    ) -> Result<SubscribeOutcome<F>, SubscribeError> {
+        if handle.close_requested().is_some() {
+            return Err(SubscribeError::SocketGone);
+        }
+        let mut shard = self.shard(channel.as_str());
+        let entry = shard.channels.entry(channel.as_str().to_owned()).or_default();
+        let mut added: Option<F> = None;
+        let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
+        if let (Some((id, info)), Some(user_key)) = (member, user_id.as_ref()) {
+            let already_subscribed = entry.subscribers.contains_key(&handle.key);
+            if !already_subscribed {
+                match entry.members.get_mut(user_key) {
+                    Some(existing) => existing.sockets += 1,
+                    None => {
+                        if entry.members.len() >= max_presence_members {
+                            if entry.subscribers.is_empty() {
+                                shard.channels.remove(channel.as_str());
+                            }
+                            return Err(SubscribeError::PresenceFull { max: max_presence_members });
+                        }
+                        let data = json!({ "user_id": id, "user_info": info }).to_string();
+                        added = Some(F::from(encode_server_event(
+                            "pusher_internal:member_added",
+                            Some(channel.as_str()),
+                            &data,
+                            None,
+                        )));
+                        entry.members.insert(user_key.clone(), Member { info, sockets: 1 });
+                    }
+                }
+            }
+        }
+        entry
+            .subscribers
+            .insert(handle.key, Subscriber { handle: handle.clone(), user_id });
+        if let Some(frame) = &added {
+            for (key, subscriber) in &entry.subscribers {
+                if *key != handle.key {
+                    subscriber.handle.send(frame);
+                }
+            }
+        }
+        let presence = (channel.kind() == ChannelKind::Presence).then(|| {
+            let mut ids: Vec<String> = entry.members.keys().map(|id| id.to_string()).collect();
+            ids.sort();
+            let hash = entry
+                .members
+                .iter()
+                .map(|(id, member)| (id.to_string(), member.info.clone()))
+                .collect();
+            PresenceSnapshot { ids, hash }
+        });
+        let cached = if channel.is_cache() {
+            match shard.cache.get(channel.as_str()) {
+                Some((frame, at)) if at.elapsed() < CACHE_TTL => Some(frame.clone()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(SubscribeOutcome { presence, cached })
+    }
+
+    /// Removes `key` from `channel`; the last socket of a presence user announces `member_removed`.
+    /// Returns whether the socket was subscribed.
+    pub fn unsubscribe(&self, key: SocketKey, channel: &ChannelName) -> bool {
+        let mut shard = self.shard(channel.as_str());
+        let Some(entry) = shard.channels.get_mut(channel.as_str()) else {
+            return false;
+        };
+        let Some(subscriber) = entry.subscribers.remove(&key) else {
+            return false;
+        };
+        if let Some(user_id) = subscriber.user_id {
+            let gone = match entry.members.get_mut(&user_id) {
+                Some(member) if member.sockets > 1 => {
+                    member.sockets -= 1;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if gone {
+                entry.members.remove(&user_id);
+                let data = json!({ "user_id": &*user_id }).to_string();
+                let frame = F::from(encode_server_event(
+                    "pusher_internal:member_removed",
+                    Some(channel.as_str()),
+                    &data,
+                    None,
+                ));
+                for subscriber in entry.subscribers.values() {
+                    subscriber.handle.send(&frame);
+                }
+            }
+        }
+        if entry.subscribers.is_empty() {
+            shard.channels.remove(channel.as_str());
+        }
+        true
+    }
+
+    /// Delivers an encoded frame to every subscriber of `channel` but `except`; remembers it for
+    /// cache channels. Returns the number of sockets it was queued for.
+    pub fn publish(&self, channel: &ChannelName, frame: &F, except: Option<&str>) -> usize {
+        let mut shard = self.shard(channel.as_str());
+        if channel.is_cache() {
+            remember(&mut shard.cache, channel.as_str(), frame.clone());
+        }
+        let Some(entry) = shard.channels.get(channel.as_str()) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for subscriber in entry.subscribers.values() {
+            if except.is_some_and(|id| subscriber.handle.id.as_str() == id) {
+                continue;
+            }
+            if subscriber.handle.send(frame) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Counts of one channel, `None` when nobody is subscribed.
+    pub fn channel_info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
+        let shard = self.shard(channel.as_str());
+        shard.channels.get(channel.as_str()).map(|entry| info_of(channel.kind(), entry))
+    }
+
+    /// Whether a cache channel holds an unexpired last event.
+    pub fn has_cached(&self, channel: &ChannelName) -> bool {
+        let shard = self.shard(channel.as_str());
+        shard.cache.get(channel.as_str()).is_some_and(|(_, at)| at.elapsed() < CACHE_TTL)
+    }
+
+    /// Every occupied channel with its counts, sorted by name.
+    pub fn channels(&self) -> Vec<(ChannelName, ChannelInfo)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (name, entry) in &shard.channels {
+                if let Ok(channel) = ChannelName::parse(name, usize::MAX) {
+                    let info = info_of(channel.kind(), entry);
+                    all.push((channel, info));
+                }
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The user ids present in a presence channel, sorted.
+    pub fn presence_users(&self, channel: &ChannelName) -> Vec<String> {
+        let shard = self.shard(channel.as_str());
+        let mut ids: Vec<String> = shard
+            .channels
+            .get(channel.as_str())
+            .map(|entry| entry.members.keys().map(|id| id.to_string()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Records that socket `key` signed in as `user_id`.
+    pub fn sign_in(&self, key: SocketKey, user_id: &str) {
+        let mut users = lock(&self.users);
+        let sockets = users.entry(user_id.to_owned()).or_default();
+        if !sockets.contains(&key) {
+            sockets.push(key);
+        }
+    }
+
+    /// Closes every connection signed in as `user_id` with 4009; returns how many.
+    pub fn terminate_user(&self, user_id: &str) -> usize {
+        let keys = lock(&self.users).get(user_id).cloned().unwrap_or_default();
+        let mut closed = 0;
+        for key in keys {
+            let handle = self.socket_shard(key).get(&key).cloned();
+            if let Some(handle) = handle {
+                handle.close(CloseCode::Unauthorized);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Asks every connection to close with `code` (graceful shutdown uses 4200).
+    pub fn close_all(&self, code: CloseCode) {
+        for shard in self.sockets.iter() {
+            let handles: Vec<SocketHandle<F>> = lock(shard).values().cloned().collect();
+            for handle in handles {
+                handle.close(code);
+            }
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let mut by_kind: HashMap<&'static str, usize> = HashMap::new();
+        let mut subscriptions = 0;
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (name, entry) in &shard.channels {
+                subscriptions += entry.subscribers.len();
+                let kind = ChannelName::parse(name, usize::MAX).map_or("public", |c| c.kind().label());
+                *by_kind.entry(kind).or_default() += 1;
+            }
+        }
+        let mut channels_by_kind: Vec<(&'static str, usize)> = by_kind.into_iter().collect();
+        channels_by_kind.sort();
+        HubStats { connections: self.connections(), subscriptions, channels_by_kind }
+    }
+}
+
+fn info_of<F>(kind: ChannelKind, entry: &Channel<F>) -> ChannelInfo {
+    ChannelInfo {
+        subscription_count: entry.subscribers.len(),
+        user_count: (kind == ChannelKind::Presence).then_some(entry.members.len()),
+    }
+}
+
+fn remember<F>(cache: &mut HashMap<String, (F, Instant)>, channel: &str, frame: F) {
+    if cache.len() >= CACHE_ENTRIES_PER_SHARD && !cache.contains_key(channel) {
+        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        if cache.len() >= CACHE_ENTRIES_PER_SHARD {
+            // Full of live entries: forget the oldest rather than grow without bound.
+            if let Some(oldest) = cache.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+                cache.remove(&oldest);
+            }
+        }
+    }
+    match cache.entry(channel.to_owned()) {
+        Entry::Occupied(mut slot) => *slot.get_mut() = (frame, Instant::now()),
+        Entry::Vacant(slot) => {
+            slot.insert((frame, Instant::now()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(name: &str) -> ChannelName {
+        ChannelName::parse(name, 200).expect("valid channel")
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_subscribers_but_the_excluded_one() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let (a, mut a_out) = hub.register(None).expect("room");
+        let (b, mut b_out) = hub.register(None).expect("room");
+        let ch = channel("news");
+        hub.subscribe(&a, &ch, None, 100).expect("subscribed");
+        hub.subscribe(&b, &ch, None, 100).expect("subscribed");
+        let frame = Bytes::from_static(b"hello");
+        assert_eq!(hub.publish(&ch, &frame, Some(b.id.as_str())), 1);
+        assert_eq!(a_out.recv().await.expect("frame"), frame);
+        assert!(b_out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn presence_announces_once_per_user() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("presence-room");
+        let (watcher, mut watcher_out) = hub.register(None).expect("room");
+        hub.subscribe(&watcher, &ch, Some(("w".into(), Value::Null)), 100).expect("ok");
+        let (first, _o1) = hub.register(None).expect("room");
+        let (second, _o2) = hub.register(None).expect("room");
+        hub.subscribe(&first, &ch, Some(("7".into(), json!({"n": 1}))), 100).expect("ok");
+        let outcome = hub.subscribe(&second, &ch, Some(("7".into(), json!({"n": 1}))), 100).expect("ok");
+        assert_eq!(outcome.presence.expect("presence").ids, vec!["7", "w"]);
+        let added = watcher_out.try_recv().expect("member_added");
+        assert!(std::str::from_utf8(&added).expect("utf8").contains("member_added"));
+        assert!(watcher_out.try_recv().is_err(), "second socket of the same user is not announced");
+        hub.unsubscribe(first.key, &ch);
+        assert!(watcher_out.try_recv().is_err(), "user still present through another socket");
+        hub.unsubscribe(second.key, &ch);
+        let removed = watcher_out.try_recv().expect("member_removed");
+        assert!(std::str::from_utf8(&removed).expect("utf8").contains("member_removed"));
+        assert_eq!(hub.channel_info(&ch).expect("occupied").user_count, Some(1));
+    }
+
+    #[tokio::test]
+    async fn presence_refuses_past_the_member_limit() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("presence-small");
+        let (a, _oa) = hub.register(None).expect("room");
+        let (b, _ob) = hub.register(None).expect("room");
+        hub.subscribe(&a, &ch, Some(("1".into(), Value::Null)), 1).expect("ok");
+        assert_eq!(
+            hub.subscribe(&b, &ch, Some(("2".into(), Value::Null)), 1),
+            Err(SubscribeError::PresenceFull { max: 1 })
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_consumer_is_asked_to_close_with_4100() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("firehose");
+        let (slow, _outbox_never_read) = hub.register(None).expect("room");
+        hub.subscribe(&slow, &ch, None, 100).expect("ok");
+        let frame = Bytes::from_static(b"x");
+        for _ in 0..crate::OUTBOX_CAPACITY {
+            hub.publish(&ch, &frame, None);
+        }
+        assert_eq!(slow.close_requested(), None);
+        hub.publish(&ch, &frame, None);
+        assert_eq!(slow.close_requested(), Some(4100));
+    }
+
+    #[tokio::test]
+    async fn connection_quota_and_unregister() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let (a, _oa) = hub.register(Some(1)).expect("room");
+        assert!(hub.register(Some(1)).is_none());
+        let ch = channel("x");
+        hub.subscribe(&a, &ch, None, 100).expect("ok");
+        hub.unregister(a.key, [&ch], None);
+        assert_eq!(hub.connections(), 0);
+        assert!(hub.channel_info(&ch).is_none());
+        assert!(hub.register(Some(1)).is_some());
+    }
+
+    #[tokio::test]
+    async fn cache_channel_keeps_last_event() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("cache-prices");
+        let (a, _oa) = hub.register(None).expect("room");
+        assert_eq!(hub.subscribe(&a, &ch, None, 100).expect("ok").cached, None);
+        hub.publish(&ch, &Bytes::from_static(b"one"), None);
+        hub.publish(&ch, &Bytes::from_static(b"two"), None);
+        let (b, _ob) = hub.register(None).expect("room");
+        assert_eq!(hub.subscribe(&b, &ch, None, 100).expect("ok").cached, Some(Bytes::from_static(b"two")));
+    }
+}

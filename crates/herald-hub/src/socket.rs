@@ -1,0 +1,95 @@
+//! The hub's side of one connection: its outbox sender and the kill switch the session watches.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use herald_protocol::{CloseCode, SocketId};
+use tokio::sync::{mpsc, Notify};
+
+/// Frames a socket may have queued before it counts as a slow consumer.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// Process-unique key of a connection inside the hub (cheaper to hash than its `SocketId`).
+pub type SocketKey = u64;
+
+/// The receiving half the session drains into its WebSocket.
+pub type Outbox<F> = mpsc::Receiver<F>;
+
+/// What an outbox carries: an encoded frame, cheap to clone (shared bytes), made once per
+/// broadcast. The server uses its WebSocket library's text type so no per-socket conversion is needed.
+pub trait Frame: Clone + From<String> + Send + Sync + 'static {}
+
+impl<T: Clone + From<String> + Send + Sync + 'static> Frame for T {}
+
+#[derive(Debug)]
+struct KillSwitch {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+/// A cheap, clonable handle on a connection: send it frames, or ask its session to close it.
+#[derive(Debug)]
+pub struct SocketHandle<F> {
+    pub key: SocketKey,
+    pub id: Arc<SocketId>,
+    sender: mpsc::Sender<F>,
+    kill: Arc<KillSwitch>,
+}
+
+impl<F: Frame> SocketHandle<F> {
+    pub(crate) fn new(key: SocketKey, id: SocketId) -> (SocketHandle<F>, Outbox<F>) {
+        let (sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
+        let kill = Arc::new(KillSwitch { code: AtomicU16::new(0), notify: Notify::new() });
+        (SocketHandle { key, id: Arc::new(id), sender, kill }, outbox)
+    }
+
+    /// Queues a frame without waiting. Returns false when the socket is gone or too slow;
+    /// a slow socket is asked to close with 4100.
+    pub fn send(&self, frame: &F) -> bool {
+        match self.sender.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseCode::OverCapacity);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the session to close the socket with `code`; the first code asked for wins.
+    pub fn close(&self, code: CloseCode) {
+        if self
+            .kill
+            .code
+            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.kill.notify.notify_one();
+        }
+    }
+
+    /// Resolves with the close code once someone asked for this socket to be closed.
+    pub async fn closed(&self) -> u16 {
+        loop {
+            let code = self.kill.code.load(Ordering::Acquire);
+            if code != 0 {
+                return code;
+            }
+            self.kill.notify.notified().await;
+        }
+    }
+
+    /// The close code asked for, if any.
+    pub fn close_requested(&self) -> Option<u16> {
+        match self.kill.code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+}
+
+impl<F> Clone for SocketHandle<F> {
+    fn clone(&self) -> Self {
+        SocketHandle { key: self.key, id: self.id.clone(), sender: self.sender.clone(), kill: self.kill.clone() }
+    }
+}
