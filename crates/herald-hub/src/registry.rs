@@ -88,7 +88,14 @@ struct Channel<F> {
 #[derive(Debug)]
 struct Shard<F> {
     channels: HashMap<String, Channel<F>>,
-    cache: HashMap<String, (F, Instant)>,
+    cache: HashMap<String, Cached<F>>,
+}
+
+#[derive(Debug)]
+struct Cached<F> {
+    frame: F,
+    data: Arc<str>,
+    at: Instant,
 }
 
 impl<F> Default for Channel<F> {
@@ -242,7 +249,7 @@ impl<F: Frame> Hub<F> {
         });
         let cached = if channel.is_cache() {
             match shard.cache.get(channel.as_str()) {
-                Some((frame, at)) if at.elapsed() < CACHE_TTL => Some(frame.clone()),
+                Some(cached) if cached.at.elapsed() < CACHE_TTL => Some(cached.frame.clone()),
                 _ => None,
             }
         } else {
@@ -292,10 +299,12 @@ impl<F: Frame> Hub<F> {
 
     /// Delivers an encoded frame to every subscriber of `channel` but `except`; remembers it for
     /// cache channels. Returns the number of sockets it was queued for.
-    pub fn publish(&self, channel: &ChannelName, frame: &F, except: Option<&str>) -> usize {
+    /// `data` is the event's data, kept beside the frame for the API's `info=cache`.
+    pub fn publish(&self, channel: &ChannelName, frame: &F, data: &str, except: Option<&str>) -> usize {
         let mut shard = self.shard(channel.as_str());
         if channel.is_cache() {
-            remember(&mut shard.cache, channel.as_str(), frame.clone());
+            let cached = Cached { frame: frame.clone(), data: Arc::from(data), at: Instant::now() };
+            remember(&mut shard.cache, channel.as_str(), cached);
         }
         let Some(entry) = shard.channels.get(channel.as_str()) else {
             return 0;
@@ -318,10 +327,12 @@ impl<F: Frame> Hub<F> {
         shard.channels.get(channel.as_str()).map(|entry| info_of(channel.kind(), entry))
     }
 
-    /// Whether a cache channel holds an unexpired last event.
-    pub fn has_cached(&self, channel: &ChannelName) -> bool {
+    /// A cache channel's unexpired last event data and the time it has left.
+    pub fn cached_event(&self, channel: &ChannelName) -> Option<(Arc<str>, Duration)> {
         let shard = self.shard(channel.as_str());
-        shard.cache.get(channel.as_str()).is_some_and(|(_, at)| at.elapsed() < CACHE_TTL)
+        let cached = shard.cache.get(channel.as_str())?;
+        let left = CACHE_TTL.checked_sub(cached.at.elapsed())?;
+        Some((cached.data.clone(), left))
     }
 
     /// Every occupied channel with its counts, sorted by name.
@@ -413,20 +424,21 @@ fn info_of<F>(kind: ChannelKind, entry: &Channel<F>) -> ChannelInfo {
     }
 }
 
-fn remember<F>(cache: &mut HashMap<String, (F, Instant)>, channel: &str, frame: F) {
+fn remember<F>(cache: &mut HashMap<String, Cached<F>>, channel: &str, cached: Cached<F>) {
     if cache.len() >= CACHE_ENTRIES_PER_SHARD && !cache.contains_key(channel) {
-        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        cache.retain(|_, entry| entry.at.elapsed() < CACHE_TTL);
         if cache.len() >= CACHE_ENTRIES_PER_SHARD {
             // Full of live entries: forget the oldest rather than grow without bound.
-            if let Some(oldest) = cache.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+            let oldest = cache.iter().min_by_key(|(_, entry)| entry.at).map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
                 cache.remove(&oldest);
             }
         }
     }
     match cache.entry(channel.to_owned()) {
-        Entry::Occupied(mut slot) => *slot.get_mut() = (frame, Instant::now()),
+        Entry::Occupied(mut slot) => *slot.get_mut() = cached,
         Entry::Vacant(slot) => {
-            slot.insert((frame, Instant::now()));
+            slot.insert(cached);
         }
     }
 }
@@ -448,7 +460,7 @@ mod tests {
         hub.subscribe(&a, &ch, None, 100).expect("subscribed");
         hub.subscribe(&b, &ch, None, 100).expect("subscribed");
         let frame = Bytes::from_static(b"hello");
-        assert_eq!(hub.publish(&ch, &frame, Some(b.id.as_str())), 1);
+        assert_eq!(hub.publish(&ch, &frame, "d", Some(b.id.as_str())), 1);
         assert_eq!(a_out.recv().await.expect("frame"), frame);
         assert!(b_out.try_recv().is_err());
     }
@@ -496,10 +508,10 @@ mod tests {
         hub.subscribe(&slow, &ch, None, 100).expect("ok");
         let frame = Bytes::from_static(b"x");
         for _ in 0..crate::OUTBOX_CAPACITY {
-            hub.publish(&ch, &frame, None);
+            hub.publish(&ch, &frame, "d", None);
         }
         assert_eq!(slow.close_requested(), None);
-        hub.publish(&ch, &frame, None);
+        hub.publish(&ch, &frame, "d", None);
         assert_eq!(slow.close_requested(), Some(4100));
     }
 
@@ -522,8 +534,8 @@ mod tests {
         let ch = channel("cache-prices");
         let (a, _oa) = hub.register(None).expect("room");
         assert_eq!(hub.subscribe(&a, &ch, None, 100).expect("ok").cached, None);
-        hub.publish(&ch, &Bytes::from_static(b"one"), None);
-        hub.publish(&ch, &Bytes::from_static(b"two"), None);
+        hub.publish(&ch, &Bytes::from_static(b"one"), "one", None);
+        hub.publish(&ch, &Bytes::from_static(b"two"), "two", None);
         let (b, _ob) = hub.register(None).expect("room");
         assert_eq!(hub.subscribe(&b, &ch, None, 100).expect("ok").cached, Some(Bytes::from_static(b"two")));
     }
