@@ -1,1 +1,110 @@
-fn main() {}
+//! The `herald` command: `serve` runs the server; the operations tools come beside it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use herald_server::{banner, App, Config, Overrides, ProcessEnv};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for bad configuration (EX_CONFIG-like "usage" code that init systems show).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Herald: a Pusher-compatible real-time notification server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (WebSocket + Pusher HTTP API) until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 0.0.0.0, or server.host from the config]
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on [default: 6001, or server.port from the config]
+    #[arg(long)]
+    port: Option<u16>,
+    /// TOML configuration file (see docs/herald.example.toml) [env: HERALD_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("HERALD_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = Overrides { config_file: args.config, host: args.host, port: args.port };
+    let loaded = match Config::load(&ProcessEnv, &overrides) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herald: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let app = App::build(&loaded.config).await?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        if let Some(file) = &loaded.file {
+            tracing::info!(file = %file.display(), "configuration read");
+        }
+        println!("{}", banner(&loaded.config, app.address()));
+        app.run(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

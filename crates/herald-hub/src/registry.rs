@@ -174,13 +174,7 @@ impl<F: Frame> Hub<F> {
             self.unsubscribe(key, channel);
         }
         if let Some(user_id) = user_id {
-            let mut users = lock(&self.users);
-            if let Some(sockets) = users.get_mut(user_id) {
-                sockets.retain(|socket| *socket != key);
-                if sockets.is_empty() {
-                    users.remove(user_id);
-                }
-            }
+            self.unregister_user(key, user_id);
         }
         if self.socket_shard(key).remove(&key).is_some() {
             self.connections.fetch_sub(1, Ordering::AcqRel);
@@ -369,6 +363,17 @@ impl<F: Frame> Hub<F> {
         let sockets = users.entry(user_id.to_owned()).or_default();
         if !sockets.contains(&key) {
             sockets.push(key);
+        }
+    }
+
+    /// Forgets that socket `key` was signed in as `user_id`.
+    pub fn unregister_user(&self, key: SocketKey, user_id: &str) {
+        let mut users = lock(&self.users);
+        if let Some(sockets) = users.get_mut(user_id) {
+            sockets.retain(|socket| *socket != key);
+            if sockets.is_empty() {
+                users.remove(user_id);
+            }
         }
     }
 

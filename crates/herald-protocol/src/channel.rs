@@ -129,6 +129,13 @@ impl fmt::Display for ChannelName {
     }
 }
 
+/// Lets maps keyed by `ChannelName` be searched with a `&str` (hash and order are the string's).
+impl std::borrow::Borrow<str> for ChannelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for ChannelName {
     fn as_ref(&self) -> &str {
         &self.0

@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_presence_user_info_bytes: usize,
     /// Longest presence `user_id`.
     pub max_presence_user_id_len: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_connection: usize,
     /// Largest WebSocket message a client may send; larger ones close the socket with 1009.
     pub max_ws_message_bytes: usize,
     /// Largest HTTP request body, capped while it is read.
@@ -42,6 +44,7 @@ impl Default for Limits {
             max_presence_members: 100,
             max_presence_user_info_bytes: 1024,
             max_presence_user_id_len: 128,
+            max_channels_per_connection: 1000,
             max_ws_message_bytes: 64 * 1024,
             max_http_body_bytes: 256 * 1024,
         }

@@ -1,1 +1,38 @@
-//! placeholder
+//! Herald's server: configuration, the WebSocket endpoint, the signed Pusher HTTP API and health
+//! probes, wired into one axum router. Only this crate wires the sibling crates together.
+
+mod api;
+mod app;
+pub mod config;
+mod error;
+mod signed;
+mod state;
+mod ws;
+
+pub use app::{router, App};
+pub use config::{Config, ConfigError, EnvSource, Loaded, Overrides, ProcessEnv};
+pub use error::ApiError;
+pub use state::{SharedState, State};
+
+/// The short block printed at start-up: addresses, apps (keys, never secrets) and the Echo
+/// snippet a front end needs.
+pub fn banner(config: &Config, address: std::net::SocketAddr) -> String {
+    use std::fmt::Write as _;
+    let shown_host = if address.ip().is_unspecified() { "localhost".to_owned() } else { address.ip().to_string() };
+    let mut text = String::new();
+    let _ = writeln!(text, "Herald {} is ready", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(text, "  WebSocket  ws://{address}/app/{{key}}");
+    let _ = writeln!(text, "  HTTP API   http://{address}/apps/{{id}}/events");
+    let _ = writeln!(text, "  Health     http://{address}/up");
+    for app in &config.apps {
+        let state = if app.enabled { "" } else { " (disabled)" };
+        let _ = writeln!(text, "  App        id {:?}, key {:?}{state}", app.id, app.key);
+    }
+    if let Some(app) = config.apps.first() {
+        let _ = writeln!(text, "\nLaravel Echo:");
+        let _ = writeln!(text, "  new Echo({{ broadcaster: 'pusher', key: '{}', cluster: 'mt1',", app.key);
+        let _ = writeln!(text, "    wsHost: '{shown_host}', wsPort: {port}, wssPort: {port},", port = address.port());
+        let _ = writeln!(text, "    forceTLS: false, enabledTransports: ['ws', 'wss'] }})");
+    }
+    text
+}

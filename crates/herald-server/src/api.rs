@@ -1,0 +1,310 @@
+//! The Pusher HTTP API: trigger, batch trigger, channel queries, terminate user connections.
+//!
+//! Handlers validate everything before publishing anything, so bad input changes nothing.
+//! They never write to sockets: they publish to the app's hub.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, Uri};
+use axum::Json;
+use herald_protocol::{encode_server_event, valid_event_name, ChannelKind, ChannelName, SocketId};
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::signed::{authenticate, Query};
+use crate::state::{App, SharedState};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// A trigger after validation: ready to publish.
+struct Trigger {
+    name: String,
+    data: String,
+    channels: Vec<ChannelName>,
+    except: Option<SocketId>,
+    info: Info,
+}
+
+/// Which counts the caller asked for with `info=`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Info {
+    subscription_count: bool,
+    user_count: bool,
+    cache: bool,
+}
+
+impl Info {
+    fn parse(text: Option<&str>, allowed: &[&str]) -> Result<Info, ApiError> {
+        let mut info = Info::default();
+        for attribute in text.unwrap_or("").split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            if !allowed.contains(&attribute) {
+                return Err(ApiError::invalid("info", format!("unknown attribute {attribute:?}; allowed: {}", allowed.join(", "))));
+            }
+            match attribute {
+                "subscription_count" => info.subscription_count = true,
+                "user_count" => info.user_count = true,
+                _ => info.cache = true,
+            }
+        }
+        Ok(info)
+    }
+
+    fn any(self) -> bool {
+        self.subscription_count || self.user_count || self.cache
+    }
+}
+
+fn body_of(body: Result<Bytes, BytesRejection>, app_limit: Option<usize>) -> Result<Bytes, ApiError> {
+    let limit = app_limit.unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
+    let body = body.map_err(|_| ApiError::TooLarge { what: "request body", limit })?;
+    if body.len() > limit {
+        return Err(ApiError::TooLarge { what: "request body", limit });
+    }
+    Ok(body)
+}
+
+fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
+        Err(error) => Err(ApiError::MalformedJson(error.to_string())),
+    }
+}
+
+/// Validates one event object (`name`, `data`, `channel`/`channels`, `socket_id`, `info`).
+fn parse_trigger(app: &App, object: &Map<String, Value>, query_info: Option<&str>) -> Result<Trigger, ApiError> {
+    let limits = &app.config.limits;
+    let name = match object.get("name") {
+        Some(Value::String(name)) if valid_event_name(name, limits.max_event_name_len) => name.clone(),
+        Some(Value::String(_)) => {
+            return Err(ApiError::invalid("name", format!("must be 1 to {} characters", limits.max_event_name_len)))
+        }
+        _ => return Err(ApiError::invalid("name", "is required and must be a string")),
+    };
+    let data = match object.get("data") {
+        Some(Value::String(data)) => data.clone(),
+        Some(Value::Null) | None => return Err(ApiError::invalid("data", "is required")),
+        Some(other) => other.to_string(),
+    };
+    if data.len() > limits.max_event_data_bytes {
+        return Err(ApiError::TooLarge { what: "event data", limit: limits.max_event_data_bytes });
+    }
+    let names: Vec<&str> = match (object.get("channels"), object.get("channel")) {
+        (Some(Value::Array(list)), None) => list
+            .iter()
+            .map(|value| value.as_str().ok_or_else(|| ApiError::invalid("channels", "must be a list of strings")))
+            .collect::<Result<_, _>>()?,
+        (Some(_), None) => return Err(ApiError::invalid("channels", "must be a list of strings")),
+        (None, Some(Value::String(channel))) => vec![channel.as_str()],
+        (None, Some(_)) => return Err(ApiError::invalid("channel", "must be a string")),
+        (Some(_), Some(_)) => return Err(ApiError::invalid("channels", "give either channel or channels, not both")),
+        (None, None) => return Err(ApiError::invalid("channels", "is required")),
+    };
+    if names.is_empty() {
+        return Err(ApiError::invalid("channels", "must name at least one channel"));
+    }
+    if names.len() > limits.max_channels_per_trigger {
+        return Err(ApiError::invalid(
+            "channels",
+            format!("at most {} channels per trigger", limits.max_channels_per_trigger),
+        ));
+    }
+    let mut channels = Vec::with_capacity(names.len());
+    for name in names {
+        let channel = ChannelName::parse(name, limits.max_channel_name_len)
+            .map_err(|error| ApiError::invalid("channels", format!("{name:?}: {error}")))?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    if channels.len() > 1 && channels.iter().any(|channel| channel.kind() == ChannelKind::PrivateEncrypted) {
+        return Err(ApiError::invalid("channels", "an encrypted channel must be triggered alone"));
+    }
+    let except = match object.get("socket_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            Some(SocketId::parse(id).ok_or_else(|| ApiError::invalid("socket_id", format!("{id:?} is not a socket id")))?)
+        }
+        Some(_) => return Err(ApiError::invalid("socket_id", "must be a string")),
+    };
+    let info_text = match object.get("info") {
+        Some(Value::String(info)) => Some(info.as_str()),
+        Some(_) => return Err(ApiError::invalid("info", "must be a comma-separated string")),
+        None => query_info,
+    };
+    let info = Info::parse(info_text, &["subscription_count", "user_count"])?;
+    Ok(Trigger { name, data, channels, except, info })
+}
+
+/// Publishes a validated trigger; returns the per-channel info the caller asked for.
+fn publish(app: &App, trigger: &Trigger) -> Map<String, Value> {
+    let except = trigger.except.as_ref().map(SocketId::as_str);
+    let mut info = Map::new();
+    for channel in &trigger.channels {
+        let frame = encode_server_event(&trigger.name, Some(channel.as_str()), &trigger.data, None);
+        app.hub.publish(channel, &frame.into(), &trigger.data, except);
+        if trigger.info.any() {
+            info.insert(channel.to_string(), Value::Object(channel_attributes(app, channel, trigger.info)));
+        }
+    }
+    info
+}
+
+fn channel_attributes(app: &App, channel: &ChannelName, info: Info) -> Map<String, Value> {
+    let counts = app.hub.channel_info(channel);
+    let mut attributes = Map::new();
+    if info.subscription_count {
+        attributes.insert("subscription_count".into(), json!(counts.map_or(0, |c| c.subscription_count)));
+    }
+    if info.user_count && channel.kind() == ChannelKind::Presence {
+        attributes.insert("user_count".into(), json!(counts.and_then(|c| c.user_count).unwrap_or(0)));
+    }
+    if info.cache && channel.is_cache() {
+        if let Some((data, ttl)) = app.hub.cached_event(channel) {
+            attributes.insert("cache".into(), json!({ "data": &*data, "ttl": ttl.as_secs() }));
+        }
+    }
+    attributes
+}
+
+/// `POST /apps/{app_id}/events`
+pub(crate) async fn trigger(
+    State(state): State<SharedState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
+    let (app, query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+    let trigger = parse_trigger(&app, &parse_json(&body)?, query.get("info"))?;
+    let info = publish(&app, &trigger);
+    Ok(Json(if trigger.info.any() { json!({ "channels": info }) } else { json!({}) }))
+}
+
+/// `POST /apps/{app_id}/batch_events`
+pub(crate) async fn trigger_batch(
+    State(state): State<SharedState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
+    let (app, _query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+    let object = parse_json(&body)?;
+    let Some(Value::Array(batch)) = object.get("batch") else {
+        return Err(ApiError::invalid("batch", "is required and must be a list of events"));
+    };
+    let max = app.config.limits.max_batch_events;
+    if batch.len() > max {
+        return Err(ApiError::invalid("batch", format!("at most {max} events per batch")));
+    }
+    let mut triggers = Vec::with_capacity(batch.len());
+    for event in batch {
+        let Value::Object(event) = event else {
+            return Err(ApiError::invalid("batch", "every event must be a JSON object"));
+        };
+        if event.contains_key("channels") {
+            return Err(ApiError::invalid("channels", "batch events name one channel each, with \"channel\""));
+        }
+        triggers.push(parse_trigger(&app, event, None)?);
+    }
+    let mut results = Vec::with_capacity(triggers.len());
+    for trigger in &triggers {
+        let info = publish(&app, trigger);
+        results.push(info.into_iter().next().map_or(json!({}), |(_, attributes)| attributes));
+    }
+    let asked = triggers.iter().any(|trigger| trigger.info.any());
+    Ok(Json(if asked { json!({ "batch": results }) } else { json!({}) }))
+}
+
+/// `GET /apps/{app_id}/channels`
+pub(crate) async fn list_channels(
+    State(state): State<SharedState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+) -> ApiResult {
+    let (app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
+    let prefix = query.get("filter_by_prefix").unwrap_or("");
+    let info = Info::parse(query.get("info"), &["user_count", "subscription_count"])?;
+    if info.user_count && !prefix.starts_with("presence-") {
+        return Err(ApiError::invalid("info", "user_count needs filter_by_prefix=presence-"));
+    }
+    let mut channels = Map::new();
+    for (channel, counts) in app.hub.channels() {
+        if !channel.as_str().starts_with(prefix) || channel.kind() == ChannelKind::ServerToUser {
+            continue;
+        }
+        let mut attributes = Map::new();
+        if info.user_count {
+            attributes.insert("user_count".into(), json!(counts.user_count.unwrap_or(0)));
+        }
+        if info.subscription_count {
+            attributes.insert("subscription_count".into(), json!(counts.subscription_count));
+        }
+        channels.insert(channel.to_string(), Value::Object(attributes));
+    }
+    Ok(Json(json!({ "channels": channels })))
+}
+
+fn channel_from_path(app: &App, name: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse(name, app.config.limits.max_channel_name_len)
+        .map_err(|error| ApiError::invalid("channel", format!("{name:?}: {error}")))
+}
+
+/// `GET /apps/{app_id}/channels/{channel}`
+pub(crate) async fn channel_info(
+    State(state): State<SharedState>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+) -> ApiResult {
+    let (app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
+    let channel = channel_from_path(&app, &channel)?;
+    let info = Info::parse(query.get("info"), &["subscription_count", "user_count", "cache"])?;
+    if info.user_count && channel.kind() != ChannelKind::Presence {
+        return Err(ApiError::invalid("info", "user_count is only available for presence channels"));
+    }
+    let occupied = app.hub.channel_info(&channel).is_some();
+    let mut body = channel_attributes(&app, &channel, info);
+    body.insert("occupied".into(), json!(occupied));
+    Ok(Json(Value::Object(body)))
+}
+
+/// `GET /apps/{app_id}/channels/{channel}/users`
+pub(crate) async fn channel_users(
+    State(state): State<SharedState>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+) -> ApiResult {
+    let (app, _query) = authenticate(&state, &app_id, &method, &uri, b"")?;
+    let channel = channel_from_path(&app, &channel)?;
+    if channel.kind() != ChannelKind::Presence {
+        return Err(ApiError::invalid("channel", "users can only be listed for presence channels"));
+    }
+    let users: Vec<Value> = app.hub.presence_users(&channel).into_iter().map(|id| json!({ "id": id })).collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
+pub(crate) async fn terminate_connections(
+    State(state): State<SharedState>,
+    Path((app_id, user_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
+    let (app, _query): (Arc<App>, Query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+    if user_id.is_empty() || user_id.len() > 200 {
+        return Err(ApiError::invalid("user_id", "must be 1 to 200 characters"));
+    }
+    app.hub.terminate_user(&user_id);
+    Ok(Json(json!({})))
+}

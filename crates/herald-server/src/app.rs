@@ -1,0 +1,123 @@
+//! `App`: binds the listener, wires the routes, runs until the shutdown future resolves, then
+//! drains (sessions close with 4200, `/up` answers 503) within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::{SharedState, State as ServerState};
+use crate::{api, ws};
+
+/// A bound, not yet running server.
+pub struct App {
+    state: SharedState,
+    listener: TcpListener,
+    address: SocketAddr,
+}
+
+impl App {
+    /// Binds `server.host:server.port` (port 0 picks a free port, as tests do).
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        use anyhow::Context as _;
+        let address = format!("{}:{}", config.server.host, config.server.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let address = listener.local_addr().context("listener has no local address")?;
+        Ok(App { state: Arc::new(ServerState::new(config)), listener, address })
+    }
+
+    /// The address the WebSocket + HTTP API listener is bound to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then closes every socket with 4200 and waits for the
+    /// sessions to end, at most `server.shutdown_grace_secs`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let router = router(state.clone());
+        let listener = self.listener.tap_io(|tcp| {
+            // Pusher frames are small and latency matters more than packet count.
+            let _ = tcp.set_nodelay(true);
+        });
+        let drain = state.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                info!("shutting down: closing connections with 4200");
+                drain.start_draining();
+                drain.shutdown.cancel();
+            })
+            .await?;
+        state.sessions.close();
+        let grace = Duration::from_secs(state.server.shutdown_grace_secs);
+        if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
+            warn!(remaining = state.sessions.len(), "sessions still open after the shutdown grace period");
+        }
+        Ok(())
+    }
+}
+
+/// Every route of the main listener.
+pub fn router(state: SharedState) -> Router {
+    let body_limit = state
+        .apps()
+        .iter()
+        .map(|app| app.config.limits.max_http_body_bytes)
+        .max()
+        .unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
+    Router::new()
+        .route("/app/{key}", get(ws::upgrade))
+        .route("/apps/{app_id}/events", post(api::trigger))
+        .route("/apps/{app_id}/batch_events", post(api::trigger_batch))
+        .route("/apps/{app_id}/channels", get(api::list_channels))
+        .route("/apps/{app_id}/channels/{channel}", get(api::channel_info))
+        .route("/apps/{app_id}/channels/{channel}/users", get(api::channel_users))
+        .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(api::terminate_connections))
+        .route("/up", get(up))
+        .route("/live", get(live))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Readiness: 200 while serving, 503 while draining.
+async fn up(State(state): State<SharedState>) -> Response {
+    if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
+    } else {
+        Json(json!({ "status": "ok" })).into_response()
+    }
+}
+
+/// Liveness: 200 while the process answers.
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Unknown routes: 404 JSON, or 4005 for a WebSocket upgrade on a path that is not `/app/{key}`.
+async fn fallback(upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>) -> Response {
+    match upgrade {
+        Ok(upgrade) => ws::path_not_found(upgrade).await,
+        Err(_) => ApiError::RouteNotFound.into_response(),
+    }
+}

@@ -1,0 +1,508 @@
+//! Herald's configuration: one tree, layered defaults → TOML file → environment, validated whole.
+//!
+//! The environment is read through [`EnvSource`] so tests never touch the process environment.
+//! Every problem is collected and reported at once; nothing falls back to a default silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use herald_protocol::Limits;
+use serde::{Deserialize, Serialize};
+
+/// Key, id and secret of the development app used when none is configured.
+pub const DEV_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Apps served; empty means the `PUSHER_APP_*` app, or the development app.
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { server: ServerConfig::default(), apps: Vec::new() }
+    }
+}
+
+/// The listener and connection timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the WebSocket + HTTP API listener binds.
+    pub host: String,
+    /// Port of that listener (6001, the port Laravel's Pusher-compatible servers use).
+    pub port: u16,
+    /// Seconds of silence after which the server pings a client; also sent to clients.
+    pub activity_timeout_secs: u64,
+    /// Seconds a client has to answer a server ping before it is closed with 4201.
+    pub pong_timeout_secs: u64,
+    /// Seconds graceful shutdown waits for sockets to close.
+    pub shutdown_grace_secs: u64,
+    /// Frames queued per socket before it counts as a slow consumer (closed with 4100).
+    pub outbox_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 6001,
+            activity_timeout_secs: 120,
+            pong_timeout_secs: 30,
+            shutdown_grace_secs: 10,
+            outbox_capacity: herald_hub::OUTBOX_CAPACITY,
+        }
+    }
+}
+
+/// One app: its credentials, switches and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    /// A disabled app refuses connections (4003) and API calls (403).
+    pub enabled: bool,
+    /// Whether clients may send `client-*` events.
+    pub client_events: bool,
+    /// Connections must sign in (or join an authorized channel) within the timeout, or get 4009.
+    pub user_authentication_required: bool,
+    pub user_authentication_timeout_secs: u64,
+    /// Connections at once; 0 means no limit. Over it: 4004.
+    pub max_connections: usize,
+    /// `Origin`s allowed to connect: `*`, exact origins, or `*.example.com` patterns.
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: String::new(),
+            key: String::new(),
+            secret: String::new(),
+            enabled: true,
+            client_events: true,
+            user_authentication_required: false,
+            user_authentication_timeout_secs: 30,
+            max_connections: 0,
+            allowed_origins: vec!["*".into()],
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl AppConfig {
+    /// Whether a browser page from `origin` may connect.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        if self.allowed_origins.iter().any(|allowed| allowed == "*") {
+            return true;
+        }
+        // Non-browser clients send no Origin; only browsers are constrained by the list.
+        let Some(origin) = origin else { return true };
+        self.allowed_origins.iter().any(|allowed| match allowed.strip_prefix("*.") {
+            Some(suffix) => origin
+                .split_once("://")
+                .map(|(_, host)| host)
+                .is_some_and(|host| host.ends_with(&format!(".{suffix}")) || host == suffix),
+            None => allowed.trim_end_matches('/') == origin,
+        })
+    }
+}
+
+/// Where environment variables come from: the process, or a map in tests.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+    /// Every variable whose name starts with `prefix`.
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|value| !value.is_empty())
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        std::env::vars().filter(|(name, _)| name.starts_with(prefix)).collect()
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|value| !value.is_empty()).cloned()
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// The configuration after loading, with what start-up should warn about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Command-line overrides, applied last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl Config {
+    /// Loads defaults → file (`--config` or `HERALD_CONFIG`) → environment → command line.
+    pub fn load(env: &dyn EnvSource, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| env.var("HERALD_CONFIG").map(PathBuf::from));
+        let mut tree = match &file {
+            Some(path) => read_file(path)?,
+            None => toml::Table::new(),
+        };
+        let mut problems = Vec::new();
+        apply_env(&mut tree, env, &mut problems);
+        if let Some(host) = &overrides.host {
+            set_path(&mut tree, &["server", "host"], toml::Value::String(host.clone()));
+        }
+        if let Some(port) = overrides.port {
+            set_path(&mut tree, &["server", "port"], toml::Value::Integer(port.into()));
+        }
+        let (mut config, warnings) = Config::from_table(tree, env, problems)?;
+        if config.apps.is_empty() {
+            config.apps.push(AppConfig {
+                id: DEV_APP.0.into(),
+                key: DEV_APP.1.into(),
+                secret: DEV_APP.2.into(),
+                ..AppConfig::default()
+            });
+        }
+        Ok(Loaded { config, warnings, file })
+    }
+
+    /// Parses a TOML document alone (no environment), as the documented example is checked.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let tree: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigError {
+            problems: vec![error.message().to_owned()],
+        })?;
+        let empty: BTreeMap<String, String> = BTreeMap::new();
+        Config::from_table(tree, &empty, Vec::new()).map(|(config, _)| config)
+    }
+
+    fn from_table(
+        tree: toml::Table,
+        env: &dyn EnvSource,
+        mut problems: Vec<String>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        unknown_keys(&tree, &mut problems);
+        let mut warnings = Vec::new();
+        let config: Option<Config> = match toml::Value::Table(tree).try_into() {
+            Ok(config) => Some(config),
+            Err(error) => {
+                let error: toml::de::Error = error;
+                if problems.is_empty() {
+                    problems.push(error.message().trim().to_owned());
+                }
+                None
+            }
+        };
+        let Some(mut config) = config else {
+            return Err(ConfigError { problems });
+        };
+        apply_pusher_env(&mut config, env, &mut problems, &mut warnings);
+        config.validate(&mut problems);
+        if problems.is_empty() {
+            Ok((config, warnings))
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.server.host.parse::<IpAddr>().is_err() && self.server.host != "localhost" {
+            problems.push(format!("server.host: {:?} is not an IP address", self.server.host));
+        }
+        if self.server.activity_timeout_secs == 0 {
+            problems.push("server.activity_timeout_secs: must be at least 1".into());
+        }
+        if self.server.pong_timeout_secs == 0 {
+            problems.push("server.pong_timeout_secs: must be at least 1".into());
+        }
+        if self.server.outbox_capacity == 0 {
+            problems.push("server.outbox_capacity: must be at least 1".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for (index, app) in self.apps.iter().enumerate() {
+            let at = format!("apps[{index}]");
+            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+                if value.is_empty() {
+                    problems.push(format!("{at}.{field}: must not be empty"));
+                } else if value.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+                    problems.push(format!("{at}.{field}: must not contain spaces, '/' or ':'"));
+                }
+            }
+            if !app.id.is_empty() && !ids.insert(app.id.clone()) {
+                problems.push(format!("{at}.id: {:?} is declared twice", app.id));
+            }
+            if !app.key.is_empty() && !keys.insert(app.key.clone()) {
+                problems.push(format!("{at}.key: {:?} is used by two apps", app.key));
+            }
+            if app.allowed_origins.is_empty() {
+                problems.push(format!("{at}.allowed_origins: must list at least one origin (\"*\" for any)"));
+            }
+            let limits = &app.limits;
+            for (field, value) in [
+                ("max_event_data_bytes", limits.max_event_data_bytes),
+                ("max_channels_per_trigger", limits.max_channels_per_trigger),
+                ("max_batch_events", limits.max_batch_events),
+                ("max_channel_name_len", limits.max_channel_name_len),
+                ("max_event_name_len", limits.max_event_name_len),
+                ("max_presence_members", limits.max_presence_members),
+                ("max_ws_message_bytes", limits.max_ws_message_bytes),
+                ("max_http_body_bytes", limits.max_http_body_bytes),
+            ] {
+                if value == 0 {
+                    problems.push(format!("{at}.limits.{field}: must be at least 1"));
+                }
+            }
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+        problems: vec![format!("config file {}: {error}", path.display())],
+    })?;
+    text.parse().map_err(|error: toml::de::Error| ConfigError {
+        problems: vec![format!("config file {}: {}", path.display(), error.to_string().trim())],
+    })
+}
+
+/// `HERALD_SECTION__KEY=value` sets `section.key`. Variables without `__` (such as
+/// `HERALD_CONFIG`) name files or switches, not config keys, and are left alone.
+fn apply_env(tree: &mut toml::Table, env: &dyn EnvSource, problems: &mut Vec<String>) {
+    for (name, value) in env.vars_with_prefix("HERALD_") {
+        let path = &name["HERALD_".len()..];
+        if !path.contains("__") {
+            continue;
+        }
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if keys.iter().any(String::is_empty) || keys.first().is_some_and(|key| key == "apps") {
+            problems.push(format!("{name}: not a configuration key (apps are set in the file or with PUSHER_APP_*)"));
+            continue;
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        set_path(tree, &keys, env_value(&value));
+    }
+}
+
+/// An environment value as TOML: integers and booleans as such, lists as `[..]`, else a string.
+fn env_value(value: &str) -> toml::Value {
+    if let Ok(number) = value.parse::<i64>() {
+        return toml::Value::Integer(number);
+    }
+    match value {
+        "true" => return toml::Value::Boolean(true),
+        "false" => return toml::Value::Boolean(false),
+        _ => {}
+    }
+    if value.starts_with('[') {
+        if let Ok(table) = format!("v = {value}").parse::<toml::Table>() {
+            if let Some(list) = table.get("v") {
+                return list.clone();
+            }
+        }
+    }
+    toml::Value::String(value.to_owned())
+}
+
+fn set_path(tree: &mut toml::Table, keys: &[&str], value: toml::Value) {
+    let Some((last, parents)) = keys.split_last() else { return };
+    let mut table = tree;
+    for key in parents {
+        let entry = table
+            .entry((*key).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        table = entry.as_table_mut().expect("made a table just above");
+    }
+    table.insert((*last).to_owned(), value);
+}
+
+/// `PUSHER_APP_ID` / `_KEY` / `_SECRET` define the default app: they replace the file's app with
+/// the same id, or are added to the file's apps.
+fn apply_pusher_env(config: &mut Config, env: &dyn EnvSource, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    let id = env.var("PUSHER_APP_ID");
+    let key = env.var("PUSHER_APP_KEY");
+    let secret = env.var("PUSHER_APP_SECRET");
+    match (id, key, secret) {
+        (None, None, None) => {
+            if config.apps.is_empty() {
+                warnings.push(format!(
+                    "no app configured: using the development app (id {:?}, key {:?}, secret {:?}); set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET for anything but development",
+                    DEV_APP.0, DEV_APP.1, DEV_APP.2
+                ));
+            }
+        }
+        (Some(id), Some(key), Some(secret)) => {
+            if let Some(app) = config.apps.iter_mut().find(|app| app.id == id) {
+                app.key = key;
+                app.secret = secret;
+            } else {
+                config.apps.push(AppConfig { id, key, secret, ..AppConfig::default() });
+            }
+        }
+        (id, key, secret) => {
+            for (name, value) in [("PUSHER_APP_ID", id), ("PUSHER_APP_KEY", key), ("PUSHER_APP_SECRET", secret)] {
+                if value.is_none() {
+                    problems.push(format!("{name}: must be set together with the other PUSHER_APP_* variables"));
+                }
+            }
+        }
+    }
+}
+
+/// Reports every key of `tree` that the configuration does not have, by comparing with the
+/// defaults serialized (so the list of keys can never drift from the structs).
+fn unknown_keys(tree: &toml::Table, problems: &mut Vec<String>) {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    let app_defaults = toml::Table::try_from(AppConfig::default()).expect("defaults serialize");
+    for (key, value) in tree {
+        match (key.as_str(), value) {
+            ("apps", toml::Value::Array(apps)) => {
+                for (index, app) in apps.iter().enumerate() {
+                    if let toml::Value::Table(app) = app {
+                        compare_keys(app, &app_defaults, &format!("apps[{index}]"), problems);
+                    }
+                }
+            }
+            ("apps", _) => {}
+            (key, toml::Value::Table(section)) => match defaults.get(key) {
+                Some(toml::Value::Table(known)) => compare_keys(section, known, key, problems),
+                _ => problems.push(format!("{key}: unknown key")),
+            },
+            (key, _) if !defaults.contains_key(key) => problems.push(format!("{key}: unknown key")),
+            _ => {}
+        }
+    }
+}
+
+fn compare_keys(given: &toml::Table, known: &toml::Table, at: &str, problems: &mut Vec<String>) {
+    for (key, value) in given {
+        match known.get(key) {
+            None => problems.push(format!("{at}.{key}: unknown key")),
+            Some(toml::Value::Table(inner)) => {
+                if let toml::Value::Table(value) = value {
+                    compare_keys(value, inner, &format!("{at}.{key}"), problems);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn no_configuration_gives_the_development_app_with_a_warning() {
+        let loaded = Config::load(&env(&[]), &Overrides::default()).expect("loads");
+        assert_eq!(loaded.config.apps.len(), 1);
+        assert_eq!(loaded.config.apps[0].key, "app-key");
+        assert_eq!(loaded.config.server.port, 6001);
+        assert!(loaded.warnings[0].contains("development app"));
+    }
+
+    #[test]
+    fn pusher_variables_define_the_default_app() {
+        let vars = env(&[("PUSHER_APP_ID", "1"), ("PUSHER_APP_KEY", "k"), ("PUSHER_APP_SECRET", "s")]);
+        let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
+        assert_eq!(loaded.config.apps[0].id, "1");
+        assert!(loaded.warnings.is_empty());
+        let partial = env(&[("PUSHER_APP_ID", "1")]);
+        let error = Config::load(&partial, &Overrides::default()).expect_err("incomplete");
+        assert_eq!(error.problems.len(), 2);
+    }
+
+    #[test]
+    fn herald_variables_nest_with_double_underscores() {
+        let vars = env(&[("HERALD_SERVER__PORT", "7001"), ("HERALD_CONFIG", "")]);
+        let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
+        assert_eq!(loaded.config.server.port, 7001);
+    }
+
+    #[test]
+    fn every_unknown_key_is_named() {
+        let error = Config::from_toml(
+            "colour = 1\n[server]\nprot = 1\n[[apps]]\nid='a'\nkey='b'\nsecret='c'\nlimit = 2\n[apps.limits]\nmax = 1\n",
+        )
+        .expect_err("unknown keys");
+        assert_eq!(error.problems, vec!["colour: unknown key", "server.prot: unknown key", "apps[0].limit: unknown key", "apps[0].limits.max: unknown key"]);
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let error = Config::from_toml(
+            "[server]\nhost = 'nowhere'\n[[apps]]\nid=''\nkey='k'\nsecret='s'\n[[apps]]\nid='b'\nkey='k'\nsecret='s s'\n",
+        )
+        .expect_err("bad values");
+        assert_eq!(error.problems.len(), 4, "{:?}", error.problems);
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let error = Config::from_toml("[server]\nport = 'high'\n").expect_err("bad type");
+        assert!(error.problems[0].contains("port") || error.problems[0].contains("integer"), "{:?}", error.problems);
+    }
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain() {
+        let app = AppConfig {
+            allowed_origins: vec!["https://app.example.com".into(), "*.acme.test".into()],
+            ..AppConfig::default()
+        };
+        assert!(app.origin_allowed(Some("https://app.example.com")));
+        assert!(app.origin_allowed(Some("https://csr.acme.test")));
+        assert!(!app.origin_allowed(Some("https://evil.test")));
+        assert!(app.origin_allowed(None));
+    }
+
+    #[test]
+    fn documented_example_parses_to_the_defaults() {
+        let text = include_str!("../../../docs/herald.example.toml");
+        let config = Config::from_toml(text).expect("example parses");
+        assert_eq!(config.server, ServerConfig::default());
+        assert_eq!(config.apps.len(), 1);
+        assert_eq!(config.apps[0], AppConfig { id: "app-id".into(), key: "app-key".into(), secret: "app-secret".into(), ..AppConfig::default() });
+    }
+}

@@ -1,0 +1,481 @@
+//! The WebSocket endpoint `/app/{key}`: the upgrade, the connection checks, and the session.
+//!
+//! Each connection is one task: it `select!`s over the client's frames, its outbox, its timers
+//! and shutdown, and is the only writer to its socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use herald_hub::{Outbox, SocketHandle, SubscribeError};
+use herald_protocol::{
+    channel_auth_string, encode_error, encode_server_event, signin_auth_string, verify_auth, ChannelKind,
+    ChannelName, ClientEvent, CloseCode, PresenceChannelData, SigninData, SubscribeData, UserData,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use serde_json::{json, Value};
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, instrument};
+
+use crate::state::{App, SharedState};
+
+/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
+/// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// `GET /app/{key}`: always upgrades, so that refusals reach pusher-js as close codes.
+pub(crate) async fn upgrade(
+    State(state): State<SharedState>,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let app = state.app_by_key(&key).cloned();
+    let max_message = app
+        .as_ref()
+        .map_or(herald_protocol::Limits::default().max_ws_message_bytes, |app| app.config.limits.max_ws_message_bytes);
+    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
+    let tracker = state.sessions.clone();
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                match (refusal, app) {
+                    (None, Some(app)) => start(state, app, socket).await,
+                    (Some(code), _) => refuse(socket, code).await,
+                    (None, None) => refuse(socket, CloseCode::AppNotFound).await,
+                }
+            })
+        })
+}
+
+/// Any WebSocket upgrade on another path: 4005.
+pub(crate) async fn path_not_found(ws: WebSocketUpgrade) -> Response {
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .on_upgrade(|socket| refuse(socket, CloseCode::PathNotFound))
+}
+
+/// The checks made before a connection is accepted, in the order pusher-js expects.
+fn refusal(state: &SharedState, app: Option<&App>, query: Option<&str>, origin: Option<&str>) -> Option<CloseCode> {
+    let protocol = query.and_then(|query| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(name, _)| name == "protocol")
+            .map(|(_, value)| value)
+    });
+    let Some(protocol) = protocol else {
+        return Some(CloseCode::NoProtocolVersion);
+    };
+    let Ok(version) = protocol.parse::<u32>() else {
+        return Some(CloseCode::InvalidVersionFormat);
+    };
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+        return Some(CloseCode::UnsupportedProtocol);
+    }
+    let Some(app) = app else {
+        return Some(CloseCode::AppNotFound);
+    };
+    if !app.config.enabled {
+        return Some(CloseCode::AppDisabled);
+    }
+    if !app.config.origin_allowed(origin) {
+        return Some(CloseCode::Unauthorized);
+    }
+    if state.is_draining() {
+        return Some(CloseCode::Reconnect);
+    }
+    None
+}
+
+async fn refuse(mut socket: WebSocket, code: CloseCode) {
+    let _ = socket.send(error_message(code)).await;
+    let _ = socket.send(close_message(code.code(), code.message())).await;
+}
+
+fn error_message(code: CloseCode) -> Message {
+    Message::Text(encode_error(Some(code.code()), code.message()).into())
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))
+}
+
+async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
+    let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
+    let Some((handle, outbox)) = app.hub.register(max) else {
+        refuse(socket, CloseCode::OverConnectionQuota).await;
+        return;
+    };
+    let established = json!({
+        "socket_id": handle.id.as_str(),
+        "activity_timeout": state.server.activity_timeout_secs,
+    })
+    .to_string();
+    let hello = encode_server_event("pusher:connection_established", None, &established, None);
+    if socket.send(Message::Text(hello.into())).await.is_ok() {
+        let mut session = Session::new(state, app.clone(), handle);
+        session.run(&mut socket, outbox).await;
+        session.finish();
+    } else {
+        app.hub.unregister(handle.key, std::iter::empty(), None);
+    }
+}
+
+/// What one connection knows about itself.
+struct Session {
+    state: SharedState,
+    app: Arc<App>,
+    handle: SocketHandle<Utf8Bytes>,
+    /// Subscribed channels; for presence channels, the user id the socket joined as.
+    channels: HashMap<ChannelName, Option<Arc<str>>>,
+    /// Set by `pusher:signin`.
+    user_id: Option<String>,
+    /// Signed in, or subscribed to a channel that needed auth.
+    authorized: bool,
+    last_seen: Instant,
+    ping_sent: Option<Instant>,
+    client_events_window: (Instant, u32),
+}
+
+/// What the session loop does after handling a frame.
+enum Next {
+    Continue,
+    Close(CloseCode),
+}
+
+impl Session {
+    fn new(state: SharedState, app: Arc<App>, handle: SocketHandle<Utf8Bytes>) -> Session {
+        let now = Instant::now();
+        Session {
+            state,
+            app,
+            handle,
+            channels: HashMap::new(),
+            user_id: None,
+            authorized: false,
+            last_seen: now,
+            ping_sent: None,
+            client_events_window: (now, 0),
+        }
+    }
+
+    fn next_deadline(&self, started: Instant) -> Instant {
+        let server = &self.state.server;
+        let mut deadline = match self.ping_sent {
+            Some(sent) => sent + Duration::from_secs(server.pong_timeout_secs),
+            None => self.last_seen + Duration::from_secs(server.activity_timeout_secs),
+        };
+        if self.app.config.user_authentication_required && !self.authorized {
+            deadline = deadline.min(started + Duration::from_secs(self.app.config.user_authentication_timeout_secs));
+        }
+        deadline
+    }
+
+    #[instrument(skip_all, fields(app = %self.app.config.id, socket = %self.handle.id))]
+    async fn run(&mut self, socket: &mut WebSocket, mut outbox: Outbox<Utf8Bytes>) {
+        let started = Instant::now();
+        let shutdown = self.state.shutdown.clone();
+        let handle = self.handle.clone();
+        loop {
+            let deadline = self.next_deadline(started);
+            let next = tokio::select! {
+                biased;
+                code = handle.closed() => Next::Close(close_code_from(code)),
+                _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
+                frame = outbox.recv() => match frame {
+                    Some(frame) => match socket.send(Message::Text(frame)).await {
+                        Ok(()) => Next::Continue,
+                        Err(_) => return,
+                    },
+                    None => return,
+                },
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(message)) => match self.on_message(socket, message).await {
+                        Some(next) => next,
+                        None => return,
+                    },
+                    Some(Err(error)) => {
+                        let text = error.to_string();
+                        if text.contains("too long") || text.contains("Space limit") {
+                            Next::Close(CloseCode::MessageTooBig)
+                        } else {
+                            debug!(%error, "socket read failed");
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = sleep_until(deadline) => self.on_timer(socket, started).await,
+            };
+            if let Next::Close(code) = next {
+                if code != CloseCode::MessageTooBig {
+                    let _ = socket.send(error_message(code)).await;
+                }
+                let _ = socket.send(close_message(code.code(), code.message())).await;
+                return;
+            }
+        }
+    }
+
+    /// Leaves every channel and the user registry.
+    fn finish(self) {
+        self.app.hub.unregister(self.handle.key, self.channels.keys(), self.user_id.as_deref());
+    }
+
+    async fn on_timer(&mut self, socket: &mut WebSocket, started: Instant) -> Next {
+        let now = Instant::now();
+        let config = &self.app.config;
+        if config.user_authentication_required
+            && !self.authorized
+            && now >= started + Duration::from_secs(config.user_authentication_timeout_secs)
+        {
+            return Next::Close(CloseCode::Unauthorized);
+        }
+        match self.ping_sent {
+            Some(sent) if now >= sent + Duration::from_secs(self.state.server.pong_timeout_secs) => {
+                Next::Close(CloseCode::PongNotReceived)
+            }
+            Some(_) => Next::Continue,
+            None if now >= self.last_seen + Duration::from_secs(self.state.server.activity_timeout_secs) => {
+                self.ping_sent = Some(now);
+                let ping = encode_server_event("pusher:ping", None, "{}", None);
+                if socket.send(Message::Text(ping.into())).await.is_err() {
+                    return Next::Close(CloseCode::PongNotReceived);
+                }
+                Next::Continue
+            }
+            None => Next::Continue,
+        }
+    }
+
+    /// Handles one frame from the client; `None` ends the session without a close frame.
+    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Option<Next> {
+        self.last_seen = Instant::now();
+        self.ping_sent = None;
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                send_error(socket, None, "binary frames are not supported; send JSON text frames").await?;
+                return Some(Next::Continue);
+            }
+            Message::Ping(_) | Message::Pong(_) => return Some(Next::Continue),
+            Message::Close(_) => return None,
+        };
+        let event = match ClientEvent::parse(text.as_str()) {
+            Ok(event) => event,
+            Err(error) => {
+                send_error(socket, None, &error.to_string()).await?;
+                return Some(Next::Continue);
+            }
+        };
+        match event {
+            ClientEvent::Ping => {
+                let pong = encode_server_event("pusher:pong", None, "{}", None);
+                socket.send(Message::Text(pong.into())).await.ok()?;
+                Some(Next::Continue)
+            }
+            ClientEvent::Pong => Some(Next::Continue),
+            ClientEvent::Subscribe(data) => self.on_subscribe(socket, data).await,
+            ClientEvent::Unsubscribe { channel } => {
+                if let Some((name, _)) = self.channels.remove_entry(channel.as_str()) {
+                    self.app.hub.unsubscribe(self.handle.key, &name);
+                }
+                Some(Next::Continue)
+            }
+            ClientEvent::Signin(data) => self.on_signin(socket, data).await,
+            ClientEvent::Client { event, channel, data } => self.on_client_event(socket, event, channel, data).await,
+        }
+    }
+
+    async fn on_subscribe(&mut self, socket: &mut WebSocket, data: SubscribeData) -> Option<Next> {
+        let limits = &self.app.config.limits;
+        let channel = match ChannelName::parse(&data.channel, limits.max_channel_name_len) {
+            Ok(channel) => channel,
+            Err(error) => {
+                send_subscription_error(socket, &data.channel, "InvalidChannel", &error.to_string(), 400).await?;
+                return Some(Next::Continue);
+            }
+        };
+        if !self.channels.contains_key(&channel) && self.channels.len() >= limits.max_channels_per_connection {
+            let message = format!("a connection may subscribe to at most {} channels", limits.max_channels_per_connection);
+            send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 400).await?;
+            return Some(Next::Continue);
+        }
+        let member = match self.authorize(&channel, &data) {
+            Ok(member) => member,
+            Err((message, status)) => {
+                debug!(channel = %channel, %message, "subscription refused");
+                send_subscription_error(socket, channel.as_str(), "AuthError", &message, status).await?;
+                return Some(Next::Continue);
+            }
+        };
+        let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
+        let outcome = match self.app.hub.subscribe(&self.handle, &channel, member, limits.max_presence_members) {
+            Ok(outcome) => outcome,
+            Err(SubscribeError::PresenceFull { max }) => {
+                let message = format!("presence channel is full ({max} members)");
+                send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403).await?;
+                return Some(Next::Continue);
+            }
+            Err(SubscribeError::SocketGone) => return None,
+        };
+        if channel.kind().requires_auth() {
+            self.authorized = true;
+        }
+        let succeeded_data = outcome.presence.map_or_else(|| "{}".to_owned(), |presence| presence.to_data());
+        let succeeded = encode_server_event(
+            "pusher_internal:subscription_succeeded",
+            Some(channel.as_str()),
+            &succeeded_data,
+            None,
+        );
+        socket.send(Message::Text(succeeded.into())).await.ok()?;
+        if channel.is_cache() {
+            let frame = match outcome.cached {
+                Some(frame) => frame,
+                None => encode_server_event("pusher:cache_miss", Some(channel.as_str()), "{}", None).into(),
+            };
+            socket.send(Message::Text(frame)).await.ok()?;
+        }
+        self.channels.insert(channel, user_id);
+        Some(Next::Continue)
+    }
+
+    /// Checks the subscription's auth; returns the presence member for presence channels.
+    fn authorize(&self, channel: &ChannelName, data: &SubscribeData) -> Result<Option<(String, Value)>, (String, u16)> {
+        let config = &self.app.config;
+        match channel.kind() {
+            ChannelKind::Public => Ok(None),
+            ChannelKind::ServerToUser => match (&self.user_id, channel.server_to_user_id()) {
+                (Some(user), Some(owner)) if user == owner => Ok(None),
+                _ => Err(("only the connection signed in as this user may subscribe".into(), 403)),
+            },
+            kind => {
+                let auth = data.auth.as_deref().ok_or_else(|| ("auth is required for this channel".to_owned(), 401))?;
+                let channel_data = if kind == ChannelKind::Presence {
+                    Some(data.channel_data.as_deref().ok_or_else(|| {
+                        ("channel_data is required for presence channels".to_owned(), 400)
+                    })?)
+                } else {
+                    None
+                };
+                let signed = channel_auth_string(self.handle.id.as_str(), channel.as_str(), channel_data);
+                verify_auth(&config.key, &config.secret, &signed, auth).map_err(|error| (error.to_string(), 401))?;
+                match channel_data {
+                    Some(text) => {
+                        let limits = &config.limits;
+                        let member = PresenceChannelData::parse(
+                            text,
+                            limits.max_presence_user_id_len,
+                            limits.max_presence_user_info_bytes,
+                        )
+                        .map_err(|error| (error.to_string(), 400))?;
+                        Ok(Some((member.user_id, member.user_info)))
+                    }
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    async fn on_signin(&mut self, socket: &mut WebSocket, data: SigninData) -> Option<Next> {
+        let config = &self.app.config;
+        let signed = signin_auth_string(self.handle.id.as_str(), &data.user_data);
+        if let Err(error) = verify_auth(&config.key, &config.secret, &signed, &data.auth) {
+            debug!(%error, "sign-in refused");
+            return Some(Next::Close(CloseCode::Unauthorized));
+        }
+        let user = match UserData::parse(&data.user_data) {
+            Ok(user) => user,
+            Err(error) => {
+                send_error(socket, Some(CloseCode::Unauthorized.code()), &error.to_string()).await?;
+                return Some(Next::Close(CloseCode::Unauthorized));
+            }
+        };
+        if user.watchlist_len > 100 {
+            let code = CloseCode::WatchlistLimit;
+            send_error(socket, Some(code.code()), code.message()).await?;
+        }
+        if let Some(previous) = self.user_id.take() {
+            self.app.hub.unregister_user(self.handle.key, &previous);
+        }
+        self.app.hub.sign_in(self.handle.key, &user.id);
+        self.user_id = Some(user.id);
+        self.authorized = true;
+        let reply = json!({ "user_data": data.user_data }).to_string();
+        let success = encode_server_event("pusher:signin_success", None, &reply, None);
+        socket.send(Message::Text(success.into())).await.ok()?;
+        Some(Next::Continue)
+    }
+
+    async fn on_client_event(&mut self, socket: &mut WebSocket, event: String, channel: String, data: Value) -> Option<Next> {
+        let config = &self.app.config;
+        if !config.client_events {
+            send_error(socket, None, "client events are not enabled for this app").await?;
+            return Some(Next::Continue);
+        }
+        let Some((name, user_id)) = self.channels.get_key_value(channel.as_str()) else {
+            send_error(socket, None, "client events may only be sent on a channel this connection is subscribed to").await?;
+            return Some(Next::Continue);
+        };
+        if !matches!(name.kind(), ChannelKind::Private | ChannelKind::Presence) {
+            send_error(socket, None, "client events may only be sent on private and presence channels").await?;
+            return Some(Next::Continue);
+        }
+        if event.len() > config.limits.max_event_name_len {
+            send_error(socket, None, "event name is too long").await?;
+            return Some(Next::Continue);
+        }
+        let now = Instant::now();
+        let (window_start, count) = &mut self.client_events_window;
+        if now.duration_since(*window_start) >= Duration::from_secs(1) {
+            *window_start = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count > config.limits.client_events_per_second {
+            let code = CloseCode::ClientEventRateLimit;
+            send_error(socket, Some(code.code()), code.message()).await?;
+            return Some(Next::Continue);
+        }
+        let data = match data {
+            Value::String(text) => text,
+            other => other.to_string(),
+        };
+        if data.len() > config.limits.max_event_data_bytes {
+            let message = format!("event data is larger than {} bytes", config.limits.max_event_data_bytes);
+            send_error(socket, None, &message).await?;
+            return Some(Next::Continue);
+        }
+        let frame: Utf8Bytes = encode_server_event(&event, Some(name.as_str()), &data, user_id.as_deref()).into();
+        self.app.hub.publish(name, &frame, &data, Some(self.handle.id.as_str()));
+        Some(Next::Continue)
+    }
+}
+
+fn close_code_from(code: u16) -> CloseCode {
+    match code {
+        4009 => CloseCode::Unauthorized,
+        4200 => CloseCode::Reconnect,
+        _ => CloseCode::OverCapacity,
+    }
+}
+
+async fn send_error(socket: &mut WebSocket, code: Option<u16>, message: &str) -> Option<()> {
+    socket.send(Message::Text(encode_error(code, message).into())).await.ok()
+}
+
+async fn send_subscription_error(socket: &mut WebSocket, channel: &str, kind: &str, error: &str, status: u16) -> Option<()> {
+    let data = json!({ "type": kind, "error": error, "status": status }).to_string();
+    let frame = encode_server_event("pusher:subscription_error", Some(channel), &data, None);
+    socket.send(Message::Text(frame.into())).await.ok()
+}
