@@ -11,7 +11,11 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Herald: a Pusher-compatible real-time notification server")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a Pusher-compatible real-time notification server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let overrides = Overrides { config_file: args.config, host: args.host, port: args.port };
+    let overrides = Overrides {
+        config_file: args.config,
+        host: args.host,
+        port: args.port,
+    };
     let loaded = match Config::load(&ProcessEnv, &overrides) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -60,7 +68,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("herald: cannot start the runtime: {error}");

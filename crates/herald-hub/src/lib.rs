@@ -8,5 +8,7 @@
 mod registry;
 mod socket;
 
-pub use registry::{ChannelInfo, Hub, HubStats, PresenceSnapshot, SubscribeError, SubscribeOutcome};
+pub use registry::{
+    ChannelInfo, Hub, HubStats, PresenceSnapshot, SubscribeError, SubscribeOutcome,
+};
 pub use socket::{Frame, Outbox, SocketHandle, SocketKey, OUTBOX_CAPACITY};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use herald_protocol::{CloseCode, SocketId};
 use tokio::sync::{mpsc, Notify};
 
-/// Frames a socket may have queued before it counts as a slow consumer.
+/// Default number of frames a socket may have queued before it counts as a slow consumer.
 pub const OUTBOX_CAPACITY: usize = 256;
 
 /// Process-unique key of a connection inside the hub (cheaper to hash than its `SocketId`).
@@ -37,10 +37,25 @@ pub struct SocketHandle<F> {
 }
 
 impl<F: Frame> SocketHandle<F> {
-    pub(crate) fn new(key: SocketKey, id: SocketId) -> (SocketHandle<F>, Outbox<F>) {
-        let (sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
-        let kill = Arc::new(KillSwitch { code: AtomicU16::new(0), notify: Notify::new() });
-        (SocketHandle { key, id: Arc::new(id), sender, kill }, outbox)
+    pub(crate) fn new(
+        key: SocketKey,
+        id: SocketId,
+        capacity: usize,
+    ) -> (SocketHandle<F>, Outbox<F>) {
+        let (sender, outbox) = mpsc::channel(capacity.max(1));
+        let kill = Arc::new(KillSwitch {
+            code: AtomicU16::new(0),
+            notify: Notify::new(),
+        });
+        (
+            SocketHandle {
+                key,
+                id: Arc::new(id),
+                sender,
+                kill,
+            },
+            outbox,
+        )
     }
 
     /// Queues a frame without waiting. Returns false when the socket is gone or too slow;
@@ -90,6 +105,11 @@ impl<F: Frame> SocketHandle<F> {
 
 impl<F> Clone for SocketHandle<F> {
     fn clone(&self) -> Self {
-        SocketHandle { key: self.key, id: self.id.clone(), sender: self.sender.clone(), kill: self.kill.clone() }
+        SocketHandle {
+            key: self.key,
+            id: self.id.clone(),
+            sender: self.sender.clone(),
+            kill: self.kill.clone(),
+        }
     }
 }

@@ -12,9 +12,9 @@ mod socket_id;
 
 pub use channel::{ChannelKind, ChannelName, ChannelNameError, USER_CHANNEL_PREFIX};
 pub use close::CloseCode;
-pub use frame::{encode_error, encode_server_event,
-    ClientEvent, FrameError, PresenceChannelData, SigninData, SubscribeData, UserData,
-    ValidatedUserData,
+pub use frame::{
+    encode_error, encode_server_event, ClientEvent, FrameError, PresenceChannelData, SigninData,
+    SubscribeData, UserData, ValidatedUserData,
 };
 pub use limits::Limits;
 pub use sign::{

@@ -37,8 +37,14 @@ impl App {
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
-        let address = listener.local_addr().context("listener has no local address")?;
-        Ok(App { state: Arc::new(ServerState::new(config)), listener, address })
+        let address = listener
+            .local_addr()
+            .context("listener has no local address")?;
+        Ok(App {
+            state: Arc::new(ServerState::new(config)),
+            listener,
+            address,
+        })
     }
 
     /// The address the WebSocket + HTTP API listener is bound to.
@@ -52,7 +58,10 @@ impl App {
 
     /// Serves until `shutdown` resolves, then closes every socket with 4200 and waits for the
     /// sessions to end, at most `server.shutdown_grace_secs`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let router = router(state.clone());
         let listener = self.listener.tap_io(|tcp| {
@@ -70,8 +79,14 @@ impl App {
             .await?;
         state.sessions.close();
         let grace = Duration::from_secs(state.server.shutdown_grace_secs);
-        if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
-            warn!(remaining = state.sessions.len(), "sessions still open after the shutdown grace period");
+        if tokio::time::timeout(grace, state.sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = state.sessions.len(),
+                "sessions still open after the shutdown grace period"
+            );
         }
         Ok(())
     }
@@ -91,8 +106,14 @@ pub fn router(state: SharedState) -> Router {
         .route("/apps/{app_id}/batch_events", post(api::trigger_batch))
         .route("/apps/{app_id}/channels", get(api::list_channels))
         .route("/apps/{app_id}/channels/{channel}", get(api::channel_info))
-        .route("/apps/{app_id}/channels/{channel}/users", get(api::channel_users))
-        .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(api::terminate_connections))
+        .route(
+            "/apps/{app_id}/channels/{channel}/users",
+            get(api::channel_users),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(api::terminate_connections),
+        )
         .route("/up", get(up))
         .route("/live", get(live))
         .fallback(fallback)
@@ -103,7 +124,11 @@ pub fn router(state: SharedState) -> Router {
 /// Readiness: 200 while serving, 503 while draining.
 async fn up(State(state): State<SharedState>) -> Response {
     if state.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response()
     } else {
         Json(json!({ "status": "ok" })).into_response()
     }
@@ -115,7 +140,9 @@ async fn live() -> Json<serde_json::Value> {
 }
 
 /// Unknown routes: 404 JSON, or 4005 for a WebSocket upgrade on a path that is not `/app/{key}`.
-async fn fallback(upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>) -> Response {
+async fn fallback(
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
     match upgrade {
         Ok(upgrade) => ws::path_not_found(upgrade).await,
         Err(_) => ApiError::RouteNotFound.into_response(),

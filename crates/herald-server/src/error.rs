@@ -17,18 +17,26 @@ pub enum ApiError {
     #[error("app is disabled")]
     AppDisabled,
     #[error("{field}: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
     #[error("{what} is larger than {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
-    #[error("server is shutting down")]
+    #[error("too many requests: the app allows {0} API requests per second")]
+    RateLimited(u32),
+    #[error("server is shutting down; retry on another node")]
     Unavailable,
 }
 
 impl ApiError {
     pub fn invalid(field: &'static str, problem: impl Into<String>) -> ApiError {
-        ApiError::Invalid { field, problem: problem.into() }
+        ApiError::Invalid {
+            field,
+            problem: problem.into(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -38,6 +46,7 @@ impl ApiError {
             ApiError::AppDisabled => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -46,7 +55,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = match &self {
-            ApiError::Invalid { field, problem } => json!({ "error": self.to_string(), "field": field, "problem": problem }),
+            ApiError::Invalid { field, problem } => {
+                json!({ "error": self.to_string(), "field": field, "problem": problem })
+            }
             _ => json!({ "error": self.to_string() }),
         };
         (self.status(), Json(body)).into_response()

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use herald_hub::Hub;
@@ -16,6 +17,36 @@ use crate::config::{AppConfig, Config, ServerConfig};
 pub struct App {
     pub config: AppConfig,
     pub hub: Hub<Utf8Bytes>,
+    /// Start of the current one-second window and the API requests counted in it.
+    api_window: Mutex<(Instant, u32)>,
+}
+
+impl App {
+    fn new(config: AppConfig, node: u64, outbox_capacity: usize) -> App {
+        App {
+            config,
+            hub: Hub::with_outbox_capacity(node, outbox_capacity),
+            api_window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Counts one API request; false when the app is over `max_api_requests_per_second`.
+    pub fn admit_api_request(&self) -> bool {
+        let limit = self.config.max_api_requests_per_second;
+        if limit == 0 {
+            return true;
+        }
+        let mut window = self
+            .api_window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        if now.duration_since(window.0) >= Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        window.1 <= limit
+    }
 }
 
 /// Everything the handlers share.
@@ -40,12 +71,18 @@ impl State {
         let apps: Vec<Arc<App>> = config
             .apps
             .iter()
-            .map(|app| Arc::new(App { config: app.clone(), hub: Hub::new(node) }))
+            .map(|app| Arc::new(App::new(app.clone(), node, config.server.outbox_capacity)))
             .collect();
         State {
             server: config.server.clone(),
-            by_id: apps.iter().map(|app| (app.config.id.clone(), app.clone())).collect(),
-            by_key: apps.iter().map(|app| (app.config.key.clone(), app.clone())).collect(),
+            by_id: apps
+                .iter()
+                .map(|app| (app.config.id.clone(), app.clone()))
+                .collect(),
+            by_key: apps
+                .iter()
+                .map(|app| (app.config.key.clone(), app.clone()))
+                .collect(),
             apps,
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),

@@ -13,9 +13,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use herald_hub::{Outbox, SocketHandle, SubscribeError};
 use herald_protocol::{
-    channel_auth_string, encode_error, encode_server_event, signin_auth_string, verify_auth, ChannelKind,
-    ChannelName, ClientEvent, CloseCode, PresenceChannelData, SigninData, SubscribeData, UserData,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    channel_auth_string, encode_error, encode_server_event, signin_auth_string, verify_auth,
+    ChannelKind, ChannelName, ClientEvent, CloseCode, PresenceChannelData, SigninData,
+    SubscribeData, UserData, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
@@ -27,6 +27,9 @@ use crate::state::{App, SharedState};
 /// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// How long the goodbye (error + close frame) may take before the socket is simply dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// `GET /app/{key}`: always upgrades, so that refusals reach pusher-js as close codes.
 pub(crate) async fn upgrade(
     State(state): State<SharedState>,
@@ -36,10 +39,14 @@ pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let app = state.app_by_key(&key).cloned();
-    let max_message = app
-        .as_ref()
-        .map_or(herald_protocol::Limits::default().max_ws_message_bytes, |app| app.config.limits.max_ws_message_bytes);
-    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let max_message = app.as_ref().map_or(
+        herald_protocol::Limits::default().max_ws_message_bytes,
+        |app| app.config.limits.max_ws_message_bytes,
+    );
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
     let tracker = state.sessions.clone();
     ws.read_buffer_size(READ_BUFFER_BYTES)
@@ -64,7 +71,12 @@ pub(crate) async fn path_not_found(ws: WebSocketUpgrade) -> Response {
 }
 
 /// The checks made before a connection is accepted, in the order pusher-js expects.
-fn refusal(state: &SharedState, app: Option<&App>, query: Option<&str>, origin: Option<&str>) -> Option<CloseCode> {
+fn refusal(
+    state: &SharedState,
+    app: Option<&App>,
+    query: Option<&str>,
+    origin: Option<&str>,
+) -> Option<CloseCode> {
     let protocol = query.and_then(|query| {
         serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .ok()?
@@ -98,7 +110,9 @@ fn refusal(state: &SharedState, app: Option<&App>, query: Option<&str>, origin: 
 
 async fn refuse(mut socket: WebSocket, code: CloseCode) {
     let _ = socket.send(error_message(code)).await;
-    let _ = socket.send(close_message(code.code(), code.message())).await;
+    let _ = socket
+        .send(close_message(code.code(), code.message()))
+        .await;
 }
 
 fn error_message(code: CloseCode) -> Message {
@@ -106,7 +120,10 @@ fn error_message(code: CloseCode) -> Message {
 }
 
 fn close_message(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
 }
 
 async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
@@ -175,7 +192,9 @@ impl Session {
             None => self.last_seen + Duration::from_secs(server.activity_timeout_secs),
         };
         if self.app.config.user_authentication_required && !self.authorized {
-            deadline = deadline.min(started + Duration::from_secs(self.app.config.user_authentication_timeout_secs));
+            deadline = deadline.min(
+                started + Duration::from_secs(self.app.config.user_authentication_timeout_secs),
+            );
         }
         deadline
     }
@@ -192,9 +211,15 @@ impl Session {
                 code = handle.closed() => Next::Close(close_code_from(code)),
                 _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
                 frame = outbox.recv() => match frame {
-                    Some(frame) => match socket.send(Message::Text(frame)).await {
-                        Ok(()) => Next::Continue,
-                        Err(_) => return,
+                    // A client that stops reading blocks this write: race it with the kill switch
+                    // so a slow consumer is still closed (4100) and its memory freed.
+                    Some(frame) => tokio::select! {
+                        sent = socket.send(Message::Text(frame)) => match sent {
+                            Ok(()) => Next::Continue,
+                            Err(_) => return,
+                        },
+                        code = handle.closed() => Next::Close(close_code_from(code)),
+                        _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
                     },
                     None => return,
                 },
@@ -217,10 +242,16 @@ impl Session {
                 _ = sleep_until(deadline) => self.on_timer(socket, started).await,
             };
             if let Next::Close(code) = next {
-                if code != CloseCode::MessageTooBig {
-                    let _ = socket.send(error_message(code)).await;
-                }
-                let _ = socket.send(close_message(code.code(), code.message())).await;
+                // The peer may not be reading at all (a slow consumer): never wait long on it.
+                let goodbye = async {
+                    if code != CloseCode::MessageTooBig {
+                        socket.send(error_message(code)).await?;
+                    }
+                    socket
+                        .send(close_message(code.code(), code.message()))
+                        .await
+                };
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
                 return;
             }
         }
@@ -228,7 +259,11 @@ impl Session {
 
     /// Leaves every channel and the user registry.
     fn finish(self) {
-        self.app.hub.unregister(self.handle.key, self.channels.keys(), self.user_id.as_deref());
+        self.app.hub.unregister(
+            self.handle.key,
+            self.channels.keys(),
+            self.user_id.as_deref(),
+        );
     }
 
     async fn on_timer(&mut self, socket: &mut WebSocket, started: Instant) -> Next {
@@ -241,11 +276,16 @@ impl Session {
             return Next::Close(CloseCode::Unauthorized);
         }
         match self.ping_sent {
-            Some(sent) if now >= sent + Duration::from_secs(self.state.server.pong_timeout_secs) => {
+            Some(sent)
+                if now >= sent + Duration::from_secs(self.state.server.pong_timeout_secs) =>
+            {
                 Next::Close(CloseCode::PongNotReceived)
             }
             Some(_) => Next::Continue,
-            None if now >= self.last_seen + Duration::from_secs(self.state.server.activity_timeout_secs) => {
+            None if now
+                >= self.last_seen
+                    + Duration::from_secs(self.state.server.activity_timeout_secs) =>
+            {
                 self.ping_sent = Some(now);
                 let ping = encode_server_event("pusher:ping", None, "{}", None);
                 if socket.send(Message::Text(ping.into())).await.is_err() {
@@ -264,7 +304,12 @@ impl Session {
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                send_error(socket, None, "binary frames are not supported; send JSON text frames").await?;
+                send_error(
+                    socket,
+                    None,
+                    "binary frames are not supported; send JSON text frames",
+                )
+                .await?;
                 return Some(Next::Continue);
             }
             Message::Ping(_) | Message::Pong(_) => return Some(Next::Continue),
@@ -292,7 +337,11 @@ impl Session {
                 Some(Next::Continue)
             }
             ClientEvent::Signin(data) => self.on_signin(socket, data).await,
-            ClientEvent::Client { event, channel, data } => self.on_client_event(socket, event, channel, data).await,
+            ClientEvent::Client {
+                event,
+                channel,
+                data,
+            } => self.on_client_event(socket, event, channel, data).await,
         }
     }
 
@@ -301,29 +350,49 @@ impl Session {
         let channel = match ChannelName::parse(&data.channel, limits.max_channel_name_len) {
             Ok(channel) => channel,
             Err(error) => {
-                send_subscription_error(socket, &data.channel, "InvalidChannel", &error.to_string(), 400).await?;
+                send_subscription_error(
+                    socket,
+                    &data.channel,
+                    "InvalidChannel",
+                    &error.to_string(),
+                    400,
+                )
+                .await?;
                 return Some(Next::Continue);
             }
         };
-        if !self.channels.contains_key(&channel) && self.channels.len() >= limits.max_channels_per_connection {
-            let message = format!("a connection may subscribe to at most {} channels", limits.max_channels_per_connection);
-            send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 400).await?;
+        if !self.channels.contains_key(&channel)
+            && self.channels.len() >= limits.max_channels_per_connection
+        {
+            let message = format!(
+                "a connection may subscribe to at most {} channels",
+                limits.max_channels_per_connection
+            );
+            send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 400)
+                .await?;
             return Some(Next::Continue);
         }
         let member = match self.authorize(&channel, &data) {
             Ok(member) => member,
             Err((message, status)) => {
                 debug!(channel = %channel, %message, "subscription refused");
-                send_subscription_error(socket, channel.as_str(), "AuthError", &message, status).await?;
+                send_subscription_error(socket, channel.as_str(), "AuthError", &message, status)
+                    .await?;
                 return Some(Next::Continue);
             }
         };
         let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
-        let outcome = match self.app.hub.subscribe(&self.handle, &channel, member, limits.max_presence_members) {
+        let outcome = match self.app.hub.subscribe(
+            &self.handle,
+            &channel,
+            member,
+            limits.max_presence_members,
+        ) {
             Ok(outcome) => outcome,
             Err(SubscribeError::PresenceFull { max }) => {
                 let message = format!("presence channel is full ({max} members)");
-                send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403).await?;
+                send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403)
+                    .await?;
                 return Some(Next::Continue);
             }
             Err(SubscribeError::SocketGone) => return None,
@@ -331,7 +400,9 @@ impl Session {
         if channel.kind().requires_auth() {
             self.authorized = true;
         }
-        let succeeded_data = outcome.presence.map_or_else(|| "{}".to_owned(), |presence| presence.to_data());
+        let succeeded_data = outcome
+            .presence
+            .map_or_else(|| "{}".to_owned(), |presence| presence.to_data());
         let succeeded = encode_server_event(
             "pusher_internal:subscription_succeeded",
             Some(channel.as_str()),
@@ -342,7 +413,10 @@ impl Session {
         if channel.is_cache() {
             let frame = match outcome.cached {
                 Some(frame) => frame,
-                None => encode_server_event("pusher:cache_miss", Some(channel.as_str()), "{}", None).into(),
+                None => {
+                    encode_server_event("pusher:cache_miss", Some(channel.as_str()), "{}", None)
+                        .into()
+                }
             };
             socket.send(Message::Text(frame)).await.ok()?;
         }
@@ -351,25 +425,40 @@ impl Session {
     }
 
     /// Checks the subscription's auth; returns the presence member for presence channels.
-    fn authorize(&self, channel: &ChannelName, data: &SubscribeData) -> Result<Option<(String, Value)>, (String, u16)> {
+    fn authorize(
+        &self,
+        channel: &ChannelName,
+        data: &SubscribeData,
+    ) -> Result<Option<(String, Value)>, (String, u16)> {
         let config = &self.app.config;
         match channel.kind() {
             ChannelKind::Public => Ok(None),
             ChannelKind::ServerToUser => match (&self.user_id, channel.server_to_user_id()) {
                 (Some(user), Some(owner)) if user == owner => Ok(None),
-                _ => Err(("only the connection signed in as this user may subscribe".into(), 403)),
+                _ => Err((
+                    "only the connection signed in as this user may subscribe".into(),
+                    403,
+                )),
             },
             kind => {
-                let auth = data.auth.as_deref().ok_or_else(|| ("auth is required for this channel".to_owned(), 401))?;
+                let auth = data
+                    .auth
+                    .as_deref()
+                    .ok_or_else(|| ("auth is required for this channel".to_owned(), 401))?;
                 let channel_data = if kind == ChannelKind::Presence {
                     Some(data.channel_data.as_deref().ok_or_else(|| {
-                        ("channel_data is required for presence channels".to_owned(), 400)
+                        (
+                            "channel_data is required for presence channels".to_owned(),
+                            400,
+                        )
                     })?)
                 } else {
                     None
                 };
-                let signed = channel_auth_string(self.handle.id.as_str(), channel.as_str(), channel_data);
-                verify_auth(&config.key, &config.secret, &signed, auth).map_err(|error| (error.to_string(), 401))?;
+                let signed =
+                    channel_auth_string(self.handle.id.as_str(), channel.as_str(), channel_data);
+                verify_auth(&config.key, &config.secret, &signed, auth)
+                    .map_err(|error| (error.to_string(), 401))?;
                 match channel_data {
                     Some(text) => {
                         let limits = &config.limits;
@@ -397,7 +486,12 @@ impl Session {
         let user = match UserData::parse(&data.user_data) {
             Ok(user) => user,
             Err(error) => {
-                send_error(socket, Some(CloseCode::Unauthorized.code()), &error.to_string()).await?;
+                send_error(
+                    socket,
+                    Some(CloseCode::Unauthorized.code()),
+                    &error.to_string(),
+                )
+                .await?;
                 return Some(Next::Close(CloseCode::Unauthorized));
             }
         };
@@ -417,18 +511,34 @@ impl Session {
         Some(Next::Continue)
     }
 
-    async fn on_client_event(&mut self, socket: &mut WebSocket, event: String, channel: String, data: Value) -> Option<Next> {
+    async fn on_client_event(
+        &mut self,
+        socket: &mut WebSocket,
+        event: String,
+        channel: String,
+        data: Value,
+    ) -> Option<Next> {
         let config = &self.app.config;
         if !config.client_events {
             send_error(socket, None, "client events are not enabled for this app").await?;
             return Some(Next::Continue);
         }
         let Some((name, user_id)) = self.channels.get_key_value(channel.as_str()) else {
-            send_error(socket, None, "client events may only be sent on a channel this connection is subscribed to").await?;
+            send_error(
+                socket,
+                None,
+                "client events may only be sent on a channel this connection is subscribed to",
+            )
+            .await?;
             return Some(Next::Continue);
         };
         if !matches!(name.kind(), ChannelKind::Private | ChannelKind::Presence) {
-            send_error(socket, None, "client events may only be sent on private and presence channels").await?;
+            send_error(
+                socket,
+                None,
+                "client events may only be sent on private and presence channels",
+            )
+            .await?;
             return Some(Next::Continue);
         }
         if event.len() > config.limits.max_event_name_len {
@@ -452,12 +562,18 @@ impl Session {
             other => other.to_string(),
         };
         if data.len() > config.limits.max_event_data_bytes {
-            let message = format!("event data is larger than {} bytes", config.limits.max_event_data_bytes);
+            let message = format!(
+                "event data is larger than {} bytes",
+                config.limits.max_event_data_bytes
+            );
             send_error(socket, None, &message).await?;
             return Some(Next::Continue);
         }
-        let frame: Utf8Bytes = encode_server_event(&event, Some(name.as_str()), &data, user_id.as_deref()).into();
-        self.app.hub.publish(name, &frame, &data, Some(self.handle.id.as_str()));
+        let frame: Utf8Bytes =
+            encode_server_event(&event, Some(name.as_str()), &data, user_id.as_deref()).into();
+        self.app
+            .hub
+            .publish(name, &frame, &data, Some(self.handle.id.as_str()));
         Some(Next::Continue)
     }
 }
@@ -471,10 +587,19 @@ fn close_code_from(code: u16) -> CloseCode {
 }
 
 async fn send_error(socket: &mut WebSocket, code: Option<u16>, message: &str) -> Option<()> {
-    socket.send(Message::Text(encode_error(code, message).into())).await.ok()
+    socket
+        .send(Message::Text(encode_error(code, message).into()))
+        .await
+        .ok()
 }
 
-async fn send_subscription_error(socket: &mut WebSocket, channel: &str, kind: &str, error: &str, status: u16) -> Option<()> {
+async fn send_subscription_error(
+    socket: &mut WebSocket,
+    channel: &str,
+    kind: &str,
+    error: &str,
+    status: u16,
+) -> Option<()> {
     let data = json!({ "type": kind, "error": error, "status": status }).to_string();
     let frame = encode_server_event("pusher:subscription_error", Some(channel), &data, None);
     socket.send(Message::Text(frame.into())).await.ok()

@@ -1,0 +1,382 @@
+//! The signed HTTP API: every status code of `PROTOCOL.md`, triggers, batches and channel queries.
+
+use serde_json::{json, Value};
+
+use crate::harness::{now, TestServer};
+
+fn event(channels: &[&str]) -> Value {
+    json!({ "name": "e", "channels": channels, "data": "{}" })
+}
+
+#[tokio::test]
+async fn signature_failures_answer_401() {
+    let server = TestServer::start().await;
+    let body = event(&["a"]);
+    let cases: [(&str, &str, &str, u64); 4] = [
+        ("main", "main-key", "wrong-secret", now()),
+        ("main", "other-key", "main-secret", now()),
+        ("main", "disabled-key", "disabled-secret", now()),
+        ("main", "main-key", "main-secret", now() - 601),
+    ];
+    for (app, key, secret, timestamp) in cases {
+        let (status, reply) = server
+            .signed_with(
+                app,
+                key,
+                secret,
+                "POST",
+                "/events",
+                &[],
+                Some(&body),
+                timestamp,
+            )
+            .await;
+        assert_eq!(status, 401, "{key} {secret} {timestamp}: {reply}");
+        assert!(reply["error"]
+            .as_str()
+            .expect("error text")
+            .starts_with("authentication failed"));
+    }
+    let (status, _) = server
+        .signed_with(
+            "main",
+            "main-key",
+            "main-secret",
+            "POST",
+            "/events",
+            &[],
+            Some(&body),
+            now() + 590,
+        )
+        .await;
+    assert_eq!(status, 200, "inside the 600 s window");
+    let (status, reply) = server
+        .raw("POST", "/apps/main/events", &[], body.to_string())
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(reply["error"], "authentication failed: auth_key is missing");
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_match_its_md5_is_refused() {
+    let server = TestServer::start().await;
+    let signed_body = event(&["a"]).to_string();
+    let md5 = herald_protocol::body_md5_hex(signed_body.as_bytes());
+    let timestamp = now().to_string();
+    let params = [
+        ("auth_key", "main-key"),
+        ("auth_timestamp", timestamp.as_str()),
+        ("auth_version", "1.0"),
+        ("body_md5", md5.as_str()),
+    ];
+    let signed =
+        herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied());
+    let signature = herald_protocol::hmac_sha256_hex("main-secret", &signed);
+    let mut query = params.to_vec();
+    query.push(("auth_signature", signature.as_str()));
+    let (status, _) = server
+        .raw("POST", "/apps/main/events", &query, signed_body.clone())
+        .await;
+    assert_eq!(status, 200);
+    let tampered = signed_body.replace("\"a\"", "\"b\"");
+    let (status, reply) = server
+        .raw("POST", "/apps/main/events", &query, tampered)
+        .await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (
+            401,
+            Some("authentication failed: body_md5 does not match the body")
+        )
+    );
+}
+
+#[tokio::test]
+async fn get_requests_with_the_empty_body_md5_are_accepted() {
+    let server = TestServer::start().await;
+    let empty_md5 = herald_protocol::body_md5_hex(b"");
+    let (status, body) = server
+        .signed(
+            "main",
+            "GET",
+            "/channels",
+            &[("body_md5", empty_md5.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({ "channels": {} })));
+}
+
+#[tokio::test]
+async fn unknown_apps_and_routes_answer_404_and_disabled_apps_403() {
+    let server = TestServer::start().await;
+    let (status, reply) = server
+        .signed("ghost", "POST", "/events", &[], Some(&event(&["a"])))
+        .await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (404, Some("unknown app \"ghost\""))
+    );
+    let (status, _) = server
+        .signed("main", "GET", "/nothing-here", &[], None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, reply) = server
+        .signed("disabled", "POST", "/events", &[], Some(&event(&["a"])))
+        .await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (403, Some("app is disabled"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_triggers_answer_400_naming_the_field_and_publish_nothing() {
+    let server = TestServer::start().await;
+    let mut watcher = server.client().await;
+    watcher.subscribe("a").await;
+    let too_many: Vec<String> = (0..101).map(|n| format!("c{n}")).collect();
+    let cases = [
+        (json!({ "channels": ["a"], "data": "{}" }), "name"),
+        (json!({ "name": "e", "channels": ["a"] }), "data"),
+        (json!({ "name": "e", "data": "{}" }), "channels"),
+        (
+            json!({ "name": "e", "channels": "a", "data": "{}" }),
+            "channels",
+        ),
+        (
+            json!({ "name": "e", "channels": too_many, "data": "{}" }),
+            "channels",
+        ),
+        (
+            json!({ "name": "e", "channels": ["a", "bad channel"], "data": "{}" }),
+            "channels",
+        ),
+        (
+            json!({ "name": "e", "channels": ["a"], "data": "{}", "socket_id": "abc" }),
+            "socket_id",
+        ),
+        (
+            json!({ "name": "x".repeat(201), "channels": ["a"], "data": "{}" }),
+            "name",
+        ),
+        (
+            json!({ "name": "e", "channels": ["a"], "data": "{}", "info": "everything" }),
+            "info",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, reply) = server
+            .signed("main", "POST", "/events", &[], Some(&body))
+            .await;
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert_eq!(reply["field"], field, "{reply}");
+    }
+    let (status, reply) = server
+        .signed("main", "POST", "/events", &[], Some(&json!([1])))
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    watcher
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test]
+async fn malformed_json_answers_400() {
+    let server = TestServer::start().await;
+    let body = "{not json";
+    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
+    let timestamp = now().to_string();
+    let params = [
+        ("auth_key", "main-key"),
+        ("auth_timestamp", timestamp.as_str()),
+        ("auth_version", "1.0"),
+        ("body_md5", md5.as_str()),
+    ];
+    let signature = herald_protocol::hmac_sha256_hex(
+        "main-secret",
+        &herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied()),
+    );
+    let mut query = params.to_vec();
+    query.push(("auth_signature", signature.as_str()));
+    let (status, reply) = server
+        .raw("POST", "/apps/main/events", &query, body.into())
+        .await;
+    assert_eq!(status, 400);
+    assert!(reply["error"]
+        .as_str()
+        .expect("text")
+        .contains("not valid JSON"));
+}
+
+#[tokio::test]
+async fn oversized_data_and_bodies_answer_413() {
+    let server = TestServer::start().await;
+    let big = "x".repeat(10 * 1024 + 1);
+    let (status, reply) = server.trigger(&["a"], "e", &big).await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["error"], "event data is larger than 10240 bytes");
+    let exactly = "x".repeat(10 * 1024);
+    assert_eq!(server.trigger(&["a"], "e", &exactly).await.0, 200);
+    let huge = "y".repeat(300 * 1024);
+    let (status, _) = server.raw("POST", "/apps/main/events", &[], huge).await;
+    assert_eq!(
+        status, 413,
+        "the body cap applies while reading, before authentication"
+    );
+}
+
+#[tokio::test]
+async fn api_rate_limit_answers_429() {
+    let server = TestServer::start().await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            server
+                .signed("limited", "GET", "/channels", &[], None)
+                .await
+                .0,
+        );
+    }
+    assert_eq!(&statuses[..2], &[200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_draining_server_answers_503_to_triggers() {
+    let server = TestServer::start().await;
+    server.state.start_draining();
+    let (status, reply) = server.trigger(&["a"], "e", "{}").await;
+    assert_eq!(status, 503);
+    assert!(reply["error"]
+        .as_str()
+        .expect("text")
+        .contains("shutting down"));
+}
+
+#[tokio::test]
+async fn multi_channel_triggers_exclude_the_given_socket_and_report_info() {
+    let server = TestServer::start().await;
+    let mut a = server.client().await;
+    let mut b = server.client().await;
+    a.subscribe("one").await;
+    b.subscribe("two").await;
+    b.subscribe("one").await;
+    let body = json!({ "name": "e", "channels": ["one", "two"], "data": "d", "socket_id": b.socket_id, "info": "subscription_count" });
+    let (status, reply) = server
+        .signed("main", "POST", "/events", &[], Some(&body))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        reply,
+        json!({ "channels": { "one": { "subscription_count": 2 }, "two": { "subscription_count": 1 } } })
+    );
+    assert_eq!(a.recv().await["channel"], "one");
+    b.expect_silence(std::time::Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test]
+async fn batch_triggers_publish_every_event_or_none() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.subscribe("x").await;
+    client.subscribe("y").await;
+    let batch = json!({ "batch": [
+        { "channel": "x", "name": "first", "data": "1" },
+        { "channel": "y", "name": "second", "data": "2", "info": "subscription_count" },
+    ] });
+    let (status, reply) = server
+        .signed("main", "POST", "/batch_events", &[], Some(&batch))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply, json!({ "batch": [{}, { "subscription_count": 1 }] }));
+    assert_eq!(client.recv().await["event"], "first");
+    assert_eq!(client.recv().await["event"], "second");
+
+    let eleven: Vec<Value> = (0..11)
+        .map(|n| json!({ "channel": "x", "name": "e", "data": n.to_string() }))
+        .collect();
+    let (status, reply) = server
+        .signed(
+            "main",
+            "POST",
+            "/batch_events",
+            &[],
+            Some(&json!({ "batch": eleven })),
+        )
+        .await;
+    assert_eq!((status, reply["field"].as_str()), (400, Some("batch")));
+    let half_bad = json!({ "batch": [{ "channel": "x", "name": "ok", "data": "1" }, { "channel": "bad channel", "name": "e", "data": "1" }] });
+    assert_eq!(
+        server
+            .signed("main", "POST", "/batch_events", &[], Some(&half_bad))
+            .await
+            .0,
+        400
+    );
+    client
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test]
+async fn channel_queries_report_occupied_channels() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.subscribe("news").await;
+    client
+        .subscribe_signed("presence-lobby", Some(r#"{"user_id":"5"}"#))
+        .await;
+    let (status, all) = server.signed("main", "GET", "/channels", &[], None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        all,
+        json!({ "channels": { "news": {}, "presence-lobby": {} } })
+    );
+    let (_, presence) = server
+        .signed(
+            "main",
+            "GET",
+            "/channels",
+            &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        presence,
+        json!({ "channels": { "presence-lobby": { "user_count": 1 } } })
+    );
+    let (status, _) = server
+        .signed("main", "GET", "/channels", &[("info", "user_count")], None)
+        .await;
+    assert_eq!(status, 400, "user_count needs a presence prefix");
+    let (_, news) = server
+        .signed(
+            "main",
+            "GET",
+            "/channels/news",
+            &[("info", "subscription_count")],
+            None,
+        )
+        .await;
+    assert_eq!(news, json!({ "occupied": true, "subscription_count": 1 }));
+    let (_, empty) = server
+        .signed("main", "GET", "/channels/empty", &[], None)
+        .await;
+    assert_eq!(empty, json!({ "occupied": false }));
+    let (status, _) = server
+        .signed(
+            "main",
+            "GET",
+            "/channels/news",
+            &[("info", "user_count")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = server
+        .signed("main", "GET", "/channels/news/users", &[], None)
+        .await;
+    assert_eq!(status, 400, "users are listed for presence channels only");
+}

@@ -1,0 +1,372 @@
+//! `TestServer`: the real server on a free port with test apps; `Client`: a real WebSocket client.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{
+    api_string_to_sign, body_md5_hex, channel_auth_string, hmac_sha256_hex, signin_auth_string,
+};
+use herald_server::config::{AppConfig, Config};
+use herald_server::{App, SharedState};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub fn app(id: &str) -> AppConfig {
+    AppConfig {
+        id: id.into(),
+        key: format!("{id}-key"),
+        secret: format!("{id}-secret"),
+        ..AppConfig::default()
+    }
+}
+
+/// The apps every test server has: `main`, plus variants with one switch changed.
+pub fn default_apps() -> Vec<AppConfig> {
+    vec![
+        app("main"),
+        AppConfig {
+            enabled: false,
+            ..app("disabled")
+        },
+        AppConfig {
+            max_connections: 1,
+            ..app("quota")
+        },
+        AppConfig {
+            client_events: false,
+            ..app("noclient")
+        },
+        AppConfig {
+            user_authentication_required: true,
+            user_authentication_timeout_secs: 1,
+            ..app("signin")
+        },
+        AppConfig {
+            allowed_origins: vec!["https://good.example".into()],
+            ..app("origin")
+        },
+        AppConfig {
+            max_api_requests_per_second: 2,
+            ..app("limited")
+        },
+    ]
+}
+
+pub struct TestServer {
+    pub address: std::net::SocketAddr,
+    pub state: SharedState,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with_config(|_| {}).await
+    }
+
+    pub async fn with_config(change: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::default();
+        config.server.host = "127.0.0.1".into();
+        config.server.port = 0;
+        config.server.shutdown_grace_secs = 2;
+        config.apps = default_apps();
+        change(&mut config);
+        let app = App::build(&config).await.expect("server binds");
+        let address = app.address();
+        let state = app.state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            address,
+            state,
+            stop: Some(stop),
+            done: Some(done),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Starts graceful shutdown and waits for it to finish.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(Duration::from_secs(10), done)
+                .await
+                .expect("shutdown finishes")
+                .expect("task joins")
+                .expect("server ran cleanly");
+        }
+    }
+
+    pub fn ws_url(&self, key: &str) -> String {
+        format!(
+            "ws://{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
+            self.address
+        )
+    }
+
+    /// Connects to `main` and reads `pusher:connection_established`.
+    pub async fn client(&self) -> Client {
+        self.client_for("main-key").await
+    }
+
+    pub async fn client_for(&self, key: &str) -> Client {
+        let mut client = Client::connect(&self.ws_url(key)).await;
+        let hello = client.recv().await;
+        assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+        let data: Value = serde_json::from_str(hello["data"].as_str().expect("data is a string"))
+            .expect("json data");
+        client.socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
+        client
+    }
+
+    /// A signed request to the HTTP API, as the Pusher SDKs make them.
+    pub async fn signed(
+        &self,
+        app: &str,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let secret = format!("{app}-secret");
+        self.signed_with(
+            app,
+            &format!("{app}-key"),
+            &secret,
+            method,
+            path,
+            query,
+            body,
+            now(),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn signed_with(
+        &self,
+        app: &str,
+        key: &str,
+        secret: &str,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        timestamp: u64,
+    ) -> (u16, Value) {
+        let path = format!("/apps/{app}{path}");
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let timestamp = timestamp.to_string();
+        let md5 = body_md5_hex(body.as_bytes());
+        let mut params: Vec<(&str, &str)> = vec![
+            ("auth_key", key),
+            ("auth_timestamp", timestamp.as_str()),
+            ("auth_version", "1.0"),
+        ];
+        if !body.is_empty() {
+            params.push(("body_md5", md5.as_str()));
+        }
+        params.extend_from_slice(query);
+        let signature = hmac_sha256_hex(
+            secret,
+            &api_string_to_sign(method, &path, params.iter().copied()),
+        );
+        params.push(("auth_signature", signature.as_str()));
+        self.raw(method, &path, &params, body).await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: String,
+    ) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.address);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, url).query(params);
+        if !body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body read");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// `POST /apps/main/events`
+    pub async fn trigger(&self, channels: &[&str], name: &str, data: &str) -> (u16, Value) {
+        let body = json!({ "name": name, "channels": channels, "data": data });
+        self.signed("main", "POST", "/events", &[], Some(&body))
+            .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A raw WebSocket client speaking Pusher frames.
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub socket_id: String,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Client {
+            socket,
+            socket_id: String::new(),
+        }
+    }
+
+    pub async fn connect_with_origin(url: &str, origin: &str) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("header"));
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        Client {
+            socket,
+            socket_id: String::new(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket.send(message).await.expect("frame sent");
+    }
+
+    /// The next text frame as JSON; panics on close or after `WAIT`.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("socket open")
+                .expect("frame readable");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("json frame")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until one has `event`; returns it.
+    pub async fn recv_event(&mut self, event: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["event"] == event {
+                return frame;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.socket.next()).await {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+
+    /// Reads until the close frame; returns its code (skipping any text frames before it).
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("closes in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(WsCloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("socket failed before a close frame: {error}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send(json!({ "event": "pusher:subscribe", "data": { "channel": channel } }))
+            .await;
+        self.recv().await
+    }
+
+    /// Subscribes with a valid signature from the `main` app's secret.
+    pub async fn subscribe_signed(&mut self, channel: &str, channel_data: Option<&str>) -> Value {
+        let auth = auth_for("main", &self.socket_id, channel, channel_data);
+        let mut data = json!({ "channel": channel, "auth": auth });
+        if let Some(channel_data) = channel_data {
+            data["channel_data"] = Value::String(channel_data.to_owned());
+        }
+        self.send(json!({ "event": "pusher:subscribe", "data": data }))
+            .await;
+        self.recv().await
+    }
+
+    pub async fn signin(&mut self, app: &str, user_data: &str) {
+        let signature = hmac_sha256_hex(
+            &format!("{app}-secret"),
+            &signin_auth_string(&self.socket_id, user_data),
+        );
+        let auth = format!("{app}-key:{signature}");
+        self.send(
+            json!({ "event": "pusher:signin", "data": { "auth": auth, "user_data": user_data } }),
+        )
+        .await;
+    }
+}
+
+pub fn auth_for(app: &str, socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+    let signature = hmac_sha256_hex(
+        &format!("{app}-secret"),
+        &channel_auth_string(socket_id, channel, channel_data),
+    );
+    format!("{app}-key:{signature}")
+}
+
+/// Parses a server frame's string `data`.
+pub fn data_of(frame: &Value) -> Value {
+    serde_json::from_str(frame["data"].as_str().expect("data is a string")).expect("data is JSON")
+}

@@ -1,0 +1,196 @@
+//! The connection handshake and every refusal close code.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{data_of, Client, TestServer};
+
+#[tokio::test]
+async fn connection_established_carries_socket_id_and_activity_timeout() {
+    let server = TestServer::start().await;
+    let mut client = Client::connect(&server.ws_url("main-key")).await;
+    let hello = client.recv().await;
+    assert_eq!(hello["event"], "pusher:connection_established");
+    let data = data_of(&hello);
+    let socket_id = data["socket_id"].as_str().expect("socket id");
+    let (high, low) = socket_id.split_once('.').expect("two parts");
+    assert!(high.chars().all(|c| c.is_ascii_digit()) && low.chars().all(|c| c.is_ascii_digit()));
+    assert_eq!(data["activity_timeout"], 120);
+    let other = server.client().await;
+    assert_ne!(other.socket_id, socket_id, "socket ids are unique");
+}
+
+async fn refused_with(_server: &TestServer, url: String) -> (Value, u16) {
+    let mut client = Client::connect(&url).await;
+    let error = client.recv().await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    let code = client.expect_close().await;
+    (error, code)
+}
+
+#[tokio::test]
+async fn protocol_version_is_checked() {
+    let server = TestServer::start().await;
+    let base = format!("ws://{}/app/main-key", server.address);
+    let (error, code) = refused_with(&server, base.clone()).await;
+    assert_eq!(code, 4008);
+    assert_eq!(error["data"]["code"], 4008);
+    assert_eq!(
+        refused_with(&server, format!("{base}?protocol=seven"))
+            .await
+            .1,
+        4006
+    );
+    assert_eq!(
+        refused_with(&server, format!("{base}?protocol=99")).await.1,
+        4007
+    );
+    assert_eq!(
+        refused_with(&server, format!("{base}?protocol=1")).await.1,
+        4007
+    );
+}
+
+#[tokio::test]
+async fn unknown_disabled_and_full_apps_are_refused_after_the_upgrade() {
+    let server = TestServer::start().await;
+    assert_eq!(refused_with(&server, server.ws_url("nobody")).await.1, 4001);
+    assert_eq!(
+        refused_with(&server, server.ws_url("disabled-key")).await.1,
+        4003
+    );
+    let _first = server.client_for("quota-key").await;
+    let (error, code) = refused_with(&server, server.ws_url("quota-key")).await;
+    assert_eq!(code, 4004);
+    assert_eq!(error["data"]["code"], 4004);
+}
+
+#[tokio::test]
+async fn connection_quota_frees_up_when_a_client_leaves() {
+    let server = TestServer::start().await;
+    let first = server.client_for("quota-key").await;
+    drop(first);
+    let mut attempts = 0;
+    loop {
+        let mut client = Client::connect(&server.ws_url("quota-key")).await;
+        let frame = client.recv().await;
+        if frame["event"] == "pusher:connection_established" {
+            break;
+        }
+        attempts += 1;
+        assert!(attempts < 50, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn origins_outside_the_allow_list_are_refused() {
+    let server = TestServer::start().await;
+    let url = server.ws_url("origin-key");
+    let mut bad = Client::connect_with_origin(&url, "https://evil.example").await;
+    assert_eq!(bad.recv().await["data"]["code"], 4009);
+    assert_eq!(bad.expect_close().await, 4009);
+    let mut good = Client::connect_with_origin(&url, "https://good.example").await;
+    assert_eq!(good.recv().await["event"], "pusher:connection_established");
+}
+
+#[tokio::test]
+async fn other_paths_are_refused_with_4005() {
+    let server = TestServer::start().await;
+    let (_, code) = refused_with(
+        &server,
+        format!("ws://{}/socket?protocol=7", server.address),
+    )
+    .await;
+    assert_eq!(code, 4005);
+}
+
+#[tokio::test]
+async fn pusher_ping_is_answered_with_pong() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .send(json!({ "event": "pusher:ping", "data": {} }))
+        .await;
+    assert_eq!(client.recv().await["event"], "pusher:pong");
+}
+
+#[tokio::test]
+async fn websocket_ping_frames_get_pong_frames() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.send_raw(Message::Ping(b"hi".to_vec().into())).await;
+    // tungstenite answers pings itself; the socket stays usable afterwards.
+    client
+        .send(json!({ "event": "pusher:ping", "data": {} }))
+        .await;
+    assert_eq!(client.recv().await["event"], "pusher:pong");
+}
+
+#[tokio::test]
+async fn silent_clients_are_pinged_then_closed_with_4201() {
+    let server = TestServer::with_config(|config| {
+        config.server.activity_timeout_secs = 1;
+        config.server.pong_timeout_secs = 1;
+    })
+    .await;
+    let mut client = server.client().await;
+    assert_eq!(client.recv().await["event"], "pusher:ping");
+    assert_eq!(client.expect_close().await, 4201);
+}
+
+#[tokio::test]
+async fn answering_the_server_ping_keeps_the_connection() {
+    let server = TestServer::with_config(|config| {
+        config.server.activity_timeout_secs = 1;
+        config.server.pong_timeout_secs = 1;
+    })
+    .await;
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        assert_eq!(client.recv().await["event"], "pusher:ping");
+        client
+            .send(json!({ "event": "pusher:pong", "data": {} }))
+            .await;
+    }
+    client
+        .send(json!({ "event": "pusher:ping", "data": {} }))
+        .await;
+    assert_eq!(
+        client.recv_event("pusher:pong").await["event"],
+        "pusher:pong"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_sockets_with_4200_and_drains_up() {
+    let mut server = TestServer::start().await;
+    let mut client = server.client().await;
+    let state = server.state.clone();
+    let up = format!("http://{}/up", server.address);
+    assert_eq!(reqwest::get(&up).await.expect("up answers").status(), 200);
+    server.shutdown().await;
+    assert!(state.is_draining());
+    let error = client.recv().await;
+    assert_eq!(error["data"]["code"], 4200);
+    assert_eq!(client.expect_close().await, 4200);
+}
+
+#[tokio::test]
+async fn draining_server_answers_up_with_503_and_refuses_new_sockets_with_4200() {
+    let server = TestServer::start().await;
+    server.state.start_draining();
+    let up = reqwest::get(format!("http://{}/up", server.address))
+        .await
+        .expect("up answers");
+    assert_eq!(up.status(), 503);
+    let live = reqwest::get(format!("http://{}/live", server.address))
+        .await
+        .expect("live answers");
+    assert_eq!(live.status(), 200);
+    let mut client = Client::connect(&server.ws_url("main-key")).await;
+    assert_eq!(client.recv().await["data"]["code"], 4200);
+    assert_eq!(client.expect_close().await, 4200);
+}

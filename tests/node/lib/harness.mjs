@@ -1,0 +1,470 @@
+// Test harness: starts the real `herald` binary with a temporary config, and builds real
+// pusher-js clients, laravel-echo instances and `pusher` server SDK instances against it.
+//
+// Every wait in the suite goes through `withTimeout`, `waitFor` or `waitForEvent`: nothing
+// sleeps and then asserts.
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import Pusher from 'pusher-js';
+import Echo from 'laravel-echo';
+import PusherServer from 'pusher';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** tests/node */
+const suiteRoot = resolve(here, '..');
+
+export const HERALD_BIN = process.env.HERALD_BIN
+  ? resolve(suiteRoot, process.env.HERALD_BIN)
+  : resolve(suiteRoot, '../../target/debug/herald');
+
+/** Default time any single wait may take. */
+export const TIMEOUT_MS = 5000;
+
+/** 32 random-looking bytes, base64: the end-to-end encryption master key of the SDKs. */
+export const ENCRYPTION_MASTER_KEY_BASE64 = Buffer.from(
+  'herald-node-suite-master-key-32b',
+).toString('base64');
+
+/** The apps declared in the temporary config. */
+export const APPS = {
+  main: { id: 'main-app', key: 'main-key', secret: 'main-secret', client_events: true },
+  disabled: { id: 'disabled-app', key: 'disabled-key', secret: 'disabled-secret', enabled: false },
+  limited: { id: 'limited-app', key: 'limited-key', secret: 'limited-secret', max_connections: 1 },
+  authRequired: {
+    id: 'auth-app',
+    key: 'auth-key',
+    secret: 'auth-secret',
+    user_authentication_required: true,
+    user_authentication_timeout_secs: 2,
+  },
+  noClientEvents: { id: 'quiet-app', key: 'quiet-key', secret: 'quiet-secret', client_events: false },
+};
+
+function tomlValue(value) {
+  if (typeof value === 'string') return JSON.stringify(value);
+  return String(value);
+}
+
+function configToml() {
+  const lines = [
+    '[server]',
+    'host = "127.0.0.1"',
+    'port = 0',
+    // Stopping the server at the end of a file should not wait long.
+    'shutdown_grace_secs = 1',
+    '',
+  ];
+  for (const app of Object.values(APPS)) {
+    lines.push('[[apps]]');
+    for (const [key, value] of Object.entries(app)) lines.push(`${key} = ${tomlValue(value)}`);
+    lines.push('');
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/** Rejects with a labelled error when `promise` takes longer than `ms`. */
+export function withTimeout(promise, ms = TIMEOUT_MS, label = 'operation') {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${label}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Waits until something happens, at most `ms`:
+ * - `waitFor(() => value)`: polls the predicate until it returns a truthy value (returned);
+ * - `waitFor(target, 'event')`: the next `event` of a pusher-js dispatcher or Node emitter.
+ */
+export function waitFor(source, eventOrMs, maybeMs) {
+  if (typeof source === 'function') {
+    const ms = typeof eventOrMs === 'number' ? eventOrMs : TIMEOUT_MS;
+    const deadline = Date.now() + ms;
+    return new Promise((resolvePromise, reject) => {
+      const poll = () => {
+        let value;
+        try {
+          value = source();
+        } catch (error) {
+          reject(error);
+          return;
+        }
+        if (value) resolvePromise(value);
+        else if (Date.now() > deadline) {
+          reject(new Error(`timed out after ${ms} ms waiting for ${source.toString().slice(0, 160)}`));
+        } else setTimeout(poll, 10);
+      };
+      poll();
+    });
+  }
+  return waitForEvent(source, eventOrMs, { timeout: maybeMs });
+}
+
+/**
+ * The next `event` emitted by `target` (pusher-js `bind`/`unbind`, or a Node emitter) for which
+ * `filter(...args)` holds; resolves with the first argument.
+ */
+export function waitForEvent(target, event, { timeout = TIMEOUT_MS, filter = () => true, label } = {}) {
+  let handler;
+  const promise = new Promise((resolvePromise) => {
+    handler = (...args) => {
+      if (filter(...args)) resolvePromise(args[0]);
+    };
+    if (typeof target.bind === 'function' && typeof target.unbind === 'function') target.bind(event, handler);
+    else target.on(event, handler);
+  });
+  const off = () => {
+    if (typeof target.unbind === 'function') target.unbind(event, handler);
+    else target.off(event, handler);
+  };
+  return withTimeout(promise, timeout, label ?? `event ${event}`).finally(off);
+}
+
+/** Records every `event` of `target`; `until(n)` waits for the n-th. */
+export function record(target, event) {
+  const events = [];
+  const handler = (data) => events.push(data);
+  if (typeof target.bind === 'function') target.bind(event, handler);
+  else target.on(event, handler);
+  return {
+    events,
+    until(count, ms = TIMEOUT_MS) {
+      return waitFor(() => events.length >= count && events, ms);
+    },
+    stop() {
+      if (typeof target.unbind === 'function') target.unbind(event, handler);
+      else target.off(event, handler);
+    },
+  };
+}
+
+/** The Pusher error code carried by a pusher-js connection `error` event, wherever it sits. */
+export function errorCode(error) {
+  return error?.data?.code ?? error?.error?.data?.code ?? null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// pusher-js helpers
+
+/** Waits until a pusher-js client is connected; resolves with its socket id. */
+export async function connected(client, ms = TIMEOUT_MS) {
+  if (client.connection.state !== 'connected') {
+    await waitForEvent(client.connection, 'state_change', {
+      timeout: ms,
+      filter: ({ current }) => current === 'connected',
+      label: 'pusher-js state "connected"',
+    });
+  }
+  return client.connection.socket_id;
+}
+
+/**
+ * Subscribes and waits for `pusher:subscription_succeeded` (resolves with its data, e.g. the
+ * presence members) or rejects with the `pusher:subscription_error` data.
+ */
+export async function subscribe(client, name, ms = TIMEOUT_MS) {
+  const channel = client.subscribe(name);
+  if (channel.subscribed) return { channel, data: undefined };
+  const outcome = new Promise((resolvePromise, reject) => {
+    const ok = (data) => {
+      cleanup();
+      resolvePromise({ channel, data });
+    };
+    const failed = (data) => {
+      cleanup();
+      const error = new Error(`subscription to ${name} failed: ${JSON.stringify(data)}`);
+      error.data = data;
+      reject(error);
+    };
+    const cleanup = () => {
+      channel.unbind('pusher:subscription_succeeded', ok);
+      channel.unbind('pusher:subscription_error', failed);
+    };
+    channel.bind('pusher:subscription_succeeded', ok);
+    channel.bind('pusher:subscription_error', failed);
+  });
+  return withTimeout(outcome, ms, `subscription to ${name}`);
+}
+
+/**
+ * Every raw text frame the client receives, as parsed JSON (so `data` is still the string the
+ * server put on the wire). Bound on the transport of the current connection.
+ */
+export function rawFrames(client) {
+  const frames = [];
+  const transport = client.connection.connection?.transport;
+  if (!transport) throw new Error('rawFrames needs a connected client');
+  transport.bind('message', (message) => frames.push(JSON.parse(message.data)));
+  return frames;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+/**
+ * Starts `herald serve` on a free port. Resolves with the handle the tests use to build clients.
+ */
+export async function startServer() {
+  if (!existsSync(HERALD_BIN)) {
+    throw new Error(
+      `herald binary not found at ${HERALD_BIN}: build it with \`cargo build\` at the repository root, or set HERALD_BIN`,
+    );
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'herald-node-'));
+  const configPath = join(dir, 'herald.toml');
+  writeFileSync(configPath, configToml());
+
+  const child = spawn(HERALD_BIN, ['serve', '--host', '127.0.0.1', '--port', '0', '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? 'warn' },
+  });
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.on('exit', killOnExit);
+  const killAndExit = (signal) => () => {
+    killOnExit();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  const onSigint = killAndExit('SIGINT');
+  const onSigterm = killAndExit('SIGTERM');
+  process.once('SIGINT', onSigint);
+  process.once('SIGTERM', onSigterm);
+
+  let output = '';
+  let logs = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    logs = (logs + chunk).slice(-20000);
+    if (process.env.HERALD_DEBUG) process.stderr.write(chunk);
+  });
+  child.stdout.setEncoding('utf8');
+  const exited = new Promise((resolveExit) => child.once('exit', (code, signal) => resolveExit({ code, signal })));
+
+  const port = await withTimeout(
+    new Promise((resolvePort, reject) => {
+      child.stdout.on('data', (chunk) => {
+        output += chunk;
+        const match = output.match(/WebSocket\s+ws:\/\/127\.0\.0\.1:(\d+)\/app\//);
+        if (match) resolvePort(Number(match[1]));
+      });
+      exited.then(({ code, signal }) =>
+        reject(new Error(`herald exited before it was ready (code ${code}, signal ${signal}):\n${logs}${output}`)),
+      );
+      child.once('error', reject);
+    }),
+    10000,
+    'the herald banner',
+  ).catch((error) => {
+    killOnExit();
+    throw error;
+  });
+
+  const clients = new Set();
+
+  const server = {
+    port,
+    host: '127.0.0.1',
+    apps: APPS,
+    logs: () => logs,
+
+    /** A `pusher` server SDK instance for `app` (name in APPS, or an app object). */
+    sdk(app = 'main', overrides = {}) {
+      const config = typeof app === 'string' ? APPS[app] : app;
+      return new PusherServer({
+        appId: config.id,
+        key: config.key,
+        secret: config.secret,
+        host: '127.0.0.1',
+        port,
+        useTLS: false,
+        encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY_BASE64,
+        timeout: TIMEOUT_MS,
+        ...overrides,
+      });
+    },
+
+    /** The pusher-js options shared by clients and Echo. */
+    clientOptions(app = 'main') {
+      const config = typeof app === 'string' ? APPS[app] : app;
+      return {
+        cluster: 'mt1',
+        wsHost: '127.0.0.1',
+        wsPort: port,
+        wssPort: port,
+        forceTLS: false,
+        enabledTransports: ['ws'],
+        disableStats: true,
+        key: config.key,
+      };
+    },
+
+    /**
+     * A pusher-js client (already connecting). Options:
+     * - `key`: override the app key (e.g. an unknown key);
+     * - `presence`: `{user_id, user_info}` signed into presence channel auth;
+     * - `user`: user data (`{id, ...}`) for `pusher.signin()` through the SDK;
+     * - `authorize`: replace the channel authorization handler.
+     */
+    client(app = 'main', { key, presence, user, authorize, ...options } = {}) {
+      const config = typeof app === 'string' ? APPS[app] : app;
+      const signer = server.sdk(config);
+      const base = server.clientOptions(config);
+      const client = new Pusher(key ?? config.key, {
+        ...base,
+        channelAuthorization: {
+          customHandler:
+            authorize ??
+            (({ socketId, channelName }, callback) => {
+              try {
+                const data = channelName.startsWith('presence-') ? presence : undefined;
+                callback(null, signer.authorizeChannel(socketId, channelName, data));
+              } catch (error) {
+                callback(error, null);
+              }
+            }),
+        },
+        userAuthentication: {
+          customHandler: ({ socketId }, callback) => {
+            try {
+              callback(null, signer.authenticateUser(socketId, user));
+            } catch (error) {
+              callback(error, null);
+            }
+          },
+        },
+        ...options,
+      });
+      clients.add(client);
+      return client;
+    },
+
+    /** A laravel-echo instance on the pusher broadcaster, authorizing through the SDK. */
+    echo(app = 'main', { presence, ...options } = {}) {
+      const config = typeof app === 'string' ? APPS[app] : app;
+      const signer = server.sdk(config);
+      const echo = new Echo({
+        broadcaster: 'pusher',
+        ...server.clientOptions(config),
+        Pusher,
+        authorizer: (channel) => ({
+          authorize: (socketId, callback) => {
+            try {
+              const data = channel.name.startsWith('presence-') ? presence : undefined;
+              callback(null, signer.authorizeChannel(socketId, channel.name, data));
+            } catch (error) {
+              callback(error, null);
+            }
+          },
+        }),
+        ...options,
+      });
+      clients.add(echo.connector.pusher);
+      return echo;
+    },
+
+    /** Disconnects every client and Echo instance made so far. */
+    disconnectAll() {
+      for (const client of clients) client.disconnect();
+      clients.clear();
+    },
+
+    /** Disconnects every client, then stops the server (SIGTERM, SIGKILL after 5 s). */
+    async stop() {
+      server.disconnectAll();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        try {
+          await withTimeout(exited, 5000, 'herald to exit');
+        } catch {
+          child.kill('SIGKILL');
+          await exited;
+        }
+      }
+      process.off('exit', killOnExit);
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigterm);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return server;
+}
+
+export { Pusher, Echo, PusherServer };
+
+// ---------------------------------------------------------------------------------------------
+// Small test utilities
+
+let counter = 0;
+/** A channel (or user) name no other test uses: `prefix-<n>-<random>`. */
+export function unique(prefix) {
+  counter += 1;
+  return `${prefix}-${counter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/**
+ * Ordering barrier: triggers a `sentinel` event on `channel` through `sdk` and waits until the
+ * pusher-js `channel` receives it. Frames for one socket are delivered in order, so anything
+ * the server queued for that socket before the trigger has been received once this resolves —
+ * which is how the suite proves that something did *not* happen, without sleeping.
+ */
+export async function barrier(sdk, channel, ms = TIMEOUT_MS) {
+  const token = Math.random().toString(36).slice(2);
+  const received = waitForEvent(channel, 'sentinel', {
+    timeout: ms,
+    filter: (data) => data?.token === token,
+    label: `sentinel on ${channel.name}`,
+  });
+  await sdk.trigger(channel.name, 'sentinel', { token });
+  await received;
+}
+
+/** Polls the HTTP API until `/channels/{name}` reports `subscription_count === count`. */
+export async function untilSubscriptionCount(sdk, name, count, ms = TIMEOUT_MS) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    const response = await sdk.get({ path: `/channels/${name}`, params: { info: 'subscription_count' } });
+    last = await response.json();
+    if ((last.subscription_count ?? 0) === count) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for subscription_count of ${name} to become ${count} (last: ${JSON.stringify(last)})`);
+    }
+    await new Promise((resolveTick) => setTimeout(resolveTick, 20));
+  }
+}
+
+/**
+ * How a connection attempt ends: resolves with `'connected'`, or with the Pusher error code seen
+ * before pusher-js gave up (state `disconnected` or `failed`).
+ */
+export function connectionOutcome(client, ms = TIMEOUT_MS) {
+  let cleanup;
+  const promise = new Promise((resolvePromise) => {
+    let code = null;
+    const onError = (event) => {
+      const seen = errorCode(event);
+      if (seen !== null) code = seen;
+    };
+    const onState = ({ current }) => {
+      if (current === 'connected') resolvePromise('connected');
+      else if (current === 'disconnected' || current === 'failed') resolvePromise(code);
+    };
+    cleanup = () => {
+      client.connection.unbind('error', onError);
+      client.connection.unbind('state_change', onState);
+    };
+    client.connection.bind('error', onError);
+    client.connection.bind('state_change', onState);
+    if (client.connection.state === 'connected') resolvePromise('connected');
+  });
+  return withTimeout(promise, ms, 'the connection attempt to settle').finally(cleanup);
+}
