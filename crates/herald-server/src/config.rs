@@ -22,7 +22,6 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
 }
 
-
 /// The listener and connection timing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

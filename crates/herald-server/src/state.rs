@@ -1,7 +1,7 @@
 //! The apps this server serves, each with its configuration and its hub, found by id or key.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ pub struct App {
     pub hub: Hub<Utf8Bytes>,
     /// Start of the current one-second window and the API requests counted in it.
     api_window: Mutex<(Instant, u32)>,
+    /// Sockets closed with 4100 because they did not read fast enough.
+    pub slow_consumers: AtomicU64,
 }
 
 impl App {
@@ -27,6 +29,7 @@ impl App {
             config,
             hub: Hub::with_outbox_capacity(node, outbox_capacity),
             api_window: Mutex::new((Instant::now(), 0)),
+            slow_consumers: AtomicU64::new(0),
         }
     }
 

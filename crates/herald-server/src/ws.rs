@@ -19,7 +19,7 @@ use herald_protocol::{
 };
 use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use crate::state::{App, SharedState};
 
@@ -242,6 +242,12 @@ impl Session {
                 _ = sleep_until(deadline) => self.on_timer(socket, started).await,
             };
             if let Next::Close(code) = next {
+                if code == CloseCode::OverCapacity {
+                    self.app
+                        .slow_consumers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!("slow consumer: outbox full, closing with 4100");
+                }
                 // The peer may not be reading at all (a slow consumer): never wait long on it.
                 let goodbye = async {
                     if code != CloseCode::MessageTooBig {
