@@ -1,0 +1,244 @@
+//! Herald's storage. One [`Store`] over SQLite (a file, WAL: the embedded default) or PostgreSQL
+//! (many nodes), chosen by the database URL. Migrations are plain SQL per backend, embedded in
+//! the binary and applied at start-up in order, each once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+use tracing::info;
+
+/// `(version, name, sql)` of each SQLite migration, in order.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "campaigns",
+    include_str!("../migrations/sqlite/0001_campaigns.sql"),
+)];
+/// `(version, name, sql)` of each PostgreSQL migration, in order.
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "campaigns",
+    include_str!("../migrations/postgres/0001_campaigns.sql"),
+)];
+
+/// Why a storage operation failed. Callers answer 503 for `Unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?} is neither sqlite:... nor postgres://...")]
+    UnsupportedUrl(String),
+    #[error("database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Unavailable(error)
+    }
+}
+
+/// The database, one of the two supported backends.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which backend a store uses, for status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://herald.db`, `sqlite::memory:`, `postgres://...`) and migrates.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let store = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            Store::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
+            Store::connect_postgres(options).await?
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to PostgreSQL with explicit options (tests use a schema of their own) and migrates.
+    pub async fn connect_postgres(options: PgConnectOptions) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        let store = Store::Postgres(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the migrations not yet recorded in `herald_migrations`.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query("CREATE TABLE IF NOT EXISTS herald_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+                    .execute(pool)
+                    .await?;
+                for &(version, name, sql) in SQLITE_MIGRATIONS {
+                    let done = sqlx::query("SELECT 1 FROM herald_migrations WHERE version = ?")
+                        .bind(version)
+                        .fetch_optional(pool)
+                        .await?;
+                    if done.is_none() {
+                        let mut tx = pool.begin().await?;
+                        sqlx::raw_sql(sql)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|source| StoreError::Migration {
+                                version,
+                                name,
+                                source,
+                            })?;
+                        sqlx::query("INSERT INTO herald_migrations (version, name) VALUES (?, ?)")
+                            .bind(version)
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        info!(version, name, "applied sqlite migration");
+                    }
+                }
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("CREATE TABLE IF NOT EXISTS herald_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+                    .execute(pool)
+                    .await?;
+                for &(version, name, sql) in POSTGRES_MIGRATIONS {
+                    let mut tx = pool.begin().await?;
+                    // One node migrates at a time; the others wait, then find the work done.
+                    sqlx::query("SELECT pg_advisory_xact_lock(7263017)")
+                        .execute(&mut *tx)
+                        .await?;
+                    let done = sqlx::query("SELECT 1 FROM herald_migrations WHERE version = $1")
+                        .bind(version)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if done.is_none() {
+                        sqlx::raw_sql(sql)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|source| StoreError::Migration {
+                                version,
+                                name,
+                                source,
+                            })?;
+                        sqlx::query(
+                            "INSERT INTO herald_migrations (version, name) VALUES ($1, $2)",
+                        )
+                        .bind(version)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                        info!(version, name, "applied postgres migration");
+                    }
+                    tx.commit().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers (for `/up` and `herald status --check-deps`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    /// Records (or updates) which organization runs a campaign.
+    pub async fn learn_campaign(
+        &self,
+        campaign_id: &str,
+        organization_id: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO campaign_organizations (campaign_id, organization_id) VALUES (?, ?) \
+                     ON CONFLICT (campaign_id) DO UPDATE SET organization_id = excluded.organization_id, \
+                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                )
+                .bind(campaign_id)
+                .bind(organization_id)
+                .execute(pool)
+                .await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO campaign_organizations (campaign_id, organization_id) VALUES ($1, $2) \
+                     ON CONFLICT (campaign_id) DO UPDATE SET organization_id = excluded.organization_id, updated_at = now()",
+                )
+                .bind(campaign_id)
+                .bind(organization_id)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The organization running a campaign, if it has been learnt.
+    pub async fn campaign_organization(
+        &self,
+        campaign_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = match self {
+            Store::Sqlite(pool) => sqlx::query(
+                "SELECT organization_id FROM campaign_organizations WHERE campaign_id = ?",
+            )
+            .bind(campaign_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get::<String, _>(0)),
+            Store::Postgres(pool) => sqlx::query(
+                "SELECT organization_id FROM campaign_organizations WHERE campaign_id = $1",
+            )
+            .bind(campaign_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get::<String, _>(0)),
+        };
+        Ok(row.transpose()?)
+    }
+}
