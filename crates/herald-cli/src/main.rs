@@ -38,6 +38,9 @@ struct ServeArgs {
     /// TOML configuration file (see docs/herald.example.toml) [env: HERALD_CONFIG]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// sqlite://FILE or postgres://... [default: sqlite://herald.db] [env: DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config_file: args.config,
         host: args.host,
         port: args.port,
+        database_url: args.database_url,
     };
     let loaded = match Config::load(&ProcessEnv, &overrides) {
         Ok(loaded) => loaded,

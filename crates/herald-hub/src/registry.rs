@@ -14,6 +14,8 @@ use serde_json::{json, Map, Value};
 use crate::socket::{Frame, Outbox, SocketHandle, SocketKey};
 
 const SHARDS: usize = 16;
+/// Socket keys are unique in the process, across every app's hub, so socket ids are too.
+static NEXT_SOCKET_KEY: AtomicU64 = AtomicU64::new(1);
 /// How long a cache channel keeps its last event.
 const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 /// Cache channels remembered per shard; past that, expired entries are dropped first.
@@ -125,7 +127,6 @@ type SocketShard<F> = HashMap<SocketKey, SocketHandle<F>>;
 pub struct Hub<F = Bytes> {
     node: u64,
     outbox_capacity: usize,
-    next_key: AtomicU64,
     connections: AtomicUsize,
     hasher: RandomState,
     shards: Box<[Mutex<Shard<F>>]>,
@@ -151,7 +152,6 @@ impl<F: Frame> Hub<F> {
         Hub {
             node,
             outbox_capacity,
-            next_key: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -176,7 +176,7 @@ impl<F: Frame> Hub<F> {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let key = NEXT_SOCKET_KEY.fetch_add(1, Ordering::Relaxed);
         let (handle, outbox) = SocketHandle::new(
             key,
             SocketId::from_parts(self.node, key),

@@ -167,6 +167,8 @@ struct Session {
 enum Next {
     Continue,
     Close(CloseCode),
+    /// Close, explaining why in the `pusher:error` instead of the code's generic message.
+    CloseBecause(CloseCode, String),
 }
 
 impl Session {
@@ -241,7 +243,12 @@ impl Session {
                 },
                 _ = sleep_until(deadline) => self.on_timer(socket, started).await,
             };
-            if let Next::Close(code) = next {
+            let (code, reason) = match next {
+                Next::Continue => continue,
+                Next::Close(code) => (code, None),
+                Next::CloseBecause(code, reason) => (code, Some(reason)),
+            };
+            {
                 if code == CloseCode::OverCapacity {
                     self.app
                         .slow_consumers
@@ -251,7 +258,9 @@ impl Session {
                 // The peer may not be reading at all (a slow consumer): never wait long on it.
                 let goodbye = async {
                     if code != CloseCode::MessageTooBig {
-                        socket.send(error_message(code)).await?;
+                        let message = reason.as_deref().unwrap_or(code.message());
+                        let error = encode_error(Some(code.code()), message);
+                        socket.send(Message::Text(error.into())).await?;
                     }
                     socket
                         .send(close_message(code.code(), code.message()))
@@ -492,13 +501,10 @@ impl Session {
         let user = match UserData::parse(&data.user_data) {
             Ok(user) => user,
             Err(error) => {
-                send_error(
-                    socket,
-                    Some(CloseCode::Unauthorized.code()),
-                    &error.to_string(),
-                )
-                .await?;
-                return Some(Next::Close(CloseCode::Unauthorized));
+                return Some(Next::CloseBecause(
+                    CloseCode::Unauthorized,
+                    error.to_string(),
+                ));
             }
         };
         if user.watchlist_len > 100 {

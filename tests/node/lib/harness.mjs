@@ -25,10 +25,8 @@ export const HERALD_BIN = process.env.HERALD_BIN
 /** Default time any single wait may take. */
 export const TIMEOUT_MS = 5000;
 
-/** 32 random-looking bytes, base64: the end-to-end encryption master key of the SDKs. */
-export const ENCRYPTION_MASTER_KEY_BASE64 = Buffer.from(
-  'herald-node-suite-master-key-32b',
-).toString('base64');
+/** The end-to-end encryption master key of the SDKs: 32 bytes, base64. */
+export const ENCRYPTION_MASTER_KEY_BASE64 = Buffer.from('herald-node-suite-master-key-32b').toString('base64');
 
 /** The apps declared in the temporary config. */
 export const APPS = {
@@ -50,15 +48,17 @@ function tomlValue(value) {
   return String(value);
 }
 
-function configToml() {
-  const lines = [
-    '[server]',
-    'host = "127.0.0.1"',
-    'port = 0',
+function configToml(serverOverrides = {}) {
+  const serverSection = {
+    host: '127.0.0.1',
+    port: 0,
     // Stopping the server at the end of a file should not wait long.
-    'shutdown_grace_secs = 1',
-    '',
-  ];
+    shutdown_grace_secs: 1,
+    ...serverOverrides,
+  };
+  const lines = ['[server]'];
+  for (const [key, value] of Object.entries(serverSection)) lines.push(`${key} = ${tomlValue(value)}`);
+  lines.push('');
   for (const app of Object.values(APPS)) {
     lines.push('[[apps]]');
     for (const [key, value] of Object.entries(app)) lines.push(`${key} = ${tomlValue(value)}`);
@@ -154,6 +154,29 @@ export function errorCode(error) {
 // ---------------------------------------------------------------------------------------------
 // pusher-js helpers
 
+/**
+ * pusher-js's Node build uses faye-websocket, whose `close()` arms a 30 s timer even when the
+ * socket is already closed, and never clears it then. That happens whenever the *server* closes
+ * an established connection with a 4000–4099 code (pusher-js then calls `close()` again), and it
+ * would keep each test process alive for 30 s after its last test. The timer is unref'd here:
+ * behaviour is unchanged, it just no longer holds the process open.
+ */
+function unrefFayeCloseTimer(client) {
+  const socket = client.connection.connection?.transport?.socket;
+  if (!socket) return;
+  let owner = socket;
+  while (owner && !Object.prototype.hasOwnProperty.call(owner, 'close')) owner = Object.getPrototypeOf(owner);
+  if (!owner || owner.close.heraldUnref) return;
+  const original = owner.close;
+  const patched = function close(...args) {
+    const result = original.apply(this, args);
+    this._closeTimer?.unref?.();
+    return result;
+  };
+  patched.heraldUnref = true;
+  owner.close = patched;
+}
+
 /** Waits until a pusher-js client is connected; resolves with its socket id. */
 export async function connected(client, ms = TIMEOUT_MS) {
   if (client.connection.state !== 'connected') {
@@ -211,8 +234,9 @@ export function rawFrames(client) {
 
 /**
  * Starts `herald serve` on a free port. Resolves with the handle the tests use to build clients.
+ * `options.server` adds keys to the `[server]` section (e.g. a short `activity_timeout_secs`).
  */
-export async function startServer() {
+export async function startServer(options = {}) {
   if (!existsSync(HERALD_BIN)) {
     throw new Error(
       `herald binary not found at ${HERALD_BIN}: build it with \`cargo build\` at the repository root, or set HERALD_BIN`,
@@ -220,7 +244,7 @@ export async function startServer() {
   }
   const dir = mkdtempSync(join(tmpdir(), 'herald-node-'));
   const configPath = join(dir, 'herald.toml');
-  writeFileSync(configPath, configToml());
+  writeFileSync(configPath, configToml(options.server));
 
   const child = spawn(HERALD_BIN, ['serve', '--host', '127.0.0.1', '--port', '0', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -344,6 +368,7 @@ export async function startServer() {
         ...options,
       });
       clients.add(client);
+      client.connection.bind('connected', () => unrefFayeCloseTimer(client));
       return client;
     },
 
@@ -368,6 +393,7 @@ export async function startServer() {
         ...options,
       });
       clients.add(echo.connector.pusher);
+      echo.connector.pusher.connection.bind('connected', () => unrefFayeCloseTimer(echo.connector.pusher));
       return echo;
     },
 
@@ -375,6 +401,12 @@ export async function startServer() {
     disconnectAll() {
       for (const client of clients) client.disconnect();
       clients.clear();
+    },
+
+    /** Sends SIGTERM without touching the clients; resolves with `{code, signal}` on exit. */
+    terminate() {
+      child.kill('SIGTERM');
+      return withTimeout(exited, 5000, 'herald to exit after SIGTERM');
     },
 
     /** Disconnects every client, then stops the server (SIGTERM, SIGKILL after 5 s). */
@@ -427,6 +459,19 @@ export async function barrier(sdk, channel, ms = TIMEOUT_MS) {
   await received;
 }
 
+/**
+ * The other direction: sends `pusher:ping` and waits for the `pusher:pong`. The server handles a
+ * socket's frames in order, so every frame the client sent before (unsubscribe, client events)
+ * has been processed once this resolves.
+ */
+export async function clientBarrier(client, ms = TIMEOUT_MS) {
+  const connection = client.connection.connection;
+  if (!connection) throw new Error('clientBarrier needs a connected client');
+  const pong = waitForEvent(connection, 'pong', { timeout: ms, label: 'pusher:pong' });
+  client.connection.send_event('pusher:ping', {});
+  await pong;
+}
+
 /** Polls the HTTP API until `/channels/{name}` reports `subscription_count === count`. */
 export async function untilSubscriptionCount(sdk, name, count, ms = TIMEOUT_MS) {
   const deadline = Date.now() + ms;
@@ -467,4 +512,34 @@ export function connectionOutcome(client, ms = TIMEOUT_MS) {
     if (client.connection.state === 'connected') resolvePromise('connected');
   });
   return withTimeout(promise, ms, 'the connection attempt to settle').finally(cleanup);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw WebSocket, for checking exact frames and close codes pusher-js hides
+
+/**
+ * Opens a raw WebSocket (faye-websocket's client, the one pusher-js's Node build ships) to
+ * `path` on the server, e.g. `/app/main-key?protocol=7`. Every text frame is recorded, parsed.
+ */
+export function rawSocket(server, path) {
+  const WebSocket = Pusher.Runtime.getWebSocketAPI();
+  const socket = new WebSocket(`ws://127.0.0.1:${server.port}${path}`);
+  const frames = [];
+  const closed = new Promise((resolveClose) => {
+    socket.onclose = (event) => resolveClose({ code: event.code, reason: event.reason });
+  });
+  socket.onmessage = (event) => frames.push(JSON.parse(event.data));
+  return {
+    socket,
+    frames,
+    /** Resolves with `{code, reason}` of the close frame. */
+    closed: (ms = TIMEOUT_MS) => withTimeout(closed, ms, `close of ${path}`),
+    /** Waits for the first recorded frame with `event`. */
+    frame: (event, ms = TIMEOUT_MS) => waitFor(() => frames.find((f) => f.event === event), ms),
+    send: (frame) => socket.send(JSON.stringify(frame)),
+    close: () => {
+      socket.close();
+      socket._closeTimer?.unref?.();
+    },
+  };
 }

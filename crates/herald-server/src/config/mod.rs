@@ -7,8 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use herald_auth::PolicySpec;
 use herald_protocol::Limits;
 use serde::{Deserialize, Serialize};
+
+mod auth;
+
+pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
 
 /// Key, id and secret of the development app used when none is configured.
 pub const DEV_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
@@ -18,8 +23,13 @@ pub const DEV_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub channels: ChannelsConfig,
     /// Apps served; empty means the `PUSHER_APP_*` app, or the development app.
     pub apps: Vec<AppConfig>,
+    /// Channel policies, before the platform's defaults (see docs/authorization.md).
+    pub policies: Vec<PolicySpec>,
 }
 
 /// The listener and connection timing.
@@ -170,6 +180,7 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -199,7 +210,33 @@ impl Config {
                 toml::Value::Integer(port.into()),
             );
         }
-        let (mut config, warnings) = Config::from_table(tree, env, problems)?;
+        // Named variables that Laravel deployments already have.
+        let database_url = overrides
+            .database_url
+            .clone()
+            .or_else(|| env.var("DATABASE_URL"));
+        if let Some(url) = database_url {
+            set_path(&mut tree, &["database", "url"], toml::Value::String(url));
+        }
+        if let Some(secret) = env.var("HERALD_JWT_SECRET") {
+            set_path(
+                &mut tree,
+                &["auth", "jwt_secret"],
+                toml::Value::String(secret),
+            );
+        }
+        let (mut config, mut warnings) = Config::from_table(tree, env, problems)?;
+        if config.auth.jwt_secret.is_empty()
+            && config.auth.algorithm == herald_auth::Algorithm::HS256
+        {
+            config.auth.jwt_secret = DEV_JWT_SECRET.into();
+            warnings.push(format!(
+                "no token secret configured: bearer tokens are checked with the development secret {DEV_JWT_SECRET:?}; set HERALD_JWT_SECRET for anything but development"
+            ));
+        }
+        if config.channels.admin_visibility == AdminVisibility::Public {
+            warnings.push("channels.admin_visibility = \"public\": admin channels are public, anyone holding the app key can listen to them".into());
+        }
         if config.apps.is_empty() {
             config.apps.push(AppConfig {
                 id: DEV_APP.0.into(),
@@ -273,6 +310,17 @@ impl Config {
         }
         if self.server.outbox_capacity == 0 {
             problems.push("server.outbox_capacity: must be at least 1".into());
+        }
+        let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
+        auth::validate(&self.auth, &self.policies, &app_ids, problems);
+        if !self.database.url.starts_with("sqlite:")
+            && !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            problems.push(format!(
+                "database.url: {:?} is neither sqlite:... nor postgres://...",
+                self.database.url
+            ));
         }
         let mut ids = BTreeSet::new();
         let mut keys = BTreeSet::new();
@@ -448,7 +496,7 @@ fn unknown_keys(tree: &toml::Table, problems: &mut Vec<String>) {
                     }
                 }
             }
-            ("apps", _) => {}
+            ("apps", _) | ("policies", _) => {}
             (key, toml::Value::Table(section)) => match defaults.get(key) {
                 Some(toml::Value::Table(known)) => compare_keys(section, known, key, problems),
                 _ => problems.push(format!("{key}: unknown key")),
@@ -502,7 +550,7 @@ mod tests {
         ]);
         let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
         assert_eq!(loaded.config.apps[0].id, "1");
-        assert!(loaded.warnings.is_empty());
+        assert!(!loaded.warnings.iter().any(|w| w.contains("development app")));
         let partial = env(&[("PUSHER_APP_ID", "1")]);
         let error = Config::load(&partial, &Overrides::default()).expect_err("incomplete");
         assert_eq!(error.problems.len(), 2);
@@ -564,7 +612,7 @@ mod tests {
 
     #[test]
     fn documented_example_parses_to_the_defaults() {
-        let text = include_str!("../../../docs/herald.example.toml");
+        let text = include_str!("../../../../docs/herald.example.toml");
         let config = Config::from_toml(text).expect("example parses");
         assert_eq!(config.server, ServerConfig::default());
         assert_eq!(config.apps.len(), 1);
