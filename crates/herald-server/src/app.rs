@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{SharedState, State as ServerState};
-use crate::{api, ws};
+use crate::{api, authorize, ws};
 
 /// A bound, not yet running server.
 pub struct App {
@@ -40,8 +40,17 @@ impl App {
         let address = listener
             .local_addr()
             .context("listener has no local address")?;
+        let store = herald_store::Store::connect(&config.database.url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    redact_url(&config.database.url)
+                )
+            })?;
+        let state = ServerState::new(config, store)?;
         Ok(App {
-            state: Arc::new(ServerState::new(config)),
+            state: Arc::new(state),
             listener,
             address,
         })
@@ -114,11 +123,34 @@ pub fn router(state: SharedState) -> Router {
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(api::terminate_connections),
         )
+        .merge(browser_routes(state.clone()))
         .route("/up", get(up))
         .route("/live", get(live))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// Routes browsers call from the front end's origin, behind CORS.
+fn browser_routes(state: SharedState) -> Router<SharedState> {
+    Router::new()
+        .route("/broadcasting/auth", post(authorize::channel_auth))
+        .route("/broadcasting/user-auth", post(authorize::user_auth))
+        .layer(axum::middleware::from_fn_with_state(state, authorize::cors))
+}
+
+/// A database URL for messages: the password, if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Readiness: 200 while serving, 503 while draining.

@@ -29,6 +29,12 @@ pub enum ApiError {
     RateLimited(u32),
     #[error("server is shutting down; retry on another node")]
     Unavailable,
+    #[error("{0}")]
+    Token(herald_auth::TokenError),
+    #[error("{}", match .policy { Some(policy) => format!("the {policy:?} policy refused this channel"), None => "no policy allows this channel".to_owned() })]
+    Forbidden { policy: Option<String> },
+    #[error("storage is unavailable; retry later")]
+    BackendUnavailable,
 }
 
 impl ApiError {
@@ -42,12 +48,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownApp(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::AppDisabled => StatusCode::FORBIDDEN,
+            ApiError::Unauthenticated(_) | ApiError::Token(_) => StatusCode::UNAUTHORIZED,
+            ApiError::AppDisabled | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -57,6 +63,9 @@ impl IntoResponse for ApiError {
         let body = match &self {
             ApiError::Invalid { field, problem } => {
                 json!({ "error": self.to_string(), "field": field, "problem": problem })
+            }
+            ApiError::Forbidden { policy } => {
+                json!({ "error": self.to_string(), "policy": policy })
             }
             _ => json!({ "error": self.to_string() }),
         };

@@ -3,13 +3,15 @@
 
 mod api;
 mod app;
+mod authorize;
 pub mod config;
 mod error;
 mod signed;
 mod state;
 mod ws;
 
-pub use app::{router, App};
+pub use app::{redact_url, router, App};
+pub use authorize::Authorizer;
 pub use config::{Config, ConfigError, EnvSource, Loaded, Overrides, ProcessEnv};
 pub use error::ApiError;
 pub use state::{SharedState, State};

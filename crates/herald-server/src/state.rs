@@ -10,6 +10,9 @@ use herald_hub::Hub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use herald_store::Store;
+
+use crate::authorize::Authorizer;
 use crate::config::{AppConfig, Config, ServerConfig};
 
 /// One app at run time.
@@ -64,19 +67,24 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Every WebSocket session, so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// Where notifications, queues and learnt campaign owners live.
+    pub store: Store,
+    /// The `/broadcasting/*` endpoints; `None` only in states built without configuration.
+    pub authorizer: Option<Authorizer>,
 }
 
 pub type SharedState = Arc<State>;
 
 impl State {
-    pub fn new(config: &Config) -> State {
+    pub fn new(config: &Config, store: Store) -> anyhow::Result<State> {
         let node = u64::from(fastrand::u32(1..1_000_000_000));
         let apps: Vec<Arc<App>> = config
             .apps
             .iter()
             .map(|app| Arc::new(App::new(app.clone(), node, config.server.outbox_capacity)))
             .collect();
-        State {
+        let authorizer = Some(Authorizer::new(config, &apps)?);
+        Ok(State {
             server: config.server.clone(),
             by_id: apps
                 .iter()
@@ -90,7 +98,9 @@ impl State {
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
-        }
+            store,
+            authorizer,
+        })
     }
 
     pub fn app_by_id(&self, id: &str) -> Option<&Arc<App>> {

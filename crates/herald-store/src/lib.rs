@@ -177,6 +177,15 @@ impl Store {
         Ok(())
     }
 
+    /// Closes every connection; later operations fail with `Unavailable` (used on shutdown,
+    /// and by tests to simulate an outage).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+
     /// Checks that the database answers (for `/up` and `herald status --check-deps`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

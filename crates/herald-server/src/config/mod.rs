@@ -550,7 +550,10 @@ mod tests {
         ]);
         let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
         assert_eq!(loaded.config.apps[0].id, "1");
-        assert!(!loaded.warnings.iter().any(|w| w.contains("development app")));
+        assert!(!loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("development app")));
         let partial = env(&[("PUSHER_APP_ID", "1")]);
         let error = Config::load(&partial, &Overrides::default()).expect_err("incomplete");
         assert_eq!(error.problems.len(), 2);

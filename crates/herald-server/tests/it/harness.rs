@@ -58,8 +58,12 @@ pub fn default_apps() -> Vec<AppConfig> {
     ]
 }
 
+pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const FRONT_END: &str = "https://csr.example";
+
 pub struct TestServer {
     pub address: std::net::SocketAddr,
+    _data: tempfile::TempDir,
     pub state: SharedState,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -77,6 +81,10 @@ impl TestServer {
         config.server.port = 0;
         config.server.shutdown_grace_secs = 2;
         config.apps = default_apps();
+        let data = tempfile::tempdir().expect("temp dir");
+        config.database.url = format!("sqlite://{}", data.path().join("herald.db").display());
+        config.auth.jwt_secret = JWT_SECRET.into();
+        config.auth.cors_origins = vec![FRONT_END.into()];
         change(&mut config);
         let app = App::build(&config).await.expect("server binds");
         let address = app.address();
@@ -87,6 +95,7 @@ impl TestServer {
         }));
         TestServer {
             address,
+            _data: data,
             state,
             stop: Some(stop),
             done: Some(done),
@@ -208,6 +217,33 @@ impl TestServer {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// A browser-style form POST with an optional bearer token and `Origin`.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("http://{}{path}", self.address))
+            .form(form);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body read");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// `POST /apps/main/events`

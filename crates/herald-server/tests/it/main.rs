@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)]
 
 mod api;
+mod authorization;
 mod harness;
 mod protocol;
 mod sessions;

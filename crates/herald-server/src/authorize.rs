@@ -1,0 +1,391 @@
+//! `/broadcasting/auth` and `/broadcasting/user-auth`: Herald signs subscriptions and sign-ins
+//! itself, for users holding a platform bearer token, following the channel policies. Shapes are
+//! Laravel's, so Echo's `authEndpoint` and `userAuthentication` work unchanged.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use herald_auth::{Decision, Identity, PolicySet, TokenError, TokenVerifier};
+use herald_protocol::{
+    channel_auth_string, hmac_sha256_hex, signin_auth_string, ChannelKind, ChannelName, SocketId,
+};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use tracing::{debug, error};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::{App, SharedState};
+
+/// Everything the authorization endpoints need, built once at start-up.
+#[derive(Debug)]
+pub struct Authorizer {
+    verifier: TokenVerifier,
+    policies: PolicySet,
+    /// The app whose key and secret sign the answers.
+    app: Arc<App>,
+    master_key: Option<Vec<u8>>,
+    user_info_claims: Vec<String>,
+    cors_origins: Vec<String>,
+    /// Decisions per policy pattern: (allowed, denied). Bounded by the number of policies (+1).
+    decisions: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+/// Pattern recorded for channels that no policy matches.
+const NO_POLICY: &str = "(no policy)";
+
+impl Authorizer {
+    /// Built from a validated configuration; `apps` are the server's apps.
+    pub(crate) fn new(config: &Config, apps: &[Arc<App>]) -> anyhow::Result<Authorizer> {
+        use anyhow::Context as _;
+        let settings = config.auth.token_settings().map_err(anyhow::Error::msg)?;
+        let verifier = TokenVerifier::new(&settings).context("auth")?;
+        let policies = PolicySet::new(&config.policies, config.auth.default_policies)
+            .map_err(|errors| anyhow::anyhow!("{}", errors[0]))?;
+        let app = if config.auth.app_id.is_empty() {
+            apps.first()
+        } else {
+            apps.iter().find(|app| app.config.id == config.auth.app_id)
+        }
+        .context("auth.app_id names no configured app")?
+        .clone();
+        Ok(Authorizer {
+            verifier,
+            policies,
+            app,
+            master_key: config
+                .auth
+                .encryption_master_key()
+                .map_err(anyhow::Error::msg)?,
+            user_info_claims: config.auth.user_info_claims.clone(),
+            cors_origins: config.auth.cors_origins.clone(),
+            decisions: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Verifies the request's `Authorization: Bearer` token.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ApiError::Token(TokenError::Missing))?;
+        self.verifier.verify(token).map_err(ApiError::Token)
+    }
+
+    /// Decides whether `identity` may subscribe to `channel` (a private, encrypted or presence
+    /// name), looking up the campaign's organization when the policy needs it.
+    pub async fn decide(
+        &self,
+        store: &herald_store::Store,
+        identity: &Identity,
+        channel: &ChannelName,
+    ) -> Result<(), ApiError> {
+        let base = policy_name(channel.as_str());
+        let Some(found) = self.policies.find(base) else {
+            self.count(NO_POLICY, false);
+            debug!(channel = %channel, user = %identity.user_id, "no policy matches: denied");
+            return Err(ApiError::Forbidden { policy: None });
+        };
+        let organization = match found.campaign_to_look_up() {
+            Some(campaign) => store
+                .campaign_organization(campaign)
+                .await
+                .map_err(|cause| {
+                    error!(error = %cause, "campaign lookup failed");
+                    ApiError::BackendUnavailable
+                })?,
+            None => None,
+        };
+        let decision = found.decide(identity, organization.as_deref());
+        let allowed = matches!(decision, Decision::Allowed { .. });
+        self.count(found.policy(), allowed);
+        debug!(channel = %channel, user = %identity.user_id, policy = found.policy(), allowed, "authorization decision");
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                policy: Some(found.policy().to_owned()),
+            })
+        }
+    }
+
+    fn count(&self, policy: &str, allowed: bool) {
+        let mut decisions = self
+            .decisions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = decisions.entry(policy.to_owned()).or_default();
+        if allowed {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+
+    /// `(policy, allowed, denied)` for every policy that decided something.
+    pub fn decision_counts(&self) -> Vec<(String, u64, u64)> {
+        let decisions = self
+            .decisions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        decisions
+            .iter()
+            .map(|(policy, (allowed, denied))| (policy.clone(), *allowed, *denied))
+            .collect()
+    }
+
+    /// `user_info` built from the configured claims.
+    fn user_info(&self, identity: &Identity) -> Value {
+        let mut info = Map::new();
+        for claim in &self.user_info_claims {
+            if let Some(value) = identity.claims.get(claim) {
+                info.insert(claim.clone(), value.clone());
+            }
+        }
+        Value::Object(info)
+    }
+
+    fn sign(&self, message: &str) -> String {
+        format!(
+            "{}:{}",
+            self.app.config.key,
+            hmac_sha256_hex(&self.app.config.secret, message)
+        )
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        self.cors_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.trim_end_matches('/') == origin)
+    }
+}
+
+/// The name a policy sees: without `private-`, `presence-`, `private-encrypted-` or `cache-` prefixes.
+fn policy_name(channel: &str) -> &str {
+    for prefix in [
+        "private-encrypted-cache-",
+        "private-encrypted-",
+        "private-cache-",
+        "presence-cache-",
+        "private-",
+        "presence-",
+    ] {
+        if let Some(rest) = channel.strip_prefix(prefix) {
+            return rest;
+        }
+    }
+    channel
+}
+
+/// Reads `socket_id`, `channel_name` (and others) from a form-encoded or JSON body.
+fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
+    let trimmed = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&body[..0], |start| &body[start..]);
+    if trimmed.first() == Some(&b'{') {
+        let value: Map<String, Value> = serde_json::from_slice(trimmed)
+            .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+        Ok(value
+            .into_iter()
+            .filter_map(|(key, value)| match value {
+                Value::String(text) => Some((key, text)),
+                Value::Number(number) => Some((key, number.to_string())),
+                _ => None,
+            })
+            .collect())
+    } else {
+        serde_urlencoded::from_bytes(body)
+            .map_err(|_| ApiError::invalid("body", "is neither form-encoded nor JSON"))
+    }
+}
+
+fn socket_id(fields: &BTreeMap<String, String>) -> Result<SocketId, ApiError> {
+    let text = fields
+        .get("socket_id")
+        .ok_or_else(|| ApiError::invalid("socket_id", "is required"))?;
+    SocketId::parse(text)
+        .ok_or_else(|| ApiError::invalid("socket_id", format!("{text:?} is not a socket id")))
+}
+
+fn authorizer(state: &SharedState) -> Result<&Authorizer, ApiError> {
+    state.authorizer.as_ref().ok_or(ApiError::RouteNotFound)
+}
+
+/// `POST /broadcasting/auth` with `socket_id` and `channel_name`.
+pub(crate) async fn channel_auth(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let authorizer = authorizer(&state)?;
+    let fields = fields(&body)?;
+    let identity = authorizer.identify(&headers)?;
+    let socket_id = socket_id(&fields)?;
+    let name = fields
+        .get("channel_name")
+        .ok_or_else(|| ApiError::invalid("channel_name", "is required"))?;
+    let max_len = authorizer.app.config.limits.max_channel_name_len;
+    let channel = ChannelName::parse(name, max_len)
+        .map_err(|error| ApiError::invalid("channel_name", format!("{name:?}: {error}")))?;
+    let kind = channel.kind();
+    if !kind.requires_auth() {
+        return Err(ApiError::invalid(
+            "channel_name",
+            "only private, encrypted and presence channels are authorized",
+        ));
+    }
+    let shared_secret = match (kind, &authorizer.master_key) {
+        (ChannelKind::PrivateEncrypted, None) => {
+            return Err(ApiError::invalid(
+                "channel_name",
+                "encrypted channels need auth.encryption_master_key_base64 on the server",
+            ))
+        }
+        (ChannelKind::PrivateEncrypted, Some(key)) => {
+            let mut hasher = Sha256::new();
+            hasher.update(channel.as_str().as_bytes());
+            hasher.update(key);
+            Some(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
+        }
+        _ => None,
+    };
+    authorizer.decide(&state.store, &identity, &channel).await?;
+    let body = if kind == ChannelKind::Presence {
+        let channel_data =
+            json!({ "user_id": identity.user_id, "user_info": authorizer.user_info(&identity) })
+                .to_string();
+        let auth = authorizer.sign(&channel_auth_string(
+            socket_id.as_str(),
+            channel.as_str(),
+            Some(&channel_data),
+        ));
+        json!({ "auth": auth, "channel_data": channel_data })
+    } else {
+        let auth = authorizer.sign(&channel_auth_string(
+            socket_id.as_str(),
+            channel.as_str(),
+            None,
+        ));
+        match shared_secret {
+            Some(secret) => json!({ "auth": auth, "shared_secret": secret }),
+            None => json!({ "auth": auth }),
+        }
+    };
+    Ok(Json(body))
+}
+
+/// `POST /broadcasting/user-auth` with `socket_id`: the answer pusher-js sends as `pusher:signin`.
+pub(crate) async fn user_auth(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let authorizer = authorizer(&state)?;
+    let fields = fields(&body)?;
+    let identity = authorizer.identify(&headers)?;
+    let socket_id = socket_id(&fields)?;
+    let user_data =
+        json!({ "id": identity.user_id, "user_info": authorizer.user_info(&identity) }).to_string();
+    let auth = authorizer.sign(&signin_auth_string(socket_id.as_str(), &user_data));
+    Ok(Json(json!({ "auth": auth, "user_data": user_data })))
+}
+
+/// CORS for the browser-facing routes: answers preflights, and allows configured origins.
+pub(crate) async fn cors(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let allowed = match (&origin, state.authorizer.as_ref()) {
+        (Some(origin), Some(authorizer)) => authorizer.origin_allowed(origin),
+        _ => false,
+    };
+    let mut response = if request.method() == Method::OPTIONS {
+        if allowed {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            ApiError::Forbidden { policy: None }.into_response()
+        }
+    } else {
+        next.run(request).await
+    };
+    if let (true, Some(origin)) = (allowed, origin) {
+        let headers = response.headers_mut();
+        if let Ok(origin) = HeaderValue::from_str(&origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(
+                "authorization, content-type, x-csrf-token, x-socket-id, x-requested-with",
+            ),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_drop_the_pusher_prefixes() {
+        assert_eq!(
+            policy_name("private-user.notifications.42"),
+            "user.notifications.42"
+        );
+        assert_eq!(policy_name("presence-campaign.3"), "campaign.3");
+        assert_eq!(
+            policy_name("private-encrypted-admin-dashboard"),
+            "admin-dashboard"
+        );
+        assert_eq!(
+            policy_name("private-cache-organization.7"),
+            "organization.7"
+        );
+    }
+
+    #[test]
+    fn fields_accept_forms_and_json() {
+        let form = fields(b"socket_id=1.2&channel_name=private-a").expect("form");
+        assert_eq!(
+            form.get("channel_name").map(String::as_str),
+            Some("private-a")
+        );
+        let json = fields(br#" {"socket_id":"1.2","channel_name":"private-a"}"#).expect("json");
+        assert_eq!(json.get("socket_id").map(String::as_str), Some("1.2"));
+        assert!(fields(b"{nope").is_err());
+    }
+}
