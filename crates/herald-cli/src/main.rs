@@ -25,6 +25,53 @@ struct Cli {
 enum Command {
     /// Run the server (WebSocket + Pusher HTTP API) until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Mint a bearer token (HS256, with the configured auth.jwt_secret) for development and tests.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// User id (the `sub` claim)
+    #[arg(long)]
+    user: String,
+    /// Organization id (the `organization_id` claim)
+    #[arg(long)]
+    org: Option<String>,
+    /// Roles, comma-separated (e.g. super_admin,csr_admin)
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// Display name (the `name` claim)
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime: 90s, 30m, 1h, 7d, or seconds
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: u64,
+    /// TOML configuration file whose auth.jwt_secret signs the token [env: HERALD_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d` or plain seconds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((index, _)) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    match number.checked_mul(scale) {
+        Some(0) | None => Err(format!("{text:?} must be between 1s and many years")),
+        Some(seconds) => Ok(seconds),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +102,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
     }
 }
 
@@ -97,6 +145,45 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let overrides = Overrides {
+        config_file: args.config,
+        ..Overrides::default()
+    };
+    let loaded = match Config::load(&ProcessEnv, &overrides) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let auth = &loaded.config.auth;
+    if auth.algorithm != herald_auth::Algorithm::HS256 {
+        eprintln!("herald: herald token mints HS256 tokens; auth.algorithm is {:?}, whose tokens the platform signs", auth.algorithm);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if auth.jwt_secret == herald_server::config::DEV_JWT_SECRET {
+        eprintln!("herald: note: signing with the development secret (set HERALD_JWT_SECRET to match the server)");
+    }
+    match herald_auth::mint_hs256(
+        &auth.jwt_secret,
+        &args.user,
+        args.org.as_deref(),
+        &args.roles,
+        args.name.as_deref(),
+        args.ttl,
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("herald: {error}");
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,7 @@
 // Every wait in the suite goes through `withTimeout`, `waitFor` or `waitForEvent`: nothing
 // sleeps and then asserts.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -48,7 +48,10 @@ function tomlValue(value) {
   return String(value);
 }
 
-function configToml(serverOverrides = {}) {
+/** HS256 secret of the bearer tokens the temporary config accepts (see `server.token`). */
+export const JWT_SECRET = 'node-suite-jwt-secret';
+
+function configToml(dir, serverOverrides = {}) {
   const serverSection = {
     host: '127.0.0.1',
     port: 0,
@@ -59,6 +62,9 @@ function configToml(serverOverrides = {}) {
   const lines = ['[server]'];
   for (const [key, value] of Object.entries(serverSection)) lines.push(`${key} = ${tomlValue(value)}`);
   lines.push('');
+  lines.push('[database]', `url = ${tomlValue(`sqlite://${join(dir, 'herald.db')}`)}`, '');
+  lines.push('[auth]', `jwt_secret = ${tomlValue(JWT_SECRET)}`);
+  lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`, '');
   for (const app of Object.values(APPS)) {
     lines.push('[[apps]]');
     for (const [key, value] of Object.entries(app)) lines.push(`${key} = ${tomlValue(value)}`);
@@ -244,7 +250,7 @@ export async function startServer(options = {}) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'herald-node-'));
   const configPath = join(dir, 'herald.toml');
-  writeFileSync(configPath, configToml(options.server));
+  writeFileSync(configPath, configToml(dir, options.server));
 
   const child = spawn(HERALD_BIN, ['serve', '--host', '127.0.0.1', '--port', '0', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -299,6 +305,20 @@ export async function startServer(options = {}) {
     host: '127.0.0.1',
     apps: APPS,
     logs: () => logs,
+
+    /** URL of a route on this server, e.g. `server.url('/broadcasting/auth')`. */
+    url(path) {
+      return `http://127.0.0.1:${port}${path}`;
+    },
+
+    /** A bearer token minted by `herald token` with the suite's secret. */
+    token({ user, org, roles = [], name, ttl = '1h' }) {
+      const args = ['token', '--config', configPath, '--user', String(user), '--ttl', ttl];
+      if (org !== undefined) args.push('--org', String(org));
+      if (roles.length) args.push('--roles', roles.join(','));
+      if (name !== undefined) args.push('--name', name);
+      return execFileSync(HERALD_BIN, args, { encoding: 'utf8' }).trim();
+    },
 
     /** A `pusher` server SDK instance for `app` (name in APPS, or an app object). */
     sdk(app = 'main', overrides = {}) {
