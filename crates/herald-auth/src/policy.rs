@@ -34,31 +34,17 @@ pub fn default_policies() -> Vec<PolicySpec> {
         spec("user.notifications.{userId}", &["user:{userId}"]),
         spec(
             "organization.{organizationId}",
-            &[
-                "organization:{organizationId}",
-                "role:super_admin",
-                "role:csr_admin",
-            ],
+            &["organization:{organizationId}", "role:super_admin", "role:csr_admin"],
         ),
         spec(
             "campaign.{campaignId}",
-            &[
-                "campaign-organization:{campaignId}",
-                "role:super_admin",
-                "role:csr_admin",
-            ],
+            &["campaign-organization:{campaignId}", "role:super_admin", "role:csr_admin"],
         ),
         spec("admin-dashboard", &["admin"]),
         spec("admin-role-{role}", &["own-admin-role:{role}"]),
         spec("security-alerts", &["role:super_admin"]),
-        spec(
-            "compliance-notifications",
-            &["role:super_admin", "role:csr_admin"],
-        ),
-        spec(
-            "payment-notifications",
-            &["role:super_admin", "role:finance_admin"],
-        ),
+        spec("compliance-notifications", &["role:super_admin", "role:csr_admin"]),
+        spec("payment-notifications", &["role:super_admin", "role:finance_admin"]),
     ]
 }
 
@@ -68,11 +54,7 @@ pub enum PolicyError {
     #[error("policies[{index}].channel: {problem}")]
     Pattern { index: usize, problem: String },
     #[error("policies[{index}].allow: {term:?}: {problem}")]
-    Term {
-        index: usize,
-        term: String,
-        problem: String,
-    },
+    Term { index: usize, term: String, problem: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +97,7 @@ impl Match<'_> {
     /// The campaign whose organization the caller must look up before [`Match::decide`].
     pub fn campaign_to_look_up(&self) -> Option<&str> {
         self.policy.terms.iter().find_map(|term| match term {
-            Term::CampaignOrganization(placeholder) => {
-                self.bindings.get(placeholder).map(String::as_str)
-            }
+            Term::CampaignOrganization(placeholder) => self.bindings.get(placeholder).map(String::as_str),
             _ => None,
         })
     }
@@ -136,19 +116,16 @@ impl Match<'_> {
                     && campaign_organization == identity.organization_id.as_deref()
             }
             Term::Role(role) => identity.has_role(role),
-            Term::OwnAdminRole(placeholder) => bound(placeholder)
-                .is_some_and(|role| ADMIN_ROLES.contains(&role) && identity.has_role(role)),
+            Term::OwnAdminRole(placeholder) => {
+                bound(placeholder).is_some_and(|role| ADMIN_ROLES.contains(&role) && identity.has_role(role))
+            }
             Term::Admin => ADMIN_ROLES.iter().any(|role| identity.has_role(role)),
             Term::Authenticated => true,
         });
         if allowed {
-            Decision::Allowed {
-                policy: self.policy.pattern.clone(),
-            }
+            Decision::Allowed { policy: self.policy.pattern.clone() }
         } else {
-            Decision::Denied {
-                policy: Some(self.policy.pattern.clone()),
-            }
+            Decision::Denied { policy: Some(self.policy.pattern.clone()) }
         }
     }
 }
@@ -174,10 +151,7 @@ pub struct PolicySet {
 impl PolicySet {
     /// Builds the set: `configured` policies first (replacing defaults with the same pattern),
     /// then the remaining defaults. Every bad pattern or term is reported.
-    pub fn new(
-        configured: &[PolicySpec],
-        with_defaults: bool,
-    ) -> Result<PolicySet, Vec<PolicyError>> {
+    pub fn new(configured: &[PolicySpec], with_defaults: bool) -> Result<PolicySet, Vec<PolicyError>> {
         let mut specs: Vec<PolicySpec> = configured.to_vec();
         if with_defaults {
             for default in default_policies() {
@@ -214,10 +188,7 @@ impl PolicySet {
 }
 
 fn parse_policy(index: usize, spec: &PolicySpec) -> Result<Policy, Vec<PolicyError>> {
-    let pattern_error = |problem: &str| PolicyError::Pattern {
-        index,
-        problem: problem.to_owned(),
-    };
+    let pattern_error = |problem: &str| PolicyError::Pattern { index, problem: problem.to_owned() };
     let mut segments = Vec::new();
     let mut rest = spec.channel.as_str();
     if rest.is_empty() {
@@ -229,14 +200,10 @@ fn parse_policy(index: usize, spec: &PolicySpec) -> Result<Policy, Vec<PolicyErr
                 return Err(vec![pattern_error("unclosed {")]);
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(vec![pattern_error(
-                    "placeholder names are letters, digits and _",
-                )]);
+                return Err(vec![pattern_error("placeholder names are letters, digits and _")]);
             }
             if matches!(segments.last(), Some(Segment::Placeholder(_))) {
-                return Err(vec![pattern_error(
-                    "two placeholders must be separated by text",
-                )]);
+                return Err(vec![pattern_error("two placeholders must be separated by text")]);
             }
             segments.push(Segment::Placeholder(name.to_owned()));
             rest = tail;
@@ -269,19 +236,11 @@ fn parse_policy(index: usize, spec: &PolicySpec) -> Result<Policy, Vec<PolicyErr
     for text in &spec.allow {
         match parse_term(text, &placeholders) {
             Ok(term) => terms.push(term),
-            Err(problem) => errors.push(PolicyError::Term {
-                index,
-                term: text.clone(),
-                problem,
-            }),
+            Err(problem) => errors.push(PolicyError::Term { index, term: text.clone(), problem }),
         }
     }
     if errors.is_empty() {
-        Ok(Policy {
-            pattern: spec.channel.clone(),
-            segments,
-            terms,
-        })
+        Ok(Policy { pattern: spec.channel.clone(), segments, terms })
     } else {
         Err(errors)
     }
@@ -355,47 +314,24 @@ mod tests {
     fn decide(channel: &str, identity: &Identity, campaign_org: Option<&str>) -> bool {
         let set = PolicySet::new(&[], true).expect("defaults are valid");
         match set.find(channel) {
-            Some(found) => matches!(
-                found.decide(identity, campaign_org),
-                Decision::Allowed { .. }
-            ),
+            Some(found) => matches!(found.decide(identity, campaign_org), Decision::Allowed { .. }),
             None => false,
         }
     }
 
     #[test]
     fn personal_channels_belong_to_their_user() {
-        assert!(decide(
-            "user.notifications.42",
-            &user("42", None, &[]),
-            None
-        ));
-        assert!(!decide(
-            "user.notifications.42",
-            &user("43", None, &["super_admin"]),
-            None
-        ));
-        assert!(!decide(
-            "user.notifications.42.extra",
-            &user("42", None, &[]),
-            None
-        ));
+        assert!(decide("user.notifications.42", &user("42", None, &[]), None));
+        assert!(!decide("user.notifications.42", &user("43", None, &["super_admin"]), None));
+        assert!(!decide("user.notifications.42.extra", &user("42", None, &[]), None));
     }
 
     #[test]
     fn organization_channels_admit_members_and_two_admin_roles() {
         assert!(decide("organization.7", &user("1", Some("7"), &[]), None));
         assert!(!decide("organization.7", &user("1", Some("8"), &[]), None));
-        assert!(decide(
-            "organization.7",
-            &user("1", None, &["csr_admin"]),
-            None
-        ));
-        assert!(!decide(
-            "organization.7",
-            &user("1", None, &["finance_admin"]),
-            None
-        ));
+        assert!(decide("organization.7", &user("1", None, &["csr_admin"]), None));
+        assert!(!decide("organization.7", &user("1", None, &["finance_admin"]), None));
     }
 
     #[test]
@@ -403,118 +339,48 @@ mod tests {
         let member = user("1", Some("7"), &[]);
         assert!(decide("campaign.3", &member, Some("7")));
         assert!(!decide("campaign.3", &member, Some("8")));
-        assert!(
-            !decide("campaign.3", &member, None),
-            "unknown campaign: admins only"
-        );
-        assert!(decide(
-            "campaign.3",
-            &user("1", None, &["super_admin"]),
-            None
-        ));
+        assert!(!decide("campaign.3", &member, None), "unknown campaign: admins only");
+        assert!(decide("campaign.3", &user("1", None, &["super_admin"]), None));
         let set = PolicySet::new(&[], true).expect("valid");
-        assert_eq!(
-            set.find("campaign.3")
-                .expect("matches")
-                .campaign_to_look_up(),
-            Some("3")
-        );
+        assert_eq!(set.find("campaign.3").expect("matches").campaign_to_look_up(), Some("3"));
     }
 
     #[test]
     fn admin_channels_follow_roles() {
-        assert!(decide(
-            "admin-dashboard",
-            &user("1", None, &["hr_manager"]),
-            None
-        ));
-        assert!(!decide(
-            "admin-dashboard",
-            &user("1", None, &["donor"]),
-            None
-        ));
-        assert!(decide(
-            "admin-role-csr_admin",
-            &user("1", None, &["csr_admin"]),
-            None
-        ));
-        assert!(!decide(
-            "admin-role-csr_admin",
-            &user("1", None, &["super_admin"]),
-            None
-        ));
-        assert!(
-            !decide("admin-role-donor", &user("1", None, &["donor"]), None),
-            "not an admin role"
-        );
-        assert!(decide(
-            "security-alerts",
-            &user("1", None, &["super_admin"]),
-            None
-        ));
-        assert!(!decide(
-            "security-alerts",
-            &user("1", None, &["csr_admin"]),
-            None
-        ));
-        assert!(decide(
-            "compliance-notifications",
-            &user("1", None, &["csr_admin"]),
-            None
-        ));
-        assert!(!decide(
-            "compliance-notifications",
-            &user("1", None, &["finance_admin"]),
-            None
-        ));
-        assert!(decide(
-            "payment-notifications",
-            &user("1", None, &["finance_admin"]),
-            None
-        ));
-        assert!(!decide(
-            "payment-notifications",
-            &user("1", None, &["hr_manager"]),
-            None
-        ));
+        assert!(decide("admin-dashboard", &user("1", None, &["hr_manager"]), None));
+        assert!(!decide("admin-dashboard", &user("1", None, &["donor"]), None));
+        assert!(decide("admin-role-csr_admin", &user("1", None, &["csr_admin"]), None));
+        assert!(!decide("admin-role-csr_admin", &user("1", None, &["super_admin"]), None));
+        assert!(!decide("admin-role-donor", &user("1", None, &["donor"]), None), "not an admin role");
+        assert!(decide("security-alerts", &user("1", None, &["super_admin"]), None));
+        assert!(!decide("security-alerts", &user("1", None, &["csr_admin"]), None));
+        assert!(decide("compliance-notifications", &user("1", None, &["csr_admin"]), None));
+        assert!(!decide("compliance-notifications", &user("1", None, &["finance_admin"]), None));
+        assert!(decide("payment-notifications", &user("1", None, &["finance_admin"]), None));
+        assert!(!decide("payment-notifications", &user("1", None, &["hr_manager"]), None));
     }
 
     #[test]
     fn unmatched_channels_are_refused() {
-        assert!(!decide(
-            "something-else",
-            &user("1", None, &["super_admin"]),
-            None
-        ));
+        assert!(!decide("something-else", &user("1", None, &["super_admin"]), None));
     }
 
     #[test]
     fn configured_policies_replace_defaults_and_bad_ones_are_named() {
-        let custom = PolicySpec {
-            channel: "admin-dashboard".into(),
-            allow: vec!["role:super_admin".into()],
-        };
+        let custom = PolicySpec { channel: "admin-dashboard".into(), allow: vec!["role:super_admin".into()] };
         let set = PolicySet::new(&[custom], true).expect("valid");
         let found = set.find("admin-dashboard").expect("matches");
-        assert!(matches!(
-            found.decide(&user("1", None, &["hr_manager"]), None),
-            Decision::Denied { .. }
-        ));
+        assert!(matches!(found.decide(&user("1", None, &["hr_manager"]), None), Decision::Denied { .. }));
 
         let bad = [
             PolicySpec {
                 channel: "team.{teamId}".into(),
                 allow: vec!["member:{teamId}".into(), "user:{other}".into()],
             },
-            PolicySpec {
-                channel: "x.{".into(),
-                allow: vec!["admin".into()],
-            },
+            PolicySpec { channel: "x.{".into(), allow: vec!["admin".into()] },
         ];
         let errors = PolicySet::new(&bad, false).expect_err("invalid");
         assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors[0]
-            .to_string()
-            .starts_with("policies[0].allow: \"member:{teamId}\""));
+        assert!(errors[0].to_string().starts_with("policies[0].allow: \"member:{teamId}\""));
     }
 }

@@ -171,37 +171,23 @@ impl TokenVerifier {
         let organization_id = id_claim(claims.organization_id);
         let roles = match claims.roles {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(roles)) => roles
-                .into_iter()
-                .filter_map(|role| role.as_str().map(str::to_owned))
-                .collect(),
+            Some(Value::Array(roles)) => {
+                roles.into_iter().filter_map(|role| role.as_str().map(str::to_owned)).collect()
+            }
             Some(Value::String(role)) => vec![role],
             Some(_) => return Err(TokenError::Malformed),
         };
-        let name = claims
-            .name
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let name = claims.name.as_ref().and_then(Value::as_str).map(str::to_owned);
         let mut all = claims.rest;
         all.insert("sub".into(), Value::String(user_id.clone()));
         if let Some(name) = claims.name {
             all.insert("name".into(), name);
         }
         if let Some(organization) = &organization_id {
-            all.insert(
-                "organization_id".into(),
-                Value::String(organization.clone()),
-            );
+            all.insert("organization_id".into(), Value::String(organization.clone()));
         }
         all.insert("roles".into(), Value::from(roles.clone()));
-        Ok(Identity {
-            user_id,
-            organization_id,
-            roles,
-            name,
-            claims: all,
-        })
+        Ok(Identity { user_id, organization_id, roles, name, claims: all })
     }
 }
 
@@ -241,16 +227,11 @@ pub fn mint_hs256(
     name: Option<&str>,
     ttl_secs: u64,
 ) -> Result<String, TokenError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let mut claims = Map::new();
     claims.insert("sub".into(), Value::String(user_id.to_owned()));
     if let Some(organization) = organization_id {
-        claims.insert(
-            "organization_id".into(),
-            Value::String(organization.to_owned()),
-        );
+        claims.insert("organization_id".into(), Value::String(organization.to_owned()));
     }
     claims.insert("roles".into(), Value::from(roles.to_vec()));
     if let Some(name) = name {
@@ -274,15 +255,10 @@ mod tests {
     mod base64_free {
         //! Just enough base64url for forging headers in tests.
         pub(super) fn encode_segment(bytes: &[u8]) -> String {
-            const ALPHABET: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in bytes.chunks(3) {
-                let b = [
-                    chunk[0],
-                    *chunk.get(1).unwrap_or(&0),
-                    *chunk.get(2).unwrap_or(&0),
-                ];
+                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 for i in 0..=chunk.len() {
                     out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -305,10 +281,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
+        SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
     }
 
     fn sign(claims: &Value, secret: &str) -> String {
@@ -322,15 +295,8 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_into_identities() {
-        let token = mint_hs256(
-            "s3cret",
-            "42",
-            Some("7"),
-            &["csr_admin".into()],
-            Some("Ada"),
-            60,
-        )
-        .expect("mints");
+        let token =
+            mint_hs256("s3cret", "42", Some("7"), &["csr_admin".into()], Some("Ada"), 60).expect("mints");
         let identity = hs("s3cret").verify(&token).expect("verifies");
         assert_eq!(identity.user_id, "42");
         assert_eq!(identity.organization_id.as_deref(), Some("7"));
@@ -340,57 +306,30 @@ mod tests {
 
     #[test]
     fn numeric_ids_become_strings() {
-        let token = sign(
-            &serde_json::json!({ "sub": 42, "organization_id": 7, "exp": now() + 60 }),
-            "k",
-        );
+        let token = sign(&serde_json::json!({ "sub": 42, "organization_id": 7, "exp": now() + 60 }), "k");
         let identity = hs("k").verify(&token).expect("verifies");
-        assert_eq!(
-            (
-                identity.user_id.as_str(),
-                identity.organization_id.as_deref()
-            ),
-            ("42", Some("7"))
-        );
+        assert_eq!((identity.user_id.as_str(), identity.organization_id.as_deref()), ("42", Some("7")));
     }
 
     #[test]
     fn attacks_are_refused() {
         let verifier = hs("k");
         let good = serde_json::json!({ "sub": "1", "exp": now() + 60 });
-        assert_eq!(
-            verifier.verify(&sign(&good, "other")),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verifier.verify(&sign(&good, "other")), Err(TokenError::BadSignature));
         let expired = serde_json::json!({ "sub": "1", "exp": now() - 60 });
-        assert_eq!(
-            verifier.verify(&sign(&expired, "k")),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(verifier.verify(&sign(&expired, "k")), Err(TokenError::Expired));
         let within_leeway = serde_json::json!({ "sub": "1", "exp": now() - 2 });
         assert!(verifier.verify(&sign(&within_leeway, "k")).is_ok());
         let future = serde_json::json!({ "sub": "1", "exp": now() + 600, "nbf": now() + 300 });
-        assert_eq!(
-            verifier.verify(&sign(&future, "k")),
-            Err(TokenError::NotYetValid)
-        );
+        assert_eq!(verifier.verify(&sign(&future, "k")), Err(TokenError::NotYetValid));
         let no_exp = serde_json::json!({ "sub": "1" });
-        assert_eq!(
-            verifier.verify(&sign(&no_exp, "k")),
-            Err(TokenError::MissingClaim("exp"))
-        );
+        assert_eq!(verifier.verify(&sign(&no_exp, "k")), Err(TokenError::MissingClaim("exp")));
         let no_sub = serde_json::json!({ "exp": now() + 60 });
-        assert_eq!(
-            verifier.verify(&sign(&no_sub, "k")),
-            Err(TokenError::MissingClaim("sub"))
-        );
+        assert_eq!(verifier.verify(&sign(&no_sub, "k")), Err(TokenError::MissingClaim("sub")));
         assert_eq!(verifier.verify("not.a.token"), Err(TokenError::Malformed));
         assert_eq!(verifier.verify("garbage"), Err(TokenError::Malformed));
         assert_eq!(verifier.verify(""), Err(TokenError::Missing));
-        assert_eq!(
-            verifier.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)),
-            Err(TokenError::TooLong)
-        );
+        assert_eq!(verifier.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)), Err(TokenError::TooLong));
     }
 
     #[test]
@@ -442,14 +381,8 @@ mod tests {
         let good = serde_json::json!({ "sub": "1", "exp": exp, "iss": "acme", "aud": "herald" });
         assert!(verifier.verify(&sign(&good, "k")).is_ok());
         let bad_iss = serde_json::json!({ "sub": "1", "exp": exp, "iss": "evil", "aud": "herald" });
-        assert_eq!(
-            verifier.verify(&sign(&bad_iss, "k")),
-            Err(TokenError::WrongIssuer)
-        );
+        assert_eq!(verifier.verify(&sign(&bad_iss, "k")), Err(TokenError::WrongIssuer));
         let bad_aud = serde_json::json!({ "sub": "1", "exp": exp, "iss": "acme", "aud": "other" });
-        assert_eq!(
-            verifier.verify(&sign(&bad_aud, "k")),
-            Err(TokenError::WrongAudience)
-        );
+        assert_eq!(verifier.verify(&sign(&bad_aud, "k")), Err(TokenError::WrongAudience));
     }
 }

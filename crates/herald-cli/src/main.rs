@@ -11,11 +11,7 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Herald: a Pusher-compatible real-time notification server"
-)]
+#[command(name = "herald", version, about = "Herald: a Pusher-compatible real-time notification server")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,9 +54,8 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
         Some((index, _)) => text.split_at(index),
         None => (text, "s"),
     };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 1h or 7d"))?;
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 1h or 7d"))?;
     let scale = match unit {
         "s" => 1,
         "m" => 60,
@@ -120,10 +115,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("herald: cannot start the runtime: {error}");
@@ -151,10 +143,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 fn token(args: TokenArgs) -> ExitCode {
-    let overrides = Overrides {
-        config_file: args.config,
-        ..Overrides::default()
-    };
+    let overrides = Overrides { config_file: args.config, ..Overrides::default() };
     let loaded = match Config::load(&ProcessEnv, &overrides) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -168,7 +157,9 @@ fn token(args: TokenArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     if auth.jwt_secret == herald_server::config::DEV_JWT_SECRET {
-        eprintln!("herald: note: signing with the development secret (set HERALD_JWT_SECRET to match the server)");
+        eprintln!(
+            "herald: note: signing with the development secret (set HERALD_JWT_SECRET to match the server)"
+        );
     }
     match herald_auth::mint_hs256(
         &auth.jwt_secret,

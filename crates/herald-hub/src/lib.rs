@@ -8,7 +8,5 @@
 mod registry;
 mod socket;
 
-pub use registry::{
-    ChannelInfo, Hub, HubStats, PresenceSnapshot, SubscribeError, SubscribeOutcome,
-};
+pub use registry::{ChannelInfo, Hub, HubStats, PresenceSnapshot, SubscribeError, SubscribeOutcome};
 pub use socket::{Frame, Outbox, SocketHandle, SocketKey, OUTBOX_CAPACITY};

@@ -39,8 +39,7 @@ pub struct PresenceSnapshot {
 impl PresenceSnapshot {
     /// `{"presence": {"ids": [...], "hash": {...}, "count": n}}`
     pub fn to_data(&self) -> String {
-        json!({ "presence": { "ids": self.ids, "hash": self.hash, "count": self.ids.len() } })
-            .to_string()
+        json!({ "presence": { "ids": self.ids, "hash": self.hash, "count": self.ids.len() } }).to_string()
     }
 }
 
@@ -103,19 +102,13 @@ struct Cached<F> {
 
 impl<F> Default for Channel<F> {
     fn default() -> Self {
-        Channel {
-            subscribers: HashMap::new(),
-            members: HashMap::new(),
-        }
+        Channel { subscribers: HashMap::new(), members: HashMap::new() }
     }
 }
 
 impl<F> Default for Shard<F> {
     fn default() -> Self {
-        Shard {
-            channels: HashMap::new(),
-            cache: HashMap::new(),
-        }
+        Shard { channels: HashMap::new(), cache: HashMap::new() }
     }
 }
 
@@ -136,9 +129,7 @@ pub struct Hub<F = Bytes> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a hub lock leaves plain maps behind; they stay usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<F: Frame> Hub<F> {
@@ -177,11 +168,8 @@ impl<F: Frame> Hub<F> {
             return None;
         }
         let key = NEXT_SOCKET_KEY.fetch_add(1, Ordering::Relaxed);
-        let (handle, outbox) = SocketHandle::new(
-            key,
-            SocketId::from_parts(self.node, key),
-            self.outbox_capacity,
-        );
+        let (handle, outbox) =
+            SocketHandle::new(key, SocketId::from_parts(self.node, key), self.outbox_capacity);
         self.socket_shard(key).insert(key, handle.clone());
         Some((handle, outbox))
     }
@@ -217,10 +205,7 @@ impl<F: Frame> Hub<F> {
             return Err(SubscribeError::SocketGone);
         }
         let mut shard = self.shard(channel.as_str());
-        let entry = shard
-            .channels
-            .entry(channel.as_str().to_owned())
-            .or_default();
+        let entry = shard.channels.entry(channel.as_str().to_owned()).or_default();
         let mut added: Option<F> = None;
         let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
         if let (Some((id, info)), Some(user_key)) = (member, user_id.as_ref()) {
@@ -233,9 +218,7 @@ impl<F: Frame> Hub<F> {
                             if entry.subscribers.is_empty() {
                                 shard.channels.remove(channel.as_str());
                             }
-                            return Err(SubscribeError::PresenceFull {
-                                max: max_presence_members,
-                            });
+                            return Err(SubscribeError::PresenceFull { max: max_presence_members });
                         }
                         let data = json!({ "user_id": id, "user_info": info }).to_string();
                         added = Some(F::from(encode_server_event(
@@ -244,20 +227,12 @@ impl<F: Frame> Hub<F> {
                             &data,
                             None,
                         )));
-                        entry
-                            .members
-                            .insert(user_key.clone(), Member { info, sockets: 1 });
+                        entry.members.insert(user_key.clone(), Member { info, sockets: 1 });
                     }
                 }
             }
         }
-        entry.subscribers.insert(
-            handle.key,
-            Subscriber {
-                handle: handle.clone(),
-                user_id,
-            },
-        );
+        entry.subscribers.insert(handle.key, Subscriber { handle: handle.clone(), user_id });
         if let Some(frame) = &added {
             for (key, subscriber) in &entry.subscribers {
                 if *key != handle.key {
@@ -268,11 +243,8 @@ impl<F: Frame> Hub<F> {
         let presence = (channel.kind() == ChannelKind::Presence).then(|| {
             let mut ids: Vec<String> = entry.members.keys().map(|id| id.to_string()).collect();
             ids.sort();
-            let hash = entry
-                .members
-                .iter()
-                .map(|(id, member)| (id.to_string(), member.info.clone()))
-                .collect();
+            let hash =
+                entry.members.iter().map(|(id, member)| (id.to_string(), member.info.clone())).collect();
             PresenceSnapshot { ids, hash }
         });
         let cached = if channel.is_cache() {
@@ -328,20 +300,10 @@ impl<F: Frame> Hub<F> {
     /// Delivers an encoded frame to every subscriber of `channel` but `except`; remembers it for
     /// cache channels. Returns the number of sockets it was queued for.
     /// `data` is the event's data, kept beside the frame for the API's `info=cache`.
-    pub fn publish(
-        &self,
-        channel: &ChannelName,
-        frame: &F,
-        data: &str,
-        except: Option<&str>,
-    ) -> usize {
+    pub fn publish(&self, channel: &ChannelName, frame: &F, data: &str, except: Option<&str>) -> usize {
         let mut shard = self.shard(channel.as_str());
         if channel.is_cache() {
-            let cached = Cached {
-                frame: frame.clone(),
-                data: Arc::from(data),
-                at: Instant::now(),
-            };
+            let cached = Cached { frame: frame.clone(), data: Arc::from(data), at: Instant::now() };
             remember(&mut shard.cache, channel.as_str(), cached);
         }
         let Some(entry) = shard.channels.get(channel.as_str()) else {
@@ -362,10 +324,7 @@ impl<F: Frame> Hub<F> {
     /// Counts of one channel, `None` when nobody is subscribed.
     pub fn channel_info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
         let shard = self.shard(channel.as_str());
-        shard
-            .channels
-            .get(channel.as_str())
-            .map(|entry| info_of(channel.kind(), entry))
+        shard.channels.get(channel.as_str()).map(|entry| info_of(channel.kind(), entry))
     }
 
     /// A cache channel's unexpired last event data and the time it has left.
@@ -459,18 +418,13 @@ impl<F: Frame> Hub<F> {
             let shard = lock(shard);
             for (name, entry) in &shard.channels {
                 subscriptions += entry.subscribers.len();
-                let kind =
-                    ChannelName::parse(name, usize::MAX).map_or("public", |c| c.kind().label());
+                let kind = ChannelName::parse(name, usize::MAX).map_or("public", |c| c.kind().label());
                 *by_kind.entry(kind).or_default() += 1;
             }
         }
         let mut channels_by_kind: Vec<(&'static str, usize)> = by_kind.into_iter().collect();
         channels_by_kind.sort();
-        HubStats {
-            connections: self.connections(),
-            subscriptions,
-            channels_by_kind,
-        }
+        HubStats { connections: self.connections(), subscriptions, channels_by_kind }
     }
 }
 
@@ -486,10 +440,7 @@ fn remember<F>(cache: &mut HashMap<String, Cached<F>>, channel: &str, cached: Ca
         cache.retain(|_, entry| entry.at.elapsed() < CACHE_TTL);
         if cache.len() >= CACHE_ENTRIES_PER_SHARD {
             // Full of live entries: forget the oldest rather than grow without bound.
-            let oldest = cache
-                .iter()
-                .min_by_key(|(_, entry)| entry.at)
-                .map(|(name, _)| name.clone());
+            let oldest = cache.iter().min_by_key(|(_, entry)| entry.at).map(|(name, _)| name.clone());
             if let Some(oldest) = oldest {
                 cache.remove(&oldest);
             }
@@ -530,34 +481,20 @@ mod tests {
         let hub: Hub<Bytes> = Hub::new(1);
         let ch = channel("presence-room");
         let (watcher, mut watcher_out) = hub.register(None).expect("room");
-        hub.subscribe(&watcher, &ch, Some(("w".into(), Value::Null)), 100)
-            .expect("ok");
+        hub.subscribe(&watcher, &ch, Some(("w".into(), Value::Null)), 100).expect("ok");
         let (first, _o1) = hub.register(None).expect("room");
         let (second, _o2) = hub.register(None).expect("room");
-        hub.subscribe(&first, &ch, Some(("7".into(), json!({"n": 1}))), 100)
-            .expect("ok");
-        let outcome = hub
-            .subscribe(&second, &ch, Some(("7".into(), json!({"n": 1}))), 100)
-            .expect("ok");
+        hub.subscribe(&first, &ch, Some(("7".into(), json!({"n": 1}))), 100).expect("ok");
+        let outcome = hub.subscribe(&second, &ch, Some(("7".into(), json!({"n": 1}))), 100).expect("ok");
         assert_eq!(outcome.presence.expect("presence").ids, vec!["7", "w"]);
         let added = watcher_out.try_recv().expect("member_added");
-        assert!(std::str::from_utf8(&added)
-            .expect("utf8")
-            .contains("member_added"));
-        assert!(
-            watcher_out.try_recv().is_err(),
-            "second socket of the same user is not announced"
-        );
+        assert!(std::str::from_utf8(&added).expect("utf8").contains("member_added"));
+        assert!(watcher_out.try_recv().is_err(), "second socket of the same user is not announced");
         hub.unsubscribe(first.key, &ch);
-        assert!(
-            watcher_out.try_recv().is_err(),
-            "user still present through another socket"
-        );
+        assert!(watcher_out.try_recv().is_err(), "user still present through another socket");
         hub.unsubscribe(second.key, &ch);
         let removed = watcher_out.try_recv().expect("member_removed");
-        assert!(std::str::from_utf8(&removed)
-            .expect("utf8")
-            .contains("member_removed"));
+        assert!(std::str::from_utf8(&removed).expect("utf8").contains("member_removed"));
         assert_eq!(hub.channel_info(&ch).expect("occupied").user_count, Some(1));
     }
 
@@ -567,8 +504,7 @@ mod tests {
         let ch = channel("presence-small");
         let (a, _oa) = hub.register(None).expect("room");
         let (b, _ob) = hub.register(None).expect("room");
-        hub.subscribe(&a, &ch, Some(("1".into(), Value::Null)), 1)
-            .expect("ok");
+        hub.subscribe(&a, &ch, Some(("1".into(), Value::Null)), 1).expect("ok");
         assert_eq!(
             hub.subscribe(&b, &ch, Some(("2".into(), Value::Null)), 1),
             Err(SubscribeError::PresenceFull { max: 1 })
@@ -612,9 +548,6 @@ mod tests {
         hub.publish(&ch, &Bytes::from_static(b"one"), "one", None);
         hub.publish(&ch, &Bytes::from_static(b"two"), "two", None);
         let (b, _ob) = hub.register(None).expect("room");
-        assert_eq!(
-            hub.subscribe(&b, &ch, None, 100).expect("ok").cached,
-            Some(Bytes::from_static(b"two"))
-        );
+        assert_eq!(hub.subscribe(&b, &ch, None, 100).expect("ok").cached, Some(Bytes::from_static(b"two")));
     }
 }

@@ -37,25 +37,10 @@ pub struct SocketHandle<F> {
 }
 
 impl<F: Frame> SocketHandle<F> {
-    pub(crate) fn new(
-        key: SocketKey,
-        id: SocketId,
-        capacity: usize,
-    ) -> (SocketHandle<F>, Outbox<F>) {
+    pub(crate) fn new(key: SocketKey, id: SocketId, capacity: usize) -> (SocketHandle<F>, Outbox<F>) {
         let (sender, outbox) = mpsc::channel(capacity.max(1));
-        let kill = Arc::new(KillSwitch {
-            code: AtomicU16::new(0),
-            notify: Notify::new(),
-        });
-        (
-            SocketHandle {
-                key,
-                id: Arc::new(id),
-                sender,
-                kill,
-            },
-            outbox,
-        )
+        let kill = Arc::new(KillSwitch { code: AtomicU16::new(0), notify: Notify::new() });
+        (SocketHandle { key, id: Arc::new(id), sender, kill }, outbox)
     }
 
     /// Queues a frame without waiting. Returns false when the socket is gone or too slow;
@@ -73,12 +58,7 @@ impl<F: Frame> SocketHandle<F> {
 
     /// Asks the session to close the socket with `code`; the first code asked for wins.
     pub fn close(&self, code: CloseCode) {
-        if self
-            .kill
-            .code
-            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.kill.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
             self.kill.notify.notify_one();
         }
     }

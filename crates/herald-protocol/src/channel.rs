@@ -30,10 +30,7 @@ impl ChannelKind {
 
     /// Private, encrypted and presence channels need a signed `auth` to subscribe.
     pub fn requires_auth(self) -> bool {
-        matches!(
-            self,
-            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
-        )
+        matches!(self, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence)
     }
 }
 
@@ -158,54 +155,26 @@ mod tests {
         assert_eq!(kind("presence-room"), ChannelKind::Presence);
         assert_eq!(kind("#server-to-user-42"), ChannelKind::ServerToUser);
         assert_eq!(kind("cache-x"), ChannelKind::Public);
-        assert_eq!(
-            kind("private-encrypted-cache-x"),
-            ChannelKind::PrivateEncrypted
-        );
+        assert_eq!(kind("private-encrypted-cache-x"), ChannelKind::PrivateEncrypted);
         assert_eq!(kind("presence-cache-x"), ChannelKind::Presence);
     }
 
     #[test]
     fn cache_variants_are_recognised() {
-        for name in [
-            "cache-a",
-            "private-cache-a",
-            "private-encrypted-cache-a",
-            "presence-cache-a",
-        ] {
-            assert!(
-                ChannelName::parse(name, 200).expect("valid").is_cache(),
-                "{name}"
-            );
+        for name in ["cache-a", "private-cache-a", "private-encrypted-cache-a", "presence-cache-a"] {
+            assert!(ChannelName::parse(name, 200).expect("valid").is_cache(), "{name}");
         }
-        assert!(!ChannelName::parse("private-a", 200)
-            .expect("valid")
-            .is_cache());
+        assert!(!ChannelName::parse("private-a", 200).expect("valid").is_cache());
     }
 
     #[test]
     fn invalid_names_are_refused() {
         assert_eq!(ChannelName::parse("", 200), Err(ChannelNameError::Empty));
-        assert_eq!(
-            ChannelName::parse(&"a".repeat(201), 200),
-            Err(ChannelNameError::TooLong { max: 200 })
-        );
-        assert_eq!(
-            ChannelName::parse("a b", 200),
-            Err(ChannelNameError::InvalidCharacter)
-        );
-        assert_eq!(
-            ChannelName::parse("a/b", 200),
-            Err(ChannelNameError::InvalidCharacter)
-        );
-        assert_eq!(
-            ChannelName::parse("#other", 200),
-            Err(ChannelNameError::Reserved)
-        );
-        assert_eq!(
-            ChannelName::parse("#server-to-user-", 200),
-            Err(ChannelNameError::Reserved)
-        );
+        assert_eq!(ChannelName::parse(&"a".repeat(201), 200), Err(ChannelNameError::TooLong { max: 200 }));
+        assert_eq!(ChannelName::parse("a b", 200), Err(ChannelNameError::InvalidCharacter));
+        assert_eq!(ChannelName::parse("a/b", 200), Err(ChannelNameError::InvalidCharacter));
+        assert_eq!(ChannelName::parse("#other", 200), Err(ChannelNameError::Reserved));
+        assert_eq!(ChannelName::parse("#server-to-user-", 200), Err(ChannelNameError::Reserved));
         assert!(ChannelName::parse("a_-=@,.;Z9", 200).is_ok());
         assert!(ChannelName::parse(&"a".repeat(200), 200).is_ok());
     }

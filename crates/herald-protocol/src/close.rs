@@ -79,10 +79,7 @@ impl CloseCode {
 
     /// 4300–4399 are fatal to pusher-js if used as close codes: send them as errors only.
     pub fn closes_connection(self) -> bool {
-        !matches!(
-            self,
-            CloseCode::ClientEventRateLimit | CloseCode::WatchlistLimit
-        )
+        !matches!(self, CloseCode::ClientEventRateLimit | CloseCode::WatchlistLimit)
     }
 }
 

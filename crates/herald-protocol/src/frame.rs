@@ -69,8 +69,8 @@ impl ClientEvent {
             "pusher:pong" => Ok(ClientEvent::Pong),
             "pusher:subscribe" => {
                 let data = object_data(raw.data)?;
-                let data: SubscribeData = serde_json::from_value(data)
-                    .map_err(|_| FrameError::BadField("data.channel"))?;
+                let data: SubscribeData =
+                    serde_json::from_value(data).map_err(|_| FrameError::BadField("data.channel"))?;
                 Ok(ClientEvent::Subscribe(data))
             }
             "pusher:unsubscribe" => {
@@ -79,9 +79,7 @@ impl ClientEvent {
                     .get("channel")
                     .and_then(Value::as_str)
                     .ok_or(FrameError::BadField("data.channel"))?;
-                Ok(ClientEvent::Unsubscribe {
-                    channel: channel.to_owned(),
-                })
+                Ok(ClientEvent::Unsubscribe { channel: channel.to_owned() })
             }
             "pusher:signin" => {
                 let data = object_data(raw.data)?;
@@ -94,11 +92,7 @@ impl ClientEvent {
                     Some(Value::String(channel)) => channel,
                     _ => return Err(FrameError::BadField("channel")),
                 };
-                Ok(ClientEvent::Client {
-                    event: raw.event,
-                    channel,
-                    data: raw.data,
-                })
+                Ok(ClientEvent::Client { event: raw.event, channel, data: raw.data })
             }
             _ => Err(FrameError::ForbiddenEvent(raw.event)),
         }
@@ -127,8 +121,7 @@ pub struct PresenceChannelData {
 
 impl PresenceChannelData {
     pub fn parse(text: &str, max_id_len: usize, max_info_bytes: usize) -> Result<Self, FrameError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|_| FrameError::BadField("channel_data"))?;
+        let value: Value = serde_json::from_str(text).map_err(|_| FrameError::BadField("channel_data"))?;
         let user_id = match value.get("user_id") {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             Some(Value::Number(id)) => id.to_string(),
@@ -162,27 +155,18 @@ pub struct ValidatedUserData {
 
 impl UserData {
     pub fn parse(text: &str) -> Result<ValidatedUserData, FrameError> {
-        let data: UserData =
-            serde_json::from_str(text).map_err(|_| FrameError::BadField("user_data"))?;
+        let data: UserData = serde_json::from_str(text).map_err(|_| FrameError::BadField("user_data"))?;
         let id = match data.id {
             Value::String(id) if !id.is_empty() && id.len() <= 200 => id,
             _ => return Err(FrameError::BadField("user_data.id")),
         };
-        Ok(ValidatedUserData {
-            id,
-            watchlist_len: data.watchlist.map_or(0, |list| list.len()),
-        })
+        Ok(ValidatedUserData { id, watchlist_len: data.watchlist.map_or(0, |list| list.len()) })
     }
 }
 
 /// Encodes a server event. `data` is sent as a JSON-encoded string, as the protocol says;
 /// `user_id` is set on client events relayed from a presence channel.
-pub fn encode_server_event(
-    event: &str,
-    channel: Option<&str>,
-    data: &str,
-    user_id: Option<&str>,
-) -> String {
+pub fn encode_server_event(event: &str, channel: Option<&str>, data: &str, user_id: Option<&str>) -> String {
     let mut frame = serde_json::Map::with_capacity(4);
     frame.insert("event".into(), Value::String(event.to_owned()));
     if let Some(channel) = channel {
@@ -207,21 +191,14 @@ mod tests {
 
     #[test]
     fn classifies_allowed_events() {
-        assert_eq!(
-            ClientEvent::parse(r#"{"event":"pusher:ping","data":{}}"#),
-            Ok(ClientEvent::Ping)
-        );
-        let sub = ClientEvent::parse(
-            r#"{"event":"pusher:subscribe","data":{"channel":"a","auth":"k:s"}}"#,
-        );
+        assert_eq!(ClientEvent::parse(r#"{"event":"pusher:ping","data":{}}"#), Ok(ClientEvent::Ping));
+        let sub = ClientEvent::parse(r#"{"event":"pusher:subscribe","data":{"channel":"a","auth":"k:s"}}"#);
         assert!(
             matches!(sub, Ok(ClientEvent::Subscribe(SubscribeData { ref channel, .. })) if channel == "a")
         );
-        let encoded =
-            ClientEvent::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"b\"}"}"#);
+        let encoded = ClientEvent::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"b\"}"}"#);
         assert!(matches!(encoded, Ok(ClientEvent::Subscribe(_))));
-        let client =
-            ClientEvent::parse(r#"{"event":"client-x","channel":"private-a","data":{"a":1}}"#);
+        let client = ClientEvent::parse(r#"{"event":"client-x","channel":"private-a","data":{"a":1}}"#);
         assert!(matches!(client, Ok(ClientEvent::Client { .. })));
     }
 
@@ -229,17 +206,10 @@ mod tests {
     fn refuses_bad_frames() {
         assert_eq!(ClientEvent::parse("nope"), Err(FrameError::InvalidJson));
         assert_eq!(ClientEvent::parse("[1]"), Err(FrameError::MissingEvent));
+        assert_eq!(ClientEvent::parse(r#"{"event":5}"#), Err(FrameError::MissingEvent));
         assert_eq!(
-            ClientEvent::parse(r#"{"event":5}"#),
-            Err(FrameError::MissingEvent)
-        );
-        assert_eq!(
-            ClientEvent::parse(
-                r#"{"event":"pusher_internal:subscription_succeeded","channel":"a"}"#
-            ),
-            Err(FrameError::ForbiddenEvent(
-                "pusher_internal:subscription_succeeded".into()
-            ))
+            ClientEvent::parse(r#"{"event":"pusher_internal:subscription_succeeded","channel":"a"}"#),
+            Err(FrameError::ForbiddenEvent("pusher_internal:subscription_succeeded".into()))
         );
         assert!(matches!(
             ClientEvent::parse(r#"{"event":"pusher:other"}"#),
@@ -257,9 +227,8 @@ mod tests {
 
     #[test]
     fn presence_data_normalises_numeric_ids() {
-        let data =
-            PresenceChannelData::parse(r#"{"user_id":10,"user_info":{"name":"x"}}"#, 128, 1024)
-                .expect("valid");
+        let data = PresenceChannelData::parse(r#"{"user_id":10,"user_info":{"name":"x"}}"#, 128, 1024)
+            .expect("valid");
         assert_eq!(data.user_id, "10");
         assert!(PresenceChannelData::parse(r#"{"user_info":{}}"#, 128, 1024).is_err());
         let big = format!(r#"{{"user_id":"1","user_info":"{}"}}"#, "x".repeat(2000));

@@ -18,8 +18,8 @@ pub use frame::{
 };
 pub use limits::Limits;
 pub use sign::{
-    api_string_to_sign, body_md5_hex, channel_auth_string, hmac_sha256_hex, signin_auth_string,
-    verify_auth, verify_hex_signature, AuthError,
+    api_string_to_sign, body_md5_hex, channel_auth_string, hmac_sha256_hex, signin_auth_string, verify_auth,
+    verify_hex_signature, AuthError,
 };
 pub use socket_id::SocketId;
 

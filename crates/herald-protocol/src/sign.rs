@@ -9,8 +9,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Lower-case hex HMAC-SHA256 of `message` under `secret`.
 pub fn hmac_sha256_hex(secret: &str, message: &str) -> String {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key length");
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key length");
     mac.update(message.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -40,16 +39,8 @@ pub fn api_string_to_sign<'a>(
         .filter(|(key, _)| key != "auth_signature")
         .collect();
     pairs.sort();
-    let query: Vec<String> = pairs
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    format!(
-        "{}\n{}\n{}",
-        method.to_ascii_uppercase(),
-        path,
-        query.join("&")
-    )
+    let query: Vec<String> = pairs.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    format!("{}\n{}\n{}", method.to_ascii_uppercase(), path, query.join("&"))
 }
 
 /// The string signed for a channel subscription: `socket_id:channel[:channel_data]`.
@@ -100,10 +91,7 @@ mod tests {
     #[test]
     fn body_md5_golden() {
         let body = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
-        assert_eq!(
-            body_md5_hex(body.as_bytes()),
-            "ec365a775a4cd0599faeb73354201b6f"
-        );
+        assert_eq!(body_md5_hex(body.as_bytes()), "ec365a775a4cd0599faeb73354201b6f");
     }
 
     #[test]
@@ -134,18 +122,9 @@ mod tests {
         let signed = channel_auth_string("1234.1234", "private-foobar", None);
         let sig = "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4";
         assert_eq!(hmac_sha256_hex(SECRET, &signed), sig);
-        assert_eq!(
-            verify_auth(KEY, SECRET, &signed, &format!("{KEY}:{sig}")),
-            Ok(())
-        );
-        assert_eq!(
-            verify_auth("other", SECRET, &signed, &format!("{KEY}:{sig}")),
-            Err(AuthError::WrongKey)
-        );
-        assert_eq!(
-            verify_auth(KEY, SECRET, &signed, sig),
-            Err(AuthError::Malformed)
-        );
+        assert_eq!(verify_auth(KEY, SECRET, &signed, &format!("{KEY}:{sig}")), Ok(()));
+        assert_eq!(verify_auth("other", SECRET, &signed, &format!("{KEY}:{sig}")), Err(AuthError::WrongKey));
+        assert_eq!(verify_auth(KEY, SECRET, &signed, sig), Err(AuthError::Malformed));
         assert_eq!(
             verify_auth(KEY, SECRET, &signed, &format!("{KEY}:{}", &sig[1..])),
             Err(AuthError::BadSignature)

@@ -15,9 +15,8 @@ impl SocketId {
     /// Accepts `^\d+\.\d+$` only, as sent by API callers for exclusion and auth.
     pub fn parse(text: &str) -> Option<Self> {
         let (high, low) = text.split_once('.')?;
-        let digits = |part: &str| {
-            !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
-        };
+        let digits =
+            |part: &str| !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit());
         (digits(high) && digits(low)).then(|| SocketId(text.to_owned()))
     }
 

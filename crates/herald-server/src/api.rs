@@ -39,19 +39,11 @@ struct Info {
 impl Info {
     fn parse(text: Option<&str>, allowed: &[&str]) -> Result<Info, ApiError> {
         let mut info = Info::default();
-        for attribute in text
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        {
+        for attribute in text.unwrap_or("").split(',').map(str::trim).filter(|a| !a.is_empty()) {
             if !allowed.contains(&attribute) {
                 return Err(ApiError::invalid(
                     "info",
-                    format!(
-                        "unknown attribute {attribute:?}; allowed: {}",
-                        allowed.join(", ")
-                    ),
+                    format!("unknown attribute {attribute:?}; allowed: {}", allowed.join(", ")),
                 ));
             }
             match attribute {
@@ -68,20 +60,11 @@ impl Info {
     }
 }
 
-fn body_of(
-    body: Result<Bytes, BytesRejection>,
-    app_limit: Option<usize>,
-) -> Result<Bytes, ApiError> {
+fn body_of(body: Result<Bytes, BytesRejection>, app_limit: Option<usize>) -> Result<Bytes, ApiError> {
     let limit = app_limit.unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
-    let body = body.map_err(|_| ApiError::TooLarge {
-        what: "request body",
-        limit,
-    })?;
+    let body = body.map_err(|_| ApiError::TooLarge { what: "request body", limit })?;
     if body.len() > limit {
-        return Err(ApiError::TooLarge {
-            what: "request body",
-            limit,
-        });
+        return Err(ApiError::TooLarge { what: "request body", limit });
     }
     Ok(body)
 }
@@ -102,21 +85,14 @@ fn parse_trigger(
 ) -> Result<Trigger, ApiError> {
     let limits = &app.config.limits;
     let name = match object.get("name") {
-        Some(Value::String(name)) if valid_event_name(name, limits.max_event_name_len) => {
-            name.clone()
-        }
+        Some(Value::String(name)) if valid_event_name(name, limits.max_event_name_len) => name.clone(),
         Some(Value::String(_)) => {
             return Err(ApiError::invalid(
                 "name",
                 format!("must be 1 to {} characters", limits.max_event_name_len),
             ))
         }
-        _ => {
-            return Err(ApiError::invalid(
-                "name",
-                "is required and must be a string",
-            ))
-        }
+        _ => return Err(ApiError::invalid("name", "is required and must be a string")),
     };
     let data = match object.get("data") {
         Some(Value::String(data)) => data.clone(),
@@ -124,44 +100,30 @@ fn parse_trigger(
         Some(other) => other.to_string(),
     };
     if data.len() > limits.max_event_data_bytes {
-        return Err(ApiError::TooLarge {
-            what: "event data",
-            limit: limits.max_event_data_bytes,
-        });
+        return Err(ApiError::TooLarge { what: "event data", limit: limits.max_event_data_bytes });
     }
     let names: Vec<&str> = match (object.get("channels"), object.get("channel")) {
         (Some(Value::Array(list)), None) => list
             .iter()
             .map(|value| {
-                value
-                    .as_str()
-                    .ok_or_else(|| ApiError::invalid("channels", "must be a list of strings"))
+                value.as_str().ok_or_else(|| ApiError::invalid("channels", "must be a list of strings"))
             })
             .collect::<Result<_, _>>()?,
         (Some(_), None) => return Err(ApiError::invalid("channels", "must be a list of strings")),
         (None, Some(Value::String(channel))) => vec![channel.as_str()],
         (None, Some(_)) => return Err(ApiError::invalid("channel", "must be a string")),
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "channels",
-                "give either channel or channels, not both",
-            ))
+            return Err(ApiError::invalid("channels", "give either channel or channels, not both"))
         }
         (None, None) => return Err(ApiError::invalid("channels", "is required")),
     };
     if names.is_empty() {
-        return Err(ApiError::invalid(
-            "channels",
-            "must name at least one channel",
-        ));
+        return Err(ApiError::invalid("channels", "must name at least one channel"));
     }
     if names.len() > limits.max_channels_per_trigger {
         return Err(ApiError::invalid(
             "channels",
-            format!(
-                "at most {} channels per trigger",
-                limits.max_channels_per_trigger
-            ),
+            format!("at most {} channels per trigger", limits.max_channels_per_trigger),
         ));
     }
     let mut channels = Vec::with_capacity(names.len());
@@ -172,42 +134,24 @@ fn parse_trigger(
             channels.push(channel);
         }
     }
-    if channels.len() > 1
-        && channels
-            .iter()
-            .any(|channel| channel.kind() == ChannelKind::PrivateEncrypted)
-    {
-        return Err(ApiError::invalid(
-            "channels",
-            "an encrypted channel must be triggered alone",
-        ));
+    if channels.len() > 1 && channels.iter().any(|channel| channel.kind() == ChannelKind::PrivateEncrypted) {
+        return Err(ApiError::invalid("channels", "an encrypted channel must be triggered alone"));
     }
-    let except =
-        match object.get("socket_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) => Some(SocketId::parse(id).ok_or_else(|| {
-                ApiError::invalid("socket_id", format!("{id:?} is not a socket id"))
-            })?),
-            Some(_) => return Err(ApiError::invalid("socket_id", "must be a string")),
-        };
+    let except = match object.get("socket_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(
+            SocketId::parse(id)
+                .ok_or_else(|| ApiError::invalid("socket_id", format!("{id:?} is not a socket id")))?,
+        ),
+        Some(_) => return Err(ApiError::invalid("socket_id", "must be a string")),
+    };
     let info_text = match object.get("info") {
         Some(Value::String(info)) => Some(info.as_str()),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "info",
-                "must be a comma-separated string",
-            ))
-        }
+        Some(_) => return Err(ApiError::invalid("info", "must be a comma-separated string")),
         None => query_info,
     };
     let info = Info::parse(info_text, &["subscription_count", "user_count"])?;
-    Ok(Trigger {
-        name,
-        data,
-        channels,
-        except,
-        info,
-    })
+    Ok(Trigger { name, data, channels, except, info })
 }
 
 /// Publishes a validated trigger; returns the per-channel info the caller asked for.
@@ -216,13 +160,9 @@ fn publish(app: &App, trigger: &Trigger) -> Map<String, Value> {
     let mut info = Map::new();
     for channel in &trigger.channels {
         let frame = encode_server_event(&trigger.name, Some(channel.as_str()), &trigger.data, None);
-        app.hub
-            .publish(channel, &frame.into(), &trigger.data, except);
+        app.hub.publish(channel, &frame.into(), &trigger.data, except);
         if trigger.info.any() {
-            info.insert(
-                channel.to_string(),
-                Value::Object(channel_attributes(app, channel, trigger.info)),
-            );
+            info.insert(channel.to_string(), Value::Object(channel_attributes(app, channel, trigger.info)));
         }
     }
     info
@@ -232,23 +172,14 @@ fn channel_attributes(app: &App, channel: &ChannelName, info: Info) -> Map<Strin
     let counts = app.hub.channel_info(channel);
     let mut attributes = Map::new();
     if info.subscription_count {
-        attributes.insert(
-            "subscription_count".into(),
-            json!(counts.map_or(0, |c| c.subscription_count)),
-        );
+        attributes.insert("subscription_count".into(), json!(counts.map_or(0, |c| c.subscription_count)));
     }
     if info.user_count && channel.kind() == ChannelKind::Presence {
-        attributes.insert(
-            "user_count".into(),
-            json!(counts.and_then(|c| c.user_count).unwrap_or(0)),
-        );
+        attributes.insert("user_count".into(), json!(counts.and_then(|c| c.user_count).unwrap_or(0)));
     }
     if info.cache && channel.is_cache() {
         if let Some((data, ttl)) = app.hub.cached_event(channel) {
-            attributes.insert(
-                "cache".into(),
-                json!({ "data": &*data, "ttl": ttl.as_secs() }),
-            );
+            attributes.insert("cache".into(), json!({ "data": &*data, "ttl": ttl.as_secs() }));
         }
     }
     attributes
@@ -262,20 +193,11 @@ pub(crate) async fn trigger(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(
-        body,
-        state
-            .app_by_id(&app_id)
-            .map(|app| app.config.limits.max_http_body_bytes),
-    )?;
+    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
     let (app, query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     let trigger = parse_trigger(&app, &parse_json(&body)?, query.get("info"))?;
     let info = publish(&app, &trigger);
-    Ok(Json(if trigger.info.any() {
-        json!({ "channels": info })
-    } else {
-        json!({})
-    }))
+    Ok(Json(if trigger.info.any() { json!({ "channels": info }) } else { json!({}) }))
 }
 
 /// `POST /apps/{app_id}/batch_events`
@@ -286,34 +208,20 @@ pub(crate) async fn trigger_batch(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(
-        body,
-        state
-            .app_by_id(&app_id)
-            .map(|app| app.config.limits.max_http_body_bytes),
-    )?;
+    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
     let (app, _query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     let object = parse_json(&body)?;
     let Some(Value::Array(batch)) = object.get("batch") else {
-        return Err(ApiError::invalid(
-            "batch",
-            "is required and must be a list of events",
-        ));
+        return Err(ApiError::invalid("batch", "is required and must be a list of events"));
     };
     let max = app.config.limits.max_batch_events;
     if batch.len() > max {
-        return Err(ApiError::invalid(
-            "batch",
-            format!("at most {max} events per batch"),
-        ));
+        return Err(ApiError::invalid("batch", format!("at most {max} events per batch")));
     }
     let mut triggers = Vec::with_capacity(batch.len());
     for event in batch {
         let Value::Object(event) = event else {
-            return Err(ApiError::invalid(
-                "batch",
-                "every event must be a JSON object",
-            ));
+            return Err(ApiError::invalid("batch", "every event must be a JSON object"));
         };
         if event.contains_key("channels") {
             return Err(ApiError::invalid(
@@ -326,18 +234,10 @@ pub(crate) async fn trigger_batch(
     let mut results = Vec::with_capacity(triggers.len());
     for trigger in &triggers {
         let info = publish(&app, trigger);
-        results.push(
-            info.into_iter()
-                .next()
-                .map_or(json!({}), |(_, attributes)| attributes),
-        );
+        results.push(info.into_iter().next().map_or(json!({}), |(_, attributes)| attributes));
     }
     let asked = triggers.iter().any(|trigger| trigger.info.any());
-    Ok(Json(if asked {
-        json!({ "batch": results })
-    } else {
-        json!({})
-    }))
+    Ok(Json(if asked { json!({ "batch": results }) } else { json!({}) }))
 }
 
 /// `GET /apps/{app_id}/channels`
@@ -351,10 +251,7 @@ pub(crate) async fn list_channels(
     let prefix = query.get("filter_by_prefix").unwrap_or("");
     let info = Info::parse(query.get("info"), &["user_count", "subscription_count"])?;
     if info.user_count && !prefix.starts_with("presence-") {
-        return Err(ApiError::invalid(
-            "info",
-            "user_count needs filter_by_prefix=presence-",
-        ));
+        return Err(ApiError::invalid("info", "user_count needs filter_by_prefix=presence-"));
     }
     let mut channels = Map::new();
     for (channel, counts) in app.hub.channels() {
@@ -366,10 +263,7 @@ pub(crate) async fn list_channels(
             attributes.insert("user_count".into(), json!(counts.user_count.unwrap_or(0)));
         }
         if info.subscription_count {
-            attributes.insert(
-                "subscription_count".into(),
-                json!(counts.subscription_count),
-            );
+            attributes.insert("subscription_count".into(), json!(counts.subscription_count));
         }
         channels.insert(channel.to_string(), Value::Object(attributes));
     }
@@ -390,15 +284,9 @@ pub(crate) async fn channel_info(
 ) -> ApiResult {
     let (app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
     let channel = channel_from_path(&app, &channel)?;
-    let info = Info::parse(
-        query.get("info"),
-        &["subscription_count", "user_count", "cache"],
-    )?;
+    let info = Info::parse(query.get("info"), &["subscription_count", "user_count", "cache"])?;
     if info.user_count && channel.kind() != ChannelKind::Presence {
-        return Err(ApiError::invalid(
-            "info",
-            "user_count is only available for presence channels",
-        ));
+        return Err(ApiError::invalid("info", "user_count is only available for presence channels"));
     }
     let occupied = app.hub.channel_info(&channel).is_some();
     let mut body = channel_attributes(&app, &channel, info);
@@ -416,17 +304,10 @@ pub(crate) async fn channel_users(
     let (app, _query) = authenticate(&state, &app_id, &method, &uri, b"")?;
     let channel = channel_from_path(&app, &channel)?;
     if channel.kind() != ChannelKind::Presence {
-        return Err(ApiError::invalid(
-            "channel",
-            "users can only be listed for presence channels",
-        ));
+        return Err(ApiError::invalid("channel", "users can only be listed for presence channels"));
     }
-    let users: Vec<Value> = app
-        .hub
-        .presence_users(&channel)
-        .into_iter()
-        .map(|id| json!({ "id": id }))
-        .collect();
+    let users: Vec<Value> =
+        app.hub.presence_users(&channel).into_iter().map(|id| json!({ "id": id })).collect();
     Ok(Json(json!({ "users": users })))
 }
 
@@ -438,12 +319,7 @@ pub(crate) async fn terminate_connections(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(
-        body,
-        state
-            .app_by_id(&app_id)
-            .map(|app| app.config.limits.max_http_body_bytes),
-    )?;
+    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
     let (app, _query): (Arc<App>, Query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     if user_id.is_empty() || user_id.len() > 200 {
         return Err(ApiError::invalid("user_id", "must be 1 to 200 characters"));

@@ -34,26 +34,14 @@ impl App {
     pub async fn build(config: &Config) -> anyhow::Result<App> {
         use anyhow::Context as _;
         let address = format!("{}:{}", config.server.host, config.server.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("cannot listen on {address}"))?;
-        let address = listener
-            .local_addr()
-            .context("listener has no local address")?;
+        let listener =
+            TcpListener::bind(&address).await.with_context(|| format!("cannot listen on {address}"))?;
+        let address = listener.local_addr().context("listener has no local address")?;
         let store = herald_store::Store::connect(&config.database.url)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database {}",
-                    redact_url(&config.database.url)
-                )
-            })?;
+            .with_context(|| format!("cannot open the database {}", redact_url(&config.database.url)))?;
         let state = ServerState::new(config, store)?;
-        Ok(App {
-            state: Arc::new(state),
-            listener,
-            address,
-        })
+        Ok(App { state: Arc::new(state), listener, address })
     }
 
     /// The address the WebSocket + HTTP API listener is bound to.
@@ -67,10 +55,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then closes every socket with 4200 and waits for the
     /// sessions to end, at most `server.shutdown_grace_secs`.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.state.clone();
         let router = router(state.clone());
         let listener = self.listener.tap_io(|tcp| {
@@ -88,14 +73,8 @@ impl App {
             .await?;
         state.sessions.close();
         let grace = Duration::from_secs(state.server.shutdown_grace_secs);
-        if tokio::time::timeout(grace, state.sessions.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                remaining = state.sessions.len(),
-                "sessions still open after the shutdown grace period"
-            );
+        if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
+            warn!(remaining = state.sessions.len(), "sessions still open after the shutdown grace period");
         }
         Ok(())
     }
@@ -115,14 +94,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/apps/{app_id}/batch_events", post(api::trigger_batch))
         .route("/apps/{app_id}/channels", get(api::list_channels))
         .route("/apps/{app_id}/channels/{channel}", get(api::channel_info))
-        .route(
-            "/apps/{app_id}/channels/{channel}/users",
-            get(api::channel_users),
-        )
-        .route(
-            "/apps/{app_id}/users/{user_id}/terminate_connections",
-            post(api::terminate_connections),
-        )
+        .route("/apps/{app_id}/channels/{channel}/users", get(api::channel_users))
+        .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(api::terminate_connections))
         .merge(browser_routes(state.clone()))
         .route("/up", get(up))
         .route("/live", get(live))
@@ -156,11 +129,7 @@ pub fn redact_url(url: &str) -> String {
 /// Readiness: 200 while serving, 503 while draining.
 async fn up(State(state): State<SharedState>) -> Response {
     if state.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "draining" })),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
     } else {
         Json(json!({ "status": "ok" })).into_response()
     }

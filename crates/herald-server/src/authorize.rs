@@ -60,10 +60,7 @@ impl Authorizer {
             verifier,
             policies,
             app,
-            master_key: config
-                .auth
-                .encryption_master_key()
-                .map_err(anyhow::Error::msg)?,
+            master_key: config.auth.encryption_master_key().map_err(anyhow::Error::msg)?,
             user_info_claims: config.auth.user_info_claims.clone(),
             cors_origins: config.auth.cors_origins.clone(),
             decisions: Mutex::new(BTreeMap::new()),
@@ -75,11 +72,7 @@ impl Authorizer {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(ApiError::Token(TokenError::Missing))?;
         self.verifier.verify(token).map_err(ApiError::Token)
@@ -100,13 +93,10 @@ impl Authorizer {
             return Err(ApiError::Forbidden { policy: None });
         };
         let organization = match found.campaign_to_look_up() {
-            Some(campaign) => store
-                .campaign_organization(campaign)
-                .await
-                .map_err(|cause| {
-                    error!(error = %cause, "campaign lookup failed");
-                    ApiError::BackendUnavailable
-                })?,
+            Some(campaign) => store.campaign_organization(campaign).await.map_err(|cause| {
+                error!(error = %cause, "campaign lookup failed");
+                ApiError::BackendUnavailable
+            })?,
             None => None,
         };
         let decision = found.decide(identity, organization.as_deref());
@@ -116,17 +106,12 @@ impl Authorizer {
         if allowed {
             Ok(())
         } else {
-            Err(ApiError::Forbidden {
-                policy: Some(found.policy().to_owned()),
-            })
+            Err(ApiError::Forbidden { policy: Some(found.policy().to_owned()) })
         }
     }
 
     fn count(&self, policy: &str, allowed: bool) {
-        let mut decisions = self
-            .decisions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut decisions = self.decisions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = decisions.entry(policy.to_owned()).or_default();
         if allowed {
             entry.0 += 1;
@@ -137,14 +122,8 @@ impl Authorizer {
 
     /// `(policy, allowed, denied)` for every policy that decided something.
     pub fn decision_counts(&self) -> Vec<(String, u64, u64)> {
-        let decisions = self
-            .decisions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        decisions
-            .iter()
-            .map(|(policy, (allowed, denied))| (policy.clone(), *allowed, *denied))
-            .collect()
+        let decisions = self.decisions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        decisions.iter().map(|(policy, (allowed, denied))| (policy.clone(), *allowed, *denied)).collect()
     }
 
     /// `user_info` built from the configured claims.
@@ -159,17 +138,11 @@ impl Authorizer {
     }
 
     fn sign(&self, message: &str) -> String {
-        format!(
-            "{}:{}",
-            self.app.config.key,
-            hmac_sha256_hex(&self.app.config.secret, message)
-        )
+        format!("{}:{}", self.app.config.key, hmac_sha256_hex(&self.app.config.secret, message))
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
-        self.cors_origins
-            .iter()
-            .any(|allowed| allowed == "*" || allowed.trim_end_matches('/') == origin)
+        self.cors_origins.iter().any(|allowed| allowed == "*" || allowed.trim_end_matches('/') == origin)
     }
 }
 
@@ -192,13 +165,11 @@ fn policy_name(channel: &str) -> &str {
 
 /// Reads `socket_id`, `channel_name` (and others) from a form-encoded or JSON body.
 fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
-    let trimmed = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map_or(&body[..0], |start| &body[start..]);
+    let trimmed =
+        body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&body[..0], |start| &body[start..]);
     if trimmed.first() == Some(&b'{') {
-        let value: Map<String, Value> = serde_json::from_slice(trimmed)
-            .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+        let value: Map<String, Value> =
+            serde_json::from_slice(trimmed).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
         Ok(value
             .into_iter()
             .filter_map(|(key, value)| match value {
@@ -214,9 +185,7 @@ fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
 }
 
 fn socket_id(fields: &BTreeMap<String, String>) -> Result<SocketId, ApiError> {
-    let text = fields
-        .get("socket_id")
-        .ok_or_else(|| ApiError::invalid("socket_id", "is required"))?;
+    let text = fields.get("socket_id").ok_or_else(|| ApiError::invalid("socket_id", "is required"))?;
     SocketId::parse(text)
         .ok_or_else(|| ApiError::invalid("socket_id", format!("{text:?} is not a socket id")))
 }
@@ -235,9 +204,7 @@ pub(crate) async fn channel_auth(
     let fields = fields(&body)?;
     let identity = authorizer.identify(&headers)?;
     let socket_id = socket_id(&fields)?;
-    let name = fields
-        .get("channel_name")
-        .ok_or_else(|| ApiError::invalid("channel_name", "is required"))?;
+    let name = fields.get("channel_name").ok_or_else(|| ApiError::invalid("channel_name", "is required"))?;
     let max_len = authorizer.app.config.limits.max_channel_name_len;
     let channel = ChannelName::parse(name, max_len)
         .map_err(|error| ApiError::invalid("channel_name", format!("{name:?}: {error}")))?;
@@ -266,20 +233,12 @@ pub(crate) async fn channel_auth(
     authorizer.decide(&state.store, &identity, &channel).await?;
     let body = if kind == ChannelKind::Presence {
         let channel_data =
-            json!({ "user_id": identity.user_id, "user_info": authorizer.user_info(&identity) })
-                .to_string();
-        let auth = authorizer.sign(&channel_auth_string(
-            socket_id.as_str(),
-            channel.as_str(),
-            Some(&channel_data),
-        ));
+            json!({ "user_id": identity.user_id, "user_info": authorizer.user_info(&identity) }).to_string();
+        let auth =
+            authorizer.sign(&channel_auth_string(socket_id.as_str(), channel.as_str(), Some(&channel_data)));
         json!({ "auth": auth, "channel_data": channel_data })
     } else {
-        let auth = authorizer.sign(&channel_auth_string(
-            socket_id.as_str(),
-            channel.as_str(),
-            None,
-        ));
+        let auth = authorizer.sign(&channel_auth_string(socket_id.as_str(), channel.as_str(), None));
         match shared_secret {
             Some(secret) => json!({ "auth": auth, "shared_secret": secret }),
             None => json!({ "auth": auth }),
@@ -305,16 +264,9 @@ pub(crate) async fn user_auth(
 }
 
 /// CORS for the browser-facing routes: answers preflights, and allows configured origins.
-pub(crate) async fn cors(
-    State(state): State<SharedState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
+pub(crate) async fn cors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let origin =
+        request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let allowed = match (&origin, state.authorizer.as_ref()) {
         (Some(origin), Some(authorizer)) => authorizer.origin_allowed(origin),
         _ => false,
@@ -333,10 +285,7 @@ pub(crate) async fn cors(
         if let Ok(origin) = HeaderValue::from_str(&origin) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         }
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, POST, PUT, OPTIONS"),
@@ -347,10 +296,7 @@ pub(crate) async fn cors(
                 "authorization, content-type, x-csrf-token, x-socket-id, x-requested-with",
             ),
         );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         headers.insert(header::VARY, HeaderValue::from_static("origin"));
     }
     response
@@ -362,28 +308,16 @@ mod tests {
 
     #[test]
     fn policy_names_drop_the_pusher_prefixes() {
-        assert_eq!(
-            policy_name("private-user.notifications.42"),
-            "user.notifications.42"
-        );
+        assert_eq!(policy_name("private-user.notifications.42"), "user.notifications.42");
         assert_eq!(policy_name("presence-campaign.3"), "campaign.3");
-        assert_eq!(
-            policy_name("private-encrypted-admin-dashboard"),
-            "admin-dashboard"
-        );
-        assert_eq!(
-            policy_name("private-cache-organization.7"),
-            "organization.7"
-        );
+        assert_eq!(policy_name("private-encrypted-admin-dashboard"), "admin-dashboard");
+        assert_eq!(policy_name("private-cache-organization.7"), "organization.7");
     }
 
     #[test]
     fn fields_accept_forms_and_json() {
         let form = fields(b"socket_id=1.2&channel_name=private-a").expect("form");
-        assert_eq!(
-            form.get("channel_name").map(String::as_str),
-            Some("private-a")
-        );
+        assert_eq!(form.get("channel_name").map(String::as_str), Some("private-a"));
         let json = fields(br#" {"socket_id":"1.2","channel_name":"private-a"}"#).expect("json");
         assert_eq!(json.get("socket_id").map(String::as_str), Some("1.2"));
         assert!(fields(b"{nope").is_err());

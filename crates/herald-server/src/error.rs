@@ -17,10 +17,7 @@ pub enum ApiError {
     #[error("app is disabled")]
     AppDisabled,
     #[error("{field}: {problem}")]
-    Invalid {
-        field: &'static str,
-        problem: String,
-    },
+    Invalid { field: &'static str, problem: String },
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
     #[error("{what} is larger than {limit} bytes")]
@@ -39,10 +36,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: &'static str, problem: impl Into<String>) -> ApiError {
-        ApiError::Invalid {
-            field,
-            problem: problem.into(),
-        }
+        ApiError::Invalid { field, problem: problem.into() }
     }
 
     pub fn status(&self) -> StatusCode {

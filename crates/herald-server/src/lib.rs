@@ -20,11 +20,8 @@ pub use state::{SharedState, State};
 /// snippet a front end needs.
 pub fn banner(config: &Config, address: std::net::SocketAddr) -> String {
     use std::fmt::Write as _;
-    let shown_host = if address.ip().is_unspecified() {
-        "localhost".to_owned()
-    } else {
-        address.ip().to_string()
-    };
+    let shown_host =
+        if address.ip().is_unspecified() { "localhost".to_owned() } else { address.ip().to_string() };
     let mut text = String::new();
     let _ = writeln!(text, "Herald {} is ready", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(text, "  WebSocket  ws://{address}/app/{{key}}");
@@ -32,28 +29,17 @@ pub fn banner(config: &Config, address: std::net::SocketAddr) -> String {
     let _ = writeln!(text, "  Health     http://{address}/up");
     for app in &config.apps {
         let state = if app.enabled { "" } else { " (disabled)" };
-        let _ = writeln!(
-            text,
-            "  App        id {:?}, key {:?}{state}",
-            app.id, app.key
-        );
+        let _ = writeln!(text, "  App        id {:?}, key {:?}{state}", app.id, app.key);
     }
     if let Some(app) = config.apps.first() {
         let _ = writeln!(text, "\nLaravel Echo:");
-        let _ = writeln!(
-            text,
-            "  new Echo({{ broadcaster: 'pusher', key: '{}', cluster: 'mt1',",
-            app.key
-        );
+        let _ = writeln!(text, "  new Echo({{ broadcaster: 'pusher', key: '{}', cluster: 'mt1',", app.key);
         let _ = writeln!(
             text,
             "    wsHost: '{shown_host}', wsPort: {port}, wssPort: {port},",
             port = address.port()
         );
-        let _ = writeln!(
-            text,
-            "    forceTLS: false, enabledTransports: ['ws', 'wss'] }})"
-        );
+        let _ = writeln!(text, "    forceTLS: false, enabledTransports: ['ws', 'wss'] }})");
     }
     text
 }

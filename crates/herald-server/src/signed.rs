@@ -19,16 +19,13 @@ pub(crate) struct Query(pub(crate) Vec<(String, String)>);
 impl Query {
     pub(crate) fn parse(uri: &Uri) -> Result<Query, ApiError> {
         let raw = uri.query().unwrap_or("");
-        serde_urlencoded::from_str(raw).map(Query).map_err(|_| {
-            ApiError::invalid("query", "is not valid application/x-www-form-urlencoded")
-        })
+        serde_urlencoded::from_str(raw)
+            .map(Query)
+            .map_err(|_| ApiError::invalid("query", "is not valid application/x-www-form-urlencoded"))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.0.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 }
 
@@ -40,37 +37,22 @@ pub(crate) fn authenticate(
     uri: &Uri,
     body: &[u8],
 ) -> Result<(Arc<App>, Query), ApiError> {
-    let app = state
-        .app_by_id(app_id)
-        .ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?
-        .clone();
+    let app = state.app_by_id(app_id).ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?.clone();
     let query = Query::parse(uri)?;
-    let key = query
-        .get("auth_key")
-        .ok_or(ApiError::Unauthenticated("auth_key is missing"))?;
-    let timestamp = query
-        .get("auth_timestamp")
-        .ok_or(ApiError::Unauthenticated("auth_timestamp is missing"))?;
-    let signature = query
-        .get("auth_signature")
-        .ok_or(ApiError::Unauthenticated("auth_signature is missing"))?;
-    if query
-        .get("auth_version")
-        .is_some_and(|version| version != "1.0")
-    {
+    let key = query.get("auth_key").ok_or(ApiError::Unauthenticated("auth_key is missing"))?;
+    let timestamp =
+        query.get("auth_timestamp").ok_or(ApiError::Unauthenticated("auth_timestamp is missing"))?;
+    let signature =
+        query.get("auth_signature").ok_or(ApiError::Unauthenticated("auth_signature is missing"))?;
+    if query.get("auth_version").is_some_and(|version| version != "1.0") {
         return Err(ApiError::Unauthenticated("auth_version must be 1.0"));
     }
     if key != app.config.key {
-        return Err(ApiError::Unauthenticated(
-            "auth_key does not belong to the app in the path",
-        ));
+        return Err(ApiError::Unauthenticated("auth_key does not belong to the app in the path"));
     }
-    let timestamp: i64 = timestamp
-        .parse()
-        .map_err(|_| ApiError::Unauthenticated("auth_timestamp is not a number"))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64);
+    let timestamp: i64 =
+        timestamp.parse().map_err(|_| ApiError::Unauthenticated("auth_timestamp is not a number"))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs() as i64);
     if (now - timestamp).abs() > TIMESTAMP_WINDOW_SECS {
         return Err(ApiError::Unauthenticated(
             "auth_timestamp is more than 600 seconds from the server clock",
@@ -78,9 +60,7 @@ pub(crate) fn authenticate(
     }
     match query.get("body_md5") {
         Some(md5) if !md5.eq_ignore_ascii_case(&body_md5_hex(body)) => {
-            return Err(ApiError::Unauthenticated(
-                "body_md5 does not match the body",
-            ));
+            return Err(ApiError::Unauthenticated("body_md5 does not match the body"));
         }
         None if !body.is_empty() => return Err(ApiError::Unauthenticated("body_md5 is missing")),
         _ => {}
@@ -88,10 +68,7 @@ pub(crate) fn authenticate(
     let signed = api_string_to_sign(
         method.as_str(),
         uri.path(),
-        query
-            .0
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str())),
+        query.0.iter().map(|(key, value)| (key.as_str(), value.as_str())),
     );
     if !verify_hex_signature(&app.config.secret, &signed, signature) {
         return Err(ApiError::Unauthenticated("invalid signature"));
@@ -100,9 +77,7 @@ pub(crate) fn authenticate(
         return Err(ApiError::AppDisabled);
     }
     if !app.admit_api_request() {
-        return Err(ApiError::RateLimited(
-            app.config.max_api_requests_per_second,
-        ));
+        return Err(ApiError::RateLimited(app.config.max_api_requests_per_second));
     }
     if state.is_draining() {
         return Err(ApiError::Unavailable);

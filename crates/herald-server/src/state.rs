@@ -42,10 +42,7 @@ impl App {
         if limit == 0 {
             return true;
         }
-        let mut window = self
-            .api_window
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut window = self.api_window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
         if now.duration_since(window.0) >= Duration::from_secs(1) {
             *window = (now, 0);
@@ -86,14 +83,8 @@ impl State {
         let authorizer = Some(Authorizer::new(config, &apps)?);
         Ok(State {
             server: config.server.clone(),
-            by_id: apps
-                .iter()
-                .map(|app| (app.config.id.clone(), app.clone()))
-                .collect(),
-            by_key: apps
-                .iter()
-                .map(|app| (app.config.key.clone(), app.clone()))
-                .collect(),
+            by_id: apps.iter().map(|app| (app.config.id.clone(), app.clone())).collect(),
+            by_key: apps.iter().map(|app| (app.config.key.clone(), app.clone())).collect(),
             apps,
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),

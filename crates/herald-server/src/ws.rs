@@ -13,9 +13,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use herald_hub::{Outbox, SocketHandle, SubscribeError};
 use herald_protocol::{
-    channel_auth_string, encode_error, encode_server_event, signin_auth_string, verify_auth,
-    ChannelKind, ChannelName, ClientEvent, CloseCode, PresenceChannelData, SigninData,
-    SubscribeData, UserData, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    channel_auth_string, encode_error, encode_server_event, signin_auth_string, verify_auth, ChannelKind,
+    ChannelName, ClientEvent, CloseCode, PresenceChannelData, SigninData, SubscribeData, UserData,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
@@ -39,14 +39,10 @@ pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let app = state.app_by_key(&key).cloned();
-    let max_message = app.as_ref().map_or(
-        herald_protocol::Limits::default().max_ws_message_bytes,
-        |app| app.config.limits.max_ws_message_bytes,
-    );
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
+    let max_message = app.as_ref().map_or(herald_protocol::Limits::default().max_ws_message_bytes, |app| {
+        app.config.limits.max_ws_message_bytes
+    });
+    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
     let tracker = state.sessions.clone();
     ws.read_buffer_size(READ_BUFFER_BYTES)
@@ -66,8 +62,7 @@ pub(crate) async fn upgrade(
 
 /// Any WebSocket upgrade on another path: 4005.
 pub(crate) async fn path_not_found(ws: WebSocketUpgrade) -> Response {
-    ws.read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(|socket| refuse(socket, CloseCode::PathNotFound))
+    ws.read_buffer_size(READ_BUFFER_BYTES).on_upgrade(|socket| refuse(socket, CloseCode::PathNotFound))
 }
 
 /// The checks made before a connection is accepted, in the order pusher-js expects.
@@ -110,9 +105,7 @@ fn refusal(
 
 async fn refuse(mut socket: WebSocket, code: CloseCode) {
     let _ = socket.send(error_message(code)).await;
-    let _ = socket
-        .send(close_message(code.code(), code.message()))
-        .await;
+    let _ = socket.send(close_message(code.code(), code.message())).await;
 }
 
 fn error_message(code: CloseCode) -> Message {
@@ -120,10 +113,7 @@ fn error_message(code: CloseCode) -> Message {
 }
 
 fn close_message(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
-    }))
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))
 }
 
 async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
@@ -194,9 +184,8 @@ impl Session {
             None => self.last_seen + Duration::from_secs(server.activity_timeout_secs),
         };
         if self.app.config.user_authentication_required && !self.authorized {
-            deadline = deadline.min(
-                started + Duration::from_secs(self.app.config.user_authentication_timeout_secs),
-            );
+            deadline =
+                deadline.min(started + Duration::from_secs(self.app.config.user_authentication_timeout_secs));
         }
         deadline
     }
@@ -250,9 +239,7 @@ impl Session {
             };
             {
                 if code == CloseCode::OverCapacity {
-                    self.app
-                        .slow_consumers
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.app.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     warn!("slow consumer: outbox full, closing with 4100");
                 }
                 // The peer may not be reading at all (a slow consumer): never wait long on it.
@@ -262,9 +249,7 @@ impl Session {
                         let error = encode_error(Some(code.code()), message);
                         socket.send(Message::Text(error.into())).await?;
                     }
-                    socket
-                        .send(close_message(code.code(), code.message()))
-                        .await
+                    socket.send(close_message(code.code(), code.message())).await
                 };
                 let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
                 return;
@@ -274,11 +259,7 @@ impl Session {
 
     /// Leaves every channel and the user registry.
     fn finish(self) {
-        self.app.hub.unregister(
-            self.handle.key,
-            self.channels.keys(),
-            self.user_id.as_deref(),
-        );
+        self.app.hub.unregister(self.handle.key, self.channels.keys(), self.user_id.as_deref());
     }
 
     async fn on_timer(&mut self, socket: &mut WebSocket, started: Instant) -> Next {
@@ -291,16 +272,11 @@ impl Session {
             return Next::Close(CloseCode::Unauthorized);
         }
         match self.ping_sent {
-            Some(sent)
-                if now >= sent + Duration::from_secs(self.state.server.pong_timeout_secs) =>
-            {
+            Some(sent) if now >= sent + Duration::from_secs(self.state.server.pong_timeout_secs) => {
                 Next::Close(CloseCode::PongNotReceived)
             }
             Some(_) => Next::Continue,
-            None if now
-                >= self.last_seen
-                    + Duration::from_secs(self.state.server.activity_timeout_secs) =>
-            {
+            None if now >= self.last_seen + Duration::from_secs(self.state.server.activity_timeout_secs) => {
                 self.ping_sent = Some(now);
                 let ping = encode_server_event("pusher:ping", None, "{}", None);
                 if socket.send(Message::Text(ping.into())).await.is_err() {
@@ -319,12 +295,7 @@ impl Session {
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                send_error(
-                    socket,
-                    None,
-                    "binary frames are not supported; send JSON text frames",
-                )
-                .await?;
+                send_error(socket, None, "binary frames are not supported; send JSON text frames").await?;
                 return Some(Next::Continue);
             }
             Message::Ping(_) | Message::Pong(_) => return Some(Next::Continue),
@@ -352,11 +323,9 @@ impl Session {
                 Some(Next::Continue)
             }
             ClientEvent::Signin(data) => self.on_signin(socket, data).await,
-            ClientEvent::Client {
-                event,
-                channel,
-                data,
-            } => self.on_client_event(socket, event, channel, data).await,
+            ClientEvent::Client { event, channel, data } => {
+                self.on_client_event(socket, event, channel, data).await
+            }
         }
     }
 
@@ -365,59 +334,43 @@ impl Session {
         let channel = match ChannelName::parse(&data.channel, limits.max_channel_name_len) {
             Ok(channel) => channel,
             Err(error) => {
-                send_subscription_error(
-                    socket,
-                    &data.channel,
-                    "InvalidChannel",
-                    &error.to_string(),
-                    400,
-                )
-                .await?;
+                send_subscription_error(socket, &data.channel, "InvalidChannel", &error.to_string(), 400)
+                    .await?;
                 return Some(Next::Continue);
             }
         };
-        if !self.channels.contains_key(&channel)
-            && self.channels.len() >= limits.max_channels_per_connection
+        if !self.channels.contains_key(&channel) && self.channels.len() >= limits.max_channels_per_connection
         {
             let message = format!(
                 "a connection may subscribe to at most {} channels",
                 limits.max_channels_per_connection
             );
-            send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 400)
-                .await?;
+            send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 400).await?;
             return Some(Next::Continue);
         }
         let member = match self.authorize(&channel, &data) {
             Ok(member) => member,
             Err((message, status)) => {
                 debug!(channel = %channel, %message, "subscription refused");
-                send_subscription_error(socket, channel.as_str(), "AuthError", &message, status)
-                    .await?;
+                send_subscription_error(socket, channel.as_str(), "AuthError", &message, status).await?;
                 return Some(Next::Continue);
             }
         };
         let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
-        let outcome = match self.app.hub.subscribe(
-            &self.handle,
-            &channel,
-            member,
-            limits.max_presence_members,
-        ) {
-            Ok(outcome) => outcome,
-            Err(SubscribeError::PresenceFull { max }) => {
-                let message = format!("presence channel is full ({max} members)");
-                send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403)
-                    .await?;
-                return Some(Next::Continue);
-            }
-            Err(SubscribeError::SocketGone) => return None,
-        };
+        let outcome =
+            match self.app.hub.subscribe(&self.handle, &channel, member, limits.max_presence_members) {
+                Ok(outcome) => outcome,
+                Err(SubscribeError::PresenceFull { max }) => {
+                    let message = format!("presence channel is full ({max} members)");
+                    send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403).await?;
+                    return Some(Next::Continue);
+                }
+                Err(SubscribeError::SocketGone) => return None,
+            };
         if channel.kind().requires_auth() {
             self.authorized = true;
         }
-        let succeeded_data = outcome
-            .presence
-            .map_or_else(|| "{}".to_owned(), |presence| presence.to_data());
+        let succeeded_data = outcome.presence.map_or_else(|| "{}".to_owned(), |presence| presence.to_data());
         let succeeded = encode_server_event(
             "pusher_internal:subscription_succeeded",
             Some(channel.as_str()),
@@ -428,10 +381,7 @@ impl Session {
         if channel.is_cache() {
             let frame = match outcome.cached {
                 Some(frame) => frame,
-                None => {
-                    encode_server_event("pusher:cache_miss", Some(channel.as_str()), "{}", None)
-                        .into()
-                }
+                None => encode_server_event("pusher:cache_miss", Some(channel.as_str()), "{}", None).into(),
             };
             socket.send(Message::Text(frame)).await.ok()?;
         }
@@ -450,28 +400,22 @@ impl Session {
             ChannelKind::Public => Ok(None),
             ChannelKind::ServerToUser => match (&self.user_id, channel.server_to_user_id()) {
                 (Some(user), Some(owner)) if user == owner => Ok(None),
-                _ => Err((
-                    "only the connection signed in as this user may subscribe".into(),
-                    403,
-                )),
+                _ => Err(("only the connection signed in as this user may subscribe".into(), 403)),
             },
             kind => {
                 let auth = data
                     .auth
                     .as_deref()
                     .ok_or_else(|| ("auth is required for this channel".to_owned(), 401))?;
-                let channel_data = if kind == ChannelKind::Presence {
-                    Some(data.channel_data.as_deref().ok_or_else(|| {
-                        (
-                            "channel_data is required for presence channels".to_owned(),
-                            400,
-                        )
-                    })?)
-                } else {
-                    None
-                };
-                let signed =
-                    channel_auth_string(self.handle.id.as_str(), channel.as_str(), channel_data);
+                let channel_data =
+                    if kind == ChannelKind::Presence {
+                        Some(data.channel_data.as_deref().ok_or_else(|| {
+                            ("channel_data is required for presence channels".to_owned(), 400)
+                        })?)
+                    } else {
+                        None
+                    };
+                let signed = channel_auth_string(self.handle.id.as_str(), channel.as_str(), channel_data);
                 verify_auth(&config.key, &config.secret, &signed, auth)
                     .map_err(|error| (error.to_string(), 401))?;
                 match channel_data {
@@ -501,10 +445,7 @@ impl Session {
         let user = match UserData::parse(&data.user_data) {
             Ok(user) => user,
             Err(error) => {
-                return Some(Next::CloseBecause(
-                    CloseCode::Unauthorized,
-                    error.to_string(),
-                ));
+                return Some(Next::CloseBecause(CloseCode::Unauthorized, error.to_string()));
             }
         };
         if user.watchlist_len > 100 {
@@ -545,12 +486,8 @@ impl Session {
             return Some(Next::Continue);
         };
         if !matches!(name.kind(), ChannelKind::Private | ChannelKind::Presence) {
-            send_error(
-                socket,
-                None,
-                "client events may only be sent on private and presence channels",
-            )
-            .await?;
+            send_error(socket, None, "client events may only be sent on private and presence channels")
+                .await?;
             return Some(Next::Continue);
         }
         if event.len() > config.limits.max_event_name_len {
@@ -574,18 +511,13 @@ impl Session {
             other => other.to_string(),
         };
         if data.len() > config.limits.max_event_data_bytes {
-            let message = format!(
-                "event data is larger than {} bytes",
-                config.limits.max_event_data_bytes
-            );
+            let message = format!("event data is larger than {} bytes", config.limits.max_event_data_bytes);
             send_error(socket, None, &message).await?;
             return Some(Next::Continue);
         }
         let frame: Utf8Bytes =
             encode_server_event(&event, Some(name.as_str()), &data, user_id.as_deref()).into();
-        self.app
-            .hub
-            .publish(name, &frame, &data, Some(self.handle.id.as_str()));
+        self.app.hub.publish(name, &frame, &data, Some(self.handle.id.as_str()));
         Some(Next::Continue)
     }
 }
@@ -599,10 +531,7 @@ fn close_code_from(code: u16) -> CloseCode {
 }
 
 async fn send_error(socket: &mut WebSocket, code: Option<u16>, message: &str) -> Option<()> {
-    socket
-        .send(Message::Text(encode_error(code, message).into()))
-        .await
-        .ok()
+    socket.send(Message::Text(encode_error(code, message).into())).await.ok()
 }
 
 async fn send_subscription_error(

@@ -12,18 +12,39 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use tracing::info;
 
+/// Runs `$body` with `$pool` bound to the backend's pool. SQL in the body uses `$1, $2, ...` in
+/// order of first use, which both SQLite and PostgreSQL accept, so each query is written once.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+mod audit;
+mod inbox;
+mod queue;
+mod records;
+
+pub use audit::{AuditEntry, AuditFilter};
+pub use inbox::{ChannelEvent, InboxNotification, InboxPage, Preference};
+pub use queue::{ClaimedJob, DeadLetter, LaneStats};
+pub use records::{
+    now_ms, EventRecord, IngestResult, Lane, NewAudit, NewBroadcast, NewEvent, NewNotification,
+};
+
 /// `(version, name, sql)` of each SQLite migration, in order.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "campaigns",
-    include_str!("../migrations/sqlite/0001_campaigns.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "campaigns", include_str!("../migrations/sqlite/0001_campaigns.sql")),
+    (2, "notifications", include_str!("../migrations/sqlite/0002_notifications.sql")),
+];
 /// `(version, name, sql)` of each PostgreSQL migration, in order.
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "campaigns",
-    include_str!("../migrations/postgres/0001_campaigns.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "campaigns", include_str!("../migrations/postgres/0001_campaigns.sql")),
+    (2, "notifications", include_str!("../migrations/postgres/0002_notifications.sql")),
+];
 
 /// Why a storage operation failed. Callers answer 503 for `Unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +54,7 @@ pub enum StoreError {
     #[error("database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     #[error("migration {version} ({name}) failed: {source}")]
-    Migration {
-        version: i64,
-        name: &'static str,
-        source: sqlx::Error,
-    },
+    Migration { version: i64, name: &'static str, source: sqlx::Error },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -71,14 +88,11 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await?;
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
             Store::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)
-                .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
+            let options =
+                PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
             Store::connect_postgres(options).await?
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
@@ -123,11 +137,7 @@ impl Store {
                         sqlx::raw_sql(sql)
                             .execute(&mut *tx)
                             .await
-                            .map_err(|source| StoreError::Migration {
-                                version,
-                                name,
-                                source,
-                            })?;
+                            .map_err(|source| StoreError::Migration { version, name, source })?;
                         sqlx::query("INSERT INTO herald_migrations (version, name) VALUES (?, ?)")
                             .bind(version)
                             .bind(name)
@@ -145,9 +155,7 @@ impl Store {
                 for &(version, name, sql) in POSTGRES_MIGRATIONS {
                     let mut tx = pool.begin().await?;
                     // One node migrates at a time; the others wait, then find the work done.
-                    sqlx::query("SELECT pg_advisory_xact_lock(7263017)")
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock(7263017)").execute(&mut *tx).await?;
                     let done = sqlx::query("SELECT 1 FROM herald_migrations WHERE version = $1")
                         .bind(version)
                         .fetch_optional(&mut *tx)
@@ -156,18 +164,12 @@ impl Store {
                         sqlx::raw_sql(sql)
                             .execute(&mut *tx)
                             .await
-                            .map_err(|source| StoreError::Migration {
-                                version,
-                                name,
-                                source,
-                            })?;
-                        sqlx::query(
-                            "INSERT INTO herald_migrations (version, name) VALUES ($1, $2)",
-                        )
-                        .bind(version)
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await?;
+                            .map_err(|source| StoreError::Migration { version, name, source })?;
+                        sqlx::query("INSERT INTO herald_migrations (version, name) VALUES ($1, $2)")
+                            .bind(version)
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await?;
                         info!(version, name, "applied postgres migration");
                     }
                     tx.commit().await?;
@@ -196,11 +198,7 @@ impl Store {
     }
 
     /// Records (or updates) which organization runs a campaign.
-    pub async fn learn_campaign(
-        &self,
-        campaign_id: &str,
-        organization_id: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn learn_campaign(&self, campaign_id: &str, organization_id: &str) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => {
                 sqlx::query(
@@ -228,25 +226,22 @@ impl Store {
     }
 
     /// The organization running a campaign, if it has been learnt.
-    pub async fn campaign_organization(
-        &self,
-        campaign_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn campaign_organization(&self, campaign_id: &str) -> Result<Option<String>, StoreError> {
         let row = match self {
-            Store::Sqlite(pool) => sqlx::query(
-                "SELECT organization_id FROM campaign_organizations WHERE campaign_id = ?",
-            )
-            .bind(campaign_id)
-            .fetch_optional(pool)
-            .await?
-            .map(|row| row.try_get::<String, _>(0)),
-            Store::Postgres(pool) => sqlx::query(
-                "SELECT organization_id FROM campaign_organizations WHERE campaign_id = $1",
-            )
-            .bind(campaign_id)
-            .fetch_optional(pool)
-            .await?
-            .map(|row| row.try_get::<String, _>(0)),
+            Store::Sqlite(pool) => {
+                sqlx::query("SELECT organization_id FROM campaign_organizations WHERE campaign_id = ?")
+                    .bind(campaign_id)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|row| row.try_get::<String, _>(0))
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT organization_id FROM campaign_organizations WHERE campaign_id = $1")
+                    .bind(campaign_id)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|row| row.try_get::<String, _>(0))
+            }
         };
         Ok(row.transpose()?)
     }

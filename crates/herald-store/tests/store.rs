@@ -21,50 +21,25 @@ async fn postgres() -> Option<Store> {
     let admin = match sqlx::PgPool::connect(&url).await {
         Ok(pool) => pool,
         Err(error) if !required => {
-            eprintln!(
-                "skipping PostgreSQL test: {error} (set HERALD_REQUIRE_SERVICES=1 to fail instead)"
-            );
+            eprintln!("skipping PostgreSQL test: {error} (set HERALD_REQUIRE_SERVICES=1 to fail instead)");
             return None;
         }
-        Err(error) => panic!(
-            "PostgreSQL is required (HERALD_REQUIRE_SERVICES=1) but unreachable at {url}: {error}"
-        ),
+        Err(error) => {
+            panic!("PostgreSQL is required (HERALD_REQUIRE_SERVICES=1) but unreachable at {url}: {error}")
+        }
     };
     let schema = format!("herald_test_{}", fastrand::u64(..));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .expect("schema created");
-    let options = PgConnectOptions::from_str(&url)
-        .expect("url")
-        .options([("search_path", schema.as_str())]);
-    Some(
-        Store::connect_postgres(options)
-            .await
-            .expect("postgres store"),
-    )
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("schema created");
+    let options = PgConnectOptions::from_str(&url).expect("url").options([("search_path", schema.as_str())]);
+    Some(Store::connect_postgres(options).await.expect("postgres store"))
 }
 
 async fn campaigns_are_learnt_and_updated(store: &Store) {
     assert_eq!(store.campaign_organization("3").await.expect("query"), None);
     store.learn_campaign("3", "7").await.expect("learn");
-    assert_eq!(
-        store
-            .campaign_organization("3")
-            .await
-            .expect("query")
-            .as_deref(),
-        Some("7")
-    );
+    assert_eq!(store.campaign_organization("3").await.expect("query").as_deref(), Some("7"));
     store.learn_campaign("3", "8").await.expect("relearn");
-    assert_eq!(
-        store
-            .campaign_organization("3")
-            .await
-            .expect("query")
-            .as_deref(),
-        Some("8")
-    );
+    assert_eq!(store.campaign_organization("3").await.expect("query").as_deref(), Some("8"));
     store.ping().await.expect("ping");
 }
 
@@ -92,20 +67,11 @@ async fn sqlite_migrations_run_once_across_restarts() {
     first.learn_campaign("1", "2").await.expect("learn");
     drop(first);
     let second = Store::connect(&url).await.expect("second open");
-    assert_eq!(
-        second
-            .campaign_organization("1")
-            .await
-            .expect("query")
-            .as_deref(),
-        Some("2")
-    );
+    assert_eq!(second.campaign_organization("1").await.expect("query").as_deref(), Some("2"));
 }
 
 #[tokio::test]
 async fn unsupported_urls_are_named() {
-    let error = Store::connect("mysql://localhost/x")
-        .await
-        .expect_err("unsupported");
+    let error = Store::connect("mysql://localhost/x").await.expect_err("unsupported");
     assert!(error.to_string().contains("mysql://localhost/x"));
 }

@@ -17,9 +17,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig {
-            url: "sqlite://herald.db".into(),
-        }
+        DatabaseConfig { url: "sqlite://herald.db".into() }
     }
 }
 
@@ -87,19 +85,18 @@ pub struct ChannelsConfig {
 impl AuthConfig {
     /// Token settings, reading the public key file for RS256/ES256.
     pub fn token_settings(&self) -> Result<TokenSettings, String> {
-        let public_key_pem = match self.algorithm {
-            Algorithm::HS256 => None,
-            Algorithm::RS256 | Algorithm::ES256 => {
-                if self.public_key_file.is_empty() {
-                    return Err("auth.public_key_file: required for RS256 and ES256".into());
-                }
-                Some(
-                    std::fs::read_to_string(&self.public_key_file).map_err(|error| {
+        let public_key_pem =
+            match self.algorithm {
+                Algorithm::HS256 => None,
+                Algorithm::RS256 | Algorithm::ES256 => {
+                    if self.public_key_file.is_empty() {
+                        return Err("auth.public_key_file: required for RS256 and ES256".into());
+                    }
+                    Some(std::fs::read_to_string(&self.public_key_file).map_err(|error| {
                         format!("auth.public_key_file: {}: {error}", self.public_key_file)
-                    })?,
-                )
-            }
-        };
+                    })?)
+                }
+            };
         let optional = |value: &str| (!value.is_empty()).then(|| value.to_owned());
         Ok(TokenSettings {
             algorithm: self.algorithm,
@@ -141,9 +138,7 @@ pub(crate) fn validate(
     let dev_secret = auth.algorithm == Algorithm::HS256 && auth.jwt_secret.is_empty();
     if dev_secret {
     } else if let Err(problem) = auth.token_settings().and_then(|settings| {
-        herald_auth::TokenVerifier::new(&settings)
-            .map(drop)
-            .map_err(|error| format!("auth: {error}"))
+        herald_auth::TokenVerifier::new(&settings).map(drop).map_err(|error| format!("auth: {error}"))
     }) {
         problems.push(problem);
     }
@@ -151,10 +146,7 @@ pub(crate) fn validate(
         problems.push(problem);
     }
     if !auth.app_id.is_empty() && !app_ids.contains(&auth.app_id.as_str()) {
-        problems.push(format!(
-            "auth.app_id: {:?} is not one of the configured apps",
-            auth.app_id
-        ));
+        problems.push(format!("auth.app_id: {:?} is not one of the configured apps", auth.app_id));
     }
     if let Err(errors) = PolicySet::new(policies, auth.default_policies) {
         problems.extend(errors.iter().map(ToString::to_string));

@@ -112,15 +112,13 @@ impl AppConfig {
         }
         // Non-browser clients send no Origin; only browsers are constrained by the list.
         let Some(origin) = origin else { return true };
-        self.allowed_origins
-            .iter()
-            .any(|allowed| match allowed.strip_prefix("*.") {
-                Some(suffix) => origin
-                    .split_once("://")
-                    .map(|(_, host)| host)
-                    .is_some_and(|host| host.ends_with(&format!(".{suffix}")) || host == suffix),
-                None => allowed.trim_end_matches('/') == origin,
-            })
+        self.allowed_origins.iter().any(|allowed| match allowed.strip_prefix("*.") {
+            Some(suffix) => origin
+                .split_once("://")
+                .map(|(_, host)| host)
+                .is_some_and(|host| host.ends_with(&format!(".{suffix}")) || host == suffix),
+            None => allowed.trim_end_matches('/') == origin,
+        })
     }
 }
 
@@ -140,9 +138,7 @@ impl EnvSource for ProcessEnv {
         std::env::var(name).ok().filter(|value| !value.is_empty())
     }
     fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        std::env::vars()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .collect()
+        std::env::vars().filter(|(name, _)| name.starts_with(prefix)).collect()
     }
 }
 
@@ -186,10 +182,7 @@ pub struct Overrides {
 impl Config {
     /// Loads defaults → file (`--config` or `HERALD_CONFIG`) → environment → command line.
     pub fn load(env: &dyn EnvSource, overrides: &Overrides) -> Result<Loaded, ConfigError> {
-        let file = overrides
-            .config_file
-            .clone()
-            .or_else(|| env.var("HERALD_CONFIG").map(PathBuf::from));
+        let file = overrides.config_file.clone().or_else(|| env.var("HERALD_CONFIG").map(PathBuf::from));
         let mut tree = match &file {
             Some(path) => read_file(path)?,
             None => toml::Table::new(),
@@ -197,38 +190,21 @@ impl Config {
         let mut problems = Vec::new();
         apply_env(&mut tree, env, &mut problems);
         if let Some(host) = &overrides.host {
-            set_path(
-                &mut tree,
-                &["server", "host"],
-                toml::Value::String(host.clone()),
-            );
+            set_path(&mut tree, &["server", "host"], toml::Value::String(host.clone()));
         }
         if let Some(port) = overrides.port {
-            set_path(
-                &mut tree,
-                &["server", "port"],
-                toml::Value::Integer(port.into()),
-            );
+            set_path(&mut tree, &["server", "port"], toml::Value::Integer(port.into()));
         }
         // Named variables that Laravel deployments already have.
-        let database_url = overrides
-            .database_url
-            .clone()
-            .or_else(|| env.var("DATABASE_URL"));
+        let database_url = overrides.database_url.clone().or_else(|| env.var("DATABASE_URL"));
         if let Some(url) = database_url {
             set_path(&mut tree, &["database", "url"], toml::Value::String(url));
         }
         if let Some(secret) = env.var("HERALD_JWT_SECRET") {
-            set_path(
-                &mut tree,
-                &["auth", "jwt_secret"],
-                toml::Value::String(secret),
-            );
+            set_path(&mut tree, &["auth", "jwt_secret"], toml::Value::String(secret));
         }
         let (mut config, mut warnings) = Config::from_table(tree, env, problems)?;
-        if config.auth.jwt_secret.is_empty()
-            && config.auth.algorithm == herald_auth::Algorithm::HS256
-        {
+        if config.auth.jwt_secret.is_empty() && config.auth.algorithm == herald_auth::Algorithm::HS256 {
             config.auth.jwt_secret = DEV_JWT_SECRET.into();
             warnings.push(format!(
                 "no token secret configured: bearer tokens are checked with the development secret {DEV_JWT_SECRET:?}; set HERALD_JWT_SECRET for anything but development"
@@ -245,18 +221,14 @@ impl Config {
                 ..AppConfig::default()
             });
         }
-        Ok(Loaded {
-            config,
-            warnings,
-            file,
-        })
+        Ok(Loaded { config, warnings, file })
     }
 
     /// Parses a TOML document alone (no environment), as the documented example is checked.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let tree: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigError {
-            problems: vec![error.message().to_owned()],
-        })?;
+        let tree: toml::Table = text
+            .parse()
+            .map_err(|error: toml::de::Error| ConfigError { problems: vec![error.message().to_owned()] })?;
         let empty: BTreeMap<String, String> = BTreeMap::new();
         Config::from_table(tree, &empty, Vec::new()).map(|(config, _)| config)
     }
@@ -268,21 +240,16 @@ impl Config {
     ) -> Result<(Config, Vec<String>), ConfigError> {
         unknown_keys(&tree, &mut problems);
         let mut warnings = Vec::new();
-        let config: Option<Config> =
-            match serde_path_to_error::deserialize(toml::Value::Table(tree)) {
-                Ok(config) => Some(config),
-                Err(error) => {
-                    let error: serde_path_to_error::Error<toml::de::Error> = error;
-                    if problems.is_empty() {
-                        problems.push(format!(
-                            "{}: {}",
-                            error.path(),
-                            error.inner().message().trim()
-                        ));
-                    }
-                    None
+        let config: Option<Config> = match serde_path_to_error::deserialize(toml::Value::Table(tree)) {
+            Ok(config) => Some(config),
+            Err(error) => {
+                let error: serde_path_to_error::Error<toml::de::Error> = error;
+                if problems.is_empty() {
+                    problems.push(format!("{}: {}", error.path(), error.inner().message().trim()));
                 }
-            };
+                None
+            }
+        };
         let Some(mut config) = config else {
             return Err(ConfigError { problems });
         };
@@ -297,10 +264,7 @@ impl Config {
 
     fn validate(&self, problems: &mut Vec<String>) {
         if self.server.host.parse::<IpAddr>().is_err() && self.server.host != "localhost" {
-            problems.push(format!(
-                "server.host: {:?} is not an IP address",
-                self.server.host
-            ));
+            problems.push(format!("server.host: {:?} is not an IP address", self.server.host));
         }
         if self.server.activity_timeout_secs == 0 {
             problems.push("server.activity_timeout_secs: must be at least 1".into());
@@ -340,9 +304,7 @@ impl Config {
                 problems.push(format!("{at}.key: {:?} is used by two apps", app.key));
             }
             if app.allowed_origins.is_empty() {
-                problems.push(format!(
-                    "{at}.allowed_origins: must list at least one origin (\"*\" for any)"
-                ));
+                problems.push(format!("{at}.allowed_origins: must list at least one origin (\"*\" for any)"));
             }
             let limits = &app.limits;
             for (field, value) in [
@@ -368,11 +330,7 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
         problems: vec![format!("config file {}: {error}", path.display())],
     })?;
     text.parse().map_err(|error: toml::de::Error| ConfigError {
-        problems: vec![format!(
-            "config file {}: {}",
-            path.display(),
-            error.to_string().trim()
-        )],
+        problems: vec![format!("config file {}: {}", path.display(), error.to_string().trim())],
     })
 }
 
@@ -422,9 +380,7 @@ fn set_path(tree: &mut toml::Table, keys: &[&str], value: toml::Value) {
     };
     let mut table = tree;
     for key in parents {
-        let entry = table
-            .entry((*key).to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table.entry((*key).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -458,24 +414,16 @@ fn apply_pusher_env(
                 app.key = key;
                 app.secret = secret;
             } else {
-                config.apps.push(AppConfig {
-                    id,
-                    key,
-                    secret,
-                    ..AppConfig::default()
-                });
+                config.apps.push(AppConfig { id, key, secret, ..AppConfig::default() });
             }
         }
         (id, key, secret) => {
-            for (name, value) in [
-                ("PUSHER_APP_ID", id),
-                ("PUSHER_APP_KEY", key),
-                ("PUSHER_APP_SECRET", secret),
-            ] {
+            for (name, value) in
+                [("PUSHER_APP_ID", id), ("PUSHER_APP_KEY", key), ("PUSHER_APP_SECRET", secret)]
+            {
                 if value.is_none() {
-                    problems.push(format!(
-                        "{name}: must be set together with the other PUSHER_APP_* variables"
-                    ));
+                    problems
+                        .push(format!("{name}: must be set together with the other PUSHER_APP_* variables"));
                 }
             }
         }
@@ -526,10 +474,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -543,17 +488,10 @@ mod tests {
 
     #[test]
     fn pusher_variables_define_the_default_app() {
-        let vars = env(&[
-            ("PUSHER_APP_ID", "1"),
-            ("PUSHER_APP_KEY", "k"),
-            ("PUSHER_APP_SECRET", "s"),
-        ]);
+        let vars = env(&[("PUSHER_APP_ID", "1"), ("PUSHER_APP_KEY", "k"), ("PUSHER_APP_SECRET", "s")]);
         let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
         assert_eq!(loaded.config.apps[0].id, "1");
-        assert!(!loaded
-            .warnings
-            .iter()
-            .any(|w| w.contains("development app")));
+        assert!(!loaded.warnings.iter().any(|w| w.contains("development app")));
         let partial = env(&[("PUSHER_APP_ID", "1")]);
         let error = Config::load(&partial, &Overrides::default()).expect_err("incomplete");
         assert_eq!(error.problems.len(), 2);
@@ -595,10 +533,7 @@ mod tests {
     #[test]
     fn wrong_types_name_the_key() {
         let error = Config::from_toml("[server]\nport = 'high'\n").expect_err("bad type");
-        assert_eq!(
-            error.problems,
-            vec!["server.port: invalid type: string \"high\", expected u16"]
-        );
+        assert_eq!(error.problems, vec!["server.port: invalid type: string \"high\", expected u16"]);
     }
 
     #[test]

@@ -19,40 +19,16 @@ async fn signature_failures_answer_401() {
         ("main", "main-key", "main-secret", now() - 601),
     ];
     for (app, key, secret, timestamp) in cases {
-        let (status, reply) = server
-            .signed_with(
-                app,
-                key,
-                secret,
-                "POST",
-                "/events",
-                &[],
-                Some(&body),
-                timestamp,
-            )
-            .await;
+        let (status, reply) =
+            server.signed_with(app, key, secret, "POST", "/events", &[], Some(&body), timestamp).await;
         assert_eq!(status, 401, "{key} {secret} {timestamp}: {reply}");
-        assert!(reply["error"]
-            .as_str()
-            .expect("error text")
-            .starts_with("authentication failed"));
+        assert!(reply["error"].as_str().expect("error text").starts_with("authentication failed"));
     }
     let (status, _) = server
-        .signed_with(
-            "main",
-            "main-key",
-            "main-secret",
-            "POST",
-            "/events",
-            &[],
-            Some(&body),
-            now() + 590,
-        )
+        .signed_with("main", "main-key", "main-secret", "POST", "/events", &[], Some(&body), now() + 590)
         .await;
     assert_eq!(status, 200, "inside the 600 s window");
-    let (status, reply) = server
-        .raw("POST", "/apps/main/events", &[], body.to_string())
-        .await;
+    let (status, reply) = server.raw("POST", "/apps/main/events", &[], body.to_string()).await;
     assert_eq!(status, 401);
     assert_eq!(reply["error"], "authentication failed: auth_key is missing");
 }
@@ -69,25 +45,17 @@ async fn a_body_that_does_not_match_its_md5_is_refused() {
         ("auth_version", "1.0"),
         ("body_md5", md5.as_str()),
     ];
-    let signed =
-        herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied());
+    let signed = herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied());
     let signature = herald_protocol::hmac_sha256_hex("main-secret", &signed);
     let mut query = params.to_vec();
     query.push(("auth_signature", signature.as_str()));
-    let (status, _) = server
-        .raw("POST", "/apps/main/events", &query, signed_body.clone())
-        .await;
+    let (status, _) = server.raw("POST", "/apps/main/events", &query, signed_body.clone()).await;
     assert_eq!(status, 200);
     let tampered = signed_body.replace("\"a\"", "\"b\"");
-    let (status, reply) = server
-        .raw("POST", "/apps/main/events", &query, tampered)
-        .await;
+    let (status, reply) = server.raw("POST", "/apps/main/events", &query, tampered).await;
     assert_eq!(
         (status, reply["error"].as_str()),
-        (
-            401,
-            Some("authentication failed: body_md5 does not match the body")
-        )
+        (401, Some("authentication failed: body_md5 does not match the body"))
     );
 }
 
@@ -95,39 +63,20 @@ async fn a_body_that_does_not_match_its_md5_is_refused() {
 async fn get_requests_with_the_empty_body_md5_are_accepted() {
     let server = TestServer::start().await;
     let empty_md5 = herald_protocol::body_md5_hex(b"");
-    let (status, body) = server
-        .signed(
-            "main",
-            "GET",
-            "/channels",
-            &[("body_md5", empty_md5.as_str())],
-            None,
-        )
-        .await;
+    let (status, body) =
+        server.signed("main", "GET", "/channels", &[("body_md5", empty_md5.as_str())], None).await;
     assert_eq!((status, body), (200, json!({ "channels": {} })));
 }
 
 #[tokio::test]
 async fn unknown_apps_and_routes_answer_404_and_disabled_apps_403() {
     let server = TestServer::start().await;
-    let (status, reply) = server
-        .signed("ghost", "POST", "/events", &[], Some(&event(&["a"])))
-        .await;
-    assert_eq!(
-        (status, reply["error"].as_str()),
-        (404, Some("unknown app \"ghost\""))
-    );
-    let (status, _) = server
-        .signed("main", "GET", "/nothing-here", &[], None)
-        .await;
+    let (status, reply) = server.signed("ghost", "POST", "/events", &[], Some(&event(&["a"]))).await;
+    assert_eq!((status, reply["error"].as_str()), (404, Some("unknown app \"ghost\"")));
+    let (status, _) = server.signed("main", "GET", "/nothing-here", &[], None).await;
     assert_eq!(status, 404);
-    let (status, reply) = server
-        .signed("disabled", "POST", "/events", &[], Some(&event(&["a"])))
-        .await;
-    assert_eq!(
-        (status, reply["error"].as_str()),
-        (403, Some("app is disabled"))
-    );
+    let (status, reply) = server.signed("disabled", "POST", "/events", &[], Some(&event(&["a"]))).await;
+    assert_eq!((status, reply["error"].as_str()), (403, Some("app is disabled")));
 }
 
 #[tokio::test]
@@ -140,45 +89,21 @@ async fn invalid_triggers_answer_400_naming_the_field_and_publish_nothing() {
         (json!({ "channels": ["a"], "data": "{}" }), "name"),
         (json!({ "name": "e", "channels": ["a"] }), "data"),
         (json!({ "name": "e", "data": "{}" }), "channels"),
-        (
-            json!({ "name": "e", "channels": "a", "data": "{}" }),
-            "channels",
-        ),
-        (
-            json!({ "name": "e", "channels": too_many, "data": "{}" }),
-            "channels",
-        ),
-        (
-            json!({ "name": "e", "channels": ["a", "bad channel"], "data": "{}" }),
-            "channels",
-        ),
-        (
-            json!({ "name": "e", "channels": ["a"], "data": "{}", "socket_id": "abc" }),
-            "socket_id",
-        ),
-        (
-            json!({ "name": "x".repeat(201), "channels": ["a"], "data": "{}" }),
-            "name",
-        ),
-        (
-            json!({ "name": "e", "channels": ["a"], "data": "{}", "info": "everything" }),
-            "info",
-        ),
+        (json!({ "name": "e", "channels": "a", "data": "{}" }), "channels"),
+        (json!({ "name": "e", "channels": too_many, "data": "{}" }), "channels"),
+        (json!({ "name": "e", "channels": ["a", "bad channel"], "data": "{}" }), "channels"),
+        (json!({ "name": "e", "channels": ["a"], "data": "{}", "socket_id": "abc" }), "socket_id"),
+        (json!({ "name": "x".repeat(201), "channels": ["a"], "data": "{}" }), "name"),
+        (json!({ "name": "e", "channels": ["a"], "data": "{}", "info": "everything" }), "info"),
     ];
     for (body, field) in cases {
-        let (status, reply) = server
-            .signed("main", "POST", "/events", &[], Some(&body))
-            .await;
+        let (status, reply) = server.signed("main", "POST", "/events", &[], Some(&body)).await;
         assert_eq!(status, 400, "{body}: {reply}");
         assert_eq!(reply["field"], field, "{reply}");
     }
-    let (status, reply) = server
-        .signed("main", "POST", "/events", &[], Some(&json!([1])))
-        .await;
+    let (status, reply) = server.signed("main", "POST", "/events", &[], Some(&json!([1]))).await;
     assert_eq!(status, 400, "{reply}");
-    watcher
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    watcher.expect_silence(std::time::Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -199,14 +124,9 @@ async fn malformed_json_answers_400() {
     );
     let mut query = params.to_vec();
     query.push(("auth_signature", signature.as_str()));
-    let (status, reply) = server
-        .raw("POST", "/apps/main/events", &query, body.into())
-        .await;
+    let (status, reply) = server.raw("POST", "/apps/main/events", &query, body.into()).await;
     assert_eq!(status, 400);
-    assert!(reply["error"]
-        .as_str()
-        .expect("text")
-        .contains("not valid JSON"));
+    assert!(reply["error"].as_str().expect("text").contains("not valid JSON"));
 }
 
 #[tokio::test]
@@ -220,10 +140,7 @@ async fn oversized_data_and_bodies_answer_413() {
     assert_eq!(server.trigger(&["a"], "e", &exactly).await.0, 200);
     let huge = "y".repeat(300 * 1024);
     let (status, _) = server.raw("POST", "/apps/main/events", &[], huge).await;
-    assert_eq!(
-        status, 413,
-        "the body cap applies while reading, before authentication"
-    );
+    assert_eq!(status, 413, "the body cap applies while reading, before authentication");
 }
 
 #[tokio::test]
@@ -231,12 +148,7 @@ async fn api_rate_limit_answers_429() {
     let server = TestServer::start().await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(
-            server
-                .signed("limited", "GET", "/channels", &[], None)
-                .await
-                .0,
-        );
+        statuses.push(server.signed("limited", "GET", "/channels", &[], None).await.0);
     }
     assert_eq!(&statuses[..2], &[200, 200]);
     assert!(statuses.contains(&429), "{statuses:?}");
@@ -248,10 +160,7 @@ async fn a_draining_server_answers_503_to_triggers() {
     server.state.start_draining();
     let (status, reply) = server.trigger(&["a"], "e", "{}").await;
     assert_eq!(status, 503);
-    assert!(reply["error"]
-        .as_str()
-        .expect("text")
-        .contains("shutting down"));
+    assert!(reply["error"].as_str().expect("text").contains("shutting down"));
 }
 
 #[tokio::test]
@@ -263,17 +172,14 @@ async fn multi_channel_triggers_exclude_the_given_socket_and_report_info() {
     b.subscribe("two").await;
     b.subscribe("one").await;
     let body = json!({ "name": "e", "channels": ["one", "two"], "data": "d", "socket_id": b.socket_id, "info": "subscription_count" });
-    let (status, reply) = server
-        .signed("main", "POST", "/events", &[], Some(&body))
-        .await;
+    let (status, reply) = server.signed("main", "POST", "/events", &[], Some(&body)).await;
     assert_eq!(status, 200);
     assert_eq!(
         reply,
         json!({ "channels": { "one": { "subscription_count": 2 }, "two": { "subscription_count": 1 } } })
     );
     assert_eq!(a.recv().await["channel"], "one");
-    b.expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    b.expect_silence(std::time::Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -286,38 +192,20 @@ async fn batch_triggers_publish_every_event_or_none() {
         { "channel": "x", "name": "first", "data": "1" },
         { "channel": "y", "name": "second", "data": "2", "info": "subscription_count" },
     ] });
-    let (status, reply) = server
-        .signed("main", "POST", "/batch_events", &[], Some(&batch))
-        .await;
+    let (status, reply) = server.signed("main", "POST", "/batch_events", &[], Some(&batch)).await;
     assert_eq!(status, 200);
     assert_eq!(reply, json!({ "batch": [{}, { "subscription_count": 1 }] }));
     assert_eq!(client.recv().await["event"], "first");
     assert_eq!(client.recv().await["event"], "second");
 
-    let eleven: Vec<Value> = (0..11)
-        .map(|n| json!({ "channel": "x", "name": "e", "data": n.to_string() }))
-        .collect();
-    let (status, reply) = server
-        .signed(
-            "main",
-            "POST",
-            "/batch_events",
-            &[],
-            Some(&json!({ "batch": eleven })),
-        )
-        .await;
+    let eleven: Vec<Value> =
+        (0..11).map(|n| json!({ "channel": "x", "name": "e", "data": n.to_string() })).collect();
+    let (status, reply) =
+        server.signed("main", "POST", "/batch_events", &[], Some(&json!({ "batch": eleven }))).await;
     assert_eq!((status, reply["field"].as_str()), (400, Some("batch")));
     let half_bad = json!({ "batch": [{ "channel": "x", "name": "ok", "data": "1" }, { "channel": "bad channel", "name": "e", "data": "1" }] });
-    assert_eq!(
-        server
-            .signed("main", "POST", "/batch_events", &[], Some(&half_bad))
-            .await
-            .0,
-        400
-    );
-    client
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    assert_eq!(server.signed("main", "POST", "/batch_events", &[], Some(&half_bad)).await.0, 400);
+    client.expect_silence(std::time::Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -325,15 +213,10 @@ async fn channel_queries_report_occupied_channels() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     client.subscribe("news").await;
-    client
-        .subscribe_signed("presence-lobby", Some(r#"{"user_id":"5"}"#))
-        .await;
+    client.subscribe_signed("presence-lobby", Some(r#"{"user_id":"5"}"#)).await;
     let (status, all) = server.signed("main", "GET", "/channels", &[], None).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        all,
-        json!({ "channels": { "news": {}, "presence-lobby": {} } })
-    );
+    assert_eq!(all, json!({ "channels": { "news": {}, "presence-lobby": {} } }));
     let (_, presence) = server
         .signed(
             "main",
@@ -343,40 +226,16 @@ async fn channel_queries_report_occupied_channels() {
             None,
         )
         .await;
-    assert_eq!(
-        presence,
-        json!({ "channels": { "presence-lobby": { "user_count": 1 } } })
-    );
-    let (status, _) = server
-        .signed("main", "GET", "/channels", &[("info", "user_count")], None)
-        .await;
+    assert_eq!(presence, json!({ "channels": { "presence-lobby": { "user_count": 1 } } }));
+    let (status, _) = server.signed("main", "GET", "/channels", &[("info", "user_count")], None).await;
     assert_eq!(status, 400, "user_count needs a presence prefix");
-    let (_, news) = server
-        .signed(
-            "main",
-            "GET",
-            "/channels/news",
-            &[("info", "subscription_count")],
-            None,
-        )
-        .await;
+    let (_, news) =
+        server.signed("main", "GET", "/channels/news", &[("info", "subscription_count")], None).await;
     assert_eq!(news, json!({ "occupied": true, "subscription_count": 1 }));
-    let (_, empty) = server
-        .signed("main", "GET", "/channels/empty", &[], None)
-        .await;
+    let (_, empty) = server.signed("main", "GET", "/channels/empty", &[], None).await;
     assert_eq!(empty, json!({ "occupied": false }));
-    let (status, _) = server
-        .signed(
-            "main",
-            "GET",
-            "/channels/news",
-            &[("info", "user_count")],
-            None,
-        )
-        .await;
+    let (status, _) = server.signed("main", "GET", "/channels/news", &[("info", "user_count")], None).await;
     assert_eq!(status, 400);
-    let (status, _) = server
-        .signed("main", "GET", "/channels/news/users", &[], None)
-        .await;
+    let (status, _) = server.signed("main", "GET", "/channels/news/users", &[], None).await;
     assert_eq!(status, 400, "users are listed for presence channels only");
 }

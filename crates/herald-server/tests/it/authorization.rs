@@ -15,19 +15,12 @@ fn token(user: &str, organization: Option<&str>, roles: &[&str]) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
 }
 
 async fn auth(server: &TestServer, token: &str, channel: &str) -> (u16, Value) {
     server
-        .post_form(
-            "/broadcasting/auth",
-            Some(token),
-            &[("socket_id", "123.456"), ("channel_name", channel)],
-        )
+        .post_form("/broadcasting/auth", Some(token), &[("socket_id", "123.456"), ("channel_name", channel)])
         .await
 }
 
@@ -38,10 +31,7 @@ async fn subscribe_as(server: &TestServer, token: &str, channel: &str) -> Value 
         .post_form(
             "/broadcasting/auth",
             Some(token),
-            &[
-                ("socket_id", client.socket_id.as_str()),
-                ("channel_name", channel),
-            ],
+            &[("socket_id", client.socket_id.as_str()), ("channel_name", channel)],
         )
         .await;
     let mut data = json!({ "channel": channel });
@@ -51,21 +41,14 @@ async fn subscribe_as(server: &TestServer, token: &str, channel: &str) -> Value 
             data["channel_data"] = channel_data.clone();
         }
     }
-    client
-        .send(json!({ "event": "pusher:subscribe", "data": data }))
-        .await;
+    client.send(json!({ "event": "pusher:subscribe", "data": data })).await;
     client.recv().await
 }
 
 #[tokio::test]
 async fn every_default_policy_allows_and_denies() {
     let server = TestServer::start().await;
-    server
-        .state
-        .store
-        .learn_campaign("3", "7")
-        .await
-        .expect("campaign learnt");
+    server.state.store.learn_campaign("3", "7").await.expect("campaign learnt");
     let member = token("42", Some("7"), &[]);
     let outsider = token("43", Some("8"), &[]);
     let super_admin = token("1", None, &["super_admin"]);
@@ -108,10 +91,7 @@ async fn every_default_policy_allows_and_denies() {
         };
         assert_eq!(frame["event"], event, "{channel} over a real socket");
         if expected == 403 {
-            assert!(
-                body["error"].as_str().expect("error").contains("polic"),
-                "{body}"
-            );
+            assert!(body["error"].as_str().expect("error").contains("polic"), "{body}");
         }
     }
 }
@@ -119,30 +99,12 @@ async fn every_default_policy_allows_and_denies() {
 #[tokio::test]
 async fn refusals_name_the_policy() {
     let server = TestServer::start().await;
-    let (status, body) = auth(
-        &server,
-        &token("43", Some("8"), &[]),
-        "private-organization.7",
-    )
-    .await;
+    let (status, body) = auth(&server, &token("43", Some("8"), &[]), "private-organization.7").await;
     assert_eq!(status, 403);
     assert_eq!(body["policy"], "organization.{organizationId}");
-    let (_, body) = auth(
-        &server,
-        &token("1", None, &["super_admin"]),
-        "private-nothing",
-    )
-    .await;
-    assert_eq!(
-        body,
-        json!({ "error": "no policy allows this channel", "policy": null })
-    );
-    let counts = server
-        .state
-        .authorizer
-        .as_ref()
-        .expect("authorizer")
-        .decision_counts();
+    let (_, body) = auth(&server, &token("1", None, &["super_admin"]), "private-nothing").await;
+    assert_eq!(body, json!({ "error": "no policy allows this channel", "policy": null }));
+    let counts = server.state.authorizer.as_ref().expect("authorizer").decision_counts();
     assert!(counts
         .iter()
         .any(|(policy, _, denied)| policy == "organization.{organizationId}" && *denied == 1));
@@ -151,29 +113,13 @@ async fn refusals_name_the_policy() {
 #[tokio::test]
 async fn presence_answers_carry_the_user_and_configured_claims() {
     let server = TestServer::start().await;
-    let (status, body) = auth(
-        &server,
-        &token("42", Some("7"), &[]),
-        "presence-organization.7",
-    )
-    .await;
+    let (status, body) = auth(&server, &token("42", Some("7"), &[]), "presence-organization.7").await;
     assert_eq!(status, 200, "{body}");
     let channel_data: Value =
         serde_json::from_str(body["channel_data"].as_str().expect("string")).expect("json");
-    assert_eq!(
-        channel_data,
-        json!({ "user_id": "42", "user_info": { "name": "Ada" } })
-    );
-    let joined = subscribe_as(
-        &server,
-        &token("42", Some("7"), &[]),
-        "presence-organization.7",
-    )
-    .await;
-    assert_eq!(
-        data_of(&joined)["presence"]["hash"]["42"],
-        json!({ "name": "Ada" })
-    );
+    assert_eq!(channel_data, json!({ "user_id": "42", "user_info": { "name": "Ada" } }));
+    let joined = subscribe_as(&server, &token("42", Some("7"), &[]), "presence-organization.7").await;
+    assert_eq!(data_of(&joined)["presence"]["hash"]["42"], json!({ "name": "Ada" }));
 }
 
 #[tokio::test]
@@ -182,8 +128,7 @@ async fn encrypted_channels_get_a_shared_secret_when_a_master_key_is_configured(
     use sha2::Digest as _;
     let key = [7u8; 32];
     let encoded = base64::engine::general_purpose::STANDARD.encode(key);
-    let server =
-        TestServer::with_config(|config| config.auth.encryption_master_key_base64 = encoded).await;
+    let server = TestServer::with_config(|config| config.auth.encryption_master_key_base64 = encoded).await;
     let channel = "private-encrypted-user.notifications.42";
     let (status, body) = auth(&server, &token("42", None, &[]), channel).await;
     assert_eq!(status, 200, "{body}");
@@ -215,7 +160,9 @@ async fn user_authentication_signs_in_with_the_token_identity() {
         serde_json::from_str::<Value>(user_data).expect("json"),
         json!({ "id": "42", "user_info": { "name": "Ada" } })
     );
-    client.send(json!({ "event": "pusher:signin", "data": { "auth": body["auth"], "user_data": user_data } })).await;
+    client
+        .send(json!({ "event": "pusher:signin", "data": { "auth": body["auth"], "user_data": user_data } }))
+        .await;
     assert_eq!(client.recv().await["event"], "pusher:signin_success");
 }
 
@@ -239,36 +186,18 @@ async fn token_attacks_answer_401() {
     let channel = "private-user.notifications.42";
     let claims = |exp: u64| json!({ "sub": "42", "exp": exp });
     let sign = |claims: &Value, secret: &str| {
-        encode(
-            &Header::default(),
-            claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .expect("encodes")
+        encode(&Header::default(), claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encodes")
     };
     use base64::Engine as _;
     let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
-    let none = format!(
-        "{}.{}.",
-        b64(r#"{"alg":"none","typ":"JWT"}"#),
-        b64(&claims(now() + 60).to_string())
-    );
+    let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&claims(now() + 60).to_string()));
     let future = json!({ "sub": "42", "exp": now() + 600, "nbf": now() + 300 });
     let cases: Vec<(String, &str)> = vec![
         (sign(&claims(now() - 3600), JWT_SECRET), "token has expired"),
-        (
-            sign(&claims(now() + 60), "wrong-secret"),
-            "token signature is invalid",
-        ),
+        (sign(&claims(now() + 60), "wrong-secret"), "token signature is invalid"),
         (sign(&future, JWT_SECRET), "token is not valid yet"),
-        (
-            sign(&json!({ "exp": now() + 60 }), JWT_SECRET),
-            "token lacks the sub claim",
-        ),
-        (
-            sign(&json!({ "sub": "42" }), JWT_SECRET),
-            "token lacks the exp claim",
-        ),
+        (sign(&json!({ "exp": now() + 60 }), JWT_SECRET), "token lacks the sub claim"),
+        (sign(&json!({ "sub": "42" }), JWT_SECRET), "token lacks the exp claim"),
         (none, "token is malformed"),
         ("a.b.c".into(), "token is malformed"),
         ("x".repeat(9000), "token is longer than 8192 bytes"),
@@ -283,16 +212,9 @@ async fn token_attacks_answer_401() {
         );
     }
     let (status, body) = server
-        .post_form(
-            "/broadcasting/auth",
-            None,
-            &[("socket_id", "1.2"), ("channel_name", channel)],
-        )
+        .post_form("/broadcasting/auth", None, &[("socket_id", "1.2"), ("channel_name", channel)])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("no bearer token"))
-    );
+    assert_eq!((status, body["error"].as_str()), (401, Some("no bearer token")));
     let huge = "y".repeat(200 * 1024);
     let response = server
         .http()
@@ -302,11 +224,7 @@ async fn token_attacks_answer_401() {
         .send()
         .await
         .expect("sent");
-    assert!(
-        response.status().is_client_error(),
-        "oversized header refused: {}",
-        response.status()
-    );
+    assert!(response.status().is_client_error(), "oversized header refused: {}", response.status());
 }
 
 #[tokio::test]
@@ -314,35 +232,14 @@ async fn bad_fields_answer_400() {
     let server = TestServer::start().await;
     let good = token("42", None, &[]);
     for (form, field) in [
-        (
-            vec![("channel_name", "private-user.notifications.42")],
-            "socket_id",
-        ),
-        (
-            vec![
-                ("socket_id", "abc"),
-                ("channel_name", "private-user.notifications.42"),
-            ],
-            "socket_id",
-        ),
+        (vec![("channel_name", "private-user.notifications.42")], "socket_id"),
+        (vec![("socket_id", "abc"), ("channel_name", "private-user.notifications.42")], "socket_id"),
         (vec![("socket_id", "1.2")], "channel_name"),
-        (
-            vec![("socket_id", "1.2"), ("channel_name", "private-bad name")],
-            "channel_name",
-        ),
-        (
-            vec![("socket_id", "1.2"), ("channel_name", "public-news")],
-            "channel_name",
-        ),
+        (vec![("socket_id", "1.2"), ("channel_name", "private-bad name")], "channel_name"),
+        (vec![("socket_id", "1.2"), ("channel_name", "public-news")], "channel_name"),
     ] {
-        let (status, body) = server
-            .post_form("/broadcasting/auth", Some(&good), &form)
-            .await;
-        assert_eq!(
-            (status, body["field"].as_str()),
-            (400, Some(field)),
-            "{form:?}: {body}"
-        );
+        let (status, body) = server.post_form("/broadcasting/auth", Some(&good), &form).await;
+        assert_eq!((status, body["field"].as_str()), (400, Some(field)), "{form:?}: {body}");
     }
 }
 
@@ -368,19 +265,13 @@ async fn cors_preflights_allow_the_configured_front_end_only() {
         .contains("authorization"));
     let refused = preflight("https://evil.example").await.expect("sent");
     assert_eq!(refused.status(), 403);
-    assert!(refused
-        .headers()
-        .get("access-control-allow-origin")
-        .is_none());
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
     let post = server
         .http()
         .post(&url)
         .header("origin", FRONT_END)
         .bearer_auth(token("42", None, &[]))
-        .form(&[
-            ("socket_id", "1.2"),
-            ("channel_name", "private-user.notifications.42"),
-        ])
+        .form(&[("socket_id", "1.2"), ("channel_name", "private-user.notifications.42")])
         .send()
         .await
         .expect("sent");
@@ -394,11 +285,6 @@ async fn a_storage_outage_answers_503_for_decisions_that_need_it() {
     server.state.store.close().await;
     let (status, body) = auth(&server, &token("42", Some("7"), &[]), "private-campaign.3").await;
     assert_eq!(status, 503, "{body}");
-    let (status, _) = auth(
-        &server,
-        &token("42", Some("7"), &[]),
-        "private-organization.7",
-    )
-    .await;
+    let (status, _) = auth(&server, &token("42", Some("7"), &[]), "private-organization.7").await;
     assert_eq!(status, 200, "decisions that need no storage still work");
 }

@@ -30,31 +30,16 @@ pub fn app(id: &str) -> AppConfig {
 pub fn default_apps() -> Vec<AppConfig> {
     vec![
         app("main"),
-        AppConfig {
-            enabled: false,
-            ..app("disabled")
-        },
-        AppConfig {
-            max_connections: 1,
-            ..app("quota")
-        },
-        AppConfig {
-            client_events: false,
-            ..app("noclient")
-        },
+        AppConfig { enabled: false, ..app("disabled") },
+        AppConfig { max_connections: 1, ..app("quota") },
+        AppConfig { client_events: false, ..app("noclient") },
         AppConfig {
             user_authentication_required: true,
             user_authentication_timeout_secs: 1,
             ..app("signin")
         },
-        AppConfig {
-            allowed_origins: vec!["https://good.example".into()],
-            ..app("origin")
-        },
-        AppConfig {
-            max_api_requests_per_second: 2,
-            ..app("limited")
-        },
+        AppConfig { allowed_origins: vec!["https://good.example".into()], ..app("origin") },
+        AppConfig { max_api_requests_per_second: 2, ..app("limited") },
     ]
 }
 
@@ -118,10 +103,7 @@ impl TestServer {
     }
 
     pub fn ws_url(&self, key: &str) -> String {
-        format!(
-            "ws://{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
-            self.address
-        )
+        format!("ws://{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false", self.address)
     }
 
     /// Connects to `main` and reads `pusher:connection_established`.
@@ -133,8 +115,8 @@ impl TestServer {
         let mut client = Client::connect(&self.ws_url(key)).await;
         let hello = client.recv().await;
         assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
-        let data: Value = serde_json::from_str(hello["data"].as_str().expect("data is a string"))
-            .expect("json data");
+        let data: Value =
+            serde_json::from_str(hello["data"].as_str().expect("data is a string")).expect("json data");
         client.socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
         client
     }
@@ -149,17 +131,7 @@ impl TestServer {
         body: Option<&Value>,
     ) -> (u16, Value) {
         let secret = format!("{app}-secret");
-        self.signed_with(
-            app,
-            &format!("{app}-key"),
-            &secret,
-            method,
-            path,
-            query,
-            body,
-            now(),
-        )
-        .await
+        self.signed_with(app, &format!("{app}-key"), &secret, method, path, query, body, now()).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -178,68 +150,40 @@ impl TestServer {
         let body = body.map(Value::to_string).unwrap_or_default();
         let timestamp = timestamp.to_string();
         let md5 = body_md5_hex(body.as_bytes());
-        let mut params: Vec<(&str, &str)> = vec![
-            ("auth_key", key),
-            ("auth_timestamp", timestamp.as_str()),
-            ("auth_version", "1.0"),
-        ];
+        let mut params: Vec<(&str, &str)> =
+            vec![("auth_key", key), ("auth_timestamp", timestamp.as_str()), ("auth_version", "1.0")];
         if !body.is_empty() {
             params.push(("body_md5", md5.as_str()));
         }
         params.extend_from_slice(query);
-        let signature = hmac_sha256_hex(
-            secret,
-            &api_string_to_sign(method, &path, params.iter().copied()),
-        );
+        let signature = hmac_sha256_hex(secret, &api_string_to_sign(method, &path, params.iter().copied()));
         params.push(("auth_signature", signature.as_str()));
         self.raw(method, &path, &params, body).await
     }
 
-    pub async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        params: &[(&str, &str)],
-        body: String,
-    ) -> (u16, Value) {
+    pub async fn raw(&self, method: &str, path: &str, params: &[(&str, &str)], body: String) -> (u16, Value) {
         let url = format!("http://{}{path}", self.address);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.http.request(method, url).query(params);
         if !body.is_empty() {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
+            request = request.header("content-type", "application/json").body(body);
         }
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body read");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// A browser-style form POST with an optional bearer token and `Origin`.
-    pub async fn post_form(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        form: &[(&str, &str)],
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("http://{}{path}", self.address))
-            .form(form);
+    pub async fn post_form(&self, path: &str, token: Option<&str>, form: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self.http.post(format!("http://{}{path}", self.address)).form(form);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body read");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -249,8 +193,7 @@ impl TestServer {
     /// `POST /apps/main/events`
     pub async fn trigger(&self, channels: &[&str], name: &str, data: &str) -> (u16, Value) {
         let body = json!({ "name": name, "channels": channels, "data": data });
-        self.signed("main", "POST", "/events", &[], Some(&body))
-            .await
+        self.signed("main", "POST", "/events", &[], Some(&body)).await
     }
 }
 
@@ -263,10 +206,7 @@ impl Drop for TestServer {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
 /// A raw WebSocket client speaking Pusher frames.
@@ -277,35 +217,20 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connects");
-        Client {
-            socket,
-            socket_id: String::new(),
-        }
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        Client { socket, socket_id: String::new() }
     }
 
     pub async fn connect_with_origin(url: &str, origin: &str) -> Client {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = url.into_client_request().expect("request");
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().expect("header"));
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("websocket connects");
-        Client {
-            socket,
-            socket_id: String::new(),
-        }
+        request.headers_mut().insert("origin", origin.parse().expect("header"));
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
+        Client { socket, socket_id: String::new() }
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.socket
-            .send(Message::Text(frame.to_string().into()))
-            .await
-            .expect("frame sent");
+        self.socket.send(Message::Text(frame.to_string().into())).await.expect("frame sent");
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -321,9 +246,7 @@ impl Client {
                 .expect("socket open")
                 .expect("frame readable");
             match message {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("json frame")
-                }
+                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("json frame"),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -350,9 +273,7 @@ impl Client {
     /// Reads until the close frame; returns its code (skipping any text frames before it).
     pub async fn expect_close(&mut self) -> u16 {
         loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("closes in time");
+            let message = tokio::time::timeout(WAIT, self.socket.next()).await.expect("closes in time");
             match message {
                 Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
                 Some(Ok(Message::Close(None))) => return u16::from(WsCloseCode::Status),
@@ -364,8 +285,7 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, channel: &str) -> Value {
-        self.send(json!({ "event": "pusher:subscribe", "data": { "channel": channel } }))
-            .await;
+        self.send(json!({ "event": "pusher:subscribe", "data": { "channel": channel } })).await;
         self.recv().await
     }
 
@@ -376,29 +296,22 @@ impl Client {
         if let Some(channel_data) = channel_data {
             data["channel_data"] = Value::String(channel_data.to_owned());
         }
-        self.send(json!({ "event": "pusher:subscribe", "data": data }))
-            .await;
+        self.send(json!({ "event": "pusher:subscribe", "data": data })).await;
         self.recv().await
     }
 
     pub async fn signin(&mut self, app: &str, user_data: &str) {
-        let signature = hmac_sha256_hex(
-            &format!("{app}-secret"),
-            &signin_auth_string(&self.socket_id, user_data),
-        );
+        let signature =
+            hmac_sha256_hex(&format!("{app}-secret"), &signin_auth_string(&self.socket_id, user_data));
         let auth = format!("{app}-key:{signature}");
-        self.send(
-            json!({ "event": "pusher:signin", "data": { "auth": auth, "user_data": user_data } }),
-        )
-        .await;
+        self.send(json!({ "event": "pusher:signin", "data": { "auth": auth, "user_data": user_data } }))
+            .await;
     }
 }
 
 pub fn auth_for(app: &str, socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
-    let signature = hmac_sha256_hex(
-        &format!("{app}-secret"),
-        &channel_auth_string(socket_id, channel, channel_data),
-    );
+    let signature =
+        hmac_sha256_hex(&format!("{app}-secret"), &channel_auth_string(socket_id, channel, channel_data));
     format!("{app}-key:{signature}")
 }
 

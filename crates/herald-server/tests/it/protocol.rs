@@ -37,30 +37,16 @@ async fn protocol_version_is_checked() {
     let (error, code) = refused_with(&server, base.clone()).await;
     assert_eq!(code, 4008);
     assert_eq!(error["data"]["code"], 4008);
-    assert_eq!(
-        refused_with(&server, format!("{base}?protocol=seven"))
-            .await
-            .1,
-        4006
-    );
-    assert_eq!(
-        refused_with(&server, format!("{base}?protocol=99")).await.1,
-        4007
-    );
-    assert_eq!(
-        refused_with(&server, format!("{base}?protocol=1")).await.1,
-        4007
-    );
+    assert_eq!(refused_with(&server, format!("{base}?protocol=seven")).await.1, 4006);
+    assert_eq!(refused_with(&server, format!("{base}?protocol=99")).await.1, 4007);
+    assert_eq!(refused_with(&server, format!("{base}?protocol=1")).await.1, 4007);
 }
 
 #[tokio::test]
 async fn unknown_disabled_and_full_apps_are_refused_after_the_upgrade() {
     let server = TestServer::start().await;
     assert_eq!(refused_with(&server, server.ws_url("nobody")).await.1, 4001);
-    assert_eq!(
-        refused_with(&server, server.ws_url("disabled-key")).await.1,
-        4003
-    );
+    assert_eq!(refused_with(&server, server.ws_url("disabled-key")).await.1, 4003);
     let _first = server.client_for("quota-key").await;
     let (error, code) = refused_with(&server, server.ws_url("quota-key")).await;
     assert_eq!(code, 4004);
@@ -99,11 +85,7 @@ async fn origins_outside_the_allow_list_are_refused() {
 #[tokio::test]
 async fn other_paths_are_refused_with_4005() {
     let server = TestServer::start().await;
-    let (_, code) = refused_with(
-        &server,
-        format!("ws://{}/socket?protocol=7", server.address),
-    )
-    .await;
+    let (_, code) = refused_with(&server, format!("ws://{}/socket?protocol=7", server.address)).await;
     assert_eq!(code, 4005);
 }
 
@@ -111,9 +93,7 @@ async fn other_paths_are_refused_with_4005() {
 async fn pusher_ping_is_answered_with_pong() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    client
-        .send(json!({ "event": "pusher:ping", "data": {} }))
-        .await;
+    client.send(json!({ "event": "pusher:ping", "data": {} })).await;
     assert_eq!(client.recv().await["event"], "pusher:pong");
 }
 
@@ -123,9 +103,7 @@ async fn websocket_ping_frames_get_pong_frames() {
     let mut client = server.client().await;
     client.send_raw(Message::Ping(b"hi".to_vec().into())).await;
     // tungstenite answers pings itself; the socket stays usable afterwards.
-    client
-        .send(json!({ "event": "pusher:ping", "data": {} }))
-        .await;
+    client.send(json!({ "event": "pusher:ping", "data": {} })).await;
     assert_eq!(client.recv().await["event"], "pusher:pong");
 }
 
@@ -151,17 +129,10 @@ async fn answering_the_server_ping_keeps_the_connection() {
     let mut client = server.client().await;
     for _ in 0..2 {
         assert_eq!(client.recv().await["event"], "pusher:ping");
-        client
-            .send(json!({ "event": "pusher:pong", "data": {} }))
-            .await;
+        client.send(json!({ "event": "pusher:pong", "data": {} })).await;
     }
-    client
-        .send(json!({ "event": "pusher:ping", "data": {} }))
-        .await;
-    assert_eq!(
-        client.recv_event("pusher:pong").await["event"],
-        "pusher:pong"
-    );
+    client.send(json!({ "event": "pusher:ping", "data": {} })).await;
+    assert_eq!(client.recv_event("pusher:pong").await["event"], "pusher:pong");
 }
 
 #[tokio::test]
@@ -182,13 +153,9 @@ async fn graceful_shutdown_closes_sockets_with_4200_and_drains_up() {
 async fn draining_server_answers_up_with_503_and_refuses_new_sockets_with_4200() {
     let server = TestServer::start().await;
     server.state.start_draining();
-    let up = reqwest::get(format!("http://{}/up", server.address))
-        .await
-        .expect("up answers");
+    let up = reqwest::get(format!("http://{}/up", server.address)).await.expect("up answers");
     assert_eq!(up.status(), 503);
-    let live = reqwest::get(format!("http://{}/live", server.address))
-        .await
-        .expect("live answers");
+    let live = reqwest::get(format!("http://{}/live", server.address)).await.expect("live answers");
     assert_eq!(live.status(), 200);
     let mut client = Client::connect(&server.ws_url("main-key")).await;
     assert_eq!(client.recv().await["data"]["code"], 4200);

@@ -1,0 +1,263 @@
+//! The durable broadcast queue: claim with a lease (critical lane first), complete, retry later,
+//! dead-letter; dead letters can be listed, replayed and purged.
+
+use sqlx::Row;
+
+use crate::records::{now_ms, parse_json_list};
+use crate::{Lane, Store, StoreError};
+
+/// A broadcast job a worker holds until its lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub channels: Vec<String>,
+    pub payload: String,
+    pub lane: Lane,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// A broadcast that exhausted its attempts or was refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub broadcast_id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub channels: Vec<String>,
+    pub attempts: i64,
+    pub last_error: String,
+    pub failed_at: i64,
+}
+
+/// Depth and age of one lane's pending jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneStats {
+    pub lane: Lane,
+    pub pending: i64,
+    /// Creation time of the oldest pending job.
+    pub oldest_created_at: Option<i64>,
+}
+
+const AUDIT_FOR_BROADCAST: &str =
+    "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
+     SELECT b.event_id, d.event_type, b.id, $1, $2, $3 FROM broadcasts b \
+     JOIN domain_events d ON d.id = b.event_id WHERE b.id = $4";
+
+impl Store {
+    /// Claims up to `limit` due jobs, critical lane first, leasing them until `now + lease_ms`.
+    pub async fn claim(&self, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedJob>, StoreError> {
+        let now = now_ms();
+        let skip_locked = match self {
+            Store::Sqlite(_) => "",
+            Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE broadcasts SET locked_until = $1, attempts = attempts + 1 WHERE seq IN \
+             (SELECT seq FROM broadcasts WHERE status = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2 \
+             ORDER BY lane, next_attempt_at, seq LIMIT $3{skip_locked}) \
+             RETURNING id, event_id, event_name, channels, payload, lane, attempts, created_at"
+        );
+        let mut jobs = with_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(pool).await?;
+            let mut jobs = Vec::with_capacity(rows.len());
+            for row in rows {
+                jobs.push(ClaimedJob {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    event_name: row.try_get("event_name")?,
+                    channels: parse_json_list(row.try_get::<&str, _>("channels")?),
+                    payload: row.try_get("payload")?,
+                    lane: Lane::from_code(row.try_get("lane")?),
+                    attempts: row.try_get("attempts")?,
+                    created_at: row.try_get("created_at")?,
+                });
+            }
+            jobs
+        });
+        jobs.sort_by_key(|job| (job.lane, job.created_at));
+        Ok(jobs)
+    }
+
+    /// Marks a job delivered and audits it with `detail` (JSON).
+    pub async fn complete(&self, job_id: &str, detail: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL WHERE id = $2")
+                .bind(now)
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AUDIT_FOR_BROADCAST).bind("delivered").bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Schedules another attempt at `next_attempt_at` after a failed one.
+    pub async fn retry_later(
+        &self,
+        job_id: &str,
+        next_attempt_at: i64,
+        error: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE broadcasts SET next_attempt_at = $1, locked_until = 0, last_error = $2 WHERE id = $3")
+                .bind(next_attempt_at)
+                .bind(error)
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AUDIT_FOR_BROADCAST).bind("attempt_failed").bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Moves a job to the dead letters.
+    pub async fn dead_letter(&self, job_id: &str, error: &str, detail: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $1 WHERE id = $2")
+                .bind(error)
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO dead_letters (broadcast_id, event_id, attempts, last_error, failed_at) \
+                 SELECT id, event_id, attempts, $1, $2 FROM broadcasts WHERE id = $3 \
+                 ON CONFLICT (broadcast_id) DO UPDATE SET attempts = excluded.attempts, \
+                 last_error = excluded.last_error, failed_at = excluded.failed_at",
+            )
+            .bind(error)
+            .bind(now)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(AUDIT_FOR_BROADCAST).bind("dead_lettered").bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Frees every lease at once: a single-node (SQLite) server calls it at start-up, since no
+    /// other process can be working on its jobs, so a crash's unfinished jobs are resumed at once.
+    pub async fn release_leases(&self) -> Result<u64, StoreError> {
+        let released = with_pool!(self, pool => {
+            sqlx::query("UPDATE broadcasts SET locked_until = 0 WHERE status = 'pending' AND locked_until > 0")
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(released)
+    }
+
+    /// Pending depth and oldest job of each lane (both lanes are always listed).
+    pub async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
+        let rows: Vec<(i64, i64, Option<i64>)> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT lane, COUNT(*), MIN(created_at) FROM broadcasts WHERE status = 'pending' GROUP BY lane")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok([Lane::Critical, Lane::Normal]
+            .into_iter()
+            .map(|lane| {
+                let row = rows.iter().find(|(code, _, _)| *code == lane.code());
+                LaneStats { lane, pending: row.map_or(0, |r| r.1), oldest_created_at: row.and_then(|r| r.2) }
+            })
+            .collect())
+    }
+
+    /// The newest dead letters, at most `limit`.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
+        let letters = with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT d.broadcast_id, d.event_id, b.event_name, b.channels, d.attempts, d.last_error, d.failed_at \
+                 FROM dead_letters d JOIN broadcasts b ON b.id = d.broadcast_id ORDER BY d.failed_at DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            let mut letters = Vec::with_capacity(rows.len());
+            for row in rows {
+                letters.push(DeadLetter {
+                    broadcast_id: row.try_get("broadcast_id")?,
+                    event_id: row.try_get("event_id")?,
+                    event_name: row.try_get("event_name")?,
+                    channels: parse_json_list(row.try_get::<&str, _>("channels")?),
+                    attempts: row.try_get("attempts")?,
+                    last_error: row.try_get("last_error")?,
+                    failed_at: row.try_get("failed_at")?,
+                });
+            }
+            letters
+        });
+        Ok(letters)
+    }
+
+    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        let count: i64 = with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(pool).await?);
+        Ok(count)
+    }
+
+    /// Puts dead letters back in the queue (one, or all with `None`); returns how many.
+    pub async fn replay_dead_letters(&self, broadcast_id: Option<&str>) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let only = broadcast_id.unwrap_or("");
+        let replayed = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
+                 SELECT d.event_id, e.event_type, d.broadcast_id, 'replayed', '{}', $1 FROM dead_letters d \
+                 JOIN domain_events e ON e.id = d.event_id WHERE $2 = '' OR d.broadcast_id = $2",
+            )
+            .bind(now)
+            .bind(only)
+            .execute(&mut *tx)
+            .await?;
+            let replayed = sqlx::query(
+                "UPDATE broadcasts SET status = 'pending', attempts = 0, next_attempt_at = $1, locked_until = 0 \
+                 WHERE id IN (SELECT broadcast_id FROM dead_letters WHERE $2 = '' OR broadcast_id = $2)",
+            )
+            .bind(now)
+            .bind(only)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM dead_letters WHERE $1 = '' OR broadcast_id = $1").bind(only).execute(&mut *tx).await?;
+            tx.commit().await?;
+            replayed
+        });
+        Ok(replayed)
+    }
+
+    /// Forgets dead letters (one, or all with `None`); their broadcasts stay `purged`.
+    pub async fn purge_dead_letters(&self, broadcast_id: Option<&str>) -> Result<u64, StoreError> {
+        let only = broadcast_id.unwrap_or("");
+        let purged = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE broadcasts SET status = 'purged' \
+                 WHERE id IN (SELECT broadcast_id FROM dead_letters WHERE $1 = '' OR broadcast_id = $1)",
+            )
+            .bind(only)
+            .execute(&mut *tx)
+            .await?;
+            let purged = sqlx::query("DELETE FROM dead_letters WHERE $1 = '' OR broadcast_id = $1")
+                .bind(only)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            purged
+        });
+        Ok(purged)
+    }
+}

@@ -1,0 +1,226 @@
+//! What the notification layer stores for one accepted domain event, and the ingest transaction.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::{Store, StoreError};
+
+/// Now, in Unix epoch milliseconds (the unit of every stored time).
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+/// The two queue lanes; critical is always served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    Critical,
+    Normal,
+}
+
+impl Lane {
+    /// The queue names of the original module.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Critical => "critical-broadcasts",
+            Lane::Normal => "broadcasts",
+        }
+    }
+
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            Lane::Critical => 0,
+            Lane::Normal => 1,
+        }
+    }
+
+    pub(crate) fn from_code(code: i64) -> Lane {
+        if code == 0 {
+            Lane::Critical
+        } else {
+            Lane::Normal
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub occurred_at: i64,
+    pub payload: String,
+    /// `accepted` or `ignored`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub id: String,
+    pub user_id: String,
+    pub notification_type: String,
+    pub title: String,
+    pub message: String,
+    pub priority: String,
+    pub data: String,
+    pub action_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBroadcast {
+    pub id: String,
+    pub event_name: String,
+    /// Logical channel names (`user.notifications.42`), as a JSON list when stored.
+    pub channels: Vec<String>,
+    pub payload: String,
+    pub lane: Lane,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    pub broadcast_id: Option<String>,
+    /// `received`, `routed`, `suppressed`, `ignored`, ...
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Everything one accepted event stores, in one transaction with its siblings of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub event: NewEvent,
+    pub notifications: Vec<NewNotification>,
+    pub broadcasts: Vec<NewBroadcast>,
+    pub audits: Vec<NewAudit>,
+    /// The JSON the ingest answers for this event; a repeat of the id answers it again.
+    pub outcome: String,
+}
+
+/// The ingest's answer for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestResult {
+    Stored,
+    /// The id was seen before: its original outcome JSON.
+    Duplicate {
+        outcome: String,
+    },
+}
+
+impl Store {
+    /// Stores a batch in one transaction: each event with its notifications, broadcast jobs,
+    /// channel history and audit entries, unless its id is already known. Nothing of the batch
+    /// is stored if any statement fails.
+    pub async fn ingest(&self, records: &[EventRecord]) -> Result<Vec<IngestResult>, StoreError> {
+        let now = now_ms();
+        let results = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut results = Vec::with_capacity(records.len());
+            for record in records {
+                let event = &record.event;
+                let inserted = sqlx::query(
+                    "INSERT INTO domain_events (id, event_type, occurred_at, received_at, payload, status, outcome) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&event.id)
+                .bind(&event.event_type)
+                .bind(event.occurred_at)
+                .bind(now)
+                .bind(&event.payload)
+                .bind(&event.status)
+                .bind(&record.outcome)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    let outcome: String = sqlx::query_scalar("SELECT outcome FROM domain_events WHERE id = $1")
+                        .bind(&event.id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
+                         VALUES ($1, $2, NULL, 'duplicate', '{}', $3)",
+                    )
+                    .bind(&event.id)
+                    .bind(&event.event_type)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    results.push(IngestResult::Duplicate { outcome });
+                    continue;
+                }
+                for notification in &record.notifications {
+                    sqlx::query(
+                        "INSERT INTO notifications (id, user_id, event_id, notification_type, title, message, \
+                         priority, data, action_url, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(&notification.id)
+                    .bind(&notification.user_id)
+                    .bind(&event.id)
+                    .bind(&notification.notification_type)
+                    .bind(&notification.title)
+                    .bind(&notification.message)
+                    .bind(&notification.priority)
+                    .bind(&notification.data)
+                    .bind(&notification.action_url)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for broadcast in &record.broadcasts {
+                    let channels = serde_json_list(&broadcast.channels);
+                    sqlx::query(
+                        "INSERT INTO broadcasts (id, event_id, event_name, channels, payload, lane, status, \
+                         attempts, next_attempt_at, locked_until, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, $7)",
+                    )
+                    .bind(&broadcast.id)
+                    .bind(&event.id)
+                    .bind(&broadcast.event_name)
+                    .bind(&channels)
+                    .bind(&broadcast.payload)
+                    .bind(broadcast.lane.code())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    for channel in &broadcast.channels {
+                        sqlx::query(
+                            "INSERT INTO channel_events (channel, broadcast_id, event_name, payload, created_at) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(channel)
+                        .bind(&broadcast.id)
+                        .bind(&broadcast.event_name)
+                        .bind(&broadcast.payload)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                for audit in &record.audits {
+                    sqlx::query(
+                        "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&event.id)
+                    .bind(&event.event_type)
+                    .bind(&audit.broadcast_id)
+                    .bind(&audit.kind)
+                    .bind(&audit.detail)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                results.push(IngestResult::Stored);
+            }
+            tx.commit().await?;
+            results
+        });
+        Ok(results)
+    }
+}
+
+/// A list of names as a JSON array.
+pub(crate) fn serde_json_list(items: &[String]) -> String {
+    serde_json::to_string(items).expect("a list of strings serializes")
+}
+
+/// Parses a list stored by [`serde_json_list`]; a damaged row yields no names.
+pub(crate) fn parse_json_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}

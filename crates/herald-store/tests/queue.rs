@@ -1,0 +1,180 @@
+//! The notification tables on both backends: ingest and idempotency, the queue, dead letters,
+//! the inbox, preferences, channel history and the audit trail.
+
+use std::str::FromStr;
+
+use herald_store::{
+    AuditFilter, EventRecord, IngestResult, Lane, NewAudit, NewBroadcast, NewEvent, NewNotification,
+    Preference, Store,
+};
+use sqlx::postgres::PgConnectOptions;
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    (Store::connect(&url).await.expect("sqlite opens"), dir)
+}
+
+async fn postgres() -> Option<Store> {
+    let url = std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let required = std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
+    let admin = match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) if !required => {
+            eprintln!("skipping PostgreSQL test: {error}");
+            return None;
+        }
+        Err(error) => panic!("PostgreSQL is required but unreachable at {url}: {error}"),
+    };
+    let schema = format!("herald_test_{}", fastrand::u64(..));
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("schema");
+    let options = PgConnectOptions::from_str(&url).expect("url").options([("search_path", schema.as_str())]);
+    Some(Store::connect_postgres(options).await.expect("postgres store"))
+}
+
+fn record(id: &str, lane: Lane, user: Option<&str>) -> EventRecord {
+    EventRecord {
+        event: NewEvent {
+            id: id.into(),
+            event_type: "notification.created".into(),
+            occurred_at: 1,
+            payload: "{}".into(),
+            status: "accepted".into(),
+        },
+        notifications: user
+            .map(|user| NewNotification {
+                id: format!("n-{id}"),
+                user_id: user.into(),
+                notification_type: "receipt".into(),
+                title: "Title".into(),
+                message: "Message".into(),
+                priority: "normal".into(),
+                data: "{}".into(),
+                action_url: None,
+            })
+            .into_iter()
+            .collect(),
+        broadcasts: vec![NewBroadcast {
+            id: format!("b-{id}"),
+            event_name: "notification.created".into(),
+            channels: vec!["user.notifications.1".into(), "odd,name".into()],
+            payload: format!(r#"{{"id":"b-{id}"}}"#),
+            lane,
+        }],
+        audits: vec![NewAudit { broadcast_id: None, kind: "received".into(), detail: "{}".into() }],
+        outcome: format!(r#"{{"id":"{id}"}}"#),
+    }
+}
+
+async fn exercise(store: &Store) {
+    // Ingest, then the same ids again: duplicates answer the original outcome, store nothing.
+    let first = store
+        .ingest(&[record("e1", Lane::Normal, Some("1")), record("e2", Lane::Critical, None)])
+        .await
+        .expect("ingest");
+    assert_eq!(first, vec![IngestResult::Stored, IngestResult::Stored]);
+    let again = store.ingest(&[record("e1", Lane::Normal, Some("1"))]).await.expect("ingest");
+    assert_eq!(again, vec![IngestResult::Duplicate { outcome: r#"{"id":"e1"}"#.into() }]);
+
+    // A failing batch stores nothing: the second record repeats a notification id.
+    let mut broken = record("e3", Lane::Normal, Some("1"));
+    broken.notifications[0].id = "n-e1".into();
+    assert!(store.ingest(&[record("e4", Lane::Normal, None), broken]).await.is_err());
+    assert_eq!(
+        store.ingest(&[record("e4", Lane::Normal, None)]).await.expect("ingest"),
+        vec![IngestResult::Stored]
+    );
+
+    // Critical first, then normal; channel lists survive any character.
+    let jobs = store.claim(10, 30_000).await.expect("claim");
+    assert_eq!(jobs.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), vec!["b-e2", "b-e1", "b-e4"]);
+    assert_eq!(jobs[0].channels, vec!["user.notifications.1", "odd,name"]);
+    assert_eq!(jobs[0].attempts, 1);
+    assert!(store.claim(10, 30_000).await.expect("claim").is_empty(), "leased jobs are not claimed twice");
+    let stats = store.lane_stats().await.expect("stats");
+    assert_eq!(stats.iter().map(|s| s.pending).sum::<i64>(), 3);
+
+    store.complete("b-e2", r#"{"ms":1}"#).await.expect("complete");
+    store.retry_later("b-e1", 0, "upstream 503", "{}").await.expect("retry");
+    store.dead_letter("b-e4", "upstream 400", "{}").await.expect("dead");
+    let retried = store.claim(10, 30_000).await.expect("claim");
+    assert_eq!(retried.len(), 1);
+    assert_eq!((retried[0].id.as_str(), retried[0].attempts), ("b-e1", 2));
+    store.complete("b-e1", "{}").await.expect("complete");
+
+    let letters = store.dead_letters(10).await.expect("letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].last_error, "upstream 400");
+    assert_eq!(store.replay_dead_letters(None).await.expect("replay"), 1);
+    assert_eq!(store.dead_letter_count().await.expect("count"), 0);
+    let replayed = store.claim(10, 30_000).await.expect("claim");
+    assert_eq!(replayed[0].id, "b-e4");
+    store.dead_letter("b-e4", "again", "{}").await.expect("dead");
+    assert_eq!(store.purge_dead_letters(Some("b-e4")).await.expect("purge"), 1);
+    assert!(store.claim(10, 30_000).await.expect("claim").is_empty());
+
+    // Inbox pages, catch-up and read marks.
+    for index in 0..5 {
+        store.ingest(&[record(&format!("i{index}"), Lane::Normal, Some("7"))]).await.expect("ingest");
+    }
+    let page = store.inbox("7", false, None, None, 2).await.expect("inbox");
+    assert_eq!(page.items.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), vec!["n-i4", "n-i3"]);
+    let next = store.inbox("7", false, page.next_cursor, None, 10).await.expect("inbox");
+    assert_eq!(next.items.len(), 3);
+    assert_eq!(next.next_cursor, None);
+    let missed = store.inbox("7", false, None, Some("n-i2"), 10).await.expect("inbox");
+    assert_eq!(missed.items.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), vec!["n-i3", "n-i4"]);
+    assert!(store.mark_read("7", "n-i4").await.expect("read"));
+    assert!(!store.mark_read("8", "n-i3").await.expect("read"), "other users' notifications are untouched");
+    assert_eq!(store.inbox("7", true, None, None, 10).await.expect("inbox").items.len(), 4);
+    assert_eq!(store.mark_all_read("7").await.expect("all"), 4);
+    assert!(store.inbox("7", true, None, None, 10).await.expect("inbox").items.is_empty());
+
+    // Preferences.
+    assert_eq!(
+        store.preference("7", "receipt").await.expect("pref"),
+        Preference { notification_type: "receipt".into(), realtime: true, in_app: true }
+    );
+    let muted = Preference { notification_type: "receipt".into(), realtime: false, in_app: true };
+    store.set_preferences("7", std::slice::from_ref(&muted)).await.expect("set");
+    assert_eq!(store.preference("7", "receipt").await.expect("pref"), muted);
+    assert_eq!(store.preferences("7").await.expect("prefs"), vec![muted]);
+
+    // Channel history and audit.
+    let history = store.channel_events("user.notifications.1", 0, 100).await.expect("history");
+    assert_eq!(history.len(), 8);
+    let tail = store.channel_events("user.notifications.1", history[5].seq, 100).await.expect("history");
+    assert_eq!(tail.len(), 2);
+    let delivered = store
+        .audit(&AuditFilter { kind: "delivered".into(), ..AuditFilter::default() })
+        .await
+        .expect("audit");
+    assert_eq!(delivered.len(), 2);
+    let for_e1 =
+        store.audit(&AuditFilter { event_id: "e1".into(), ..AuditFilter::default() }).await.expect("audit");
+    let kinds: Vec<&str> = for_e1.iter().rev().map(|entry| entry.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["received", "duplicate", "attempt_failed", "delivered"]);
+}
+
+#[tokio::test]
+async fn sqlite_notification_tables() {
+    let (store, _dir) = sqlite().await;
+    exercise(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_notification_tables() {
+    let Some(store) = postgres().await else { return };
+    exercise(&store).await;
+}
+
+#[tokio::test]
+async fn release_leases_makes_claimed_jobs_due_again() {
+    let (store, _dir) = sqlite().await;
+    store.ingest(&[record("x", Lane::Normal, None)]).await.expect("ingest");
+    assert_eq!(store.claim(1, 60_000).await.expect("claim").len(), 1);
+    assert!(store.claim(1, 60_000).await.expect("claim").is_empty());
+    assert_eq!(store.release_leases().await.expect("release"), 1);
+    assert_eq!(store.claim(1, 60_000).await.expect("claim")[0].attempts, 2);
+}
