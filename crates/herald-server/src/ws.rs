@@ -25,7 +25,12 @@ use crate::state::{App, SharedState};
 
 /// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
 /// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
+/// Frames written in one go (one flush) when the outbox holds several.
+const WRITE_BATCH: usize = 64;
+/// Bytes tungstenite may gather before writing to the socket; the buffer only grows when
+/// several frames are batched, so idle connections do not pay for it.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// How long the goodbye (error + close frame) may take before the socket is simply dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -46,7 +51,8 @@ pub(crate) async fn upgrade(
     let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
     let tracker = state.sessions.clone();
     ws.read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(usize::MAX)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
@@ -190,7 +196,8 @@ impl Session {
         deadline
     }
 
-    #[instrument(skip_all, fields(app = %self.app.config.id, socket = %self.handle.id))]
+    // A debug-level span: at the default level it is disabled and costs an idle connection nothing.
+    #[instrument(level = "debug", skip_all, fields(app = %self.app.config.id, socket = %self.handle.id))]
     async fn run(&mut self, socket: &mut WebSocket, mut outbox: Outbox<Utf8Bytes>) {
         let started = Instant::now();
         let shutdown = self.state.shutdown.clone();
@@ -205,7 +212,7 @@ impl Session {
                     // A client that stops reading blocks this write: race it with the kill switch
                     // so a slow consumer is still closed (4100) and its memory freed.
                     Some(frame) => tokio::select! {
-                        sent = socket.send(Message::Text(frame)) => match sent {
+                        sent = write_batch(socket, frame, &mut outbox) => match sent {
                             Ok(()) => Next::Continue,
                             Err(_) => return,
                         },
@@ -520,6 +527,24 @@ impl Session {
         self.app.hub.publish(name, &frame, &data, Some(self.handle.id.as_str()));
         Some(Next::Continue)
     }
+}
+
+/// Writes `first` and whatever else the outbox already holds (up to a batch), then flushes once:
+/// one syscall for a burst instead of one per frame.
+async fn write_batch(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    outbox: &mut Outbox<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    use futures_util::SinkExt as _;
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match outbox.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
 }
 
 fn close_code_from(code: u16) -> CloseCode {

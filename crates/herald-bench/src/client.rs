@@ -1,0 +1,151 @@
+//! The two clients of the benchmark: a light WebSocket client speaking Pusher frames, and the
+//! signed HTTP API.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::server::{APP_ID, APP_KEY, APP_SECRET};
+
+/// Time allowed for connect + `connection_established` + `subscription_succeeded`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The server frames arriving on one socket are small: keep the client's buffers small too, so
+/// 10 000 sockets in the bench process stay light (tungstenite reads 128 KiB at a time otherwise).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+pub(crate) fn ws_url(port: u16) -> String {
+    format!("ws://127.0.0.1:{port}/app/{APP_KEY}?protocol=7&client=herald-bench&version=0.1.0&flash=false")
+}
+
+/// Connects, reads `pusher:connection_established`, subscribes to the public `channel` and waits
+/// for `pusher_internal:subscription_succeeded`. With no channel it only connects.
+pub(crate) async fn connect_subscribed(url: &str, channel: Option<&str>) -> anyhow::Result<Ws> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+            .await
+            .context("websocket connect")?;
+        let hello = next_text(&mut ws).await?;
+        let hello: Value = serde_json::from_str(hello.as_str()).context("handshake json")?;
+        if hello["event"] != "pusher:connection_established" {
+            bail!("expected pusher:connection_established, got {hello}");
+        }
+        let Some(channel) = channel else {
+            return Ok(ws);
+        };
+        let subscribe = json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
+        ws.send(Message::Text(subscribe.to_string().into())).await.context("send subscribe")?;
+        loop {
+            let frame = next_text(&mut ws).await?;
+            let frame: Value = serde_json::from_str(frame.as_str()).context("frame json")?;
+            match frame["event"].as_str() {
+                Some("pusher_internal:subscription_succeeded") if frame["channel"] == channel => {
+                    return Ok(ws)
+                }
+                Some("pusher:subscription_error") | Some("pusher:error") => {
+                    bail!("subscription refused: {frame}")
+                }
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .context("handshake timed out")?
+}
+
+/// The next text frame; control frames are skipped (tungstenite answers pings itself).
+async fn next_text(ws: &mut Ws) -> anyhow::Result<Utf8Bytes> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(text),
+            Some(Ok(Message::Close(frame))) => bail!("closed by the server: {frame:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => bail!("websocket error: {error}"),
+            None => bail!("connection ended"),
+        }
+    }
+}
+
+/// Answers a server `pusher:ping` with `pusher:pong`; true when `text` was one.
+pub(crate) async fn answer_ping(ws: &mut Ws, text: &str) -> bool {
+    if text.contains("\"pusher:ping\"") {
+        let pong = json!({ "event": "pusher:pong", "data": {} }).to_string();
+        let _ = ws.send(Message::Text(pong.into())).await;
+        true
+    } else {
+        false
+    }
+}
+
+/// Sends a close frame and gives the server a moment to answer.
+pub(crate) async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        if ws.close(None).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+/// Signed calls to the Pusher HTTP API (auth_version 1.0), over keep-alive connections.
+#[derive(Clone)]
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub(crate) fn new(port: u16) -> anyhow::Result<Api> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("http client")?;
+        Ok(Api { http, base: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// `POST /apps/{id}/events` for one channel; returns the status code.
+    pub(crate) async fn trigger(&self, channel: &str, name: &str, data: &str) -> anyhow::Result<u16> {
+        let body = json!({ "name": name, "channels": [channel], "data": data }).to_string();
+        let path = format!("/apps/{APP_ID}/events");
+        let timestamp =
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
+        let md5 = body_md5_hex(body.as_bytes());
+        let params = [
+            ("auth_key", APP_KEY),
+            ("auth_timestamp", timestamp.as_str()),
+            ("auth_version", "1.0"),
+            ("body_md5", md5.as_str()),
+        ];
+        let signature = hmac_sha256_hex(APP_SECRET, &api_string_to_sign("POST", &path, params));
+        // Every value is URL-safe (hex, digits, the key), so no escaping is needed.
+        let url = format!(
+            "{}{path}?auth_key={APP_KEY}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}&auth_signature={signature}",
+            self.base
+        );
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .context("trigger request")?;
+        let status = response.status().as_u16();
+        // Read the body so the connection goes back to the pool.
+        let _ = response.bytes().await;
+        Ok(status)
+    }
+}

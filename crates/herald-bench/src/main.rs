@@ -1,0 +1,516 @@
+//! `herald-bench`: starts a herald server as a child process on 127.0.0.1 and measures
+//! 1. its memory per idle subscribed connection,
+//! 2. broadcast latency from the HTTP trigger to every subscriber,
+//! 3. HTTP trigger throughput,
+//!
+//! then prints a Markdown table (or JSON with `--json`) and kills the server.
+//! Every loop is bounded in count and time; a watchdog kills everything after `--max-runtime`.
+
+mod client;
+mod phases;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::phases::{mib, percentile, LatencyResult, MemoryResult, ThroughputResult};
+use crate::server::{LogSummary, Server};
+
+/// The target of the issue: server memory per idle subscribed connection, bytes (8 KiB).
+const MEMORY_TARGET_BYTES: f64 = 8.0 * 1024.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Memory,
+    Latency,
+    Throughput,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-bench",
+    version,
+    about = "Benchmark a herald binary: memory per idle connection, broadcast latency, trigger throughput"
+)]
+struct Cli {
+    /// The herald binary to run [default: `herald` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    herald_bin: Option<PathBuf>,
+    /// Which measurements to run (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "memory,latency,throughput")]
+    only: Vec<Phase>,
+    /// Memory: idle subscribed connections to open
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Memory: public channels the idle connections are spread over (0: connect only, no
+    /// subscription, to compare)
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Memory: seconds to let the server settle before reading its RSS
+    #[arg(long, default_value_t = 2.0)]
+    settle_secs: f64,
+    /// WebSocket handshakes in flight at once
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// Latency: subscribers on the broadcast channel
+    #[arg(long, default_value_t = 5_000)]
+    subscribers: usize,
+    /// Latency: measured rounds (one trigger each)
+    #[arg(long, default_value_t = 50)]
+    rounds: usize,
+    /// Latency: rounds sent first and not counted
+    #[arg(long, default_value_t = 2)]
+    warmup_rounds: usize,
+    /// Latency: milliseconds between one round reaching everyone and the next trigger
+    #[arg(long, default_value_t = 100)]
+    pause_ms: u64,
+    /// Throughput: concurrent HTTP requests (keep-alive connections)
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Throughput: seconds to fire triggers for
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Throughput: subscribers on the target channel (each trigger is delivered to all)
+    #[arg(long, default_value_t = 100)]
+    throughput_subscribers: usize,
+    /// Extra environment for the server, KEY=VALUE (repeatable); e.g. MALLOC_ARENA_MAX=2 or
+    /// LD_PRELOAD=... to compare allocators
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    server_env: Vec<(String, String)>,
+    /// The server's log filter (HERALD_LOG); its spans and log lines cost memory and time too
+    #[arg(long, default_value = "info")]
+    server_log: String,
+    /// Print the results as JSON on stdout instead of the Markdown table
+    #[arg(long)]
+    json: bool,
+    /// Seconds after which the watchdog kills the server and exits (whatever is running)
+    #[arg(long, default_value_t = 900)]
+    max_runtime: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn default_herald_bin() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot find this executable's path")?;
+    Ok(me.with_file_name("herald"))
+}
+
+/// The bench's own soft limit on open files (each connection is one).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let bin = match &cli.herald_bin {
+        Some(bin) => bin.clone(),
+        None => default_herald_bin()?,
+    };
+    let largest = [
+        (cli.only.contains(&Phase::Memory), cli.connections),
+        (cli.only.contains(&Phase::Latency), cli.subscribers),
+        (cli.only.contains(&Phase::Throughput), cli.throughput_subscribers),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, count)| *count)
+    .max()
+    .unwrap_or(0);
+    if let Some(limit) = open_files_limit() {
+        if (largest as u64) + 200 > limit {
+            anyhow::bail!(
+                "{largest} connections need more open files than this process may have ({limit}); \
+                 raise `ulimit -n` or ask for fewer"
+            );
+        }
+    }
+
+    let server = Server::start(&bin, &cli.server_log, &cli.server_env)?;
+    eprintln!("herald-bench: started {} (pid {}) on 127.0.0.1:{}", bin.display(), server.pid, server.port);
+    let killer = server.killer();
+    let max_runtime = Duration::from_secs(cli.max_runtime);
+    std::thread::spawn(move || {
+        std::thread::sleep(max_runtime);
+        eprintln!("herald-bench: --max-runtime reached; killing the server and exiting");
+        server::kill(&killer);
+        std::process::exit(3);
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let outcome = runtime.block_on(measure(&cli, &server));
+    let exited = server.exited();
+    let log = server.stop();
+    // Give the connection tasks' sockets back before printing.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let results = outcome?;
+    if let Some(status) = exited {
+        eprintln!("herald-bench: WARNING: the server exited during the run ({status})");
+    }
+    if cli.json {
+        println!("{:#}", to_json(&cli, &results, &log, &bin));
+    } else {
+        print!("{}", to_markdown(&cli, &results, &log));
+    }
+    Ok(())
+}
+
+struct Results {
+    memory: Option<MemoryResult>,
+    latency: Option<LatencyResult>,
+    throughput: Option<ThroughputResult>,
+    idle_rss: u64,
+    load_start: String,
+    load_end: String,
+}
+
+/// The 1-, 5- and 15-minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
+    let api = client::Api::new(server.port)?;
+    let idle_rss = server.memory()?.rss;
+    let mut results = Results {
+        memory: None,
+        latency: None,
+        throughput: None,
+        idle_rss,
+        load_start: load_average(),
+        load_end: String::new(),
+    };
+    if cli.only.contains(&Phase::Memory) {
+        let settle = Duration::from_secs_f64(cli.settle_secs.clamp(0.0, 120.0));
+        results.memory = Some(
+            phases::memory(server, cli.connections, cli.channels, cli.connect_concurrency, settle).await?,
+        );
+    }
+    if cli.only.contains(&Phase::Latency) {
+        results.latency = Some(
+            phases::latency(
+                server,
+                &api,
+                cli.subscribers,
+                cli.rounds,
+                cli.warmup_rounds,
+                cli.connect_concurrency,
+                Duration::from_millis(cli.pause_ms),
+                Duration::from_secs(10),
+            )
+            .await?,
+        );
+    }
+    if cli.only.contains(&Phase::Throughput) {
+        let duration = Duration::from_secs_f64(cli.duration.clamp(0.1, 600.0));
+        results.throughput = Some(
+            phases::throughput(
+                server,
+                &api,
+                cli.throughput_subscribers,
+                cli.concurrency,
+                duration,
+                cli.connect_concurrency,
+            )
+            .await?,
+        );
+    }
+    results.load_end = load_average();
+    Ok(results)
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2} ms", micros as f64 / 1000.0)
+}
+
+fn cpu_text(cpu: &phases::Cpu) -> String {
+    let wall = cpu.wall.max(1e-9);
+    format!(
+        "{:.1} s ({:.0}% of a core) / {:.1} s ({:.0}%) over {:.1} s; other processes {:.1} s",
+        cpu.server,
+        100.0 * cpu.server / wall,
+        cpu.bench,
+        100.0 * cpu.bench / wall,
+        cpu.wall,
+        cpu.others()
+    )
+}
+
+fn cpu_json(cpu: &phases::Cpu) -> Value {
+    let round = |value: f64| (value * 100.0).round() / 100.0;
+    json!({
+        "server_cpu_seconds": round(cpu.server),
+        "bench_cpu_seconds": round(cpu.bench),
+        "other_processes_cpu_seconds": round(cpu.others()),
+        "wall_seconds": round(cpu.wall),
+    })
+}
+
+fn statuses_text(statuses: &std::collections::BTreeMap<String, u64>) -> String {
+    statuses.iter().map(|(status, count)| format!("{status}: {count}")).collect::<Vec<_>>().join(", ")
+}
+
+fn to_markdown(cli: &Cli, results: &Results, log: &LogSummary) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "| Measurement | Result |");
+    let _ = writeln!(out, "|---|---|");
+    let _ = writeln!(out, "| Server RSS at start | {:.1} MiB |", mib(results.idle_rss));
+    let _ = writeln!(out, "| Load average at start / end | {} / {} |", results.load_start, results.load_end);
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(memory) = &results.memory {
+        let per = memory.per_connection();
+        let verdict = if per < MEMORY_TARGET_BYTES { "meets" } else { "misses" };
+        let _ = writeln!(
+            out,
+            "| Idle subscribed connections ({} channels) | {} of {} (opened in {:.1} s) |",
+            memory.channels, memory.connected, memory.requested, memory.connect_secs
+        );
+        let _ = writeln!(
+            out,
+            "| Server RSS before → after (+{:.0} s settle) | {:.1} MiB → {:.1} MiB |",
+            memory.settle_secs,
+            mib(memory.before.rss),
+            mib(memory.after.rss)
+        );
+        let _ = writeln!(
+            out,
+            "| **Memory per idle subscribed connection** | **{:.0} B = {:.2} KiB** ({verdict} the < 8 KiB target) |",
+            per,
+            per / 1024.0
+        );
+        let _ =
+            writeln!(out, "| … of which anonymous (heap + stacks) | {:.0} B |", memory.per_connection_anon());
+        let _ = writeln!(out, "| Server threads with the connections open | {} |", memory.after.threads);
+        if let Some(after_close) = &memory.after_close {
+            let _ = writeln!(out, "| Server RSS after closing them | {:.1} MiB |", mib(after_close.rss));
+        }
+        if memory.failed > 0 || memory.dropped > 0 {
+            notes.push(format!(
+                "memory: {} handshakes failed, {} connections dropped by the server while idle; first errors: {:?}",
+                memory.failed, memory.dropped, memory.errors
+            ));
+        }
+    }
+    if let Some(latency) = &results.latency {
+        let samples = &latency.samples_us;
+        let _ = writeln!(
+            out,
+            "| Broadcast: subscribers × measured rounds | {} × {} (+{} warm-up), {} samples (subscribers connected in {:.1} s) |",
+            latency.subscribers,
+            latency.rounds,
+            latency.warmup_rounds,
+            samples.len(),
+            latency.connect_secs
+        );
+        let _ = writeln!(
+            out,
+            "| **Broadcast latency p50 / p99 / max** | **{} / {} / {}** |",
+            ms(percentile(samples, 50.0)),
+            ms(percentile(samples, 99.0)),
+            ms(percentile(samples, 100.0))
+        );
+        let _ = writeln!(
+            out,
+            "| **Time until the last subscriber has it, p50 / p99** (per round) | **{} / {}** (max {}) |",
+            ms(percentile(&latency.last_us, 50.0)),
+            ms(percentile(&latency.last_us, 99.0)),
+            ms(percentile(&latency.last_us, 100.0))
+        );
+        let _ = writeln!(
+            out,
+            "| Trigger HTTP call during broadcast, p50 / max | {} / {} |",
+            ms(percentile(&latency.trigger_us, 50.0)),
+            ms(percentile(&latency.trigger_us, 100.0))
+        );
+        let _ = writeln!(out, "| CPU during the rounds: server / bench | {} |", cpu_text(&latency.cpu));
+        let _ = writeln!(out, "| Broadcast trigger status codes | {} |", statuses_text(&latency.statuses));
+        if latency.missing > 0 || latency.dropped > 0 || latency.failed > 0 || latency.incomplete_rounds > 0 {
+            notes.push(format!(
+                "latency: {} deliveries missing, {} incomplete rounds, {} subscribers dropped, {} handshakes failed; first errors: {:?}",
+                latency.missing, latency.incomplete_rounds, latency.dropped, latency.failed, latency.errors
+            ));
+        }
+        if !latency.worst.is_empty() {
+            notes.push(format!("latency: slowest samples (round, µs): {:?}", latency.worst));
+        }
+    }
+    if let Some(throughput) = &results.throughput {
+        let _ = writeln!(
+            out,
+            "| **HTTP trigger throughput** (concurrency {}, {:.1} s, {} subscribers) | **{:.0} requests/s** ({} requests) |",
+            throughput.concurrency,
+            throughput.seconds,
+            throughput.subscribers,
+            throughput.per_second(),
+            throughput.requests
+        );
+        let _ = writeln!(out, "| Trigger status codes | {} |", statuses_text(&throughput.statuses));
+        let _ = writeln!(
+            out,
+            "| Trigger request latency p50 / p99 | {} / {} |",
+            ms(percentile(&throughput.latencies_us, 50.0)),
+            ms(percentile(&throughput.latencies_us, 99.0))
+        );
+        let _ = writeln!(out, "| CPU while firing: server / bench | {} |", cpu_text(&throughput.cpu));
+        let _ = writeln!(
+            out,
+            "| Events delivered to the subscribers | {} of {} ({:.0} messages/s) |",
+            throughput.delivered,
+            throughput.expected,
+            throughput.delivered as f64 / throughput.seconds.max(1e-9)
+        );
+        if throughput.ok != throughput.requests
+            || throughput.delivered != throughput.expected
+            || throughput.dropped > 0
+            || throughput.failed > 0
+        {
+            notes.push(format!(
+                "throughput: {} of {} requests were not 200, {} of {} deliveries missing, {} subscribers dropped, {} handshakes failed; first errors: {:?}",
+                throughput.requests - throughput.ok,
+                throughput.requests,
+                throughput.expected.saturating_sub(throughput.delivered),
+                throughput.expected,
+                throughput.dropped,
+                throughput.failed,
+                throughput.errors
+            ));
+        }
+    }
+    let _ =
+        writeln!(out, "| Server log | {} WARN, {} ERROR, {} panics |", log.warnings, log.errors, log.panics);
+    for sample in &log.samples {
+        notes.push(format!("server log: {sample}"));
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:");
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n(`herald-bench` with --connections {} --subscribers {} --rounds {} --concurrency {} --duration {})",
+        cli.connections, cli.subscribers, cli.rounds, cli.concurrency, cli.duration
+    );
+    out
+}
+
+fn to_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Path) -> Value {
+    let memory = results.memory.as_ref().map(|memory| {
+        json!({
+            "connections_requested": memory.requested,
+            "connections": memory.connected,
+            "channels": memory.channels,
+            "handshake_failures": memory.failed,
+            "dropped_while_idle": memory.dropped,
+            "connect_seconds": memory.connect_secs,
+            "settle_seconds": memory.settle_secs,
+            "rss_before_bytes": memory.before.rss,
+            "rss_after_bytes": memory.after.rss,
+            "rss_after_close_bytes": memory.after_close.map(|m| m.rss),
+            "bytes_per_connection": memory.per_connection(),
+            "anon_bytes_per_connection": memory.per_connection_anon(),
+            "threads": memory.after.threads,
+            "target_bytes": MEMORY_TARGET_BYTES,
+            "meets_target": memory.per_connection() < MEMORY_TARGET_BYTES,
+            "errors": memory.errors,
+        })
+    });
+    let latency = results.latency.as_ref().map(|latency| {
+        json!({
+            "subscribers": latency.subscribers,
+            "connect_seconds": latency.connect_secs,
+            "rounds": latency.rounds,
+            "warmup_rounds": latency.warmup_rounds,
+            "samples": latency.samples_us.len(),
+            "p50_us": percentile(&latency.samples_us, 50.0),
+            "p99_us": percentile(&latency.samples_us, 99.0),
+            "max_us": percentile(&latency.samples_us, 100.0),
+            "last_subscriber_p50_us": percentile(&latency.last_us, 50.0),
+            "last_subscriber_p99_us": percentile(&latency.last_us, 99.0),
+            "last_subscriber_max_us": percentile(&latency.last_us, 100.0),
+            "trigger_call_p50_us": percentile(&latency.trigger_us, 50.0),
+            "trigger_call_max_us": percentile(&latency.trigger_us, 100.0),
+            "statuses": latency.statuses,
+            "missing_deliveries": latency.missing,
+            "incomplete_rounds": latency.incomplete_rounds,
+            "dropped_subscribers": latency.dropped,
+            "handshake_failures": latency.failed,
+            "errors": latency.errors,
+            "cpu": cpu_json(&latency.cpu),
+        })
+    });
+    let throughput = results.throughput.as_ref().map(|throughput| {
+        json!({
+            "concurrency": throughput.concurrency,
+            "seconds": throughput.seconds,
+            "subscribers": throughput.subscribers,
+            "requests": throughput.requests,
+            "requests_per_second": throughput.per_second(),
+            "statuses": throughput.statuses,
+            "latency_p50_us": percentile(&throughput.latencies_us, 50.0),
+            "latency_p99_us": percentile(&throughput.latencies_us, 99.0),
+            "delivered": throughput.delivered,
+            "expected_deliveries": throughput.expected,
+            "dropped_subscribers": throughput.dropped,
+            "handshake_failures": throughput.failed,
+            "errors": throughput.errors,
+            "cpu": cpu_json(&throughput.cpu),
+        })
+    });
+    json!({
+        "herald_bin": bin.display().to_string(),
+        "arguments": {
+            "connections": cli.connections,
+            "channels": cli.channels,
+            "subscribers": cli.subscribers,
+            "rounds": cli.rounds,
+            "concurrency": cli.concurrency,
+            "duration": cli.duration,
+            "server_log": cli.server_log,
+            "server_env": cli.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        },
+        "server_rss_at_start_bytes": results.idle_rss,
+        "load_average_start": results.load_start,
+        "load_average_end": results.load_end,
+        "memory": memory,
+        "latency": latency,
+        "throughput": throughput,
+        "server_log": {
+            "warnings": log.warnings,
+            "errors": log.errors,
+            "panics": log.panics,
+            "samples": log.samples,
+        },
+    })
+}

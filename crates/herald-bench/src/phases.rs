@@ -1,0 +1,695 @@
+//! The three measurements. Each opens its own connections and closes them before returning.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{answer_ping, close, connect_subscribed, ws_url, Api, Ws};
+use crate::server::{cpu_secs, Memory, Server};
+
+/// CPU seconds used by the server and by this process over a stretch of the run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cpu {
+    pub(crate) server: f64,
+    pub(crate) bench: f64,
+    /// Busy CPU seconds of the whole machine (every process, all cores).
+    pub(crate) machine: f64,
+    pub(crate) wall: f64,
+}
+
+impl Cpu {
+    /// CPU seconds used by neither the server nor the bench: noise from the rest of the machine.
+    pub(crate) fn others(&self) -> f64 {
+        (self.machine - self.server - self.bench).max(0.0)
+    }
+}
+
+struct CpuClock {
+    server: f64,
+    bench: f64,
+    machine: f64,
+    wall: Instant,
+}
+
+/// Busy CPU seconds of the machine so far, from the first line of `/proc/stat`.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|value| value.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(index, _)| *index != 3 && *index != 4)
+        .map(|(_, value)| value)
+        .sum();
+    busy as f64 / 100.0
+}
+
+impl CpuClock {
+    fn start(server: &Server) -> CpuClock {
+        CpuClock {
+            server: server.cpu_secs(),
+            bench: cpu_secs("self"),
+            machine: machine_busy_secs(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn stop(&self, server: &Server) -> Cpu {
+        Cpu {
+            server: server.cpu_secs() - self.server,
+            bench: cpu_secs("self") - self.bench,
+            machine: machine_busy_secs() - self.machine,
+            wall: self.wall.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Errors kept to show (the rest are only counted).
+const KEEP_ERRORS: usize = 5;
+
+/// Connections opened, or why not.
+struct Opened<T> {
+    tasks: Vec<JoinHandle<T>>,
+    failed: usize,
+    errors: Vec<String>,
+    elapsed: Duration,
+}
+
+/// Opens `count` subscribed connections, at most `concurrency` handshakes at a time, and hands
+/// each to `spawn` (which starts the task that owns it).
+async fn open_connections<T: Send + 'static>(
+    label: &str,
+    port: u16,
+    count: usize,
+    concurrency: usize,
+    channel_of: impl Fn(usize) -> Option<String>,
+    mut spawn: impl FnMut(Ws) -> JoinHandle<T>,
+) -> Opened<T> {
+    let url = ws_url(port);
+    let started = Instant::now();
+    let mut handshakes = futures_util::stream::iter(0..count)
+        .map(|index| {
+            let url = url.clone();
+            let channel = channel_of(index);
+            async move { connect_subscribed(&url, channel.as_deref()).await }
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut opened =
+        Opened { tasks: Vec::with_capacity(count), failed: 0, errors: Vec::new(), elapsed: Duration::ZERO };
+    let step = (count / 10).max(1);
+    let mut done = 0;
+    while let Some(result) = handshakes.next().await {
+        done += 1;
+        match result {
+            Ok(ws) => opened.tasks.push(spawn(ws)),
+            Err(error) => {
+                opened.failed += 1;
+                if opened.errors.len() < KEEP_ERRORS {
+                    opened.errors.push(format!("{error:#}"));
+                }
+            }
+        }
+        if done % step == 0 || done == count {
+            eprintln!(
+                "  [{label}] {done}/{count} handshakes ({} failed) after {:.1} s",
+                opened.failed,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    opened.elapsed = started.elapsed();
+    opened
+}
+
+/// Waits for the tasks, at most `limit` in all; returns their outputs (tasks still running past
+/// the limit are aborted and counted as `None`).
+async fn join_all<T>(tasks: Vec<JoinHandle<T>>, limit: Duration) -> Vec<Option<T>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(output)) => outputs.push(Some(output)),
+            Ok(Err(_)) => outputs.push(None),
+            Err(_) => {
+                abort.abort();
+                outputs.push(None);
+            }
+        }
+    }
+    outputs
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// How a connection-holding task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// We closed it when told to.
+    Stopped,
+    /// The server closed it, or it failed, before we were done.
+    Dropped,
+}
+
+/// Holds an idle connection: answers pings, notices a close, until `stop`.
+async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) -> Ending {
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => {
+                close(ws).await;
+                return Ending::Stopped;
+            }
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    answer_ping(&mut ws, text.as_str()).await;
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ending::Dropped,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Memory per idle subscribed connection
+
+pub(crate) struct MemoryResult {
+    pub(crate) requested: usize,
+    pub(crate) connected: usize,
+    pub(crate) failed: usize,
+    pub(crate) errors: Vec<String>,
+    pub(crate) channels: usize,
+    pub(crate) connect_secs: f64,
+    pub(crate) settle_secs: f64,
+    pub(crate) before: Memory,
+    pub(crate) after: Memory,
+    pub(crate) after_close: Option<Memory>,
+    /// Connections the server closed while they were idle.
+    pub(crate) dropped: usize,
+}
+
+impl MemoryResult {
+    /// Growth of the server's RSS divided by the connections open, in bytes.
+    pub(crate) fn per_connection(&self) -> f64 {
+        self.after.rss.saturating_sub(self.before.rss) as f64 / self.connected.max(1) as f64
+    }
+
+    pub(crate) fn per_connection_anon(&self) -> f64 {
+        self.after.rss_anon.saturating_sub(self.before.rss_anon) as f64 / self.connected.max(1) as f64
+    }
+}
+
+pub(crate) async fn memory(
+    server: &Server,
+    count: usize,
+    channels: usize,
+    concurrency: usize,
+    settle: Duration,
+) -> anyhow::Result<MemoryResult> {
+    // Let the freshly started server finish its own start-up allocations first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.memory()?;
+    eprintln!(
+        "memory: server RSS before = {:.1} MiB; opening {count} connections on {channels} channels",
+        mib(before.rss)
+    );
+    let (stop, stopped) = watch::channel(false);
+    let opened = open_connections(
+        "memory",
+        server.port,
+        count,
+        concurrency,
+        |index| (channels > 0).then(|| format!("bench-idle-{}", index % channels)),
+        |ws| tokio::spawn(hold(ws, stopped.clone())),
+    )
+    .await;
+    eprintln!(
+        "memory: {} connected, waiting {:.1} s for the server to settle",
+        opened.tasks.len(),
+        settle.as_secs_f64()
+    );
+    tokio::time::sleep(settle).await;
+    let after = server.memory()?;
+    let dropped_while_idle = opened.tasks.iter().filter(|task| task.is_finished()).count();
+    eprintln!("memory: server RSS after = {:.1} MiB; closing the connections", mib(after.rss));
+    let connected = opened.tasks.len();
+    let _ = stop.send(true);
+    let endings = join_all(opened.tasks, Duration::from_secs(30)).await;
+    let dropped =
+        endings.iter().filter(|ending| **ending != Some(Ending::Stopped)).count().max(dropped_while_idle);
+    tokio::time::sleep(settle).await;
+    let after_close = server.memory().ok();
+    Ok(MemoryResult {
+        requested: count,
+        connected,
+        failed: opened.failed,
+        errors: opened.errors,
+        channels,
+        connect_secs: opened.elapsed.as_secs_f64(),
+        settle_secs: settle.as_secs_f64(),
+        before,
+        after,
+        after_close,
+        dropped,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Broadcast latency
+
+/// Counts arrivals per round and wakes the driver when a round has reached everyone.
+struct RoundGate {
+    arrived: Vec<AtomicUsize>,
+    target: AtomicUsize,
+    notify: Notify,
+}
+
+impl RoundGate {
+    fn arrive(&self, round: usize) {
+        if let Some(count) = self.arrived.get(round) {
+            let now = count.fetch_add(1, Ordering::AcqRel) + 1;
+            if now >= self.target.load(Ordering::Acquire) {
+                self.notify.notify_one();
+            }
+        }
+    }
+
+    fn count(&self, round: usize) -> usize {
+        self.arrived[round].load(Ordering::Acquire)
+    }
+}
+
+/// What one latency subscriber saw.
+struct Received {
+    /// (round, nanoseconds from just before the trigger was sent to arrival)
+    samples: Vec<(u32, u64)>,
+    ending: Ending,
+}
+
+/// `{"event":"bench-tick",...,"data":"{\"r\":R,\"t\":T}"}` → (R, T).
+fn parse_tick(text: &str) -> Option<(u32, u64)> {
+    if !text.contains("bench-tick") {
+        return None;
+    }
+    let frame: Value = serde_json::from_str(text).ok()?;
+    if frame["event"] != "bench-tick" {
+        return None;
+    }
+    let data: Value = serde_json::from_str(frame["data"].as_str()?).ok()?;
+    Some((u32::try_from(data["r"].as_u64()?).ok()?, data["t"].as_u64()?))
+}
+
+async fn latency_subscriber(
+    mut ws: Ws,
+    epoch: Instant,
+    rounds: usize,
+    gate: Arc<RoundGate>,
+    mut stop: watch::Receiver<bool>,
+) -> Received {
+    let mut samples = Vec::with_capacity(rounds);
+    loop {
+        tokio::select! {
+            biased;
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let arrived = epoch.elapsed().as_nanos() as u64;
+                    if let Some((round, sent)) = parse_tick(text.as_str()) {
+                        samples.push((round, arrived.saturating_sub(sent)));
+                        gate.arrive(round as usize);
+                    } else {
+                        answer_ping(&mut ws, text.as_str()).await;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    return Received { samples, ending: Ending::Dropped };
+                }
+                Some(Ok(_)) => {}
+            },
+            _ = stopped(&mut stop) => {
+                close(ws).await;
+                return Received { samples, ending: Ending::Stopped };
+            }
+        }
+    }
+}
+
+pub(crate) struct LatencyResult {
+    pub(crate) subscribers: usize,
+    pub(crate) failed: usize,
+    pub(crate) errors: Vec<String>,
+    pub(crate) connect_secs: f64,
+    pub(crate) rounds: usize,
+    pub(crate) warmup_rounds: usize,
+    /// Every (subscriber, measured round) latency, microseconds, sorted.
+    pub(crate) samples_us: Vec<u64>,
+    /// Per measured round: latency of the last subscriber to receive it, microseconds, sorted.
+    pub(crate) last_us: Vec<u64>,
+    /// Per measured round: time the HTTP trigger call took, microseconds, sorted.
+    pub(crate) trigger_us: Vec<u64>,
+    pub(crate) statuses: BTreeMap<String, u64>,
+    /// Deliveries expected in measured rounds but never seen.
+    pub(crate) missing: u64,
+    /// Rounds the driver gave up waiting for (some subscriber never got it in time).
+    pub(crate) incomplete_rounds: usize,
+    pub(crate) dropped: usize,
+    /// The slowest samples: (round, microseconds).
+    pub(crate) worst: Vec<(u32, u64)>,
+    /// CPU used while the rounds ran.
+    pub(crate) cpu: Cpu,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn latency(
+    server: &Server,
+    api: &Api,
+    subscribers: usize,
+    rounds: usize,
+    warmup_rounds: usize,
+    concurrency: usize,
+    pause: Duration,
+    round_timeout: Duration,
+) -> anyhow::Result<LatencyResult> {
+    const CHANNEL: &str = "bench-latency";
+    let total = warmup_rounds + rounds;
+    let epoch = Instant::now();
+    let gate = Arc::new(RoundGate {
+        arrived: (0..total).map(|_| AtomicUsize::new(0)).collect(),
+        target: AtomicUsize::new(usize::MAX),
+        notify: Notify::new(),
+    });
+    let (stop, stopped) = watch::channel(false);
+    eprintln!("latency: opening {subscribers} subscribers on {CHANNEL}");
+    let opened = open_connections(
+        "latency",
+        server.port,
+        subscribers,
+        concurrency,
+        |_| Some(CHANNEL.to_owned()),
+        |ws| tokio::spawn(latency_subscriber(ws, epoch, total, gate.clone(), stopped.clone())),
+    )
+    .await;
+    let connected = opened.tasks.len();
+    gate.target.store(connected, Ordering::Release);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("latency: {connected} subscribers; {warmup_rounds} warm-up + {rounds} measured rounds");
+
+    let clock = CpuClock::start(server);
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut trigger_us = Vec::with_capacity(rounds);
+    let mut incomplete_rounds = 0;
+    for round in 0..total {
+        let sent = epoch.elapsed().as_nanos() as u64;
+        let data = format!("{{\"r\":{round},\"t\":{sent}}}");
+        let call = Instant::now();
+        let status = match api.trigger(CHANNEL, "bench-tick", &data).await {
+            Ok(status) => status.to_string(),
+            Err(error) => format!("error: {error:#}"),
+        };
+        let took = call.elapsed();
+        let deadline = tokio::time::Instant::now() + round_timeout;
+        while gate.count(round) < connected {
+            if tokio::time::timeout_at(deadline, gate.notify.notified()).await.is_err() {
+                break;
+            }
+        }
+        let complete = gate.count(round) >= connected;
+        if round >= warmup_rounds {
+            *statuses.entry(status).or_default() += 1;
+            trigger_us.push(took.as_micros() as u64);
+            if !complete {
+                incomplete_rounds += 1;
+            }
+        }
+        if (round + 1) % 10 == 0 || round + 1 == total {
+            eprintln!(
+                "  [latency] round {}/{total}: trigger {:.2} ms, {}/{connected} received",
+                round + 1,
+                took.as_secs_f64() * 1e3,
+                gate.count(round)
+            );
+        }
+        tokio::time::sleep(pause).await;
+    }
+    let cpu = clock.stop(server);
+    let _ = stop.send(true);
+    let received = join_all(opened.tasks, Duration::from_secs(30)).await;
+
+    let mut samples_us = Vec::with_capacity(connected * rounds);
+    let mut last_ns = vec![0u64; total];
+    let mut all: Vec<(u32, u64)> = Vec::new();
+    let mut dropped = 0;
+    let mut seen = 0u64;
+    for received in &received {
+        let Some(received) = received else {
+            dropped += 1;
+            continue;
+        };
+        if received.ending == Ending::Dropped {
+            dropped += 1;
+        }
+        for &(round, nanos) in &received.samples {
+            let round_index = round as usize;
+            if round_index < warmup_rounds || round_index >= total {
+                continue;
+            }
+            seen += 1;
+            samples_us.push(nanos / 1000);
+            last_ns[round_index] = last_ns[round_index].max(nanos);
+            all.push((round, nanos / 1000));
+        }
+    }
+    samples_us.sort_unstable();
+    let mut last_us: Vec<u64> = last_ns[warmup_rounds..].iter().map(|nanos| nanos / 1000).collect();
+    last_us.sort_unstable();
+    trigger_us.sort_unstable();
+    all.sort_unstable_by_key(|&(_, micros)| std::cmp::Reverse(micros));
+    all.truncate(5);
+    let expected = (connected * rounds) as u64;
+    Ok(LatencyResult {
+        subscribers: connected,
+        failed: opened.failed,
+        errors: opened.errors,
+        connect_secs: opened.elapsed.as_secs_f64(),
+        rounds,
+        warmup_rounds,
+        samples_us,
+        last_us,
+        trigger_us,
+        statuses,
+        missing: expected.saturating_sub(seen),
+        incomplete_rounds,
+        dropped,
+        worst: all,
+        cpu,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. HTTP trigger throughput
+
+async fn counting_subscriber(
+    mut ws: Ws,
+    delivered: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> Ending {
+    loop {
+        tokio::select! {
+            biased;
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if text.as_str().contains("\"bench-load\"") {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        answer_ping(&mut ws, text.as_str()).await;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ending::Dropped,
+                Some(Ok(_)) => {}
+            },
+            _ = stopped(&mut stop) => {
+                close(ws).await;
+                return Ending::Stopped;
+            }
+        }
+    }
+}
+
+/// What one HTTP worker did.
+#[derive(Default)]
+struct WorkerResult {
+    statuses: BTreeMap<String, u64>,
+    latencies_us: Vec<u64>,
+}
+
+async fn trigger_worker(api: Api, worker: usize, deadline: Instant, max_requests: u64) -> WorkerResult {
+    let mut result = WorkerResult::default();
+    let mut sent = 0u64;
+    while sent < max_requests && Instant::now() < deadline {
+        let data = format!("{{\"w\":{worker},\"n\":{sent}}}");
+        let call = Instant::now();
+        let status = match api.trigger(THROUGHPUT_CHANNEL, "bench-load", &data).await {
+            Ok(status) => status.to_string(),
+            Err(error) => format!("error: {error:#}"),
+        };
+        result.latencies_us.push(call.elapsed().as_micros() as u64);
+        *result.statuses.entry(status).or_default() += 1;
+        sent += 1;
+    }
+    result
+}
+
+const THROUGHPUT_CHANNEL: &str = "bench-throughput";
+
+pub(crate) struct ThroughputResult {
+    pub(crate) subscribers: usize,
+    pub(crate) failed: usize,
+    pub(crate) errors: Vec<String>,
+    pub(crate) concurrency: usize,
+    pub(crate) seconds: f64,
+    pub(crate) requests: u64,
+    pub(crate) ok: u64,
+    pub(crate) statuses: BTreeMap<String, u64>,
+    /// Request latency, microseconds, sorted.
+    pub(crate) latencies_us: Vec<u64>,
+    /// Events the subscribers received, and how many they should have.
+    pub(crate) delivered: u64,
+    pub(crate) expected: u64,
+    pub(crate) dropped: usize,
+    /// CPU used while the triggers were fired.
+    pub(crate) cpu: Cpu,
+}
+
+impl ThroughputResult {
+    pub(crate) fn per_second(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+}
+
+pub(crate) async fn throughput(
+    server: &Server,
+    api: &Api,
+    subscribers: usize,
+    concurrency: usize,
+    duration: Duration,
+    connect_concurrency: usize,
+) -> anyhow::Result<ThroughputResult> {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = watch::channel(false);
+    eprintln!("throughput: opening {subscribers} subscribers on {THROUGHPUT_CHANNEL}");
+    let opened = open_connections(
+        "throughput",
+        server.port,
+        subscribers,
+        connect_concurrency,
+        |_| Some(THROUGHPUT_CHANNEL.to_owned()),
+        |ws| tokio::spawn(counting_subscriber(ws, delivered.clone(), stopped.clone())),
+    )
+    .await;
+    let connected = opened.tasks.len();
+    eprintln!("throughput: {concurrency} workers for {:.0} s", duration.as_secs_f64());
+    let clock = CpuClock::start(server);
+    let started = Instant::now();
+    let deadline = started + duration;
+    // A cap on the count too, far above what a loopback server answers in the time.
+    let max_requests = 2_000_000;
+    let workers: Vec<JoinHandle<WorkerResult>> = (0..concurrency.max(1))
+        .map(|worker| tokio::spawn(trigger_worker(api.clone(), worker, deadline, max_requests)))
+        .collect();
+    let outputs = join_all(workers, duration + Duration::from_secs(30)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = clock.stop(server);
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut latencies_us = Vec::new();
+    for output in outputs.into_iter().flatten() {
+        for (status, count) in output.statuses {
+            *statuses.entry(status).or_default() += count;
+        }
+        latencies_us.extend(output.latencies_us);
+    }
+    latencies_us.sort_unstable();
+    let requests: u64 = statuses.values().sum();
+    let ok = statuses.get("200").copied().unwrap_or(0);
+    let expected = ok * connected as u64;
+    eprintln!(
+        "throughput: {requests} requests in {seconds:.1} s; waiting for deliveries ({}/{expected})",
+        delivered.load(Ordering::Relaxed)
+    );
+    let drain_deadline = Instant::now() + Duration::from_secs(15);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    let endings = join_all(opened.tasks, Duration::from_secs(30)).await;
+    let dropped = endings.iter().filter(|ending| **ending != Some(Ending::Stopped)).count();
+    Ok(ThroughputResult {
+        subscribers: connected,
+        failed: opened.failed,
+        errors: opened.errors,
+        concurrency,
+        seconds,
+        requests,
+        ok,
+        statuses,
+        latencies_us,
+        delivered: delivered.load(Ordering::Relaxed),
+        expected,
+        dropped,
+        cpu,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Nearest-rank percentile of sorted values (`p` in 0..=100).
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50.0), 50);
+        assert_eq!(percentile(&values, 99.0), 99);
+        assert_eq!(percentile(&values, 100.0), 100);
+        assert_eq!(percentile(&[7], 99.0), 7);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+
+    #[test]
+    fn parses_ticks() {
+        let frame = r#"{"event":"bench-tick","channel":"bench-latency","data":"{\"r\":3,\"t\":12345}"}"#;
+        assert_eq!(parse_tick(frame), Some((3, 12345)));
+        assert_eq!(parse_tick(r#"{"event":"pusher:ping","data":"{}"}"#), None);
+    }
+}

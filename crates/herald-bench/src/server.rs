@@ -1,0 +1,262 @@
+//! The herald server under test: a child process on a free port, its memory, its log.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+/// How long the server has to print its banner.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The app the benchmark configures (secrets only matter on 127.0.0.1).
+pub(crate) const APP_ID: &str = "bench";
+pub(crate) const APP_KEY: &str = "bench-key";
+pub(crate) const APP_SECRET: &str = "bench-secret";
+
+/// A running `herald serve`; killed when dropped.
+pub(crate) struct Server {
+    child: Arc<Mutex<Child>>,
+    pub(crate) pid: u32,
+    pub(crate) port: u16,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+/// Memory figures from `/proc/<pid>/status`, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Memory {
+    pub(crate) rss: u64,
+    pub(crate) rss_anon: u64,
+    pub(crate) threads: u64,
+}
+
+/// What the server wrote to stderr worth reporting.
+#[derive(Debug, Default)]
+pub(crate) struct LogSummary {
+    pub(crate) warnings: usize,
+    pub(crate) errors: usize,
+    pub(crate) panics: usize,
+    /// The first few WARN/ERROR/panic lines, to show.
+    pub(crate) samples: Vec<String>,
+}
+
+impl Server {
+    /// Writes a config for one app on 127.0.0.1, port 0, starts `bin serve` with it and reads the
+    /// bound port from the banner's `WebSocket  ws://127.0.0.1:PORT/app/{key}` line.
+    pub(crate) fn start(
+        bin: &Path,
+        log_filter: &str,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<Server> {
+        if !bin.is_file() {
+            bail!("herald binary not found at {} (build it, or pass --herald-bin)", bin.display());
+        }
+        let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let config = dir.join("herald.toml");
+        fs::write(
+            &config,
+            format!(
+                "[server]\nhost = \"127.0.0.1\"\nport = 0\nshutdown_grace_secs = 2\n\n\
+                 [[apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\n"
+            ),
+        )
+        .context("cannot write the server config")?;
+        let log = dir.join("herald.log");
+        let stderr = File::create(&log).context("cannot create the server log")?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--config"])
+            .arg(&config)
+            .env_remove("HERALD_CONFIG")
+            .env("HERALD_LOG", log_filter)
+            .env("NO_COLOR", "1")
+            .envs(extra_env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let child = Arc::new(Mutex::new(child));
+        let mut server = Server { child, pid, port: 0, dir, log };
+        // A thread reads the banner, reports the port, then drains stdout until the server exits.
+        let (found, port) = mpsc::channel::<u16>();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            let mut line = String::new();
+            let mut sent = false;
+            while !sent {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if let Some(port) = banner_port(&line) {
+                            let _ = found.send(port);
+                            sent = true;
+                        }
+                    }
+                }
+            }
+            let _ = std::io::copy(&mut lines, &mut std::io::sink());
+        });
+        match port.recv_timeout(START_TIMEOUT) {
+            Ok(port) => server.port = port,
+            Err(_) => {
+                let tail = server.log_tail(20);
+                bail!("herald did not print its WebSocket address in time; its log:\n{tail}");
+            }
+        }
+        Ok(server)
+    }
+
+    /// A handle the watchdog uses to kill the server.
+    pub(crate) fn killer(&self) -> Arc<Mutex<Child>> {
+        self.child.clone()
+    }
+
+    pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .context("cannot read the server's /proc status (has it exited?)")?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .with_context(|| format!("no {name} in /proc/{}/status", self.pid))?;
+            let mut words = line[name.len()..].split_whitespace();
+            let value: u64 = words.next().unwrap_or_default().parse()?;
+            Ok(match words.next() {
+                Some("kB") => value * 1024,
+                _ => value,
+            })
+        };
+        Ok(Memory { rss: field("VmRSS:")?, rss_anon: field("RssAnon:")?, threads: field("Threads:")? })
+    }
+
+    /// CPU seconds (user + system) the server has used so far.
+    pub(crate) fn cpu_secs(&self) -> f64 {
+        cpu_secs(&self.pid.to_string())
+    }
+
+    /// `Some(status)` when the server has exited.
+    pub(crate) fn exited(&self) -> Option<String> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills the server, then sums up its log; removes the config and log.
+    pub(crate) fn stop(self) -> LogSummary {
+        kill(&self.child);
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        let mut summary = LogSummary::default();
+        for line in text.lines() {
+            let plain = strip_ansi(line);
+            let kind = if plain.contains(" ERROR ") {
+                summary.errors += 1;
+                true
+            } else if plain.contains(" WARN ") {
+                summary.warnings += 1;
+                true
+            } else if plain.contains("panicked") {
+                summary.panics += 1;
+                true
+            } else {
+                false
+            };
+            if kind && summary.samples.len() < 8 {
+                summary.samples.push(plain.chars().take(300).collect());
+            }
+        }
+        summary
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        kill(&self.child);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills the child (SIGKILL) and reaps it; harmless when it already exited.
+pub(crate) fn kill(child: &Mutex<Child>) {
+    let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// CPU seconds (user + system) of `/proc/<who>/stat`; 0 when unreadable. Assumes the usual
+/// 100 clock ticks per second.
+pub(crate) fn cpu_secs(who: &str) -> f64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{who}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| -> f64 {
+        fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0) as f64
+    };
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The port of `  WebSocket  ws://127.0.0.1:PORT/app/{key}`.
+fn banner_port(line: &str) -> Option<u16> {
+    let rest = line.trim().strip_prefix("WebSocket")?.trim();
+    let address = rest.strip_prefix("ws://")?.split('/').next()?;
+    address.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Drops ANSI colour sequences (`ESC [ ... m`) that tracing adds on terminals.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_port_from_the_banner() {
+        assert_eq!(banner_port("  WebSocket  ws://127.0.0.1:43017/app/{key}\n"), Some(43017));
+        assert_eq!(banner_port("  HTTP API   http://127.0.0.1:1/apps/{id}/events"), None);
+    }
+
+    #[test]
+    fn strips_colours() {
+        assert_eq!(strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
+    }
+}
