@@ -1,0 +1,392 @@
+//! The event catalog: each domain event type's fields, and the broadcasts, channels, lane and
+//! inbox notification it turns into (shared/DESIGN.md, "Event catalog").
+
+use herald_store::Lane;
+use serde_json::{json, Map, Value};
+
+use crate::fields::{FieldError, Fields};
+
+/// The domain event types Herald accepts.
+pub const EVENT_TYPES: [&str; 8] = [
+    "donation.large_received",
+    "campaign.milestone_reached",
+    "campaign.approval_needed",
+    "payment.failed",
+    "security.alert",
+    "system.maintenance",
+    "compliance.issue",
+    "notification.created",
+];
+
+const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+
+/// Settings routing depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogSettings {
+    /// Donations below this amount (when the event gives no `threshold`) are not broadcast.
+    pub large_donation_threshold: f64,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        CatalogSettings { large_donation_threshold: 1000.0 }
+    }
+}
+
+/// One broadcast an event turns into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedBroadcast {
+    /// The Pusher event name (`donation.large`); Echo listens with a leading dot.
+    pub event_name: &'static str,
+    /// Logical channel names (`organization.7`).
+    pub channels: Vec<String>,
+    pub lane: Lane,
+    pub priority: String,
+    /// The event's fields, without `id`, `type`, `priority`, `created_at` (added when stored).
+    pub fields: Map<String, Value>,
+    /// The user whose personal channel is among `channels`, and the notification type their
+    /// preferences are keyed by.
+    pub personal: Option<(String, String)>,
+}
+
+/// The inbox notification an event stores for one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedNotification {
+    /// The platform's own notification id, when it gave one.
+    pub id: Option<String>,
+    pub user_id: String,
+    pub notification_type: String,
+    pub title: String,
+    pub message: String,
+    pub priority: String,
+    pub data: Value,
+    pub action_url: Option<String>,
+}
+
+/// What one valid domain event becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub broadcast: Option<PlannedBroadcast>,
+    pub notification: Option<PlannedNotification>,
+    /// Why nothing is broadcast (e.g. a donation below its threshold).
+    pub ignored: Option<String>,
+    /// `(campaign_id, organization_id)` to remember for the campaign channel policy.
+    pub campaign: Option<(String, String)>,
+}
+
+/// The personal channel of a user.
+pub fn user_channel(user_id: &str) -> String {
+    format!("user.notifications.{user_id}")
+}
+
+/// Validates `data` for `event_type` and plans what it becomes.
+pub fn plan(event_type: &str, data: &Value, settings: &CatalogSettings) -> Result<Plan, FieldError> {
+    let data = Fields::new(data, "data")?;
+    match event_type {
+        "donation.large_received" => large_donation(&data, settings),
+        "campaign.milestone_reached" => milestone(&data),
+        "campaign.approval_needed" => approval_needed(&data),
+        "payment.failed" => payment_failed(&data),
+        "security.alert" => security_alert(&data),
+        "system.maintenance" => maintenance(&data),
+        "compliance.issue" => compliance_issue(&data),
+        "notification.created" => notification_created(&data),
+        other => Err(FieldError {
+            field: "type".into(),
+            problem: format!("unknown event type {other:?}; known: {}", EVENT_TYPES.join(", ")),
+        }),
+    }
+}
+
+fn broadcast(
+    event_name: &'static str,
+    channels: Vec<String>,
+    lane: Lane,
+    priority: &str,
+    fields: Value,
+) -> PlannedBroadcast {
+    let Value::Object(fields) = fields else { unreachable!("fields are built as objects") };
+    PlannedBroadcast { event_name, channels, lane, priority: priority.to_owned(), fields, personal: None }
+}
+
+fn only(broadcast: PlannedBroadcast) -> Plan {
+    Plan { broadcast: Some(broadcast), notification: None, ignored: None, campaign: None }
+}
+
+fn severity_priority(severity: &str) -> &'static str {
+    match severity {
+        "low" => "low",
+        "medium" => "normal",
+        "high" => "high",
+        _ => "urgent",
+    }
+}
+
+fn large_donation(data: &Fields<'_>, settings: &CatalogSettings) -> Result<Plan, FieldError> {
+    let donation_id = data.id("donation_id")?;
+    let amount = data.amount("amount")?;
+    let currency = data.currency("currency")?;
+    let campaign_id = data.id("campaign_id")?;
+    let organization_id = data.id("organization_id")?;
+    let donor_name = data.optional_string("donor_name")?;
+    let threshold = data.optional_amount("threshold")?.unwrap_or(settings.large_donation_threshold);
+    let campaign = Some((campaign_id.clone(), organization_id.clone()));
+    if amount < threshold {
+        return Ok(Plan {
+            broadcast: None,
+            notification: None,
+            ignored: Some(format!("amount {amount} is below the large-donation threshold {threshold}")),
+            campaign,
+        });
+    }
+    let fields = json!({
+        "donation_id": donation_id, "amount": amount, "currency": currency, "campaign_id": campaign_id,
+        "organization_id": organization_id, "donor_name": donor_name, "threshold": threshold,
+    });
+    let channels = vec![
+        "admin-dashboard".into(),
+        format!("organization.{organization_id}"),
+        format!("campaign.{campaign_id}"),
+    ];
+    let mut plan = only(broadcast("donation.large", channels, Lane::Normal, "high", fields));
+    plan.campaign = campaign;
+    Ok(plan)
+}
+
+fn milestone(data: &Fields<'_>) -> Result<Plan, FieldError> {
+    let campaign_id = data.id("campaign_id")?;
+    let campaign_title = data.string("campaign_title")?;
+    let organization_id = data.id("organization_id")?;
+    let milestone = data.integer("milestone", 0, 100)?;
+    if ![25, 50, 75, 100].contains(&milestone) {
+        return Err(data.error("milestone", "must be 25, 50, 75 or 100"));
+    }
+    let amount_raised = data.amount("amount_raised")?;
+    let goal_amount = data.amount("goal_amount")?;
+    let currency = data.currency("currency")?;
+    let fields = json!({
+        "campaign_id": campaign_id, "campaign_title": campaign_title, "organization_id": organization_id,
+        "milestone": milestone, "amount_raised": amount_raised, "goal_amount": goal_amount, "currency": currency,
+    });
+    let channels = vec![
+        "admin-dashboard".into(),
+        format!("organization.{organization_id}"),
+        format!("campaign.{campaign_id}"),
+    ];
+    let priority = if milestone == 100 { "high" } else { "normal" };
+    let mut plan = only(broadcast("campaign.milestone", channels, Lane::Normal, priority, fields));
+    plan.campaign = Some((campaign_id, organization_id));
+    Ok(plan)
+}
+
+fn approval_needed(data: &Fields<'_>) -> Result<Plan, FieldError> {
+    let campaign_id = data.id("campaign_id")?;
+    let campaign_title = data.string("campaign_title")?;
+    let organization_id = data.id("organization_id")?;
+    let submitted_by = data.object("submitted_by")?;
+    let submitter = json!({ "id": submitted_by.id("id")?, "name": submitted_by.string("name")? });
+    let fields = json!({
+        "campaign_id": campaign_id, "campaign_title": campaign_title, "organization_id": organization_id,
+        "submitted_by": submitter,
+    });
+    let channels =
+        vec!["admin-dashboard".into(), "admin-role-csr_admin".into(), "admin-role-super_admin".into()];
+    let mut plan = only(broadcast("campaign.approval_needed", channels, Lane::Normal, "high", fields));
+    plan.campaign = Some((campaign_id, organization_id));
+    Ok(plan)
+}
+
+fn payment_failed(data: &Fields<'_>) -> Result<Plan, FieldError> {
+    let payment_id = data.id("payment_id")?;
+    let donation_id = data.id("donation_id")?;
+    let amount = data.amount("amount")?;
+    let currency = data.currency("currency")?;
+    let reason = data.string("reason")?;
+    let user_id = data.id("user_id")?;
+    let organization_id = data.id("organization_id")?;
+    let fields = json!({
+        "payment_id": payment_id, "donation_id": donation_id, "amount": amount, "currency": currency,
+        "reason": reason, "user_id": user_id, "organization_id": organization_id,
+    });
+    let channels =
+        vec!["payment-notifications".into(), "admin-role-finance_admin".into(), user_channel(&user_id)];
+    let mut planned = broadcast("payment.failed", channels, Lane::Critical, "urgent", fields.clone());
+    planned.personal = Some((user_id.clone(), "payment.failed".into()));
+    Ok(Plan {
+        broadcast: Some(planned),
+        notification: Some(PlannedNotification {
+            id: None,
+            user_id,
+            notification_type: "payment.failed".into(),
+            title: "Payment failed".into(),
+            message: format!("Your payment of {amount:.2} {currency} failed: {reason}"),
+            priority: "urgent".into(),
+            data: fields,
+            action_url: None,
+        }),
+        ignored: None,
+        campaign: None,
+    })
+}
+
+fn security_alert(data: &Fields<'_>) -> Result<Plan, FieldError> {
+    let alert_type = data.string("alert_type")?;
+    let message = data.string("message")?;
+    let severity = data.one_of("severity", &SEVERITIES)?;
+    let details = data.free_object("details")?;
+    let lane = if matches!(severity.as_str(), "high" | "critical") { Lane::Critical } else { Lane::Normal };
+    let priority = severity_priority(&severity);
+    let fields =
+        json!({ "alert_type": alert_type, "message": message, "severity": severity, "details": details });
+    Ok(only(broadcast("security.alert", vec!["security-alerts".into()], lane, priority, fields)))
+}
+
+fn maintenance(data: &Fields<'_>) -> Result<Plan, FieldError> {
+    let kind = data.one_of("maintenance_type", &["scheduled", "started", "completed", "emergency"])?;
+    let scheduled_for = data.timestamp("scheduled_for")?;
+    let duration = data.integer("duration_minutes", 0, 10_080)?;
+    let services = data.strings("affected_services")?;
+    let lane = if kind == "emergency" { Lane::Critical } else { Lane::Normal };
+    let priority = if kind == "emergency" { "urgent" } else { "normal" };
+    let fields = json!({
+        "maintenance_type": kind, "scheduled_for": crate::fields::rfc3339(scheduled_for),
+        "duration_minutes": duration, "affected_services": services,
+    });
+    Ok(only(broadcast("system.maintenance", vec!["system-maintenance".into()], lane, priority, fields)))
+}
+
+fn compliance_issue(data: &Fields<'_>) -> Result<Plan, FieldError> {
+    let issue_type = data.string("issue_type")?;
+    let severity = data.one_of("severity", &SEVERITIES)?;
+    let message = data.string("message")?;
+    let organization_id = data.optional_id("organization_id")?;
+    let details = data.free_object("details")?;
+    let fields = json!({
+        "issue_type": issue_type, "severity": severity, "message": message,
+        "organization_id": organization_id, "details": details,
+    });
+    let channels = vec!["compliance-notifications".into(), "admin-role-csr_admin".into()];
+    Ok(only(broadcast("compliance.issue", channels, Lane::Normal, severity_priority(&severity), fields)))
+}
+
+fn notification_created(data: &Fields<'_>) -> Result<Plan, FieldError> {
+    let notification = data.object("notification")?;
+    let id = notification.optional_id("id")?;
+    let user_id = notification.id("user_id")?;
+    let notification_type = notification.string("type")?;
+    let title = notification.string("title")?;
+    let message = notification.string("message")?;
+    let priority = notification.optional_one_of("priority", &PRIORITIES)?.unwrap_or_else(|| "normal".into());
+    let extra = notification.free_object("data")?;
+    let action_url = notification.optional_string("action_url")?;
+    let lane = if priority == "urgent" { Lane::Critical } else { Lane::Normal };
+    let body = json!({
+        "user_id": user_id, "type": notification_type, "title": title, "message": message,
+        "priority": priority, "data": extra, "action_url": action_url,
+    });
+    let mut planned = broadcast(
+        "notification.created",
+        vec![user_channel(&user_id)],
+        lane,
+        &priority,
+        json!({ "notification": body }),
+    );
+    planned.personal = Some((user_id.clone(), notification_type.clone()));
+    Ok(Plan {
+        broadcast: Some(planned),
+        notification: Some(PlannedNotification {
+            id,
+            user_id,
+            notification_type,
+            title,
+            message,
+            priority,
+            data: extra,
+            action_url,
+        }),
+        ignored: None,
+        campaign: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(event_type: &str, data: Value) -> Result<Plan, FieldError> {
+        plan(event_type, &data, &CatalogSettings::default())
+    }
+
+    #[test]
+    fn large_donations_below_the_threshold_are_ignored() {
+        let data = json!({ "donation_id": 1, "amount": 500, "currency": "usd", "campaign_id": 3, "organization_id": 7 });
+        let below = planned("donation.large_received", data.clone()).expect("valid");
+        assert!(below.broadcast.is_none());
+        assert!(below.ignored.expect("reason").contains("below"));
+        let mut above = data;
+        above["threshold"] = json!(100);
+        let plan = planned("donation.large_received", above).expect("valid");
+        let broadcast = plan.broadcast.expect("broadcast");
+        assert_eq!(broadcast.channels, vec!["admin-dashboard", "organization.7", "campaign.3"]);
+        assert_eq!(broadcast.fields["currency"], "USD");
+        assert_eq!(plan.campaign, Some(("3".into(), "7".into())));
+    }
+
+    #[test]
+    fn lanes_follow_severity_and_priority() {
+        let alert = |severity: &str| {
+            planned("security.alert", json!({ "alert_type": "x", "message": "m", "severity": severity }))
+                .expect("valid")
+                .broadcast
+                .expect("broadcast")
+                .lane
+        };
+        assert_eq!(alert("critical"), Lane::Critical);
+        assert_eq!(alert("high"), Lane::Critical);
+        assert_eq!(alert("medium"), Lane::Normal);
+        let note = |priority: &str| {
+            let data = json!({ "notification": { "user_id": 5, "type": "t", "title": "T", "message": "M", "priority": priority } });
+            planned("notification.created", data).expect("valid").broadcast.expect("broadcast").lane
+        };
+        assert_eq!(note("urgent"), Lane::Critical);
+        assert_eq!(note("low"), Lane::Normal);
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let cases = [
+            ("payment.failed", json!({}), "data.payment_id"),
+            (
+                "campaign.milestone_reached",
+                json!({ "campaign_id": 1, "campaign_title": "t", "organization_id": 2, "milestone": 30, "amount_raised": 1, "goal_amount": 2, "currency": "EUR" }),
+                "data.milestone",
+            ),
+            (
+                "system.maintenance",
+                json!({ "maintenance_type": "scheduled", "scheduled_for": "tomorrow", "duration_minutes": 5, "affected_services": [] }),
+                "data.scheduled_for",
+            ),
+            (
+                "notification.created",
+                json!({ "notification": { "user_id": 1, "type": "t", "title": "T", "message": "M", "priority": "asap" } }),
+                "data.notification.priority",
+            ),
+            (
+                "campaign.approval_needed",
+                json!({ "campaign_id": 1, "campaign_title": "t", "organization_id": 2, "submitted_by": { "id": 3 } }),
+                "data.submitted_by.name",
+            ),
+            (
+                "donation.large_received",
+                json!({ "donation_id": 1, "amount": -5, "currency": "EUR", "campaign_id": 1, "organization_id": 2 }),
+                "data.amount",
+            ),
+            ("nope.event", json!({}), "type"),
+        ];
+        for (event_type, data, field) in cases {
+            let error = planned(event_type, data).expect_err("invalid");
+            assert_eq!(error.field, field, "{event_type}: {error}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Where delivered broadcasts go (`BROADCAST_CONNECTION`): Herald's own channels, an upstream
+//! Pusher-compatible HTTP API, a JSON-lines log file, or nowhere.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
+use serde_json::json;
+
+/// Why a delivery failed: retry later, or give up at once (dead letter).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Publishes into this server's own channels. Implemented by the server, which owns the hubs.
+pub trait LocalPublish: Send + Sync + std::fmt::Debug {
+    /// Publishes `data` as `event` on each wire channel; returns the sockets reached.
+    fn publish(&self, channels: &[String], event: &str, data: &str) -> Result<usize, DeliveryError>;
+}
+
+/// Where an upstream Pusher-compatible API lives and the credentials that sign for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PusherUpstream {
+    /// `http` or `https`.
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+/// The closed set of delivery drivers.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    Herald(Arc<dyn LocalPublish>),
+    Pusher { upstream: PusherUpstream, client: reqwest::Client },
+    Log { path: PathBuf, file: Arc<Mutex<Option<std::fs::File>>> },
+    Null,
+}
+
+impl Driver {
+    pub fn pusher(upstream: PusherUpstream) -> Driver {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client with default TLS settings builds");
+        Driver::Pusher { upstream, client }
+    }
+
+    pub fn log(path: PathBuf) -> Driver {
+        Driver::Log { path, file: Arc::new(Mutex::new(None)) }
+    }
+
+    /// The `BROADCAST_CONNECTION` name of this driver.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Herald(_) => "herald",
+            Driver::Pusher { .. } => "pusher",
+            Driver::Log { .. } => "log",
+            Driver::Null => "null",
+        }
+    }
+
+    /// Delivers one broadcast to its wire channels.
+    pub async fn deliver(&self, channels: &[String], event: &str, data: &str) -> Result<(), DeliveryError> {
+        match self {
+            Driver::Herald(local) => local.publish(channels, event, data).map(drop),
+            Driver::Pusher { upstream, client } => {
+                for chunk in channels.chunks(100) {
+                    trigger_upstream(client, upstream, chunk, event, data).await?;
+                }
+                Ok(())
+            }
+            Driver::Log { path, file } => {
+                let line = json!({
+                    "time_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                    "event": event,
+                    "channels": channels,
+                    "data": data,
+                })
+                .to_string();
+                let mut guard = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if guard.is_none() {
+                    let opened = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(
+                        |error| DeliveryError::Retryable(format!("cannot open {}: {error}", path.display())),
+                    )?;
+                    *guard = Some(opened);
+                }
+                let file = guard.as_mut().expect("opened just above");
+                writeln!(file, "{line}").and_then(|()| file.flush()).map_err(|error| {
+                    DeliveryError::Retryable(format!("cannot write {}: {error}", path.display()))
+                })
+            }
+            Driver::Null => Ok(()),
+        }
+    }
+}
+
+/// One signed `POST /apps/{id}/events` to the upstream API.
+async fn trigger_upstream(
+    client: &reqwest::Client,
+    upstream: &PusherUpstream,
+    channels: &[String],
+    event: &str,
+    data: &str,
+) -> Result<(), DeliveryError> {
+    let body = json!({ "name": event, "channels": channels, "data": data }).to_string();
+    let path = format!("/apps/{}/events", upstream.app_id);
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
+    let md5 = body_md5_hex(body.as_bytes());
+    let params = [
+        ("auth_key", upstream.key.as_str()),
+        ("auth_timestamp", timestamp.as_str()),
+        ("auth_version", "1.0"),
+        ("body_md5", md5.as_str()),
+    ];
+    let signature = hmac_sha256_hex(&upstream.secret, &api_string_to_sign("POST", &path, params));
+    let url = format!("{}://{}:{}{path}", upstream.scheme, upstream.host, upstream.port);
+    let response = client
+        .post(url)
+        .query(&params)
+        .query(&[("auth_signature", signature.as_str())])
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|error| DeliveryError::Retryable(format!("upstream unreachable: {error}")))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+    let message = format!("upstream answered {status}: {text}");
+    if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
+        Err(DeliveryError::Permanent(message))
+    } else {
+        Err(DeliveryError::Retryable(message))
+    }
+}

@@ -1,0 +1,19 @@
+//! The notification layer: the platform's domain events in; validated, routed to the catalog's
+//! channels, stored with their broadcast jobs in one transaction, and delivered by queue workers
+//! (critical lane first, retries with backoff, dead letters) through the configured driver.
+
+mod broadcaster;
+mod catalog;
+mod driver;
+mod fields;
+mod service;
+
+pub use broadcaster::{Campaign, Donation, NotificationBroadcaster, Payment, UserNotification};
+pub use catalog::{
+    plan, user_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification, EVENT_TYPES,
+};
+pub use driver::{DeliveryError, Driver, LocalPublish, PusherUpstream};
+pub use fields::FieldError;
+pub use service::{
+    backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
+};

@@ -1,0 +1,488 @@
+//! The notification service: validates and routes domain events, stores them with their jobs in
+//! one transaction, and runs the queue workers that deliver them through the driver.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_store::{
+    now_ms, ClaimedJob, EventRecord, IngestResult, Lane, NewAudit, NewBroadcast, NewEvent, NewNotification,
+    Store, StoreError,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, instrument, warn};
+
+use crate::catalog::{plan, CatalogSettings, Plan};
+use crate::driver::{DeliveryError, Driver};
+use crate::fields::{rfc3339, FieldError, Fields};
+
+/// Most events one ingest request may carry.
+pub const MAX_BATCH: usize = 100;
+
+/// How the queue behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifySettings {
+    pub catalog: CatalogSettings,
+    pub workers: usize,
+    pub max_attempts: i64,
+    pub backoff_base_ms: i64,
+    pub backoff_cap_ms: i64,
+    pub lease_ms: i64,
+    pub poll_interval_ms: u64,
+    /// `channels.admin_visibility = "public"`: admin channels keep their original public names.
+    pub admin_channels_public: bool,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            catalog: CatalogSettings::default(),
+            workers: 4,
+            max_attempts: 8,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 300_000,
+            lease_ms: 30_000,
+            poll_interval_ms: 500,
+            admin_channels_public: false,
+        }
+    }
+}
+
+/// Why an ingest was refused. `Invalid` and `TooMany` are the caller's (422); `Storage` is ours (503).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("events[{index}].{}: {}", .error.field, .error.problem)]
+    Invalid { index: usize, error: FieldError },
+    #[error("events: at most {MAX_BATCH} events per request")]
+    TooMany,
+    #[error("events: the batch is empty")]
+    Empty,
+    #[error("storage is unavailable")]
+    Storage(#[from] StoreError),
+}
+
+impl IngestError {
+    /// The field at fault, as `events[2].data.amount`.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            IngestError::Invalid { index, error } => Some(format!("events[{index}].{}", error.field)),
+            IngestError::TooMany | IngestError::Empty => Some("events".into()),
+            IngestError::Storage(_) => None,
+        }
+    }
+}
+
+/// What the ingest answers for one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct EventOutcome {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// `accepted`, `duplicate` or `ignored`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    pub notification_ids: Vec<String>,
+    pub broadcasts_queued: usize,
+}
+
+/// Delivery counters since start (bounded: per lane and outcome).
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    pub delivered: [AtomicU64; 2],
+    pub retried: [AtomicU64; 2],
+    pub dead_lettered: [AtomicU64; 2],
+    pub suppressed: AtomicU64,
+    pub ignored: AtomicU64,
+    pub accepted: AtomicU64,
+}
+
+fn lane_index(lane: Lane) -> usize {
+    match lane {
+        Lane::Critical => 0,
+        Lane::Normal => 1,
+    }
+}
+
+/// The notification layer of one node.
+#[derive(Debug)]
+pub struct Notifier {
+    store: Store,
+    driver: Driver,
+    settings: NotifySettings,
+    wake: Notify,
+    paused: AtomicBool,
+    pub counters: DeliveryCounters,
+}
+
+/// A fresh id for a notification or broadcast: 128 random bits, UUID-formatted.
+pub fn new_id() -> String {
+    let bits = fastrand::u128(..);
+    let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+impl Notifier {
+    pub fn new(store: Store, driver: Driver, settings: NotifySettings) -> Notifier {
+        Notifier {
+            store,
+            driver,
+            settings,
+            wake: Notify::new(),
+            paused: AtomicBool::new(false),
+            counters: DeliveryCounters::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    pub fn settings(&self) -> &NotifySettings {
+        &self.settings
+    }
+
+    /// Stops (or resumes) claiming jobs; ingest keeps accepting. Used by operators and tests.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    /// The channel name on the wire: Pusher's `private-` prefix on private channels.
+    pub fn wire_channel(&self, logical: &str) -> String {
+        let admin = logical == "admin-dashboard"
+            || logical.starts_with("admin-role-")
+            || matches!(logical, "security-alerts" | "compliance-notifications" | "payment-notifications");
+        let personal =
+            ["user.notifications.", "organization.", "campaign."].iter().any(|p| logical.starts_with(p));
+        if personal || (admin && !self.settings.admin_channels_public) {
+            format!("private-{logical}")
+        } else {
+            logical.to_owned()
+        }
+    }
+
+    /// Validates every event of the batch, then stores the accepted ones with their jobs in one
+    /// transaction. Nothing is stored when any event is invalid.
+    pub async fn ingest(&self, events: &[Value]) -> Result<Vec<EventOutcome>, IngestError> {
+        if events.is_empty() {
+            return Err(IngestError::Empty);
+        }
+        if events.len() > MAX_BATCH {
+            return Err(IngestError::TooMany);
+        }
+        let mut planned = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let envelope = parse_envelope(event, &self.settings.catalog)
+                .map_err(|error| IngestError::Invalid { index, error })?;
+            planned.push(envelope);
+        }
+        let mut records = Vec::with_capacity(planned.len());
+        let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(planned.len());
+        let mut first_of_id: HashMap<String, usize> = HashMap::new();
+        let mut record_of: Vec<Option<usize>> = Vec::with_capacity(planned.len());
+        for (index, envelope) in planned.into_iter().enumerate() {
+            if let Some(&first) = first_of_id.get(&envelope.id) {
+                let mut repeat = outcomes[first].clone();
+                repeat.status = "duplicate".into();
+                outcomes.push(repeat);
+                record_of.push(None);
+                continue;
+            }
+            first_of_id.insert(envelope.id.clone(), index);
+            let (record, outcome) = self.record_for(envelope).await?;
+            record_of.push(Some(records.len()));
+            records.push(record);
+            outcomes.push(outcome);
+        }
+        let results = self.store.ingest(&records).await?;
+        for (outcome, record) in outcomes.iter_mut().zip(&record_of) {
+            let Some(record) = record else { continue };
+            match &results[*record] {
+                IngestResult::Stored => {
+                    if outcome.status == "ignored" {
+                        self.counters.ignored.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                IngestResult::Duplicate { outcome: original } => {
+                    if let Ok(mut stored) = serde_json::from_str::<EventOutcome>(original) {
+                        stored.status = "duplicate".into();
+                        *outcome = stored;
+                    } else {
+                        outcome.status = "duplicate".into();
+                    }
+                }
+            }
+        }
+        if records.iter().any(|record| !record.broadcasts.is_empty()) {
+            self.wake.notify_waiters();
+        }
+        Ok(outcomes)
+    }
+
+    /// Builds what one event stores, applying the user's preferences.
+    async fn record_for(&self, envelope: Envelope) -> Result<(EventRecord, EventOutcome), IngestError> {
+        let Envelope { id, event_type, occurred_at, raw, plan } = envelope;
+        let Plan { broadcast, notification, ignored, campaign } = plan;
+        let created_at = rfc3339(now_ms());
+        let mut audits = vec![NewAudit {
+            broadcast_id: None,
+            kind: "received".into(),
+            detail: json!({ "type": event_type }).to_string(),
+        }];
+        let mut notifications = Vec::new();
+        let mut broadcasts = Vec::new();
+        let notification_id = notification.as_ref().and_then(|n| n.id.clone()).unwrap_or_else(new_id);
+        if let Some(reason) = &ignored {
+            audits.push(NewAudit {
+                broadcast_id: None,
+                kind: "ignored".into(),
+                detail: json!({ "reason": reason }).to_string(),
+            });
+        }
+        if let Some(planned) = notification {
+            let preference = self.store.preference(&planned.user_id, &planned.notification_type).await?;
+            if preference.in_app {
+                notifications.push(NewNotification {
+                    id: notification_id.clone(),
+                    user_id: planned.user_id,
+                    notification_type: planned.notification_type,
+                    title: planned.title,
+                    message: planned.message,
+                    priority: planned.priority,
+                    data: planned.data.to_string(),
+                    action_url: planned.action_url,
+                });
+            } else {
+                audits.push(NewAudit {
+                    broadcast_id: None,
+                    kind: "suppressed".into(),
+                    detail: json!({ "what": "inbox", "user_id": planned.user_id, "reason": "in-app notifications are off for this type" }).to_string(),
+                });
+            }
+        }
+        if let Some(mut planned) = broadcast {
+            let broadcast_id = notification_id.clone();
+            if let Some((user_id, notification_type)) = &planned.personal {
+                let preference = self.store.preference(user_id, notification_type).await?;
+                if !preference.realtime {
+                    let channel = crate::catalog::user_channel(user_id);
+                    planned.channels.retain(|name| *name != channel);
+                    audits.push(NewAudit {
+                        broadcast_id: Some(broadcast_id.clone()),
+                        kind: "suppressed".into(),
+                        detail: json!({ "what": "realtime", "channel": channel, "user_id": user_id, "reason": "real-time notifications are off for this type" }).to_string(),
+                    });
+                    self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if !planned.channels.is_empty() {
+                let mut payload = json!({
+                    "id": broadcast_id, "type": planned.event_name, "priority": planned.priority, "created_at": created_at,
+                });
+                if let Value::Object(payload) = &mut payload {
+                    for (key, value) in planned.fields {
+                        payload.insert(key, value);
+                    }
+                    if let Some(Value::Object(inner)) = payload.get_mut("notification") {
+                        inner.insert("id".into(), Value::String(broadcast_id.clone()));
+                    }
+                }
+                audits.push(NewAudit {
+                    broadcast_id: Some(broadcast_id.clone()),
+                    kind: "routed".into(),
+                    detail: json!({ "event": planned.event_name, "channels": planned.channels, "lane": planned.lane.name() }).to_string(),
+                });
+                broadcasts.push(NewBroadcast {
+                    id: broadcast_id,
+                    event_name: planned.event_name.to_owned(),
+                    channels: planned.channels,
+                    payload: payload.to_string(),
+                    lane: planned.lane,
+                });
+            }
+        }
+        let outcome = EventOutcome {
+            id: id.clone(),
+            event_type: event_type.clone(),
+            status: if ignored.is_some() { "ignored".into() } else { "accepted".into() },
+            reason: ignored,
+            notification_ids: notifications.iter().map(|n| n.id.clone()).collect(),
+            broadcasts_queued: broadcasts.len(),
+        };
+        let record = EventRecord {
+            event: NewEvent {
+                id,
+                event_type,
+                occurred_at,
+                payload: raw.to_string(),
+                status: outcome.status.clone(),
+            },
+            notifications,
+            broadcasts,
+            audits,
+            outcome: serde_json::to_string(&outcome).expect("outcomes serialize"),
+            campaign,
+        };
+        Ok((record, outcome))
+    }
+
+    /// Starts the queue workers; they stop claiming when `shutdown` is cancelled and finish the
+    /// job in hand.
+    pub fn start_workers(self: &Arc<Self>, shutdown: CancellationToken, tracker: &TaskTracker) {
+        for worker in 0..self.settings.workers {
+            let notifier = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move { notifier.work(worker, shutdown).await });
+        }
+    }
+
+    async fn work(self: Arc<Self>, worker: usize, shutdown: CancellationToken) {
+        let idle = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let wake = self.wake.notified();
+            if self.paused.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = wake => {}
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(idle) => {}
+                }
+                continue;
+            }
+            let jobs = match self.store.claim(1, self.settings.lease_ms).await {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    warn!(worker, %error, "cannot claim broadcast jobs; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            };
+            if jobs.is_empty() {
+                tokio::select! {
+                    _ = wake => {}
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(idle) => {}
+                }
+                continue;
+            }
+            for job in jobs {
+                self.deliver(job).await;
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(broadcast = %job.id, event = %job.event_name, attempt = job.attempts))]
+    async fn deliver(&self, job: ClaimedJob) {
+        let channels: Vec<String> = job.channels.iter().map(|channel| self.wire_channel(channel)).collect();
+        let started = Instant::now();
+        let result = self.driver.deliver(&channels, &job.event_name, &job.payload).await;
+        let took_ms = started.elapsed().as_millis() as i64;
+        let lane = lane_index(job.lane);
+        let outcome = match result {
+            Ok(()) => {
+                let detail = json!({
+                    "attempt": job.attempts, "driver": self.driver.name(), "lane": job.lane.name(),
+                    "took_ms": took_ms, "latency_ms": now_ms() - job.created_at,
+                });
+                self.counters.delivered[lane].fetch_add(1, Ordering::Relaxed);
+                debug!("delivered");
+                self.store.complete(&job.id, &detail.to_string()).await
+            }
+            Err(DeliveryError::Retryable(error)) if job.attempts < self.settings.max_attempts => {
+                let next = now_ms() + backoff_ms(&self.settings, job.attempts);
+                let detail = json!({ "attempt": job.attempts, "error": error, "took_ms": took_ms, "next_attempt_at": rfc3339(next) });
+                self.counters.retried[lane].fetch_add(1, Ordering::Relaxed);
+                info!(%error, "delivery failed; will retry");
+                self.store.retry_later(&job.id, next, &error, &detail.to_string()).await
+            }
+            Err(error) => {
+                let error = error.to_string();
+                let detail = json!({ "attempts": job.attempts, "error": error, "took_ms": took_ms });
+                self.counters.dead_lettered[lane].fetch_add(1, Ordering::Relaxed);
+                warn!(%error, "delivery failed for good; dead-lettered");
+                self.store.dead_letter(&job.id, &error, &detail.to_string()).await
+            }
+        };
+        if let Err(error) = outcome {
+            // The lease will expire and the job be delivered again: at-least-once.
+            warn!(%error, "cannot record the delivery outcome; the job will be retried");
+        }
+    }
+
+    /// Releases crashed workers' leases (single-node SQLite only: no other node can hold them).
+    pub async fn recover(&self) -> Result<u64, StoreError> {
+        match self.store.backend() {
+            herald_store::Backend::Sqlite => self.store.release_leases().await,
+            herald_store::Backend::Postgres => Ok(0),
+        }
+    }
+}
+
+/// Capped exponential backoff with ±20 % jitter, for the attempt that just failed (1-based).
+pub fn backoff_ms(settings: &NotifySettings, attempt: i64) -> i64 {
+    let exponent = (attempt - 1).clamp(0, 30) as u32;
+    let base = settings.backoff_base_ms.saturating_mul(1_i64 << exponent).min(settings.backoff_cap_ms);
+    let jitter = 0.8 + fastrand::f64() * 0.4;
+    ((base as f64) * jitter) as i64
+}
+
+/// A validated event envelope with its plan.
+struct Envelope {
+    id: String,
+    event_type: String,
+    occurred_at: i64,
+    raw: Value,
+    plan: Plan,
+}
+
+fn parse_envelope(event: &Value, catalog: &CatalogSettings) -> Result<Envelope, FieldError> {
+    let fields = Fields::new(event, "")?;
+    let id = fields.optional_id("id")?.unwrap_or_else(new_id);
+    let event_type = fields.string("type")?;
+    let occurred_at = fields.optional_timestamp("occurred_at")?.unwrap_or_else(now_ms);
+    let data = fields.raw("data").ok_or_else(|| fields.error("data", "is required"))?;
+    let plan = plan(&event_type, data, catalog)?;
+    Ok(Envelope { id, event_type, occurred_at, raw: event.clone(), plan })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let settings =
+            NotifySettings { backoff_base_ms: 100, backoff_cap_ms: 1000, ..NotifySettings::default() };
+        let first = backoff_ms(&settings, 1);
+        assert!((80..=120).contains(&first), "{first}");
+        let third = backoff_ms(&settings, 3);
+        assert!((320..=480).contains(&third), "{third}");
+        assert!(backoff_ms(&settings, 20) <= 1200);
+    }
+
+    #[test]
+    fn ids_look_like_uuids() {
+        let id = new_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(new_id(), id);
+    }
+}
