@@ -180,8 +180,28 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A `since` filter: an RFC 3339 time, or a span back from now (`90s`, `15m`, `1h`, `2d`);
+/// returned as Unix epoch milliseconds.
+pub fn parse_since(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((at.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} is neither an RFC 3339 time nor a span like 15m, 1h or 2d")),
+    };
+    let number: i64 = number.parse().map_err(|_| format!("{text:?} is not a span like 15m, 1h or 2d"))?;
+    Ok(herald_store::now_ms() - number.saturating_mul(scale))
+}
+
 /// Unix epoch milliseconds as RFC 3339 (UTC).
-pub(crate) fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|at| at.format(&Rfc3339).ok())

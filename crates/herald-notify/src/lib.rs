@@ -13,7 +13,7 @@ pub use catalog::{
     plan, user_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification, EVENT_TYPES,
 };
 pub use driver::{DeliveryError, Driver, LocalPublish, PusherUpstream};
-pub use fields::FieldError;
+pub use fields::{parse_since, rfc3339, FieldError};
 pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
 };

@@ -60,7 +60,10 @@ impl Info {
     }
 }
 
-fn body_of(body: Result<Bytes, BytesRejection>, app_limit: Option<usize>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_of(
+    body: Result<Bytes, BytesRejection>,
+    app_limit: Option<usize>,
+) -> Result<Bytes, ApiError> {
     let limit = app_limit.unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
     let body = body.map_err(|_| ApiError::TooLarge { what: "request body", limit })?;
     if body.len() > limit {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{SharedState, State as ServerState};
-use crate::{api, authorize, ws};
+use crate::{api, authorize, inbox, notifications, ws};
 
 /// A bound, not yet running server.
 pub struct App {
@@ -62,6 +62,14 @@ impl App {
             // Pusher frames are small and latency matters more than packet count.
             let _ = tcp.set_nodelay(true);
         });
+        match state.notifier.recover().await {
+            Ok(0) => {}
+            Ok(released) => info!(released, "resuming broadcasts a previous run had claimed"),
+            Err(error) => warn!(%error, "cannot release old job leases; they resume when the leases expire"),
+        }
+        let workers = tokio_util::task::TaskTracker::new();
+        state.notifier.start_workers(state.shutdown.clone(), &workers);
+        workers.close();
         let drain = state.clone();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -76,6 +84,12 @@ impl App {
         if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
             warn!(remaining = state.sessions.len(), "sessions still open after the shutdown grace period");
         }
+        if tokio::time::timeout(grace, workers.wait()).await.is_err() {
+            warn!(
+                "queue workers still delivering after the shutdown grace period; their jobs will be retried"
+            );
+        }
+        state.store.close().await;
         Ok(())
     }
 }
@@ -96,6 +110,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/apps/{app_id}/channels/{channel}", get(api::channel_info))
         .route("/apps/{app_id}/channels/{channel}/users", get(api::channel_users))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(api::terminate_connections))
+        .route("/apps/{app_id}/domain-events", post(notifications::ingest))
+        .route("/apps/{app_id}/audit", get(notifications::audit))
         .merge(browser_routes(state.clone()))
         .route("/up", get(up))
         .route("/live", get(live))
@@ -109,6 +125,11 @@ fn browser_routes(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route("/broadcasting/auth", post(authorize::channel_auth))
         .route("/broadcasting/user-auth", post(authorize::user_auth))
+        .route("/api/v1/notifications", get(inbox::list))
+        .route("/api/v1/notifications/read-all", post(inbox::mark_all_read))
+        .route("/api/v1/notifications/{id}/read", post(inbox::mark_read))
+        .route("/api/v1/preferences", get(inbox::get_preferences).put(inbox::put_preferences))
+        .route("/api/v1/channels/{channel}/events", get(inbox::channel_history))
         .layer(axum::middleware::from_fn_with_state(state, authorize::cors))
 }
 

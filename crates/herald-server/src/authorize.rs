@@ -147,7 +147,7 @@ impl Authorizer {
 }
 
 /// The name a policy sees: without `private-`, `presence-`, `private-encrypted-` or `cache-` prefixes.
-fn policy_name(channel: &str) -> &str {
+pub(crate) fn policy_name(channel: &str) -> &str {
     for prefix in [
         "private-encrypted-cache-",
         "private-encrypted-",

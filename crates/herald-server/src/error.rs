@@ -32,6 +32,10 @@ pub enum ApiError {
     Forbidden { policy: Option<String> },
     #[error("storage is unavailable; retry later")]
     BackendUnavailable,
+    #[error("{problem}")]
+    Unprocessable { field: String, problem: String },
+    #[error("no such {0}")]
+    NotFound(&'static str),
 }
 
 impl ApiError {
@@ -41,7 +45,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::UnknownApp(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::UnknownApp(_) | ApiError::RouteNotFound | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated(_) | ApiError::Token(_) => StatusCode::UNAUTHORIZED,
             ApiError::AppDisabled | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
@@ -58,6 +65,7 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { field, problem } => {
                 json!({ "error": self.to_string(), "field": field, "problem": problem })
             }
+            ApiError::Unprocessable { field, .. } => json!({ "error": self.to_string(), "field": field }),
             ApiError::Forbidden { policy } => {
                 json!({ "error": self.to_string(), "policy": policy })
             }

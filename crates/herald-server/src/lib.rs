@@ -6,6 +6,8 @@ mod app;
 mod authorize;
 pub mod config;
 mod error;
+mod inbox;
+mod notifications;
 mod signed;
 mod state;
 mod ws;
@@ -14,6 +16,7 @@ pub use app::{redact_url, router, App};
 pub use authorize::Authorizer;
 pub use config::{Config, ConfigError, EnvSource, Loaded, Overrides, ProcessEnv};
 pub use error::ApiError;
+pub use notifications::audit_json;
 pub use state::{SharedState, State};
 
 /// The short block printed at start-up: addresses, apps (keys, never secrets) and the Echo

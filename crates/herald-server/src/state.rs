@@ -68,6 +68,8 @@ pub struct State {
     pub store: Store,
     /// The `/broadcasting/*` endpoints; `None` only in states built without configuration.
     pub authorizer: Option<Authorizer>,
+    /// The notification layer: ingest, queue workers, driver.
+    pub notifier: Arc<herald_notify::Notifier>,
 }
 
 pub type SharedState = Arc<State>;
@@ -81,6 +83,7 @@ impl State {
             .map(|app| Arc::new(App::new(app.clone(), node, config.server.outbox_capacity)))
             .collect();
         let authorizer = Some(Authorizer::new(config, &apps)?);
+        let notifier = crate::notifications::notifier(config, &apps, store.clone())?;
         Ok(State {
             server: config.server.clone(),
             by_id: apps.iter().map(|app| (app.config.id.clone(), app.clone())).collect(),
@@ -91,6 +94,7 @@ impl State {
             sessions: TaskTracker::new(),
             store,
             authorizer,
+            notifier,
         })
     }
 

@@ -12,8 +12,10 @@ use herald_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod notifications;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
+pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
 
 /// Key, id and secret of the development app used when none is configured.
 pub const DEV_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
@@ -26,6 +28,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub channels: ChannelsConfig,
+    pub notifications: NotificationsConfig,
     /// Apps served; empty means the `PUSHER_APP_*` app, or the development app.
     pub apps: Vec<AppConfig>,
     /// Channel policies, before the platform's defaults (see docs/authorization.md).
@@ -200,6 +203,24 @@ impl Config {
         if let Some(url) = database_url {
             set_path(&mut tree, &["database", "url"], toml::Value::String(url));
         }
+        for (variable, path) in [
+            ("BROADCAST_CONNECTION", ["notifications", "driver"]),
+            ("PUSHER_HOST", ["upstream", "host"]),
+            ("PUSHER_SCHEME", ["upstream", "scheme"]),
+            ("PUSHER_APP_CLUSTER", ["upstream", "cluster"]),
+        ] {
+            if let Some(value) = env.var(variable) {
+                let keys: Vec<&str> = if path[0] == "upstream" {
+                    vec!["notifications", "upstream", path[1]]
+                } else {
+                    path.to_vec()
+                };
+                set_path(&mut tree, &keys, toml::Value::String(value));
+            }
+        }
+        if let Some(port) = env.var("PUSHER_PORT") {
+            set_path(&mut tree, &["notifications", "upstream", "port"], env_value(&port));
+        }
         if let Some(secret) = env.var("HERALD_JWT_SECRET") {
             set_path(&mut tree, &["auth", "jwt_secret"], toml::Value::String(secret));
         }
@@ -277,6 +298,7 @@ impl Config {
         }
         let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         auth::validate(&self.auth, &self.policies, &app_ids, problems);
+        notifications::validate(&self.notifications, &app_ids, problems);
         if !self.database.url.starts_with("sqlite:")
             && !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")

@@ -1,0 +1,188 @@
+//! The notification layer's server side: the driver that publishes into this node's hubs, the
+//! signed ingest `POST /apps/{id}/domain-events` and the signed `GET /apps/{id}/audit`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use herald_notify::{
+    DeliveryError, Driver, IngestError, LocalPublish, Notifier, NotifySettings, PusherUpstream,
+};
+use herald_protocol::{encode_server_event, ChannelName};
+use herald_store::{AuditFilter, Store};
+use serde_json::{json, Value};
+use tracing::error;
+
+use crate::config::{AdminVisibility, Config, DriverName};
+use crate::error::ApiError;
+use crate::signed::authenticate;
+use crate::state::{App, SharedState};
+
+/// The `herald` driver: publishes into one app's hub on this node.
+#[derive(Debug)]
+pub(crate) struct HubPublisher {
+    app: Arc<App>,
+}
+
+impl LocalPublish for HubPublisher {
+    fn publish(&self, channels: &[String], event: &str, data: &str) -> Result<usize, DeliveryError> {
+        let mut reached = 0;
+        for name in channels {
+            let channel = ChannelName::parse(name, usize::MAX)
+                .map_err(|error| DeliveryError::Permanent(format!("channel {name:?}: {error}")))?;
+            let frame = encode_server_event(event, Some(channel.as_str()), data, None);
+            reached += self.app.hub.publish(&channel, &frame.into(), data, None);
+        }
+        Ok(reached)
+    }
+}
+
+/// Builds the notifier from the configuration: driver, settings, store.
+pub(crate) fn notifier(config: &Config, apps: &[Arc<App>], store: Store) -> anyhow::Result<Arc<Notifier>> {
+    use anyhow::Context as _;
+    let settings = &config.notifications;
+    let app = if settings.app_id.is_empty() {
+        apps.first()
+    } else {
+        apps.iter().find(|app| app.config.id == settings.app_id)
+    }
+    .context("notifications.app_id names no configured app")?
+    .clone();
+    let driver = match settings.driver {
+        DriverName::Herald => Driver::Herald(Arc::new(HubPublisher { app: app.clone() })),
+        DriverName::Pusher => {
+            let upstream = &settings.upstream;
+            let (scheme, host, port) = upstream.address();
+            let pick =
+                |own: &str, fallback: &str| if own.is_empty() { fallback.to_owned() } else { own.to_owned() };
+            Driver::pusher(PusherUpstream {
+                scheme,
+                host,
+                port,
+                app_id: pick(&upstream.app_id, &app.config.id),
+                key: pick(&upstream.key, &app.config.key),
+                secret: pick(&upstream.secret, &app.config.secret),
+            })
+        }
+        DriverName::Log => Driver::log(settings.log_file.clone().into()),
+        DriverName::Null => Driver::Null,
+    };
+    let notify = NotifySettings {
+        catalog: herald_notify::CatalogSettings {
+            large_donation_threshold: settings.large_donation_threshold,
+        },
+        workers: settings.workers,
+        max_attempts: settings.max_attempts,
+        backoff_base_ms: settings.backoff_base_ms,
+        backoff_cap_ms: settings.backoff_cap_ms,
+        lease_ms: (settings.lease_secs * 1000) as i64,
+        poll_interval_ms: settings.poll_interval_ms,
+        admin_channels_public: config.channels.admin_visibility == AdminVisibility::Public,
+    };
+    Ok(Arc::new(Notifier::new(store, driver, notify)))
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Storage(cause) => {
+                error!(error = %cause, "ingest could not be stored");
+                ApiError::BackendUnavailable
+            }
+            other => ApiError::Unprocessable {
+                field: other.field().unwrap_or_default(),
+                problem: other.to_string(),
+            },
+        }
+    }
+}
+
+/// `POST /apps/{app_id}/domain-events`: one event or `{"events": [...]}` (at most 100).
+/// 202 once every event and its jobs are committed.
+pub(crate) async fn ingest(
+    State(state): State<SharedState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let limit = state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes);
+    let body = crate::api::body_of(body, limit)?;
+    let (_app, _query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let events = match value {
+        Value::Object(mut object) if object.contains_key("events") => match object.remove("events") {
+            Some(Value::Array(events)) => events,
+            _ => {
+                return Err(ApiError::Unprocessable {
+                    field: "events".into(),
+                    problem: "events: must be a list".into(),
+                })
+            }
+        },
+        event @ Value::Object(_) => vec![event],
+        _ => {
+            return Err(ApiError::Unprocessable {
+                field: "events".into(),
+                problem: "body must be an event object or {\"events\": [...]}".into(),
+            })
+        }
+    };
+    let outcomes = state.notifier.ingest(&events).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "events": outcomes }))).into_response())
+}
+
+/// `GET /apps/{app_id}/audit?type=&status=&event_id=&since=&limit=`
+pub(crate) async fn audit(
+    State(state): State<SharedState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    let (_app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
+    let since_ms = match query.get("since") {
+        Some(since) => {
+            herald_notify::parse_since(since).map_err(|problem| ApiError::invalid("since", problem))?
+        }
+        None => 0,
+    };
+    let limit = match query.get("limit") {
+        Some(limit) => limit
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 1000"))?,
+        None => 100,
+    };
+    let filter = AuditFilter {
+        event_type: query.get("type").unwrap_or("").to_owned(),
+        kind: query.get("status").unwrap_or("").to_owned(),
+        event_id: query.get("event_id").unwrap_or("").to_owned(),
+        since_ms,
+        limit,
+    };
+    let entries = state.store.audit(&filter).await.map_err(|cause| {
+        error!(error = %cause, "audit query failed");
+        ApiError::BackendUnavailable
+    })?;
+    let entries: Vec<Value> = entries.into_iter().map(|entry| audit_json(&entry)).collect();
+    Ok(Json(json!({ "entries": entries })))
+}
+
+/// One audit entry as JSON (also used by `herald audit --json`).
+pub fn audit_json(entry: &herald_store::AuditEntry) -> Value {
+    json!({
+        "seq": entry.seq,
+        "at": herald_notify::rfc3339(entry.at),
+        "event_id": entry.event_id,
+        "type": entry.event_type,
+        "broadcast_id": entry.broadcast_id,
+        "status": entry.kind,
+        "detail": serde_json::from_str::<Value>(&entry.detail).unwrap_or(Value::Null),
+    })
+}
