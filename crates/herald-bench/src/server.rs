@@ -16,6 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const APP_ID: &str = "bench";
 pub(crate) const APP_KEY: &str = "bench-key";
 pub(crate) const APP_SECRET: &str = "bench-secret";
+/// `[auth] jwt_secret` of the config (no bench phase uses tokens).
+const JWT_SECRET: &str = "bench-secret";
 
 /// A running `herald serve`; killed when dropped.
 pub(crate) struct Server {
@@ -58,11 +60,17 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let config = dir.join("herald.toml");
+        // The server opens its store at start-up: keep the SQLite file in the temp dir (never in
+        // the working directory), and set a JWT secret so it does not warn about the development one.
+        let database = dir.join("herald.db");
         fs::write(
             &config,
             format!(
                 "[server]\nhost = \"127.0.0.1\"\nport = 0\nshutdown_grace_secs = 2\n\n\
-                 [[apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\n"
+                 [database]\nurl = \"sqlite://{}\"\n\n\
+                 [auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
+                 [[apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\n",
+                toml_escape(&database.display().to_string())
             ),
         )
         .context("cannot write the server config")?;
@@ -72,6 +80,9 @@ impl Server {
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config)
             .env_remove("HERALD_CONFIG")
+            // These would override the config's [database] url and [auth] jwt_secret.
+            .env_remove("DATABASE_URL")
+            .env_remove("HERALD_JWT_SECRET")
             .env("HERALD_LOG", log_filter)
             .env("NO_COLOR", "1")
             .envs(extra_env.iter().map(|(key, value)| (key, value)))
@@ -220,6 +231,11 @@ pub(crate) fn cpu_secs(who: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `text` inside a TOML basic string.
+fn toml_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 /// The port of `  WebSocket  ws://127.0.0.1:PORT/app/{key}`.
 fn banner_port(line: &str) -> Option<u16> {
     let rest = line.trim().strip_prefix("WebSocket")?.trim();
@@ -253,6 +269,11 @@ mod tests {
     fn reads_the_port_from_the_banner() {
         assert_eq!(banner_port("  WebSocket  ws://127.0.0.1:43017/app/{key}\n"), Some(43017));
         assert_eq!(banner_port("  HTTP API   http://127.0.0.1:1/apps/{id}/events"), None);
+    }
+
+    #[test]
+    fn escapes_toml_strings() {
+        assert_eq!(toml_escape(r#"/tmp/a"b\c"#), r#"/tmp/a\"b\\c"#);
     }
 
     #[test]

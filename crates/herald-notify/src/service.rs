@@ -56,7 +56,7 @@ impl Default for NotifySettings {
 /// Why an ingest was refused. `Invalid` and `TooMany` are the caller's (422); `Storage` is ours (503).
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("events[{index}].{}: {}", .error.field, .error.problem)]
+    #[error("{}: {}", event_field(*.index, &.error.field), .error.problem)]
     Invalid { index: usize, error: FieldError },
     #[error("events: at most {MAX_BATCH} events per request")]
     TooMany,
@@ -70,10 +70,19 @@ impl IngestError {
     /// The field at fault, as `events[2].data.amount`.
     pub fn field(&self) -> Option<String> {
         match self {
-            IngestError::Invalid { index, error } => Some(format!("events[{index}].{}", error.field)),
+            IngestError::Invalid { index, error } => Some(event_field(*index, &error.field)),
             IngestError::TooMany | IngestError::Empty => Some("events".into()),
             IngestError::Storage(_) => None,
         }
+    }
+}
+
+/// `events[2].data.amount`, or `events[2]` for the event itself.
+fn event_field(index: usize, field: &str) -> String {
+    if field.is_empty() {
+        format!("events[{index}]")
+    } else {
+        format!("events[{index}].{field}")
     }
 }
 

@@ -90,6 +90,8 @@ pub struct EventRecord {
     pub audits: Vec<NewAudit>,
     /// The JSON the ingest answers for this event; a repeat of the id answers it again.
     pub outcome: String,
+    /// `(campaign_id, organization_id)` learnt from a campaign event, stored in the same transaction.
+    pub campaign: Option<(String, String)>,
 }
 
 /// The ingest's answer for one event.
@@ -143,6 +145,16 @@ impl Store {
                     .await?;
                     results.push(IngestResult::Duplicate { outcome });
                     continue;
+                }
+                if let Some((campaign, organization)) = &record.campaign {
+                    sqlx::query(
+                        "INSERT INTO campaign_organizations (campaign_id, organization_id) VALUES ($1, $2) \
+                         ON CONFLICT (campaign_id) DO UPDATE SET organization_id = excluded.organization_id",
+                    )
+                    .bind(campaign)
+                    .bind(organization)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 for notification in &record.notifications {
                     sqlx::query(

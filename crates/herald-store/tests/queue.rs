@@ -64,6 +64,7 @@ fn record(id: &str, lane: Lane, user: Option<&str>) -> EventRecord {
         }],
         audits: vec![NewAudit { broadcast_id: None, kind: "received".into(), detail: "{}".into() }],
         outcome: format!(r#"{{"id":"{id}"}}"#),
+        campaign: Some(("c1".into(), "o1".into())),
     }
 }
 
@@ -85,6 +86,8 @@ async fn exercise(store: &Store) {
         store.ingest(&[record("e4", Lane::Normal, None)]).await.expect("ingest"),
         vec![IngestResult::Stored]
     );
+
+    assert_eq!(store.campaign_organization("c1").await.expect("lookup").as_deref(), Some("o1"));
 
     // Critical first, then normal; channel lists survive any character.
     let jobs = store.claim(10, 30_000).await.expect("claim");

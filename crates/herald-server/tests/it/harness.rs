@@ -70,6 +70,10 @@ impl TestServer {
         config.database.url = format!("sqlite://{}", data.path().join("herald.db").display());
         config.auth.jwt_secret = JWT_SECRET.into();
         config.auth.cors_origins = vec![FRONT_END.into()];
+        config.notifications.workers = 2;
+        config.notifications.poll_interval_ms = 50;
+        config.notifications.backoff_base_ms = 20;
+        config.notifications.backoff_cap_ms = 100;
         change(&mut config);
         let app = App::build(&config).await.expect("server binds");
         let address = app.address();
@@ -188,6 +192,31 @@ impl TestServer {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// A request with a bearer token (the inbox API).
+    pub async fn with_token(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request =
+            self.http.request(method, format!("http://{}{path}", self.address)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body read");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `POST /apps/main/domain-events`
+    pub async fn ingest(&self, body: &Value) -> (u16, Value) {
+        self.signed("main", "POST", "/domain-events", &[], Some(body)).await
     }
 
     /// `POST /apps/main/events`

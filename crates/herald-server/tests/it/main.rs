@@ -4,5 +4,6 @@
 mod api;
 mod authorization;
 mod harness;
+mod notify;
 mod protocol;
 mod sessions;

@@ -1,0 +1,523 @@
+//! The notification layer end to end: signed ingest → queue → a real socket on each expected
+//! channel receives the event; inbox, preferences, history, audit; retries and dead letters
+//! against a local upstream; critical lane first; both SQLite and PostgreSQL.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_auth::mint_hs256;
+use herald_server::config::{Config, DriverName};
+use serde_json::{json, Value};
+
+use crate::harness::{data_of, Client, TestServer, JWT_SECRET};
+
+fn token(user: &str, organization: Option<&str>, roles: &[&str]) -> String {
+    let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
+    mint_hs256(JWT_SECRET, user, organization, &roles, Some("Tester"), 3600).expect("token")
+}
+
+/// A client subscribed to `channel` (wire name), authorized through Herald's own endpoint.
+async fn listener(server: &TestServer, channel: &str, token: &str) -> Client {
+    let mut client = server.client().await;
+    let mut data = json!({ "channel": channel });
+    if channel.starts_with("private-") {
+        let (status, answer) = server
+            .post_form(
+                "/broadcasting/auth",
+                Some(token),
+                &[("socket_id", client.socket_id.as_str()), ("channel_name", channel)],
+            )
+            .await;
+        assert_eq!(status, 200, "{channel}: {answer}");
+        data["auth"] = answer["auth"].clone();
+    }
+    client.send(json!({ "event": "pusher:subscribe", "data": data })).await;
+    assert_eq!(client.recv().await["event"], "pusher_internal:subscription_succeeded", "{channel}");
+    client
+}
+
+/// Every catalog type: an example event, the expected broadcast name and wire channels.
+fn catalog() -> Vec<(Value, &'static str, Vec<&'static str>)> {
+    vec![
+        (
+            json!({ "type": "donation.large_received", "data": { "donation_id": 11, "amount": 5000, "currency": "EUR", "campaign_id": 3, "organization_id": 7, "donor_name": "Ada" } }),
+            "donation.large",
+            vec!["private-admin-dashboard", "private-organization.7", "private-campaign.3"],
+        ),
+        (
+            json!({ "type": "campaign.milestone_reached", "data": { "campaign_id": 3, "campaign_title": "Clean water", "organization_id": 7, "milestone": 50, "amount_raised": 5000, "goal_amount": 10000, "currency": "EUR" } }),
+            "campaign.milestone",
+            vec!["private-admin-dashboard", "private-organization.7", "private-campaign.3"],
+        ),
+        (
+            json!({ "type": "campaign.approval_needed", "data": { "campaign_id": 4, "campaign_title": "Trees", "organization_id": 7, "submitted_by": { "id": 9, "name": "Grace" } } }),
+            "campaign.approval_needed",
+            vec!["private-admin-dashboard", "private-admin-role-csr_admin", "private-admin-role-super_admin"],
+        ),
+        (
+            json!({ "type": "payment.failed", "data": { "payment_id": "p1", "donation_id": 12, "amount": 25, "currency": "USD", "reason": "card declined", "user_id": 42, "organization_id": 7 } }),
+            "payment.failed",
+            vec![
+                "private-payment-notifications",
+                "private-admin-role-finance_admin",
+                "private-user.notifications.42",
+            ],
+        ),
+        (
+            json!({ "type": "security.alert", "data": { "alert_type": "brute_force", "message": "50 failed logins", "severity": "high", "details": { "ip": "203.0.113.9" } } }),
+            "security.alert",
+            vec!["private-security-alerts"],
+        ),
+        (
+            json!({ "type": "system.maintenance", "data": { "maintenance_type": "scheduled", "scheduled_for": "2026-12-01T02:00:00Z", "duration_minutes": 30, "affected_services": ["api", "dashboard"] } }),
+            "system.maintenance",
+            vec!["system-maintenance"],
+        ),
+        (
+            json!({ "type": "compliance.issue", "data": { "issue_type": "kyc_missing", "severity": "medium", "message": "KYC documents missing", "organization_id": 7, "details": {} } }),
+            "compliance.issue",
+            vec!["private-compliance-notifications", "private-admin-role-csr_admin"],
+        ),
+        (
+            json!({ "type": "notification.created", "data": { "notification": { "user_id": 42, "type": "donation_receipt", "title": "Thank you", "message": "Receipt ready", "priority": "normal", "action_url": "/receipts/1" } } }),
+            "notification.created",
+            vec!["private-user.notifications.42"],
+        ),
+    ]
+}
+
+async fn every_event_type_reaches_every_channel(server: &TestServer) {
+    let all_roles = token("42", Some("7"), &["super_admin", "csr_admin", "finance_admin"]);
+    server.state.store.learn_campaign("3", "7").await.expect("learn");
+    for (index, (event, name, channels)) in catalog().into_iter().enumerate() {
+        let mut listeners = Vec::new();
+        for channel in &channels {
+            listeners.push(listener(server, channel, &all_roles).await);
+        }
+        let mut event = event;
+        event["id"] = json!(format!("evt-{index}"));
+        let (status, body) = server.ingest(&event).await;
+        assert_eq!(status, 202, "{name}: {body}");
+        let outcome = &body["events"][0];
+        assert_eq!(outcome["status"], "accepted", "{body}");
+        assert_eq!(outcome["broadcasts_queued"], 1);
+        for (client, channel) in listeners.iter_mut().zip(&channels) {
+            let frame = client.recv().await;
+            assert_eq!(frame["event"], *name, "{channel}");
+            assert_eq!(frame["channel"], *channel);
+            let payload = data_of(&frame);
+            assert_eq!(payload["type"], *name);
+            assert!(payload["id"].as_str().is_some_and(|id| id.len() == 36), "{payload}");
+            assert!(payload["created_at"].as_str().is_some_and(|at| at.ends_with('Z')));
+            assert!(["low", "normal", "high", "urgent"]
+                .contains(&payload["priority"].as_str().expect("priority")));
+        }
+        let filter = herald_store::AuditFilter { event_id: format!("evt-{index}"), ..Default::default() };
+        let kinds: Vec<String> = server
+            .state
+            .store
+            .audit(&filter)
+            .await
+            .expect("audit")
+            .into_iter()
+            .rev()
+            .map(|entry| entry.kind)
+            .collect();
+        assert_eq!(kinds.first().map(String::as_str), Some("received"), "{kinds:?}");
+        assert!(kinds.contains(&"routed".to_owned()), "{kinds:?}");
+        // Delivered is audited right after the socket write; wait for it rather than assume.
+        wait_for_audit(server, &format!("evt-{index}"), "delivered").await;
+    }
+    // payment.failed and notification.created land in user 42's inbox.
+    let (status, inbox) =
+        server.with_token("GET", "/api/v1/notifications", &token("42", None, &[]), None).await;
+    assert_eq!(status, 200, "{inbox}");
+    let types: Vec<&str> =
+        inbox["data"].as_array().expect("list").iter().map(|n| n["type"].as_str().expect("type")).collect();
+    assert_eq!(types, vec!["donation_receipt", "payment.failed"]);
+}
+
+async fn wait_for_audit(server: &TestServer, event_id: &str, kind: &str) {
+    for _ in 0..200 {
+        let filter =
+            herald_store::AuditFilter { event_id: event_id.into(), kind: kind.into(), ..Default::default() };
+        if !server.state.store.audit(&filter).await.expect("audit").is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no {kind} audit entry for {event_id}");
+}
+
+#[tokio::test]
+async fn sqlite_every_event_type_end_to_end() {
+    let server = TestServer::start().await;
+    every_event_type_reaches_every_channel(&server).await;
+}
+
+/// A fresh PostgreSQL database for one test, or `None` when PostgreSQL is absent and not required.
+async fn postgres_url() -> Option<String> {
+    let base = std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let required = std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
+    let admin = match sqlx::PgPool::connect(&base).await {
+        Ok(pool) => pool,
+        Err(error) if !required => {
+            eprintln!("skipping PostgreSQL test: {error}");
+            return None;
+        }
+        Err(error) => panic!("PostgreSQL is required (HERALD_REQUIRE_SERVICES=1) but unreachable: {error}"),
+    };
+    let name = format!("herald_it_{}", fastrand::u64(..));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("database created");
+    let (prefix, _) = base.rsplit_once('/').expect("url has a database");
+    Some(format!("{prefix}/{name}"))
+}
+
+#[tokio::test]
+async fn postgres_every_event_type_end_to_end() {
+    let Some(url) = postgres_url().await else { return };
+    let server = TestServer::with_config(|config| config.database.url = url).await;
+    every_event_type_reaches_every_channel(&server).await;
+}
+
+#[tokio::test]
+async fn repeats_are_answered_with_the_original_outcome_and_not_broadcast() {
+    let server = TestServer::start().await;
+    let mut client = listener(&server, "system-maintenance", "").await;
+    let event = json!({ "id": "once", "type": "system.maintenance", "data": { "maintenance_type": "started", "scheduled_for": "2026-12-01T02:00:00Z", "duration_minutes": 5, "affected_services": ["api"] } });
+    let (_, first) = server.ingest(&event).await;
+    assert_eq!(client.recv().await["event"], "system.maintenance");
+    let (status, again) = server.ingest(&json!({ "events": [event.clone(), event] })).await;
+    assert_eq!(status, 202);
+    for outcome in again["events"].as_array().expect("list") {
+        assert_eq!(outcome["status"], "duplicate");
+        assert_eq!(outcome["id"], "once");
+        assert_eq!(outcome["broadcasts_queued"], first["events"][0]["broadcasts_queued"]);
+    }
+    client.expect_silence(Duration::from_millis(400)).await;
+}
+
+#[tokio::test]
+async fn invalid_events_answer_422_naming_the_field_and_store_nothing() {
+    let server = TestServer::start().await;
+    let good = json!({ "id": "good", "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": "low" } });
+    let cases = [
+        (
+            json!({ "id": "a", "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": "apocalyptic" } }),
+            "events[1].data.severity",
+        ),
+        (
+            json!({ "id": "b", "type": "payment.failed", "data": { "payment_id": 1 } }),
+            "events[1].data.donation_id",
+        ),
+        (json!({ "id": "c", "type": "mystery", "data": {} }), "events[1].type"),
+        (json!({ "id": "d", "type": "security.alert" }), "events[1].data"),
+        (
+            json!({ "id": "e", "type": "security.alert", "occurred_at": "yesterday", "data": {} }),
+            "events[1].occurred_at",
+        ),
+        (json!({ "id": "bad id!", "type": "security.alert", "data": {} }), "events[1].id"),
+        (json!("not an object"), "events[1]"),
+    ];
+    for (bad, field) in cases {
+        let (status, body) = server.ingest(&json!({ "events": [good.clone(), bad] })).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    let too_many: Vec<Value> =
+        (0..101).map(|n| json!({ "id": format!("m{n}"), "type": "security.alert", "data": {} })).collect();
+    let (status, body) = server.ingest(&json!({ "events": too_many })).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("events")));
+    let (status, _) = server.ingest(&json!({ "events": [] })).await;
+    assert_eq!(status, 422);
+    let stored = server.state.store.audit(&herald_store::AuditFilter::default()).await.expect("audit");
+    assert!(stored.is_empty(), "nothing of a refused batch is stored: {stored:?}");
+    let (status, _) = server.ingest(&good).await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn ingest_needs_a_valid_signature() {
+    let server = TestServer::start().await;
+    let body = json!({ "type": "security.alert", "data": {} });
+    let (status, _) = server
+        .signed_with(
+            "main",
+            "main-key",
+            "wrong",
+            "POST",
+            "/domain-events",
+            &[],
+            Some(&body),
+            crate::harness::now(),
+        )
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn small_donations_are_ignored_with_a_reason() {
+    let server = TestServer::start().await;
+    let event = json!({ "id": "small", "type": "donation.large_received", "data": { "donation_id": 1, "amount": 20, "currency": "EUR", "campaign_id": 5, "organization_id": 6 } });
+    let (status, body) = server.ingest(&event).await;
+    assert_eq!(status, 202);
+    assert_eq!(body["events"][0]["status"], "ignored");
+    assert!(body["events"][0]["reason"].as_str().expect("reason").contains("below"));
+    assert_eq!(body["events"][0]["broadcasts_queued"], 0);
+    let ignored = server
+        .state
+        .store
+        .audit(&herald_store::AuditFilter { kind: "ignored".into(), ..Default::default() })
+        .await
+        .expect("audit");
+    assert_eq!(ignored.len(), 1);
+    assert_eq!(
+        server.state.store.campaign_organization("5").await.expect("lookup").as_deref(),
+        Some("6"),
+        "campaign learnt anyway"
+    );
+}
+
+#[tokio::test]
+async fn preferences_mute_real_time_and_the_audit_says_so() {
+    let server = TestServer::start().await;
+    let user = token("42", None, &[]);
+    let (status, prefs) = server
+        .with_token("PUT", "/api/v1/preferences", &user, Some(&json!({ "preferences": [{ "type": "donation_receipt", "realtime": false, "in_app": true }] })))
+        .await;
+    assert_eq!(status, 200, "{prefs}");
+    assert_eq!(
+        prefs["preferences"][0],
+        json!({ "type": "donation_receipt", "realtime": false, "in_app": true })
+    );
+    let mut personal = listener(&server, "private-user.notifications.42", &user).await;
+    let note = |id: &str, kind: &str| json!({ "id": id, "type": "notification.created", "data": { "notification": { "user_id": 42, "type": kind, "title": "T", "message": "M" } } });
+    let (_, body) = server.ingest(&note("muted", "donation_receipt")).await;
+    assert_eq!(body["events"][0]["broadcasts_queued"], 0);
+    assert_eq!(body["events"][0]["notification_ids"].as_array().expect("ids").len(), 1, "still in the inbox");
+    server.ingest(&note("loud", "other_type")).await;
+    let frame = personal.recv().await;
+    assert_eq!(data_of(&frame)["notification"]["type"], "other_type", "the muted one never arrived");
+    let suppressed = server
+        .state
+        .store
+        .audit(&herald_store::AuditFilter { kind: "suppressed".into(), ..Default::default() })
+        .await
+        .expect("audit");
+    assert_eq!(suppressed[0].event_id, "muted");
+    let (status, _) = server
+        .with_token(
+            "PUT",
+            "/api/v1/preferences",
+            &user,
+            Some(&json!({ "preferences": [{ "realtime": false }] })),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn inbox_pages_catch_up_and_read_marks() {
+    let server = TestServer::start().await;
+    let user = token("7", None, &[]);
+    for index in 0..5 {
+        let event = json!({ "id": format!("n{index}"), "type": "notification.created", "data": { "notification": { "id": format!("note-{index}"), "user_id": 7, "type": "t", "title": format!("#{index}"), "message": "m" } } });
+        assert_eq!(server.ingest(&event).await.0, 202);
+    }
+    let (_, page) = server.with_token("GET", "/api/v1/notifications?limit=2", &user, None).await;
+    assert_eq!(page["data"].as_array().expect("list").len(), 2);
+    assert_eq!(page["data"][0]["id"], "note-4");
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, rest) =
+        server.with_token("GET", &format!("/api/v1/notifications?cursor={cursor}"), &user, None).await;
+    assert_eq!(rest["data"].as_array().expect("list").len(), 3);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let (_, missed) = server.with_token("GET", "/api/v1/notifications?after=note-2", &user, None).await;
+    let ids: Vec<&str> =
+        missed["data"].as_array().expect("list").iter().map(|n| n["id"].as_str().expect("id")).collect();
+    assert_eq!(ids, vec!["note-3", "note-4"]);
+    assert_eq!(server.with_token("POST", "/api/v1/notifications/note-4/read", &user, None).await.0, 200);
+    assert_eq!(
+        server.with_token("POST", "/api/v1/notifications/note-4/read", &token("8", None, &[]), None).await.0,
+        404
+    );
+    let (_, unread) = server.with_token("GET", "/api/v1/notifications?unread=true", &user, None).await;
+    assert_eq!(unread["data"].as_array().expect("list").len(), 4);
+    let (_, all) = server.with_token("POST", "/api/v1/notifications/read-all", &user, None).await;
+    assert_eq!(all["updated"], 4);
+    assert_eq!(server.with_token("GET", "/api/v1/notifications", "bad-token", None).await.0, 401);
+    assert_eq!(server.with_token("GET", "/api/v1/notifications?limit=1000", &user, None).await.0, 400);
+}
+
+#[tokio::test]
+async fn channel_history_follows_the_subscription_policy() {
+    let server = TestServer::start().await;
+    for index in 0..3 {
+        let event = json!({ "id": format!("s{index}"), "type": "security.alert", "data": { "alert_type": "x", "message": format!("m{index}"), "severity": "low" } });
+        server.ingest(&event).await;
+    }
+    let admin = token("1", None, &["super_admin"]);
+    let (status, history) =
+        server.with_token("GET", "/api/v1/channels/private-security-alerts/events", &admin, None).await;
+    assert_eq!(status, 200, "{history}");
+    let events = history["events"].as_array().expect("list");
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["event"], "security.alert");
+    let after = events[0]["seq"].as_i64().expect("seq");
+    let (_, tail) = server
+        .with_token("GET", &format!("/api/v1/channels/security-alerts/events?after={after}"), &admin, None)
+        .await;
+    assert_eq!(tail["events"].as_array().expect("list").len(), 2);
+    let (status, _) = server
+        .with_token("GET", "/api/v1/channels/security-alerts/events", &token("2", None, &["csr_admin"]), None)
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn audit_api_filters_by_type_and_status() {
+    let server = TestServer::start().await;
+    server.ingest(&json!({ "id": "a1", "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": "low" } })).await;
+    server.ingest(&json!({ "id": "d1", "type": "donation.large_received", "data": { "donation_id": 1, "amount": 1, "currency": "EUR", "campaign_id": 1, "organization_id": 1 } })).await;
+    wait_for_audit(&server, "a1", "delivered").await;
+    let (status, body) =
+        server.signed("main", "GET", "/audit", &[("type", "security.alert"), ("since", "1h")], None).await;
+    assert_eq!(status, 200, "{body}");
+    let entries = body["entries"].as_array().expect("list");
+    assert!(entries.iter().all(|entry| entry["type"] == "security.alert"));
+    assert!(entries.iter().any(|entry| entry["status"] == "delivered"));
+    let (_, ignored) = server.signed("main", "GET", "/audit", &[("status", "ignored")], None).await;
+    assert_eq!(ignored["entries"][0]["event_id"], "d1");
+    let (status, _) = server.signed("main", "GET", "/audit", &[("since", "last tuesday")], None).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn critical_broadcasts_go_first_under_a_backlog() {
+    let server = TestServer::with_config(|config| config.notifications.workers = 1).await;
+    let admin = token("1", None, &["super_admin"]);
+    let mut client = listener(&server, "private-security-alerts", &admin).await;
+    server.state.notifier.set_paused(true);
+    let alert = |id: String, severity: &str| json!({ "id": id, "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": severity } });
+    let normal: Vec<Value> = (0..20).map(|n| alert(format!("low-{n}"), "low")).collect();
+    server.ingest(&json!({ "events": normal })).await;
+    let critical: Vec<Value> = (0..3).map(|n| alert(format!("crit-{n}"), "critical")).collect();
+    server.ingest(&json!({ "events": critical })).await;
+    server.state.notifier.set_paused(false);
+    let mut order = Vec::new();
+    for _ in 0..23 {
+        order.push(data_of(&client.recv().await)["severity"].as_str().expect("severity").to_owned());
+    }
+    assert_eq!(&order[..3], &["critical", "critical", "critical"], "{order:?}");
+}
+
+/// A local stand-in for an upstream Pusher API: answers `failures` times with `status`, then 200.
+async fn upstream(failures: usize, status: u16) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/apps/{id}/events",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                let call = counter.fetch_add(1, Ordering::SeqCst);
+                let code = if call < failures { status } else { 200 };
+                (axum::http::StatusCode::from_u16(code).expect("status"), "{}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address.port().to_string(), calls)
+}
+
+fn pusher_driver(config: &mut Config, port: &str, attempts: i64) {
+    config.notifications.driver = DriverName::Pusher;
+    config.notifications.upstream.host = "127.0.0.1".into();
+    config.notifications.upstream.port = port.parse().expect("port");
+    config.notifications.upstream.scheme = "http".into();
+    config.notifications.max_attempts = attempts;
+}
+
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+const ALERT: &str = r#"{"id": "up-1", "type": "security.alert", "data": {"alert_type": "x", "message": "m", "severity": "low"}}"#;
+
+#[tokio::test]
+async fn a_failing_upstream_is_retried_until_it_succeeds() {
+    let (port, calls) = upstream(2, 503).await;
+    let server = TestServer::with_config(|config| pusher_driver(config, &port, 5)).await;
+    server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
+    wait_for_audit(&server, "up-1", "delivered").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let failed = server
+        .state
+        .store
+        .audit(&herald_store::AuditFilter { kind: "attempt_failed".into(), ..Default::default() })
+        .await
+        .expect("audit");
+    assert_eq!(failed.len(), 2);
+    assert!(failed[0].detail.contains("503"));
+}
+
+#[tokio::test]
+async fn the_last_failed_attempt_dead_letters_and_replay_delivers() {
+    let (port, calls) = upstream(3, 502).await;
+    let server = TestServer::with_config(|config| pusher_driver(config, &port, 3)).await;
+    server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
+    wait_for_audit(&server, "up-1", "dead_lettered").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let letters = server.state.store.dead_letters(10).await.expect("letters");
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].last_error.contains("502"));
+    assert_eq!(server.state.store.replay_dead_letters(None).await.expect("replay"), 1);
+    wait_for_audit(&server, "up-1", "delivered").await;
+    let counted = calls.clone();
+    wait_until(move || counted.load(Ordering::SeqCst) == 4).await;
+}
+
+#[tokio::test]
+async fn a_4xx_from_upstream_dead_letters_at_once() {
+    let (port, calls) = upstream(100, 400).await;
+    let server = TestServer::with_config(|config| pusher_driver(config, &port, 5)).await;
+    server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
+    wait_for_audit(&server, "up-1", "dead_lettered").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_storage_outage_answers_503_to_ingest() {
+    let server = TestServer::start().await;
+    server.state.store.close().await;
+    let (status, body) = server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
+async fn the_log_driver_writes_json_lines() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("broadcasts.log");
+    let file = path.clone();
+    let server = TestServer::with_config(move |config| {
+        config.notifications.driver = DriverName::Log;
+        config.notifications.log_file = file.display().to_string();
+    })
+    .await;
+    server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
+    wait_for_audit(&server, "up-1", "delivered").await;
+    let text = std::fs::read_to_string(&path).expect("log written");
+    let line: Value = serde_json::from_str(text.lines().next().expect("a line")).expect("json line");
+    assert_eq!(line["event"], "security.alert");
+    assert_eq!(line["channels"], json!(["private-security-alerts"]));
+}
