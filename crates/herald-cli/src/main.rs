@@ -10,6 +10,19 @@ use tracing_subscriber::EnvFilter;
 /// Exit code for bad configuration (EX_CONFIG-like "usage" code that init systems show).
 const EXIT_CONFIG: u8 = 64;
 
+mod records;
+
+/// Runs a command's future on a small runtime.
+fn block_on(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(error) => {
+            eprintln!("herald: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about = "Herald: a Pusher-compatible real-time notification server")]
 struct Cli {
@@ -23,6 +36,20 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a bearer token (HS256, with the configured auth.jwt_secret) for development and tests.
     Token(TokenArgs),
+    /// List, replay or purge broadcasts that failed for good.
+    DeadLetters {
+        #[command(subcommand)]
+        command: records::DeadLetterCommand,
+        #[command(flatten)]
+        store: records::StoreArgs,
+    },
+    /// Show the audit trail: every domain event, its routing, attempts and outcome.
+    Audit {
+        #[command(flatten)]
+        filters: records::AuditArgs,
+        #[command(flatten)]
+        store: records::StoreArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,17 +114,21 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The server reports what it does; the tools print their answers and only warnings besides.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("HERALD_LOG")
                 .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new("info")),
+                .unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::DeadLetters { command, store } => block_on(records::dead_letters(store, command)),
+        Command::Audit { filters, store } => block_on(records::audit(store, filters)),
     }
 }
 

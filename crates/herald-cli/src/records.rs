@@ -1,0 +1,221 @@
+//! `herald dead-letters` and `herald audit`: read and repair the notification layer's records
+//! straight from the database the server uses.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use herald_server::{Config, Overrides, ProcessEnv};
+use herald_store::{AuditFilter, Store};
+
+/// Where the database is: the same configuration the server reads.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StoreArgs {
+    /// TOML configuration file [env: HERALD_CONFIG]
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// sqlite://FILE or postgres://... [default: from the config, else sqlite://herald.db] [env: DATABASE_URL]
+    #[arg(long, value_name = "URL", global = true)]
+    database_url: Option<String>,
+    /// Print JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DeadLetterCommand {
+    /// List dead letters, newest first
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Put dead letters back in the queue: one by broadcast id, or --all
+    Retry {
+        /// Broadcast id (see `list`)
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Forget dead letters for good: one by broadcast id, or --all
+    Purge {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditArgs {
+    /// Only this domain event type (e.g. payment.failed)
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Only entries since an RFC 3339 time or a span back from now (15m, 1h, 2d)
+    #[arg(long)]
+    since: Option<String>,
+    /// Only this status: received, routed, delivered, attempt_failed, dead_lettered, suppressed, ignored, duplicate, replayed
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this domain event id
+    #[arg(long = "event", value_name = "ID")]
+    event_id: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+}
+
+async fn open(args: &StoreArgs) -> Result<Store, ExitCode> {
+    let overrides = Overrides {
+        config_file: args.config.clone(),
+        database_url: args.database_url.clone(),
+        ..Overrides::default()
+    };
+    let loaded = Config::load(&ProcessEnv, &overrides).map_err(|error| {
+        eprintln!("herald: {error}");
+        ExitCode::from(crate::EXIT_CONFIG)
+    })?;
+    let url = &loaded.config.database.url;
+    Store::connect(url).await.map_err(|error| {
+        eprintln!("herald: cannot open the database {}: {error}", herald_server::redact_url(url));
+        ExitCode::FAILURE
+    })
+}
+
+fn failed(error: herald_store::StoreError) -> ExitCode {
+    eprintln!("herald: {error}");
+    ExitCode::FAILURE
+}
+
+pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterCommand) -> ExitCode {
+    let store = match open(&store_args).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let which = |id: Option<String>, all: bool| -> Result<Option<String>, ExitCode> {
+        match (id, all) {
+            (Some(id), false) => Ok(Some(id)),
+            (None, true) => Ok(None),
+            _ => {
+                eprintln!("herald: name a broadcast id, or pass --all");
+                Err(ExitCode::from(2))
+            }
+        }
+    };
+    match command {
+        DeadLetterCommand::List { limit } => match store.dead_letters(limit).await {
+            Ok(letters) if store_args.json => {
+                let list: Vec<serde_json::Value> = letters
+                    .iter()
+                    .map(|letter| {
+                        serde_json::json!({
+                            "broadcast_id": letter.broadcast_id, "event_id": letter.event_id,
+                            "event": letter.event_name, "channels": letter.channels, "attempts": letter.attempts,
+                            "last_error": letter.last_error, "failed_at": herald_notify::rfc3339(letter.failed_at),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+                ExitCode::SUCCESS
+            }
+            Ok(letters) if letters.is_empty() => {
+                println!("no dead letters");
+                ExitCode::SUCCESS
+            }
+            Ok(letters) => {
+                println!(
+                    "{:<36}  {:<24}  {:>8}  {:<20}  LAST ERROR",
+                    "BROADCAST", "EVENT", "ATTEMPTS", "FAILED AT"
+                );
+                for letter in letters {
+                    let at = herald_notify::rfc3339(letter.failed_at);
+                    println!(
+                        "{:<36}  {:<24}  {:>8}  {:<20}  {}",
+                        letter.broadcast_id,
+                        letter.event_name,
+                        letter.attempts,
+                        at.get(..19).unwrap_or(&at),
+                        letter.last_error
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => failed(error),
+        },
+        DeadLetterCommand::Retry { id, all } => {
+            let id = match which(id, all) {
+                Ok(id) => id,
+                Err(code) => return code,
+            };
+            match store.replay_dead_letters(id.as_deref()).await {
+                Ok(0) => {
+                    eprintln!("herald: no matching dead letter");
+                    ExitCode::FAILURE
+                }
+                Ok(count) => {
+                    println!("{count} broadcast(s) queued again; a running server delivers them");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => failed(error),
+            }
+        }
+        DeadLetterCommand::Purge { id, all } => {
+            let id = match which(id, all) {
+                Ok(id) => id,
+                Err(code) => return code,
+            };
+            match store.purge_dead_letters(id.as_deref()).await {
+                Ok(count) => {
+                    println!("{count} dead letter(s) purged");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => failed(error),
+            }
+        }
+    }
+}
+
+pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
+    let since_ms = match args.since.as_deref().map(herald_notify::parse_since) {
+        None => 0,
+        Some(Ok(ms)) => ms,
+        Some(Err(problem)) => {
+            eprintln!("herald: --since: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match open(&store_args).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let filter = AuditFilter {
+        event_type: args.event_type.unwrap_or_default(),
+        kind: args.status.unwrap_or_default(),
+        event_id: args.event_id.unwrap_or_default(),
+        since_ms,
+        limit: args.limit,
+    };
+    match store.audit(&filter).await {
+        Ok(entries) if store_args.json => {
+            let list: Vec<serde_json::Value> = entries.iter().map(herald_server::audit_json).collect();
+            println!("{}", serde_json::Value::Array(list));
+            ExitCode::SUCCESS
+        }
+        Ok(entries) if entries.is_empty() => {
+            println!("no audit entries match");
+            ExitCode::SUCCESS
+        }
+        Ok(entries) => {
+            println!("{:<23}  {:<26}  {:<24}  {:<14}  DETAIL", "AT", "EVENT ID", "TYPE", "STATUS");
+            for entry in entries.iter().rev() {
+                let at = herald_notify::rfc3339(entry.at);
+                println!(
+                    "{:<23}  {:<26}  {:<24}  {:<14}  {}",
+                    at.get(..23).unwrap_or(&at),
+                    entry.event_id,
+                    entry.event_type,
+                    entry.kind,
+                    entry.detail
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => failed(error),
+    }
+}
