@@ -25,7 +25,7 @@ fn start(config: &Path) -> (Child, u16) {
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let line = lines.next().expect("banner line").expect("readable");
+        let Some(Ok(line)) = lines.next() else { break };
         if let Some(rest) = line.trim().strip_prefix("WebSocket  ws://127.0.0.1:") {
             let port = rest.split('/').next().expect("port").parse().expect("numeric port");
             // Keep draining stdout so the server never blocks on a full pipe.
@@ -33,6 +33,8 @@ fn start(config: &Path) -> (Child, u16) {
             return (child, port);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("no banner within 20 s");
 }
 
