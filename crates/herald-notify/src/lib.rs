@@ -16,4 +16,5 @@ pub use driver::{DeliveryError, Driver, LocalPublish, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};
 pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
+    MAX_PAYLOAD_BYTES,
 };

@@ -23,6 +23,8 @@ use crate::fields::{rfc3339, FieldError, Fields};
 
 /// Most events one ingest request may carry.
 pub const MAX_BATCH: usize = 100;
+/// Largest broadcast payload: Pusher's event data limit, so every driver can deliver it.
+pub const MAX_PAYLOAD_BYTES: usize = 10 * 1024;
 
 /// How the queue behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,7 +211,7 @@ impl Notifier {
                 continue;
             }
             first_of_id.insert(envelope.id.clone(), index);
-            let (record, outcome) = self.record_for(envelope).await?;
+            let (record, outcome) = self.record_for(index, envelope).await?;
             record_of.push(Some(records.len()));
             records.push(record);
             outcomes.push(outcome);
@@ -242,7 +244,11 @@ impl Notifier {
     }
 
     /// Builds what one event stores, applying the user's preferences.
-    async fn record_for(&self, envelope: Envelope) -> Result<(EventRecord, EventOutcome), IngestError> {
+    async fn record_for(
+        &self,
+        index: usize,
+        envelope: Envelope,
+    ) -> Result<(EventRecord, EventOutcome), IngestError> {
         let Envelope { id, event_type, occurred_at, raw, plan } = envelope;
         let Plan { broadcast, notification, ignored, campaign } = plan;
         let created_at = rfc3339(now_ms());
@@ -314,11 +320,22 @@ impl Notifier {
                     kind: "routed".into(),
                     detail: json!({ "event": planned.event_name, "channels": planned.channels, "lane": planned.lane.name() }).to_string(),
                 });
+                let payload = payload.to_string();
+                if payload.len() > MAX_PAYLOAD_BYTES {
+                    let problem = format!(
+                        "the broadcast would carry {} bytes; Pusher channels accept at most {MAX_PAYLOAD_BYTES}",
+                        payload.len()
+                    );
+                    return Err(IngestError::Invalid {
+                        index,
+                        error: FieldError { field: "data".into(), problem },
+                    });
+                }
                 broadcasts.push(NewBroadcast {
                     id: broadcast_id,
                     event_name: planned.event_name.to_owned(),
                     channels: planned.channels,
-                    payload: payload.to_string(),
+                    payload,
                     lane: planned.lane,
                 });
             }

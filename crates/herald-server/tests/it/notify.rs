@@ -226,6 +226,9 @@ async fn invalid_events_answer_422_naming_the_field_and_store_nothing() {
         assert_eq!(status, 422, "{body}");
         assert_eq!(body["field"], field, "{body}");
     }
+    let huge = json!({ "id": "h", "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": "low", "details": { "blob": "x".repeat(11_000) } } });
+    let (status, body) = server.ingest(&huge).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("events[0].data")), "{body}");
     let too_many: Vec<Value> =
         (0..101).map(|n| json!({ "id": format!("m{n}"), "type": "security.alert", "data": {} })).collect();
     let (status, body) = server.ingest(&json!({ "events": too_many })).await;
