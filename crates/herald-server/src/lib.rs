@@ -29,6 +29,13 @@ pub fn banner(config: &Config, address: std::net::SocketAddr) -> String {
     let _ = writeln!(text, "Herald {} is ready", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(text, "  WebSocket  ws://{address}/app/{{key}}");
     let _ = writeln!(text, "  HTTP API   http://{address}/apps/{{id}}/events");
+    let _ = writeln!(text, "  Auth       http://{address}/broadcasting/auth (bearer tokens)");
+    let _ = writeln!(
+        text,
+        "  Events     http://{address}/apps/{{id}}/domain-events (BROADCAST_CONNECTION={})",
+        config.notifications.driver.as_str()
+    );
+    let _ = writeln!(text, "  Database   {}", redact_url(&config.database.url));
     let _ = writeln!(text, "  Health     http://{address}/up");
     for app in &config.apps {
         let state = if app.enabled { "" } else { " (disabled)" };

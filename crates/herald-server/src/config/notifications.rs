@@ -18,6 +18,18 @@ pub enum DriverName {
     Null,
 }
 
+impl DriverName {
+    /// The `BROADCAST_CONNECTION` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverName::Herald => "herald",
+            DriverName::Pusher => "pusher",
+            DriverName::Log => "log",
+            DriverName::Null => "null",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotificationsConfig {
