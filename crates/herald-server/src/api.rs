@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
 use axum::Json;
-use herald_protocol::{encode_server_event, valid_event_name, ChannelKind, ChannelName, SocketId};
+use herald_protocol::{valid_event_name, ChannelKind, ChannelName, SocketId};
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
@@ -162,8 +162,7 @@ fn publish(app: &App, trigger: &Trigger) -> Map<String, Value> {
     let except = trigger.except.as_ref().map(SocketId::as_str);
     let mut info = Map::new();
     for channel in &trigger.channels {
-        let frame = encode_server_event(&trigger.name, Some(channel.as_str()), &trigger.data, None);
-        app.hub.publish(channel, &frame.into(), &trigger.data, except);
+        app.publish(channel, &trigger.name, &trigger.data, except, None);
         if trigger.info.any() {
             info.insert(channel.to_string(), Value::Object(channel_attributes(app, channel, trigger.info)));
         }

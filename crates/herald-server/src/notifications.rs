@@ -12,7 +12,7 @@ use axum::Json;
 use herald_notify::{
     DeliveryError, Driver, IngestError, LocalPublish, Notifier, NotifySettings, PusherUpstream,
 };
-use herald_protocol::{encode_server_event, ChannelName};
+use herald_protocol::ChannelName;
 use herald_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 use tracing::error;
@@ -34,8 +34,7 @@ impl LocalPublish for HubPublisher {
         for name in channels {
             let channel = ChannelName::parse(name, usize::MAX)
                 .map_err(|error| DeliveryError::Permanent(format!("channel {name:?}: {error}")))?;
-            let frame = encode_server_event(event, Some(channel.as_str()), data, None);
-            reached += self.app.hub.publish(&channel, &frame.into(), data, None);
+            reached += self.app.publish(&channel, event, data, None, None);
         }
         Ok(reached)
     }

@@ -24,6 +24,11 @@ pub struct App {
     api_window: Mutex<(Instant, u32)>,
     /// Sockets closed with 4100 because they did not read fast enough.
     pub slow_consumers: AtomicU64,
+    /// Frames received from clients.
+    pub messages_in: AtomicU64,
+    /// Frames queued for sockets, and their bytes.
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 impl App {
@@ -33,7 +38,29 @@ impl App {
             hub: Hub::with_outbox_capacity(node, outbox_capacity),
             api_window: Mutex::new((Instant::now(), 0)),
             slow_consumers: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
         }
+    }
+
+    /// Publishes one event on one channel: encoded once, queued for every subscriber but the
+    /// excluded socket, counted. `user_id` marks client events relayed on presence channels.
+    /// Returns the sockets it was queued for.
+    pub fn publish(
+        &self,
+        channel: &herald_protocol::ChannelName,
+        event: &str,
+        data: &str,
+        except: Option<&str>,
+        user_id: Option<&str>,
+    ) -> usize {
+        let frame = herald_protocol::encode_server_event(event, Some(channel.as_str()), data, user_id);
+        let bytes = frame.len() as u64;
+        let reached = self.hub.publish(channel, &Utf8Bytes::from(frame), data, except);
+        self.messages_out.fetch_add(reached as u64, Ordering::Relaxed);
+        self.bytes_out.fetch_add(reached as u64 * bytes, Ordering::Relaxed);
+        reached
     }
 
     /// Counts one API request; false when the app is over `max_api_requests_per_second`.

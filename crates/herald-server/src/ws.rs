@@ -297,6 +297,7 @@ impl Session {
 
     /// Handles one frame from the client; `None` ends the session without a close frame.
     async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Option<Next> {
+        self.app.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.last_seen = Instant::now();
         self.ping_sent = None;
         let text = match message {
@@ -522,9 +523,7 @@ impl Session {
             send_error(socket, None, &message).await?;
             return Some(Next::Continue);
         }
-        let frame: Utf8Bytes =
-            encode_server_event(&event, Some(name.as_str()), &data, user_id.as_deref()).into();
-        self.app.hub.publish(name, &frame, &data, Some(self.handle.id.as_str()));
+        self.app.publish(name, &event, &data, Some(self.handle.id.as_str()), user_id.as_deref());
         Some(Next::Continue)
     }
 }
