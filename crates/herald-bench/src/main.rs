@@ -54,6 +54,14 @@ struct Cli {
     /// Memory: seconds to let the server settle before reading its RSS
     #[arg(long, default_value_t = 2.0)]
     settle_secs: f64,
+    /// Memory: after the idle reading, trigger this many events on every idle channel at once
+    /// (keep it under the server's outbox_capacity, 256), wait until every connection has them,
+    /// settle, and read the RSS again: memory per connection after a burst. 0: no burst
+    #[arg(long, default_value_t = 0)]
+    burst_events: usize,
+    /// Memory: bytes of event data per burst event
+    #[arg(long, default_value_t = 1024)]
+    burst_bytes: usize,
     /// WebSocket handshakes in flight at once
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -211,8 +219,22 @@ async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
     };
     if cli.only.contains(&Phase::Memory) {
         let settle = Duration::from_secs_f64(cli.settle_secs.clamp(0.0, 120.0));
+        let burst = (cli.burst_events > 0).then_some(phases::Burst {
+            events: cli.burst_events,
+            bytes: cli.burst_bytes,
+            concurrency: cli.concurrency,
+        });
         results.memory = Some(
-            phases::memory(server, cli.connections, cli.channels, cli.connect_concurrency, settle).await?,
+            phases::memory(
+                server,
+                &api,
+                cli.connections,
+                cli.channels,
+                cli.connect_concurrency,
+                settle,
+                burst,
+            )
+            .await?,
         );
     }
     if cli.only.contains(&Phase::Latency) {
@@ -290,10 +312,15 @@ fn to_markdown(cli: &Cli, results: &Results, log: &LogSummary) -> String {
     if let Some(memory) = &results.memory {
         let per = memory.per_connection();
         let verdict = if per < MEMORY_TARGET_BYTES { "meets" } else { "misses" };
+        let what = if memory.channels == 0 {
+            "Idle connections (not subscribed)".to_owned()
+        } else {
+            format!("Idle subscribed connections ({} channels)", memory.channels)
+        };
         let _ = writeln!(
             out,
-            "| Idle subscribed connections ({} channels) | {} of {} (opened in {:.1} s) |",
-            memory.channels, memory.connected, memory.requested, memory.connect_secs
+            "| {what} | {} of {} (opened in {:.1} s) |",
+            memory.connected, memory.requested, memory.connect_secs
         );
         let _ = writeln!(
             out,
@@ -302,15 +329,48 @@ fn to_markdown(cli: &Cli, results: &Results, log: &LogSummary) -> String {
             mib(memory.before.rss),
             mib(memory.after.rss)
         );
+        let label = if memory.channels == 0 {
+            "Memory per idle connection (not subscribed)"
+        } else {
+            "Memory per idle subscribed connection"
+        };
         let _ = writeln!(
             out,
-            "| **Memory per idle subscribed connection** | **{:.0} B = {:.2} KiB** ({verdict} the < 8 KiB target) |",
+            "| **{label}** | **{:.0} B = {:.2} KiB** ({verdict} the < 8 KiB target) |",
             per,
             per / 1024.0
         );
         let _ =
             writeln!(out, "| … of which anonymous (heap + stacks) | {:.0} B |", memory.per_connection_anon());
         let _ = writeln!(out, "| Server threads with the connections open | {} |", memory.after.threads);
+        if let (Some(burst), Some(per_after)) = (&memory.burst, memory.per_connection_after_burst()) {
+            let _ = writeln!(
+                out,
+                "| Burst: {} events × {} B on each channel | {} of {} delivered in {:.1} s; status codes {} |",
+                burst.burst.events,
+                burst.burst.bytes,
+                burst.delivered,
+                burst.expected,
+                burst.secs,
+                statuses_text(&burst.statuses)
+            );
+            let _ = writeln!(
+                out,
+                "| **Memory per connection after the burst** (+{:.0} s settle) | **{:.0} B = {:.2} KiB** ({:+.0} B over idle; RSS {:.1} MiB) |",
+                memory.settle_secs,
+                per_after,
+                per_after / 1024.0,
+                per_after - per,
+                mib(burst.after.rss)
+            );
+            if burst.delivered < burst.expected {
+                notes.push(format!(
+                    "memory: {} of {} burst deliveries missing",
+                    burst.expected - burst.delivered,
+                    burst.expected
+                ));
+            }
+        }
         if let Some(after_close) = &memory.after_close {
             let _ = writeln!(out, "| Server RSS after closing them | {:.1} MiB |", mib(after_close.rss));
         }
@@ -419,8 +479,15 @@ fn to_markdown(cli: &Cli, results: &Results, log: &LogSummary) -> String {
     }
     let _ = writeln!(
         out,
-        "\n(`herald-bench` with --connections {} --subscribers {} --rounds {} --concurrency {} --duration {})",
-        cli.connections, cli.subscribers, cli.rounds, cli.concurrency, cli.duration
+        "\n(`herald-bench` with --only {} --connections {} --channels {} --subscribers {} --rounds {} --concurrency {} --duration {} --server-log {})",
+        cli.only.iter().map(|phase| format!("{phase:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+        cli.connections,
+        cli.channels,
+        cli.subscribers,
+        cli.rounds,
+        cli.concurrency,
+        cli.duration,
+        cli.server_log
     );
     out
 }
@@ -444,6 +511,16 @@ fn to_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Path
             "target_bytes": MEMORY_TARGET_BYTES,
             "meets_target": memory.per_connection() < MEMORY_TARGET_BYTES,
             "errors": memory.errors,
+            "burst": memory.burst.as_ref().map(|burst| json!({
+                "events_per_channel": burst.burst.events,
+                "bytes_per_event": burst.burst.bytes,
+                "statuses": burst.statuses,
+                "delivered": burst.delivered,
+                "expected": burst.expected,
+                "seconds": burst.secs,
+                "rss_after_bytes": burst.after.rss,
+                "bytes_per_connection": memory.per_connection_after_burst(),
+            })),
         })
     });
     let latency = results.latency.as_ref().map(|latency| {
@@ -497,6 +574,8 @@ fn to_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Path
             "rounds": cli.rounds,
             "concurrency": cli.concurrency,
             "duration": cli.duration,
+            "burst_events": cli.burst_events,
+            "burst_bytes": cli.burst_bytes,
             "server_log": cli.server_log,
             "server_env": cli.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         },

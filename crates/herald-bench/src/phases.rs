@@ -170,8 +170,8 @@ enum Ending {
     Dropped,
 }
 
-/// Holds an idle connection: answers pings, notices a close, until `stop`.
-async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) -> Ending {
+/// Holds an idle connection: answers pings, counts burst events, notices a close, until `stop`.
+async fn hold(mut ws: Ws, burst_received: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) -> Ending {
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => {
@@ -180,7 +180,11 @@ async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) -> Ending {
             }
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    answer_ping(&mut ws, text.as_str()).await;
+                    if text.as_str().contains(BURST_EVENT) {
+                        burst_received.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        answer_ping(&mut ws, text.as_str()).await;
+                    }
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ending::Dropped,
                 Some(Ok(_)) => {}
@@ -203,8 +207,34 @@ pub(crate) struct MemoryResult {
     pub(crate) before: Memory,
     pub(crate) after: Memory,
     pub(crate) after_close: Option<Memory>,
-    /// Connections the server closed while they were idle.
+    /// Connections the server closed while they were idle (or during the burst).
     pub(crate) dropped: usize,
+    /// The optional burst after the idle reading.
+    pub(crate) burst: Option<BurstResult>,
+}
+
+/// Name of the events of the burst.
+const BURST_EVENT: &str = "bench-burst";
+
+/// `--burst-events`: after the idle reading, every idle channel gets `events` triggers of `bytes`
+/// of data at once, so each connection receives a burst its session writes in batches; then the
+/// server's RSS is read again (the connections are idle again by then).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Burst {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+    /// Trigger requests in flight at once.
+    pub(crate) concurrency: usize,
+}
+
+pub(crate) struct BurstResult {
+    pub(crate) burst: Burst,
+    pub(crate) statuses: BTreeMap<String, u64>,
+    pub(crate) delivered: u64,
+    pub(crate) expected: u64,
+    /// From the first trigger to the last delivery (or giving up).
+    pub(crate) secs: f64,
+    pub(crate) after: Memory,
 }
 
 impl MemoryResult {
@@ -216,14 +246,93 @@ impl MemoryResult {
     pub(crate) fn per_connection_anon(&self) -> f64 {
         self.after.rss_anon.saturating_sub(self.before.rss_anon) as f64 / self.connected.max(1) as f64
     }
+
+    /// Growth of the server's RSS from before the connections to after the burst, per connection.
+    pub(crate) fn per_connection_after_burst(&self) -> Option<f64> {
+        let burst = self.burst.as_ref()?;
+        Some(burst.after.rss.saturating_sub(self.before.rss) as f64 / self.connected.max(1) as f64)
+    }
 }
 
+/// Fires the burst at the idle channels and waits until every connection has it (or 60 s).
+async fn burst(
+    server: &Server,
+    api: &Api,
+    channels: usize,
+    burst: Burst,
+    connected: usize,
+    received: &AtomicU64,
+    settle: Duration,
+) -> anyhow::Result<BurstResult> {
+    let data = "x".repeat(burst.bytes);
+    eprintln!(
+        "memory: burst of {} events × {} B on each of {channels} channels ({} requests in flight)",
+        burst.events, burst.bytes, burst.concurrency
+    );
+    let started = Instant::now();
+    let statuses: Vec<String> = futures_util::stream::iter(0..channels * burst.events)
+        .map(|index| {
+            let channel = format!("bench-idle-{}", index % channels);
+            let data = &data;
+            async move {
+                match api.trigger(&channel, BURST_EVENT, data).await {
+                    Ok(status) => status.to_string(),
+                    Err(error) => format!("error: {error:#}"),
+                }
+            }
+        })
+        .buffer_unordered(burst.concurrency.max(1))
+        .collect()
+        .await;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for status in statuses {
+        *counts.entry(status).or_default() += 1;
+    }
+    // Every connection is on one channel and every channel got `events` triggers.
+    let all_ok = counts.get("200").copied().unwrap_or(0) == (channels * burst.events) as u64;
+    let expected = if all_ok { (connected * burst.events) as u64 } else { 0 };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (received.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let now = received.load(Ordering::Relaxed);
+        if (expected > 0 && now >= expected) || Instant::now() >= deadline {
+            break;
+        }
+        // Without a known total (some trigger failed): stop once nothing arrived for 2 s.
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if expected == 0 && last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(settle).await;
+    let after = server.memory()?;
+    let delivered = received.load(Ordering::Relaxed);
+    eprintln!(
+        "memory: {delivered} burst deliveries in {secs:.1} s; server RSS after the burst = {:.1} MiB",
+        mib(after.rss)
+    );
+    Ok(BurstResult {
+        burst,
+        statuses: counts,
+        delivered,
+        expected: (connected * burst.events) as u64,
+        secs,
+        after,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn memory(
     server: &Server,
+    api: &Api,
     count: usize,
     channels: usize,
     concurrency: usize,
     settle: Duration,
+    burst_config: Option<Burst>,
 ) -> anyhow::Result<MemoryResult> {
     // Let the freshly started server finish its own start-up allocations first.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -233,13 +342,14 @@ pub(crate) async fn memory(
         mib(before.rss)
     );
     let (stop, stopped) = watch::channel(false);
+    let burst_received = Arc::new(AtomicU64::new(0));
     let opened = open_connections(
         "memory",
         server.port,
         count,
         concurrency,
         |index| (channels > 0).then(|| format!("bench-idle-{}", index % channels)),
-        |ws| tokio::spawn(hold(ws, stopped.clone())),
+        |ws| tokio::spawn(hold(ws, burst_received.clone(), stopped.clone())),
     )
     .await;
     eprintln!(
@@ -249,9 +359,16 @@ pub(crate) async fn memory(
     );
     tokio::time::sleep(settle).await;
     let after = server.memory()?;
-    let dropped_while_idle = opened.tasks.iter().filter(|task| task.is_finished()).count();
-    eprintln!("memory: server RSS after = {:.1} MiB; closing the connections", mib(after.rss));
     let connected = opened.tasks.len();
+    eprintln!("memory: server RSS after = {:.1} MiB", mib(after.rss));
+    let burst = match burst_config {
+        Some(config) if channels > 0 && config.events > 0 => {
+            Some(burst(server, api, channels, config, connected, &burst_received, settle).await?)
+        }
+        _ => None,
+    };
+    let dropped_while_idle = opened.tasks.iter().filter(|task| task.is_finished()).count();
+    eprintln!("memory: closing the connections");
     let _ = stop.send(true);
     let endings = join_all(opened.tasks, Duration::from_secs(30)).await;
     let dropped =
@@ -270,6 +387,7 @@ pub(crate) async fn memory(
         after,
         after_close,
         dropped,
+        burst,
     })
 }
 

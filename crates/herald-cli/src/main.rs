@@ -161,7 +161,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(file) = &loaded.file {
             tracing::info!(file = %file.display(), "configuration read");
         }
-        println!("{}", banner(&loaded.config, app.address()));
+        println!("{}", banner(&loaded.config, app.address(), app.admin_address()));
         app.run(shutdown_signal()).await
     });
     match result {

@@ -80,7 +80,7 @@ async fn sigkill_during_a_backlog_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = 0\n\n[database]\nurl = \"sqlite://{}\"\n\n[auth]\njwt_secret = \"crash\"\n\n\
+            "[server]\nhost = \"127.0.0.1\"\nport = 0\n\n[admin]\nport = 0\n\n[database]\nurl = \"sqlite://{}\"\n\n[auth]\njwt_secret = \"crash\"\n\n\
              [notifications]\ndriver = \"log\"\nlog_file = \"{}\"\nworkers = 1\n\n\
              [[apps]]\nid = \"crash\"\nkey = \"crash-key\"\nsecret = \"crash-secret\"\n",
             dir.path().join("herald.db").display(),

@@ -103,6 +103,31 @@ impl Driver {
     }
 }
 
+/// Checks that the upstream answers and accepts the credentials (a signed `GET /channels`).
+pub async fn check_upstream(client: &reqwest::Client, upstream: &PusherUpstream) -> Result<String, String> {
+    let path = format!("/apps/{}/channels", upstream.app_id);
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
+    let params = [
+        ("auth_key", upstream.key.as_str()),
+        ("auth_timestamp", timestamp.as_str()),
+        ("auth_version", "1.0"),
+    ];
+    let signature = hmac_sha256_hex(&upstream.secret, &api_string_to_sign("GET", &path, params));
+    let url = format!("{}://{}:{}{path}", upstream.scheme, upstream.host, upstream.port);
+    let response = client
+        .get(&url)
+        .query(&params)
+        .query(&[("auth_signature", signature.as_str())])
+        .send()
+        .await
+        .map_err(|error| format!("{url}: unreachable: {error}"))?;
+    match response.status().as_u16() {
+        200 => Ok(format!("{url} accepts the credentials")),
+        401 | 403 => Err(format!("{url} refused the credentials ({})", response.status())),
+        status => Err(format!("{url} answered {status}")),
+    }
+}
+
 /// One signed `POST /apps/{id}/events` to the upstream API.
 async fn trigger_upstream(
     client: &reqwest::Client,

@@ -12,7 +12,7 @@ pub use broadcaster::{Campaign, Donation, NotificationBroadcaster, Payment, User
 pub use catalog::{
     plan, user_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification, EVENT_TYPES,
 };
-pub use driver::{DeliveryError, Driver, LocalPublish, PusherUpstream};
+pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};
 pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -26,7 +24,9 @@ use crate::{api, authorize, inbox, notifications, ws};
 pub struct App {
     state: SharedState,
     listener: TcpListener,
+    admin_listener: TcpListener,
     address: SocketAddr,
+    admin_address: SocketAddr,
 }
 
 impl App {
@@ -37,11 +37,21 @@ impl App {
         let listener =
             TcpListener::bind(&address).await.with_context(|| format!("cannot listen on {address}"))?;
         let address = listener.local_addr().context("listener has no local address")?;
+        let admin_address = format!("{}:{}", config.admin.host, config.admin.port);
+        let admin_listener = TcpListener::bind(&admin_address)
+            .await
+            .with_context(|| format!("cannot listen on {admin_address} (admin.port; 0 picks a free port)"))?;
+        let admin_address = admin_listener.local_addr().context("admin listener has no local address")?;
         let store = herald_store::Store::connect(&config.database.url)
             .await
             .with_context(|| format!("cannot open the database {}", redact_url(&config.database.url)))?;
-        let state = ServerState::new(config, store)?;
-        Ok(App { state: Arc::new(state), listener, address })
+        let state = ServerState::new(config, store, (address, admin_address))?;
+        Ok(App { state: Arc::new(state), listener, admin_listener, address, admin_address })
+    }
+
+    /// The address of the admin listener (metrics, admin API, dashboard).
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
     }
 
     /// The address the WebSocket + HTTP API listener is bound to.
@@ -71,14 +81,18 @@ impl App {
         state.notifier.start_workers(state.shutdown.clone(), &workers);
         workers.close();
         let drain = state.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                info!("shutting down: closing connections with 4200");
-                drain.start_draining();
-                drain.shutdown.cancel();
-            })
-            .await?;
+        let main = axum::serve(listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down: closing connections with 4200");
+            drain.start_draining();
+            drain.shutdown.cancel();
+        });
+        let admin_stop = state.shutdown.clone();
+        let admin = axum::serve(self.admin_listener, crate::admin::router(state.clone()))
+            .with_graceful_shutdown(async move { admin_stop.cancelled().await });
+        let (main, admin) = tokio::join!(main, admin);
+        main?;
+        admin?;
         state.sessions.close();
         let grace = Duration::from_secs(state.server.shutdown_grace_secs);
         if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
@@ -113,9 +127,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/apps/{app_id}/domain-events", post(notifications::ingest))
         .route("/apps/{app_id}/audit", get(notifications::audit))
         .merge(browser_routes(state.clone()))
-        .route("/up", get(up))
-        .route("/live", get(live))
+        .route("/up", get(crate::admin::up))
+        .route("/live", get(crate::admin::live))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -145,20 +160,6 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Readiness: 200 while serving, 503 while draining.
-async fn up(State(state): State<SharedState>) -> Response {
-    if state.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
-    } else {
-        Json(json!({ "status": "ok" })).into_response()
-    }
-}
-
-/// Liveness: 200 while the process answers.
-async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
 }
 
 /// Unknown routes: 404 JSON, or 4005 for a WebSocket upgrade on a path that is not `/app/{key}`.

@@ -1,12 +1,14 @@
 //! Herald's server: configuration, the WebSocket endpoint, the signed Pusher HTTP API and health
 //! probes, wired into one axum router. Only this crate wires the sibling crates together.
 
+mod admin;
 mod api;
 mod app;
 mod authorize;
 pub mod config;
 mod error;
 mod inbox;
+mod metrics;
 mod notifications;
 mod signed;
 mod state;
@@ -21,7 +23,7 @@ pub use state::{SharedState, State};
 
 /// The short block printed at start-up: addresses, apps (keys, never secrets) and the Echo
 /// snippet a front end needs.
-pub fn banner(config: &Config, address: std::net::SocketAddr) -> String {
+pub fn banner(config: &Config, address: std::net::SocketAddr, admin: std::net::SocketAddr) -> String {
     use std::fmt::Write as _;
     let shown_host =
         if address.ip().is_unspecified() { "localhost".to_owned() } else { address.ip().to_string() };
@@ -37,6 +39,7 @@ pub fn banner(config: &Config, address: std::net::SocketAddr) -> String {
     );
     let _ = writeln!(text, "  Database   {}", redact_url(&config.database.url));
     let _ = writeln!(text, "  Health     http://{address}/up");
+    let _ = writeln!(text, "  Admin      http://{admin}/metrics, http://{admin}/dashboard");
     for app in &config.apps {
         let state = if app.enabled { "" } else { " (disabled)" };
         let _ = writeln!(text, "  App        id {:?}, key {:?}{state}", app.id, app.key);

@@ -97,12 +97,22 @@ pub struct State {
     pub authorizer: Option<Authorizer>,
     /// The notification layer: ingest, queue workers, driver.
     pub notifier: Arc<herald_notify::Notifier>,
+    pub(crate) http_metrics: crate::metrics::HttpMetrics,
+    /// `None`: the admin listener is loopback-only and open.
+    pub(crate) admin_token: Option<String>,
+    pub(crate) started: Instant,
+    /// The WebSocket/API listener and the admin listener.
+    pub addresses: (std::net::SocketAddr, std::net::SocketAddr),
 }
 
 pub type SharedState = Arc<State>;
 
 impl State {
-    pub fn new(config: &Config, store: Store) -> anyhow::Result<State> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        addresses: (std::net::SocketAddr, std::net::SocketAddr),
+    ) -> anyhow::Result<State> {
         let node = u64::from(fastrand::u32(1..1_000_000_000));
         let apps: Vec<Arc<App>> = config
             .apps
@@ -122,6 +132,10 @@ impl State {
             store,
             authorizer,
             notifier,
+            http_metrics: crate::metrics::HttpMetrics::default(),
+            admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
+            started: Instant::now(),
+            addresses,
         })
     }
 

@@ -62,6 +62,7 @@ function configToml(dir, serverOverrides = {}) {
   const lines = ['[server]'];
   for (const [key, value] of Object.entries(serverSection)) lines.push(`${key} = ${tomlValue(value)}`);
   lines.push('');
+  lines.push('[admin]', 'port = 0', '');
   lines.push('[database]', `url = ${tomlValue(`sqlite://${join(dir, 'herald.db')}`)}`, '');
   lines.push('[auth]', `jwt_secret = ${tomlValue(JWT_SECRET)}`);
   lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`, '');

@@ -29,6 +29,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub channels: ChannelsConfig,
     pub notifications: NotificationsConfig,
+    pub admin: AdminConfig,
     /// Apps served; empty means the `PUSHER_APP_*` app, or the development app.
     pub apps: Vec<AppConfig>,
     /// Channel policies, before the platform's defaults (see docs/authorization.md).
@@ -63,6 +64,23 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             outbox_capacity: herald_hub::OUTBOX_CAPACITY,
         }
+    }
+}
+
+/// The admin listener: metrics, health, the admin API and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub host: String,
+    pub port: u16,
+    /// Token for the admin API and dashboard (`HERALD_ADMIN_TOKEN`); required unless `host` is
+    /// a loopback address.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { host: "127.0.0.1".into(), port: 9601, token: String::new() }
     }
 }
 
@@ -221,6 +239,9 @@ impl Config {
         if let Some(port) = env.var("PUSHER_PORT") {
             set_path(&mut tree, &["notifications", "upstream", "port"], env_value(&port));
         }
+        if let Some(token) = env.var("HERALD_ADMIN_TOKEN") {
+            set_path(&mut tree, &["admin", "token"], toml::Value::String(token));
+        }
         if let Some(secret) = env.var("HERALD_JWT_SECRET") {
             set_path(&mut tree, &["auth", "jwt_secret"], toml::Value::String(secret));
         }
@@ -299,6 +320,15 @@ impl Config {
         let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         auth::validate(&self.auth, &self.policies, &app_ids, problems);
         notifications::validate(&self.notifications, &app_ids, problems);
+        match self.admin.host.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_loopback() && self.admin.token.is_empty() => problems.push(format!(
+                "admin.token: required when admin.host ({}) is not a loopback address (HERALD_ADMIN_TOKEN)",
+                self.admin.host
+            )),
+            Ok(_) => {}
+            Err(_) if self.admin.host == "localhost" => {}
+            Err(_) => problems.push(format!("admin.host: {:?} is not an IP address", self.admin.host)),
+        }
         if !self.database.url.starts_with("sqlite:")
             && !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")

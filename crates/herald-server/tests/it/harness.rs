@@ -48,6 +48,7 @@ pub const FRONT_END: &str = "https://csr.example";
 
 pub struct TestServer {
     pub address: std::net::SocketAddr,
+    pub admin_address: std::net::SocketAddr,
     _data: tempfile::TempDir,
     pub state: SharedState,
     stop: Option<oneshot::Sender<()>>,
@@ -64,6 +65,7 @@ impl TestServer {
         let mut config = Config::default();
         config.server.host = "127.0.0.1".into();
         config.server.port = 0;
+        config.admin.port = 0;
         config.server.shutdown_grace_secs = 2;
         config.apps = default_apps();
         let data = tempfile::tempdir().expect("temp dir");
@@ -77,6 +79,7 @@ impl TestServer {
         change(&mut config);
         let app = App::build(&config).await.expect("server binds");
         let address = app.address();
+        let admin_address = app.admin_address();
         let state = app.state();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(app.run(async move {
@@ -84,6 +87,7 @@ impl TestServer {
         }));
         TestServer {
             address,
+            admin_address,
             _data: data,
             state,
             stop: Some(stop),

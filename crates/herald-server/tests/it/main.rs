@@ -1,6 +1,7 @@
 //! Integration tests: the real `App` on 127.0.0.1:0, driven by real WebSocket and HTTP clients.
 #![allow(unreachable_pub)]
 
+mod admin;
 mod api;
 mod authorization;
 mod harness;

@@ -1,0 +1,188 @@
+//! The admin listener (default 127.0.0.1:9601): Prometheus `/metrics`, health probes, and the
+//! admin API the `herald status` command and the dashboard use.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// Routes of the admin listener.
+pub(crate) fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/up", get(up))
+        .route("/live", get(live))
+        .route("/admin/api/status", get(status))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .with_state(state)
+}
+
+/// Checks the admin token (`Authorization: Bearer`, or the dashboard's cookie); with no token
+/// configured the admin listener is loopback-only and open.
+pub(crate) fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = state.admin_token.as_deref() else { return Ok(()) };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|cookies| cookies.split(';').find_map(|pair| pair.trim().strip_prefix("herald_admin=")));
+    let given = bearer.or(cookie).ok_or(ApiError::Unauthenticated("admin token required"))?;
+    if herald_protocol::hmac_sha256_hex("admin", given) == herald_protocol::hmac_sha256_hex("admin", expected)
+    {
+        return Ok(());
+    }
+    // An admin-role bearer token of the platform is accepted too.
+    if let Some(authorizer) = &state.authorizer {
+        if let Ok(identity) = authorizer.identify(headers) {
+            if identity.has_role("super_admin") {
+                return Ok(());
+            }
+        }
+    }
+    Err(ApiError::Unauthenticated("invalid admin token"))
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    let body = crate::metrics::render(&state).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// Readiness: 200 while serving with the database answering; 503 while draining or when the
+/// database is down.
+pub(crate) async fn up(State(state): State<SharedState>) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Json(json!({ "status": "ok" })).into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" })))
+            .into_response(),
+    }
+}
+
+/// Liveness: 200 while the process answers.
+pub(crate) async fn live() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StatusQuery {
+    #[serde(default)]
+    check_deps: Option<String>,
+}
+
+/// `GET /admin/api/status[?check_deps=true]`: everything `herald status` shows.
+pub(crate) async fn status(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): Query<StatusQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(snapshot(&state, query.check_deps.as_deref() == Some("true")).await))
+}
+
+/// The status document (also the dashboard's periodic update).
+pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let apps: Vec<Value> = state
+        .apps()
+        .iter()
+        .map(|app| {
+            let stats = app.hub.stats();
+            let channels: Map<String, Value> = stats
+                .channels_by_kind
+                .iter()
+                .map(|(kind, count)| ((*kind).to_owned(), json!(count)))
+                .collect();
+            json!({
+                "id": app.config.id, "key": app.config.key, "enabled": app.config.enabled,
+                "connections": stats.connections, "subscriptions": stats.subscriptions, "channels": channels,
+                "messages_in": app.messages_in.load(Relaxed), "messages_out": app.messages_out.load(Relaxed),
+                "slow_consumer_disconnects": app.slow_consumers.load(Relaxed),
+            })
+        })
+        .collect();
+    let now = herald_store::now_ms();
+    let lanes = state.store.lane_stats().await;
+    let queue: Map<String, Value> = lanes
+        .as_ref()
+        .map(|lanes| {
+            lanes
+                .iter()
+                .map(|lane| {
+                    let age = lane.oldest_created_at.map(|at| (now - at).max(0) as f64 / 1000.0);
+                    (lane.lane.name().to_owned(), json!({ "pending": lane.pending, "oldest_age_secs": age }))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let dead_letters = state.store.dead_letter_count().await.ok();
+    let errors = state
+        .store
+        .audit(&herald_store::AuditFilter { kind: "attempt_failed".into(), limit: 5, ..Default::default() })
+        .await
+        .unwrap_or_default();
+    let dead = state
+        .store
+        .audit(&herald_store::AuditFilter { kind: "dead_lettered".into(), limit: 5, ..Default::default() })
+        .await
+        .unwrap_or_default();
+    let mut recent: Vec<&herald_store::AuditEntry> = errors.iter().chain(dead.iter()).collect();
+    recent.sort_by_key(|entry| std::cmp::Reverse(entry.at));
+    let recent_errors: Vec<Value> =
+        recent.into_iter().take(10).map(crate::notifications::audit_json).collect();
+    let counters = &state.notifier.counters;
+    let per_lane = |values: &[std::sync::atomic::AtomicU64; 2]| json!({ "critical-broadcasts": values[0].load(Relaxed), "broadcasts": values[1].load(Relaxed) });
+    let mut document = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "draining": state.is_draining(),
+        "driver": state.notifier.driver().name(),
+        "listen": { "websocket": state.addresses.0.to_string(), "admin": state.addresses.1.to_string() },
+        "database": { "backend": format!("{:?}", state.store.backend()).to_lowercase(), "up": lanes.is_ok() },
+        "apps": apps,
+        "queue": queue,
+        "dead_letters": dead_letters,
+        "delivery": {
+            "accepted_events": counters.accepted.load(Relaxed),
+            "ignored_events": counters.ignored.load(Relaxed),
+            "delivered": per_lane(&counters.delivered),
+            "retried": per_lane(&counters.retried),
+            "dead_lettered": per_lane(&counters.dead_lettered),
+            "suppressed": counters.suppressed.load(Relaxed),
+        },
+        "recent_errors": recent_errors,
+    });
+    if check_deps {
+        document["deps"] = dependencies(state).await;
+    }
+    document
+}
+
+/// Checks the database and, with the `pusher` driver, the upstream API.
+async fn dependencies(state: &SharedState) -> Value {
+    let database = match tokio::time::timeout(Duration::from_secs(3), state.store.ping()).await {
+        Ok(Ok(())) => json!({ "ok": true, "detail": "answers" }),
+        Ok(Err(error)) => json!({ "ok": false, "detail": error.to_string() }),
+        Err(_) => json!({ "ok": false, "detail": "no answer within 3 s" }),
+    };
+    let mut deps = json!({ "database": database });
+    if let herald_notify::Driver::Pusher { upstream, client } = state.notifier.driver() {
+        deps["upstream"] = match herald_notify::check_upstream(client, upstream).await {
+            Ok(detail) => json!({ "ok": true, "detail": detail }),
+            Err(detail) => json!({ "ok": false, "detail": detail }),
+        };
+    }
+    deps
+}

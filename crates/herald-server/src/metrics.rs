@@ -1,0 +1,275 @@
+//! Prometheus metrics: HTTP requests by matched route and status with latency histograms, and a
+//! text rendering of every counter and gauge the server keeps. Labels are bounded: apps, lanes,
+//! channel kinds, routes, statuses and policies — never a channel name or socket id.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::state::SharedState;
+
+/// Upper bounds (seconds) of the request latency histogram.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Request counts and latencies per matched route.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl HttpMetrics {
+    fn record(&self, route: &str, status: u16, seconds: f64) {
+        *lock(&self.requests).entry((route.to_owned(), status)).or_default() += 1;
+        let mut latency = lock(&self.latency);
+        let histogram = latency.entry(route.to_owned()).or_default();
+        for (index, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                histogram.counts[index] += 1;
+            }
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+}
+
+/// Middleware: counts every request under its matched route (unmatched: `other`).
+pub(crate) async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("other", |path| path.as_str()).to_owned();
+    if route == "/app/{key}" {
+        // WebSocket sessions last for hours; their handshakes are not request latencies.
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.http_metrics.record(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (apps and policies are configuration, but quote them safely anyway).
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The whole exposition. Queue figures come from the database; when it is down they are
+/// omitted and `herald_database_up` is 0.
+pub(crate) async fn render(state: &SharedState) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    header(&mut out, "herald_connections", "gauge", "Open WebSocket connections.");
+    for app in state.apps() {
+        line(
+            &mut out,
+            "herald_connections",
+            &format!("app=\"{}\"", label(&app.config.id)),
+            app.hub.connections(),
+        );
+    }
+    header(&mut out, "herald_subscriptions", "gauge", "Channel subscriptions of open connections.");
+    header(&mut out, "herald_channels", "gauge", "Occupied channels by kind.");
+    let mut channel_lines = Vec::new();
+    for app in state.apps() {
+        let stats = app.hub.stats();
+        let app_label = format!("app=\"{}\"", label(&app.config.id));
+        line(&mut out, "herald_subscriptions", &app_label, stats.subscriptions);
+        for (kind, count) in stats.channels_by_kind {
+            channel_lines.push((format!("{app_label},kind=\"{kind}\""), count));
+        }
+    }
+    for (labels, count) in channel_lines {
+        line(&mut out, "herald_channels", &labels, count);
+    }
+    for (name, help, pick) in [
+        ("herald_messages_in_total", "Frames received from clients.", 0),
+        ("herald_messages_out_total", "Frames queued for clients.", 1),
+        ("herald_bytes_out_total", "Bytes of frames queued for clients.", 2),
+        (
+            "herald_slow_consumer_disconnects_total",
+            "Connections closed with 4100 because their outbox was full.",
+            3,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for app in state.apps() {
+            let value = match pick {
+                0 => app.messages_in.load(Ordering::Relaxed),
+                1 => app.messages_out.load(Ordering::Relaxed),
+                2 => app.bytes_out.load(Ordering::Relaxed),
+                _ => app.slow_consumers.load(Ordering::Relaxed),
+            };
+            line(&mut out, name, &format!("app=\"{}\"", label(&app.config.id)), value);
+        }
+    }
+
+    let counters = &state.notifier.counters;
+    header(&mut out, "herald_domain_events_total", "counter", "Domain events ingested, by outcome.");
+    line(
+        &mut out,
+        "herald_domain_events_total",
+        "status=\"accepted\"",
+        counters.accepted.load(Ordering::Relaxed),
+    );
+    line(
+        &mut out,
+        "herald_domain_events_total",
+        "status=\"ignored\"",
+        counters.ignored.load(Ordering::Relaxed),
+    );
+    header(
+        &mut out,
+        "herald_broadcasts_total",
+        "counter",
+        "Broadcast delivery attempts by lane and outcome.",
+    );
+    for (index, lane) in ["critical-broadcasts", "broadcasts"].iter().enumerate() {
+        for (outcome, value) in [
+            ("delivered", &counters.delivered[index]),
+            ("retried", &counters.retried[index]),
+            ("dead_lettered", &counters.dead_lettered[index]),
+        ] {
+            line(
+                &mut out,
+                "herald_broadcasts_total",
+                &format!("lane=\"{lane}\",outcome=\"{outcome}\""),
+                value.load(Ordering::Relaxed),
+            );
+        }
+    }
+    header(
+        &mut out,
+        "herald_broadcasts_suppressed_total",
+        "counter",
+        "Real-time broadcasts muted by user preference.",
+    );
+    line(&mut out, "herald_broadcasts_suppressed_total", "", counters.suppressed.load(Ordering::Relaxed));
+
+    let lanes = state.store.lane_stats().await;
+    let dead = state.store.dead_letter_count().await;
+    header(&mut out, "herald_database_up", "gauge", "1 when the database answered this scrape.");
+    line(&mut out, "herald_database_up", "", u8::from(lanes.is_ok() && dead.is_ok()));
+    if let Ok(lanes) = lanes {
+        let now = herald_store::now_ms();
+        header(&mut out, "herald_queue_depth", "gauge", "Pending broadcast jobs per lane.");
+        for lane in &lanes {
+            line(&mut out, "herald_queue_depth", &format!("lane=\"{}\"", lane.lane.name()), lane.pending);
+        }
+        header(
+            &mut out,
+            "herald_queue_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest pending job per lane.",
+        );
+        for lane in &lanes {
+            let age = lane.oldest_created_at.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+            line(&mut out, "herald_queue_oldest_age_seconds", &format!("lane=\"{}\"", lane.lane.name()), age);
+        }
+    }
+    if let Ok(dead) = dead {
+        header(
+            &mut out,
+            "herald_dead_letters",
+            "gauge",
+            "Broadcasts that failed for good and wait for retry or purge.",
+        );
+        line(&mut out, "herald_dead_letters", "", dead);
+    }
+
+    if let Some(authorizer) = &state.authorizer {
+        header(
+            &mut out,
+            "herald_auth_decisions_total",
+            "counter",
+            "Channel authorization decisions by policy.",
+        );
+        for (policy, allowed, denied) in authorizer.decision_counts() {
+            let policy = label(&policy);
+            line(
+                &mut out,
+                "herald_auth_decisions_total",
+                &format!("policy=\"{policy}\",decision=\"allowed\""),
+                allowed,
+            );
+            line(
+                &mut out,
+                "herald_auth_decisions_total",
+                &format!("policy=\"{policy}\",decision=\"denied\""),
+                denied,
+            );
+        }
+    }
+
+    header(&mut out, "herald_http_requests_total", "counter", "HTTP requests by matched route and status.");
+    for ((route, status), count) in lock(&state.http_metrics.requests).iter() {
+        line(
+            &mut out,
+            "herald_http_requests_total",
+            &format!("route=\"{}\",status=\"{status}\"", label(route)),
+            count,
+        );
+    }
+    header(
+        &mut out,
+        "herald_http_request_duration_seconds",
+        "histogram",
+        "HTTP request latency by matched route.",
+    );
+    for (route, histogram) in lock(&state.http_metrics.latency).iter() {
+        let route = label(route);
+        for (index, bound) in BUCKETS.iter().enumerate() {
+            line(
+                &mut out,
+                "herald_http_request_duration_seconds_bucket",
+                &format!("route=\"{route}\",le=\"{bound}\""),
+                histogram.counts[index],
+            );
+        }
+        line(
+            &mut out,
+            "herald_http_request_duration_seconds_bucket",
+            &format!("route=\"{route}\",le=\"+Inf\""),
+            histogram.count,
+        );
+        line(
+            &mut out,
+            "herald_http_request_duration_seconds_sum",
+            &format!("route=\"{route}\""),
+            histogram.sum,
+        );
+        line(
+            &mut out,
+            "herald_http_request_duration_seconds_count",
+            &format!("route=\"{route}\""),
+            histogram.count,
+        );
+    }
+    out
+}
