@@ -4,7 +4,7 @@
 use herald_store::Lane;
 use serde_json::{json, Map, Value};
 
-use crate::fields::{FieldError, Fields};
+use crate::fields::{amount_json, FieldError, Fields};
 
 /// The domain event types Herald accepts.
 pub const EVENT_TYPES: [&str; 8] = [
@@ -141,8 +141,8 @@ fn large_donation(data: &Fields<'_>, settings: &CatalogSettings) -> Result<Plan,
         });
     }
     let fields = json!({
-        "donation_id": donation_id, "amount": amount, "currency": currency, "campaign_id": campaign_id,
-        "organization_id": organization_id, "donor_name": donor_name, "threshold": threshold,
+        "donation_id": donation_id, "amount": amount_json(amount), "currency": currency, "campaign_id": campaign_id,
+        "organization_id": organization_id, "donor_name": donor_name, "threshold": amount_json(threshold),
     });
     let channels = vec![
         "admin-dashboard".into(),
@@ -167,7 +167,7 @@ fn milestone(data: &Fields<'_>) -> Result<Plan, FieldError> {
     let currency = data.currency("currency")?;
     let fields = json!({
         "campaign_id": campaign_id, "campaign_title": campaign_title, "organization_id": organization_id,
-        "milestone": milestone, "amount_raised": amount_raised, "goal_amount": goal_amount, "currency": currency,
+        "milestone": milestone, "amount_raised": amount_json(amount_raised), "goal_amount": amount_json(goal_amount), "currency": currency,
     });
     let channels = vec![
         "admin-dashboard".into(),
@@ -206,7 +206,7 @@ fn payment_failed(data: &Fields<'_>) -> Result<Plan, FieldError> {
     let user_id = data.id("user_id")?;
     let organization_id = data.id("organization_id")?;
     let fields = json!({
-        "payment_id": payment_id, "donation_id": donation_id, "amount": amount, "currency": currency,
+        "payment_id": payment_id, "donation_id": donation_id, "amount": amount_json(amount), "currency": currency,
         "reason": reason, "user_id": user_id, "organization_id": organization_id,
     });
     let channels =

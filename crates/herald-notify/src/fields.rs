@@ -200,10 +200,29 @@ pub fn parse_since(text: &str) -> Result<i64, String> {
     Ok(herald_store::now_ms() - number.saturating_mul(scale))
 }
 
-/// Unix epoch milliseconds as RFC 3339 (UTC).
+/// Unix epoch milliseconds as RFC 3339 in UTC, always with milliseconds
+/// (`2026-11-27T14:48:04.070Z`), so fixed-format parsers read every value.
 pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|at| at.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        return String::new();
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// An amount as JSON: whole numbers stay integers (`2500`, not `2500.0`).
+pub(crate) fn amount_json(amount: f64) -> serde_json::Value {
+    if amount.fract() == 0.0 && amount.abs() < 9.0e15 {
+        serde_json::Value::from(amount as i64)
+    } else {
+        serde_json::Value::from(amount)
+    }
 }

@@ -65,7 +65,19 @@ pub enum IngestError {
     #[error("events: the batch is empty")]
     Empty,
     #[error("storage is unavailable")]
-    Storage(#[from] StoreError),
+    Storage(StoreError),
+    /// The batch collides with stored records (two events naming one notification id at once).
+    #[error("events: {0}")]
+    Conflict(StoreError),
+}
+
+impl From<StoreError> for IngestError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(_) => IngestError::Conflict(error),
+            other => IngestError::Storage(other),
+        }
+    }
 }
 
 impl IngestError {
@@ -73,7 +85,7 @@ impl IngestError {
     pub fn field(&self) -> Option<String> {
         match self {
             IngestError::Invalid { index, error } => Some(event_field(*index, &error.field)),
-            IngestError::TooMany | IngestError::Empty => Some("events".into()),
+            IngestError::TooMany | IngestError::Empty | IngestError::Conflict(_) => Some("events".into()),
             IngestError::Storage(_) => None,
         }
     }
@@ -266,6 +278,15 @@ impl Notifier {
                 kind: "ignored".into(),
                 detail: json!({ "reason": reason }).to_string(),
             });
+        }
+        if let Some(given) = notification.as_ref().and_then(|n| n.id.as_deref()) {
+            if self.store.notification_exists(given).await? {
+                let problem = format!("notification {given:?} was already sent by another event; give each notification its own id");
+                return Err(IngestError::Invalid {
+                    index,
+                    error: FieldError { field: "data.notification.id".into(), problem },
+                });
+            }
         }
         if let Some(planned) = notification {
             let preference = self.store.preference(&planned.user_id, &planned.notification_type).await?;

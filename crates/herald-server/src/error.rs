@@ -36,6 +36,10 @@ pub enum ApiError {
     Unprocessable { field: String, problem: String },
     #[error("no such {0}")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    WrongApp(String),
 }
 
 impl ApiError {
@@ -49,6 +53,8 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::WrongApp(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthenticated(_) | ApiError::Token(_) => StatusCode::UNAUTHORIZED,
             ApiError::AppDisabled | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,

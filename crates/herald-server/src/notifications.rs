@@ -92,11 +92,27 @@ impl From<IngestError> for ApiError {
                 error!(error = %cause, "ingest could not be stored");
                 ApiError::BackendUnavailable
             }
+            IngestError::Conflict(cause) => ApiError::Conflict(format!(
+                "the batch collides with stored records, nothing was stored: {cause}"
+            )),
             other => ApiError::Unprocessable {
                 field: other.field().unwrap_or_default(),
                 problem: other.to_string(),
             },
         }
+    }
+}
+
+/// The notification layer belongs to one app (`notifications.app_id`); other apps' credentials
+/// may not feed it or read its audit trail.
+fn notification_app(state: &SharedState, app_id: &str) -> Result<(), ApiError> {
+    if state.notify_app_id == app_id {
+        Ok(())
+    } else {
+        Err(ApiError::WrongApp(format!(
+            "the notification layer belongs to app {:?} (notifications.app_id); sign with its credentials",
+            state.notify_app_id
+        )))
     }
 }
 
@@ -111,7 +127,15 @@ pub(crate) async fn ingest(
 ) -> Result<Response, ApiError> {
     let limit = state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes);
     let body = crate::api::body_of(body, limit)?;
-    let (_app, _query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+    let (_app, query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+    notification_app(&state, &app_id)?;
+    // The Pusher PHP SDK's post() treats anything but 200 as an error: `status=200` (signed like
+    // every parameter) asks for 200 instead of 202.
+    let status = match query.get("status") {
+        None | Some("202") => StatusCode::ACCEPTED,
+        Some("200") => StatusCode::OK,
+        Some(_) => return Err(ApiError::invalid("status", "must be 200 or 202")),
+    };
     let value: Value =
         serde_json::from_slice(&body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     let events = match value {
@@ -133,7 +157,7 @@ pub(crate) async fn ingest(
         }
     };
     let outcomes = state.notifier.ingest(&events).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "events": outcomes }))).into_response())
+    Ok((status, Json(json!({ "events": outcomes }))).into_response())
 }
 
 /// `GET /apps/{app_id}/audit?type=&status=&event_id=&since=&limit=`
@@ -144,6 +168,7 @@ pub(crate) async fn audit(
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
     let (_app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
+    notification_app(&state, &app_id)?;
     let since_ms = match query.get("since") {
         Some(since) => {
             herald_notify::parse_since(since).map_err(|problem| ApiError::invalid("since", problem))?

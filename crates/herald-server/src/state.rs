@@ -97,6 +97,8 @@ pub struct State {
     pub authorizer: Option<Authorizer>,
     /// The notification layer: ingest, queue workers, driver.
     pub notifier: Arc<herald_notify::Notifier>,
+    /// The app the notification layer belongs to.
+    pub notify_app_id: String,
     pub(crate) http_metrics: crate::metrics::HttpMetrics,
     /// `None`: the admin listener is loopback-only and open.
     pub(crate) admin_token: Option<String>,
@@ -132,6 +134,11 @@ impl State {
             store,
             authorizer,
             notifier,
+            notify_app_id: if config.notifications.app_id.is_empty() {
+                config.apps.first().map(|app| app.id.clone()).unwrap_or_default()
+            } else {
+                config.notifications.app_id.clone()
+            },
             http_metrics: crate::metrics::HttpMetrics::default(),
             admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
             started: Instant::now(),

@@ -53,13 +53,19 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A row with the same unique key exists (e.g. a notification id sent twice): the caller's fault.
+    #[error("conflicts with a stored record: {0}")]
+    Conflict(#[source] sqlx::Error),
     #[error("migration {version} ({name}) failed: {source}")]
     Migration { version: i64, name: &'static str, source: sqlx::Error },
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Unavailable(error)
+        match &error {
+            sqlx::Error::Database(database) if database.is_unique_violation() => StoreError::Conflict(error),
+            _ => StoreError::Unavailable(error),
+        }
     }
 }
 

@@ -105,6 +105,14 @@ pub enum IngestResult {
 }
 
 impl Store {
+    /// Whether an inbox notification with this id exists (the platform may name its own ids).
+    pub async fn notification_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT seq FROM notifications WHERE id = $1").bind(id).fetch_optional(pool).await?
+        });
+        Ok(found.is_some())
+    }
+
     /// Stores a batch in one transaction: each event with its notifications, broadcast jobs,
     /// channel history and audit entries, unless its id is already known. Nothing of the batch
     /// is stored if any statement fails.
@@ -136,11 +144,10 @@ impl Store {
                         .await?;
                     sqlx::query(
                         "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
-                         VALUES ($1, $2, NULL, 'duplicate', '{}', $3)",
+                         SELECT id, event_type, NULL, 'duplicate', '{}', $1 FROM domain_events WHERE id = $2",
                     )
-                    .bind(&event.id)
-                    .bind(&event.event_type)
                     .bind(now)
+                    .bind(&event.id)
                     .execute(&mut *tx)
                     .await?;
                     results.push(IngestResult::Duplicate { outcome });

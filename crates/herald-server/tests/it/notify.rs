@@ -524,3 +524,48 @@ async fn the_log_driver_writes_json_lines() {
     assert_eq!(line["event"], "security.alert");
     assert_eq!(line["channels"], json!(["private-security-alerts"]));
 }
+
+#[tokio::test]
+async fn a_notification_id_sent_twice_is_refused_with_422() {
+    let server = TestServer::start().await;
+    let note = |event: &str| json!({ "id": event, "type": "notification.created", "data": { "notification": { "id": "n1", "user_id": 42, "type": "t", "title": "T", "message": "M" } } });
+    assert_eq!(server.ingest(&note("e1")).await.0, 202);
+    let (status, body) = server.ingest(&note("e2")).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("events[0].data.notification.id")), "{body}");
+    let (status, body) = server.ingest(&json!({ "events": [note("e3"), note("e4")] })).await;
+    assert!(status == 422 || status == 409, "{status} {body}");
+}
+
+#[tokio::test]
+async fn only_the_notification_app_may_ingest_or_read_the_audit() {
+    let server = TestServer::start().await;
+    let body: Value = serde_json::from_str(ALERT).expect("json");
+    let (status, reply) = server.signed("noclient", "POST", "/domain-events", &[], Some(&body)).await;
+    assert_eq!(status, 403, "{reply}");
+    assert!(reply["error"].as_str().expect("text").contains("\"main\""));
+    assert_eq!(server.signed("noclient", "GET", "/audit", &[], None).await.0, 403);
+}
+
+#[tokio::test]
+async fn status_200_can_be_asked_for_the_php_sdk() {
+    let server = TestServer::start().await;
+    let body: Value = serde_json::from_str(ALERT).expect("json");
+    let (status, reply) =
+        server.signed("main", "POST", "/domain-events", &[("status", "200")], Some(&body)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["events"][0]["status"], "accepted");
+}
+
+#[tokio::test]
+async fn a_duplicate_is_audited_under_the_original_type() {
+    let server = TestServer::start().await;
+    server.ingest(&json!({ "id": "x", "type": "security.alert", "data": { "alert_type": "a", "message": "m", "severity": "low" } })).await;
+    server.ingest(&json!({ "id": "x", "type": "compliance.issue", "data": { "issue_type": "i", "severity": "low", "message": "m" } })).await;
+    let duplicates = server
+        .state
+        .store
+        .audit(&herald_store::AuditFilter { kind: "duplicate".into(), ..Default::default() })
+        .await
+        .expect("audit");
+    assert_eq!(duplicates[0].event_type, "security.alert");
+}
