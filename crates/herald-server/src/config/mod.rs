@@ -12,9 +12,11 @@ use herald_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod describe;
 mod notifications;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
+pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
 
 /// Key, id and secret of the development app used when none is configured.
