@@ -10,6 +10,23 @@ use tracing_subscriber::EnvFilter;
 /// Exit code for bad configuration (EX_CONFIG-like "usage" code that init systems show).
 const EXIT_CONFIG: u8 = 64;
 
+/// `println!` that ignores a closed stdout (`herald audit | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! out_inline {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod ops;
 mod records;
 
 /// Runs a command's future on a small runtime.
@@ -43,6 +60,12 @@ enum Command {
         #[command(flatten)]
         store: records::StoreArgs,
     },
+    /// What a running server is doing: connections, channels, queues, deliveries, errors.
+    Status(ops::status::StatusArgs),
+    /// Show the effective configuration, find mistakes in the environment, test connections and channels.
+    Debug(ops::debug::DebugArgs),
+    /// Send sample domain events through the real pipeline and check they reach their channels.
+    TestBroadcast(ops::test_broadcast::TestBroadcastArgs),
     /// Show the audit trail: every domain event, its routing, attempts and outcome.
     Audit {
         #[command(flatten)]
@@ -129,6 +152,9 @@ fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::DeadLetters { command, store } => block_on(records::dead_letters(store, command)),
         Command::Audit { filters, store } => block_on(records::audit(store, filters)),
+        Command::Status(args) => block_on(ops::status::run(args)),
+        Command::Debug(args) => block_on(ops::debug::run(args)),
+        Command::TestBroadcast(args) => block_on(ops::test_broadcast::run(args)),
     }
 }
 

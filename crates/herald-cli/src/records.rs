@@ -111,21 +111,24 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(list));
+                out!("{}", serde_json::Value::Array(list));
                 ExitCode::SUCCESS
             }
             Ok(letters) if letters.is_empty() => {
-                println!("no dead letters");
+                out!("no dead letters");
                 ExitCode::SUCCESS
             }
             Ok(letters) => {
-                println!(
+                out!(
                     "{:<36}  {:<24}  {:>8}  {:<20}  LAST ERROR",
-                    "BROADCAST", "EVENT", "ATTEMPTS", "FAILED AT"
+                    "BROADCAST",
+                    "EVENT",
+                    "ATTEMPTS",
+                    "FAILED AT"
                 );
                 for letter in letters {
                     let at = herald_notify::rfc3339(letter.failed_at);
-                    println!(
+                    out!(
                         "{:<36}  {:<24}  {:>8}  {:<20}  {}",
                         letter.broadcast_id,
                         letter.event_name,
@@ -149,7 +152,7 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                     ExitCode::FAILURE
                 }
                 Ok(count) => {
-                    println!("{count} broadcast(s) queued again; a running server delivers them");
+                    out!("{count} broadcast(s) queued again; a running server delivers them");
                     ExitCode::SUCCESS
                 }
                 Err(error) => failed(error),
@@ -162,7 +165,7 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
             };
             match store.purge_dead_letters(id.as_deref()).await {
                 Ok(count) => {
-                    println!("{count} dead letter(s) purged");
+                    out!("{count} dead letter(s) purged");
                     ExitCode::SUCCESS
                 }
                 Err(error) => failed(error),
@@ -194,18 +197,18 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
     match store.audit(&filter).await {
         Ok(entries) if store_args.json => {
             let list: Vec<serde_json::Value> = entries.iter().map(herald_server::audit_json).collect();
-            println!("{}", serde_json::Value::Array(list));
+            out!("{}", serde_json::Value::Array(list));
             ExitCode::SUCCESS
         }
         Ok(entries) if entries.is_empty() => {
-            println!("no audit entries match");
+            out!("no audit entries match");
             ExitCode::SUCCESS
         }
         Ok(entries) => {
-            println!("{:<23}  {:<26}  {:<24}  {:<14}  DETAIL", "AT", "EVENT ID", "TYPE", "STATUS");
+            out!("{:<23}  {:<26}  {:<24}  {:<14}  DETAIL", "AT", "EVENT ID", "TYPE", "STATUS");
             for entry in entries.iter().rev() {
                 let at = herald_notify::rfc3339(entry.at);
-                println!(
+                out!(
                     "{:<23}  {:<26}  {:<24}  {:<14}  {}",
                     at.get(..23).unwrap_or(&at),
                     entry.event_id,

@@ -1,42 +1,18 @@
 //! Crash safety: SIGKILL the real `herald` binary during a backlog of 1 000 accepted events;
 //! after a restart every one of them is delivered (duplicates allowed, same notification id).
 
+mod common;
+
+use common::start;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
 use serde_json::{json, Value};
 
 const EVENTS: usize = 1000;
-
-fn start(config: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("herald starts");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.trim().strip_prefix("WebSocket  ws://127.0.0.1:") {
-            let port = rest.split('/').next().expect("port").parse().expect("numeric port");
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (child, port);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("no banner within 20 s");
-}
 
 async fn ingest(client: &reqwest::Client, port: u16, events: &[Value]) -> u16 {
     let body = json!({ "events": events }).to_string();

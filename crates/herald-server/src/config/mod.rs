@@ -230,6 +230,14 @@ impl Config {
             ("PUSHER_APP_CLUSTER", ["upstream", "cluster"]),
         ] {
             if let Some(value) = env.var(variable) {
+                if variable == "BROADCAST_CONNECTION"
+                    && !matches!(value.as_str(), "herald" | "pusher" | "log" | "null")
+                {
+                    problems.push(format!(
+                        "BROADCAST_CONNECTION={value:?}: Herald delivers with herald, pusher, log or null"
+                    ));
+                    continue;
+                }
                 let keys: Vec<&str> = if path[0] == "upstream" {
                     vec!["notifications", "upstream", path[1]]
                 } else {

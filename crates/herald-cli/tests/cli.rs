@@ -1,0 +1,99 @@
+//! The operations commands against a real running server: status, debug, test-broadcast,
+//! audit and dead-letters, as an operator runs them.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{herald, start_with_admin};
+use serde_json::Value;
+
+fn config(dir: &Path, port: u16, admin: u16) -> std::path::PathBuf {
+    let path = dir.join("herald.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n[admin]\nport = {admin}\n\n[database]\nurl = \"sqlite://{}\"\n\n\
+             [auth]\njwt_secret = \"cli-secret\"\n\n[[apps]]\nid = \"cli\"\nkey = \"cli-key\"\nsecret = \"cli-secret\"\n",
+            dir.join("herald.db").display()
+        ),
+    )
+    .expect("config written");
+    path
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    herald().args(args).arg("--config").arg(config).env("NO_COLOR", "1").output().expect("herald runs")
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn operations_commands_against_a_running_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Start on free ports, then point the tools at them through the same config file.
+    let (mut server, port, admin) = start_with_admin(&config(dir.path(), 0, 0));
+    let file = config(dir.path(), port, admin);
+
+    let status = run(&file, &["status", "--json", "--check-deps"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let document: Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(document["apps"][0]["key"], "cli-key");
+    assert_eq!(document["deps"]["database"]["ok"], true);
+    let table = text(&run(&file, &["status", "--detailed"]));
+    for needle in ["Herald", "critical-broadcasts", "dead letters", "Recent errors"] {
+        assert!(table.contains(needle), "{needle} in\n{table}");
+    }
+
+    let debug =
+        run(&file, &["debug", "--show-config", "--check-env", "--test-connection", "--test-channels"]);
+    let report = text(&debug);
+    assert!(debug.status.success(), "{report}");
+    assert!(report.contains("apps[0].secret") && report.contains("\"***\""), "secrets redacted:\n{report}");
+    assert!(!report.contains("cli-secret"), "no secret printed");
+    assert!(report.contains("handshake with ws://127.0.0.1"), "{report}");
+    assert_eq!(report.matches("ok   ").count(), 12, "ping, handshake and ten channel families:\n{report}");
+
+    let broadcast = run(&file, &["test-broadcast", "--count", "2"]);
+    let summary = text(&broadcast);
+    assert!(broadcast.status.success(), "{summary}");
+    assert!(summary.contains("0 missing"), "{summary}");
+
+    let audit = run(&file, &["audit", "--json", "--type", "security.alert", "--status", "delivered"]);
+    let entries: Value = serde_json::from_slice(&audit.stdout).expect("json");
+    assert_eq!(entries.as_array().expect("list").len(), 2);
+    let letters = text(&run(&file, &["dead-letters", "list"]));
+    assert!(letters.contains("no dead letters"), "{letters}");
+    let refused = run(&file, &["dead-letters", "retry"]);
+    assert_eq!(refused.status.code(), Some(2), "an id or --all is required");
+
+    server.kill().expect("stopped");
+    let _ = server.wait();
+    let down = run(&file, &["status"]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("is `herald serve` running?"));
+}
+
+#[test]
+fn every_command_has_complete_help() {
+    for command in ["serve", "token", "status", "debug", "test-broadcast", "audit", "dead-letters"] {
+        let output = herald().args([command, "--help"]).output().expect("runs");
+        assert!(output.status.success(), "{command}");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("Usage: herald"), "{command}: {help}");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nprot = 1\n[auth]\nalgorithm = \"HS512\"\n").expect("written");
+    let output = herald().args(["serve", "--config"]).arg(&file).output().expect("runs");
+    assert_eq!(output.status.code(), Some(64));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("server.prot: unknown key"), "{message}");
+}

@@ -1,0 +1,70 @@
+//! Shared by the binary's tests: start the real `herald serve` and read its port from the banner.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn herald() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+}
+
+/// Starts `herald serve --config <config>`; returns the child and the WebSocket/API port.
+pub fn start(config: &Path) -> (Child, u16) {
+    let mut child = herald()
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herald starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.trim().strip_prefix("WebSocket  ws://127.0.0.1:") {
+            let port = rest.split('/').next().expect("port").parse().expect("numeric port");
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return (child, port);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no banner within 20 s");
+}
+
+/// Starts `herald serve --config <config>`; returns the child, the API port and the admin port.
+pub fn start_with_admin(config: &Path) -> (Child, u16, u16) {
+    let mut child = herald()
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herald starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut port = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let line = line.trim().to_owned();
+        if let Some(rest) = line.strip_prefix("WebSocket  ws://127.0.0.1:") {
+            port = rest.split('/').next().and_then(|p| p.parse().ok());
+        }
+        if let (Some(rest), Some(port)) = (line.strip_prefix("Admin      http://127.0.0.1:"), port) {
+            let admin = rest.split('/').next().and_then(|p| p.parse().ok()).expect("admin port");
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return (child, port, admin);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no banner within 20 s");
+}
