@@ -60,11 +60,17 @@ impl Info {
     }
 }
 
+/// The request body, refused with 413 past the app's `max_http_body_bytes` (the router's
+/// `DefaultBodyLimit` already stopped reading past the largest app's).
 pub(crate) fn body_of(
+    state: &crate::state::State,
+    app_id: &str,
     body: Result<Bytes, BytesRejection>,
-    app_limit: Option<usize>,
 ) -> Result<Bytes, ApiError> {
-    let limit = app_limit.unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
+    let limit =
+        state.app_by_id(app_id).map_or(herald_protocol::Limits::default().max_http_body_bytes, |app| {
+            app.config.limits.max_http_body_bytes
+        });
     let body = body.map_err(|_| ApiError::TooLarge { what: "request body", limit })?;
     if body.len() > limit {
         return Err(ApiError::TooLarge { what: "request body", limit });
@@ -195,7 +201,7 @@ pub(crate) async fn trigger(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
+    let body = body_of(&state, &app_id, body)?;
     let (app, query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     let trigger = parse_trigger(&app, &parse_json(&body)?, query.get("info"))?;
     let info = publish(&app, &trigger);
@@ -210,7 +216,7 @@ pub(crate) async fn trigger_batch(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
+    let body = body_of(&state, &app_id, body)?;
     let (app, _query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     let object = parse_json(&body)?;
     let Some(Value::Array(batch)) = object.get("batch") else {
@@ -321,7 +327,7 @@ pub(crate) async fn terminate_connections(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body, state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes))?;
+    let body = body_of(&state, &app_id, body)?;
     let (app, _query): (Arc<App>, Query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     if user_id.is_empty() || user_id.len() > 200 {
         return Err(ApiError::invalid("user_id", "must be 1 to 200 characters"));

@@ -125,8 +125,7 @@ pub(crate) async fn ingest(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = state.app_by_id(&app_id).map(|app| app.config.limits.max_http_body_bytes);
-    let body = crate::api::body_of(body, limit)?;
+    let body = crate::api::body_of(&state, &app_id, body)?;
     let (_app, query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     notification_app(&state, &app_id)?;
     // The Pusher PHP SDK's post() treats anything but 200 as an error: `status=200` (signed like

@@ -13,29 +13,8 @@ pub fn herald() -> Command {
 
 /// Starts `herald serve --config <config>`; returns the child and the WebSocket/API port.
 pub fn start(config: &Path) -> (Child, u16) {
-    let mut child = herald()
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("herald starts");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.trim().strip_prefix("WebSocket  ws://127.0.0.1:") {
-            let port = rest.split('/').next().expect("port").parse().expect("numeric port");
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (child, port);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("no banner within 20 s");
+    let (child, port, _admin) = start_with_admin(config);
+    (child, port)
 }
 
 /// Starts `herald serve --config <config>`; returns the child, the API port and the admin port.
