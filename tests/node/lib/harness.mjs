@@ -45,13 +45,14 @@ export const APPS = {
 
 function tomlValue(value) {
   if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(tomlValue).join(', ')}]`;
   return String(value);
 }
 
 /** HS256 secret of the bearer tokens the temporary config accepts (see `server.token`). */
 export const JWT_SECRET = 'node-suite-jwt-secret';
 
-function configToml(dir, serverOverrides = {}) {
+function configToml(dir, serverOverrides = {}, authOverrides = {}) {
   const serverSection = {
     host: '127.0.0.1',
     port: 0,
@@ -65,7 +66,9 @@ function configToml(dir, serverOverrides = {}) {
   lines.push('[admin]', 'port = 0', '');
   lines.push('[database]', `url = ${tomlValue(`sqlite://${join(dir, 'herald.db')}`)}`, '');
   lines.push('[auth]', `jwt_secret = ${tomlValue(JWT_SECRET)}`);
-  lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`, '');
+  lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`);
+  for (const [key, value] of Object.entries(authOverrides)) lines.push(`${key} = ${tomlValue(value)}`);
+  lines.push('');
   for (const app of Object.values(APPS)) {
     lines.push('[[apps]]');
     for (const [key, value] of Object.entries(app)) lines.push(`${key} = ${tomlValue(value)}`);
@@ -241,7 +244,8 @@ export function rawFrames(client) {
 
 /**
  * Starts `herald serve` on a free port. Resolves with the handle the tests use to build clients.
- * `options.server` adds keys to the `[server]` section (e.g. a short `activity_timeout_secs`).
+ * `options.server` adds keys to the `[server]` section (e.g. a short `activity_timeout_secs`),
+ * `options.auth` to `[auth]` (e.g. `cors_origins` for a browser page on another origin).
  */
 export async function startServer(options = {}) {
   if (!existsSync(HERALD_BIN)) {
@@ -251,14 +255,14 @@ export async function startServer(options = {}) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'herald-node-'));
   const configPath = join(dir, 'herald.toml');
-  writeFileSync(configPath, configToml(dir, options.server));
+  writeFileSync(configPath, configToml(dir, options.server, options.auth));
 
-  const child = spawn(HERALD_BIN, ['serve', '--host', '127.0.0.1', '--port', '0', '--config', configPath], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? 'warn' },
-  });
+  // `launch` spawns the binary; `server.restart()` calls it again with the same ports and
+  // directory, so `child` and `exited` always refer to the current process.
+  let child;
+  let exited;
   const killOnExit = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
   process.on('exit', killOnExit);
   const killAndExit = (signal) => () => {
@@ -270,39 +274,53 @@ export async function startServer(options = {}) {
   process.once('SIGINT', onSigint);
   process.once('SIGTERM', onSigterm);
 
-  let output = '';
   let logs = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => {
-    logs = (logs + chunk).slice(-20000);
-    if (process.env.HERALD_DEBUG) process.stderr.write(chunk);
-  });
-  child.stdout.setEncoding('utf8');
-  const exited = new Promise((resolveExit) => child.once('exit', (code, signal) => resolveExit({ code, signal })));
-
-  const port = await withTimeout(
-    new Promise((resolvePort, reject) => {
-      child.stdout.on('data', (chunk) => {
-        output += chunk;
-        const match = output.match(/WebSocket\s+ws:\/\/127\.0\.0\.1:(\d+)\/app\//);
-        if (match) resolvePort(Number(match[1]));
-      });
-      exited.then(({ code, signal }) =>
-        reject(new Error(`herald exited before it was ready (code ${code}, signal ${signal}):\n${logs}${output}`)),
-      );
-      child.once('error', reject);
-    }),
-    10000,
-    'the herald banner',
-  ).catch((error) => {
-    killOnExit();
-    throw error;
-  });
+  const launch = async (wsPort, env = {}) => {
+    let output = '';
+    child = spawn(HERALD_BIN, ['serve', '--host', '127.0.0.1', '--port', String(wsPort), '--config', configPath], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? 'warn', ...env },
+    });
+    const current = child;
+    current.stderr.setEncoding('utf8');
+    current.stderr.on('data', (chunk) => {
+      logs = (logs + chunk).slice(-20000);
+      if (process.env.HERALD_DEBUG) process.stderr.write(chunk);
+    });
+    current.stdout.setEncoding('utf8');
+    exited = new Promise((resolveExit) => current.once('exit', (code, signal) => resolveExit({ code, signal })));
+    const currentExit = exited;
+    return withTimeout(
+      new Promise((resolvePort, reject) => {
+        current.stdout.on('data', (chunk) => {
+          output += chunk;
+          const match = output.match(/WebSocket\s+ws:\/\/127\.0\.0\.1:(\d+)\/app\//);
+          const admin = output.match(/Admin\s+http:\/\/127\.0\.0\.1:(\d+)\//);
+          // The admin line comes before "Laravel Echo:"; without an admin listener there is none.
+          if (match && (admin || /Laravel Echo:/.test(output))) {
+            resolvePort({ port: Number(match[1]), adminPort: admin ? Number(admin[1]) : null });
+          }
+        });
+        currentExit.then(({ code, signal }) =>
+          reject(new Error(`herald exited before it was ready (code ${code}, signal ${signal}):\n${logs}${output}`)),
+        );
+        current.once('error', reject);
+      }),
+      10000,
+      'the herald banner',
+    ).catch((error) => {
+      killOnExit();
+      throw error;
+    });
+  };
+  const { port, adminPort } = await launch(0);
 
   const clients = new Set();
 
   const server = {
     port,
+    /** The admin listener's port (metrics, dashboard), null without one; kept by `restart()`. */
+    adminPort,
     host: '127.0.0.1',
     apps: APPS,
     logs: () => logs,
@@ -428,6 +446,30 @@ export async function startServer(options = {}) {
     terminate() {
       child.kill('SIGTERM');
       return withTimeout(exited, 5000, 'herald to exit after SIGTERM');
+    },
+
+    /**
+     * Stops the running process — `SIGKILL` by default (a crash), or `{signal: 'SIGTERM'}` — and
+     * starts the binary again on the same ports, config and database, leaving the clients alone
+     * (they reconnect by themselves). Resolves once the new process is ready.
+     */
+    async restart({ signal = 'SIGKILL' } = {}) {
+      await server.kill(signal);
+      await server.start();
+    },
+
+    /** Stops the process without restarting it (`SIGKILL` by default): clients see it go away. */
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await withTimeout(exited, 5000, `herald to exit after ${signal}`);
+    },
+
+    /** Starts the binary again after `kill()`, on the same ports, config and database. */
+    async start() {
+      const ports = await launch(port, adminPort === null ? {} : { HERALD_ADMIN__PORT: String(adminPort) });
+      if (ports.port !== port || ports.adminPort !== adminPort) {
+        throw new Error(`herald restarted on ${ports.port}/${ports.adminPort} instead of ${port}/${adminPort}`);
+      }
     },
 
     /** Disconnects every client, then stops the server (SIGTERM, SIGKILL after 5 s). */

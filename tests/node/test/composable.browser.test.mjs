@@ -1,0 +1,228 @@
+// The front end's composable (clients/js, `useNotificationWebSocket`) in a real browser against
+// the real binary: Debian's Chromium driven by playwright-core, the demo page
+// (clients/js/examples/index.html) served with vue, laravel-echo and pusher-js straight from
+// node_modules. The page authorizes at Herald with a bearer token, lists notifications, survives
+// a server crash and catches up on what it missed while disconnected.
+//
+// Without /usr/bin/chromium (`apt-get install chromium`) the tests skip, unless CI=true or
+// HERALD_REQUIRE_BROWSER=1, where they fail. Never downloads a browser.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { startServer } from '../lib/harness.mjs';
+import { startStaticServer } from '../../../clients/js/examples/serve.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../../..');
+const CHROMIUM = process.env.HERALD_CHROMIUM ?? '/usr/bin/chromium';
+const REQUIRED = process.env.CI === 'true' || process.env.HERALD_REQUIRE_BROWSER === '1';
+const ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const skip =
+  !existsSync(CHROMIUM) && !REQUIRED
+    ? `no Chromium at ${CHROMIUM} (apt-get install chromium; HERALD_REQUIRE_BROWSER=1 makes this a failure)`
+    : false;
+
+/** Backoff of the page's own reconnection: long enough to ingest while it waits. */
+const BACKOFF_MS = 6000;
+
+let server;
+let files;
+let browser;
+const pages = [];
+
+before(async () => {
+  if (skip) return;
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium is required (CI=true or HERALD_REQUIRE_BROWSER=1) but ${CHROMIUM} does not exist: apt-get install chromium`);
+  }
+  files = await startStaticServer({ '/node_modules/': resolve(here, '../node_modules'), '/clients/js/': join(repo, 'clients/js') });
+  server = await startServer({ auth: { cors_origins: [files.url('')] } });
+  const { chromium } = await import('playwright-core');
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+});
+
+after(async () => {
+  for (const page of pages) await page.close().catch(() => {});
+  await browser?.close();
+  await server?.stop();
+  await files?.close();
+});
+
+/** Opens the demo page as `user` (`{id, org, roles}`); `diagnostics()` is its console. */
+async function openPage(user, query = {}) {
+  const token = server.token({ user: user.id, org: user.org, roles: user.roles ?? [], name: `User ${user.id}` });
+  const params = new URLSearchParams({
+    herald: server.url(''),
+    key: server.apps.main.key,
+    token,
+    user: String(user.id),
+    ...(user.org !== undefined ? { org: String(user.org) } : {}),
+    roles: (user.roles ?? []).join(','),
+    ...query,
+  });
+  const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+  pages.push(page);
+  const logs = [];
+  page.on('console', (message) => logs.push(`console.${message.type()}: ${message.text()}`));
+  page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
+  page.on('requestfailed', (request) => logs.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`));
+  await page.goto(files.url(`/clients/js/examples/index.html?${params}`));
+  page.diagnostics = () => `\n--- page log ---\n${logs.join('\n')}\n--- herald log ---\n${server.logs().slice(-3000)}`;
+  return page;
+}
+
+/** Waits for `selector`, failing with the page's and the server's logs. */
+async function expectVisible(page, selector, timeout = 5000) {
+  try {
+    await page.waitForSelector(selector, { timeout, state: 'attached' });
+  } catch (error) {
+    throw new Error(`${error.message.split('\n')[0]}${page.diagnostics()}`);
+  }
+}
+
+const status = (page) => page.getAttribute('[data-testid="status"]', 'data-status');
+const items = (page, id) => page.locator(`li.item[data-id="${id}"]`);
+
+function notificationEvent(id, title) {
+  return {
+    id: `${id}-created`,
+    type: 'notification.created',
+    data: { notification: { id, user_id: 42, type: 'donation_receipt', title, message: `Receipt ${id} is ready`, priority: 'normal' } },
+  };
+}
+
+async function ingest(event) {
+  const response = await server.sdk().post({ path: '/domain-events', body: event });
+  const { events } = await response.json();
+  assert.equal(events[0].status, 'accepted', JSON.stringify(events));
+}
+
+test('the composable connects, shows live notifications, survives a crash and catches up', { skip }, async () => {
+  const page = await openPage(
+    { id: 42 },
+    { baseMs: String(BACKOFF_MS), maxMs: String(BACKOFF_MS), unavailableTimeout: '500' },
+  );
+  await expectVisible(page, '[data-testid="status"][data-status="connected"]');
+  await expectVisible(page, '[data-channel="user.notifications.42"][data-state="subscribed"]');
+  await expectVisible(page, '[data-channel="system-maintenance"][data-state="subscribed"]');
+  // No admin channel for a user without admin roles.
+  assert.equal(await page.locator('[data-channel="admin-dashboard"]').count(), 0);
+
+  // Live, on the socket.
+  await ingest(notificationEvent('receipt-live', 'Thank you!'));
+  await expectVisible(page, 'li.item[data-id="receipt-live"][data-source="socket"]');
+  assert.match(await items(page, 'receipt-live').innerText(), /Thank you! — Receipt receipt-live is ready/);
+  assert.equal(await page.textContent('[data-testid="unread"]'), '1 unread');
+
+  // The server crashes: the page notices, pusher-js gives up after `unavailableTimeout`, and the
+  // composable schedules its own reconnection.
+  await server.kill('SIGKILL');
+  await expectVisible(page, '[data-testid="status"]:not([data-status="connected"])');
+  await expectVisible(page, '[data-testid="retry"]', 5000);
+  assert.equal(await status(page), 'reconnecting');
+  assert.match(await page.textContent('[data-testid="error"]'), /connection closed \(code 1006\)/);
+
+  // Back on the same port and database; what happens while the page waits is only in the inbox.
+  await server.start();
+  await ingest(notificationEvent('receipt-missed', 'Missed while offline'));
+  const statusAtIngest = await status(page);
+  assert.equal(statusAtIngest, 'reconnecting', 'the page reconnected before the ingest: raise BACKOFF_MS');
+
+  await expectVisible(page, '[data-testid="status"][data-status="connected"]', BACKOFF_MS + 5000);
+  assert.equal(await page.locator('[data-testid="error"]').count(), 0, 'the connection error is cleared once connected');
+  await expectVisible(page, 'li.item[data-id="receipt-missed"]', 5000);
+  assert.equal(await items(page, 'receipt-missed').getAttribute('data-source'), 'catch-up');
+  assert.equal(await items(page, 'receipt-missed').count(), 1);
+  assert.equal(await items(page, 'receipt-live').count(), 1, 'the catch-up must not duplicate what the socket delivered');
+  assert.equal(await page.locator('li.item').count(), 2);
+  // Newest first.
+  assert.deepEqual(await page.locator('li.item').evaluateAll((nodes) => nodes.map((node) => node.dataset.id)), [
+    'receipt-missed',
+    'receipt-live',
+  ]);
+  // The handlers ran once per notification, the missed one as a catch-up.
+  assert.deepEqual(await page.evaluate(() => window.heraldDemo.handled), [
+    { id: 'receipt-live', event: 'notification.created', source: 'socket' },
+    { id: 'receipt-missed', event: 'notification.created', source: 'catch-up' },
+  ]);
+  assert.equal(await page.textContent('[data-testid="unread"]'), '2 unread');
+
+  // Live again after the reconnection.
+  await expectVisible(page, '[data-channel="user.notifications.42"][data-state="subscribed"]');
+  await ingest(notificationEvent('receipt-after', 'Back online'));
+  await expectVisible(page, 'li.item[data-id="receipt-after"][data-source="socket"]');
+
+  // markRead goes to the inbox.
+  await items(page, 'receipt-missed').getByRole('button', { name: 'Mark read' }).click();
+  await expectVisible(page, 'li.item[data-id="receipt-missed"][data-read="true"]');
+  const inbox = await fetch(server.url('/api/v1/notifications'), {
+    headers: { Authorization: `Bearer ${server.token({ user: 42 })}` },
+  }).then((response) => response.json());
+  const read = Object.fromEntries(inbox.data.map((row) => [row.id, row.read_at !== null]));
+  assert.deepEqual(read, { 'receipt-after': false, 'receipt-missed': true, 'receipt-live': false });
+  assert.equal(await page.textContent('[data-testid="unread"]'), '2 unread');
+
+  mkdirSync(join(repo, 'test-artifacts'), { recursive: true });
+  await page.screenshot({ path: join(repo, 'test-artifacts/composable.png'), fullPage: true });
+});
+
+test('an admin page subscribes by role, dedupes across channels and catches up channel history', { skip }, async () => {
+  const page = await openPage({ id: 7, org: 3, roles: ['csr_admin'] });
+  for (const channel of [
+    'user.notifications.7',
+    'organization.3',
+    'admin-dashboard',
+    'admin-role-csr_admin',
+    'compliance-notifications',
+    'system-maintenance',
+  ]) {
+    await expectVisible(page, `[data-channel="${channel}"][data-state="subscribed"]`);
+  }
+  for (const channel of ['security-alerts', 'payment-notifications', 'admin-role-super_admin']) {
+    assert.equal(await page.locator(`[data-channel="${channel}"]`).count(), 0, channel);
+  }
+  // The first history call of each shared channel only learns where it ends.
+  await expectVisible(page, '[data-testid="unread"][data-catching-up="false"]');
+
+  // One broadcast to admin-dashboard and organization.3: listed once.
+  await ingest({
+    id: 'donation-77-large',
+    type: 'donation.large_received',
+    data: { donation_id: 77, amount: 2500, currency: 'eur', campaign_id: 5, organization_id: 3, donor_name: 'Ada' },
+  });
+  await expectVisible(page, 'li.item[data-source="socket"]');
+  assert.match(await page.locator('li.item').first().innerText(), /Large donation — Ada gave 2500.00 EUR to campaign 5/);
+  assert.equal(await page.locator('li.item').count(), 1);
+  await expectVisible(page, '[data-testid="unread"][data-catching-up="false"]');
+
+  // Disconnected, a compliance issue goes to compliance-notifications and admin-role-csr_admin;
+  // after connect() it comes back from the channel history, once.
+  await page.evaluate(() => window.heraldDemo.disconnect());
+  await expectVisible(page, '[data-testid="status"][data-status="disconnected"]');
+  await ingest({
+    id: 'compliance-kyc-9',
+    type: 'compliance.issue',
+    data: { issue_type: 'kyc_missing', severity: 'high', message: 'KYC documents missing for 3 donors' },
+  });
+  await page.evaluate(() => window.heraldDemo.connect());
+  await expectVisible(page, '[data-testid="status"][data-status="connected"]');
+  await expectVisible(page, 'li.item[data-source="catch-up"]');
+  assert.equal(await page.locator('li.item').count(), 2);
+  assert.match(await page.locator('li.item').first().innerText(), /Compliance issue \(high\) — KYC documents missing for 3 donors/);
+  assert.deepEqual(
+    (await page.evaluate(() => window.heraldDemo.handled)).map(({ event, source }) => `${event}/${source}`),
+    ['donation.large/socket', 'compliance.issue/catch-up'],
+  );
+});
