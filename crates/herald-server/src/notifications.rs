@@ -92,9 +92,12 @@ impl From<IngestError> for ApiError {
                 error!(error = %cause, "ingest could not be stored");
                 ApiError::BackendUnavailable
             }
-            IngestError::Conflict(cause) => ApiError::Conflict(format!(
-                "the batch collides with stored records, nothing was stored: {cause}"
-            )),
+            IngestError::Conflict(cause) => {
+                tracing::info!(error = %cause, "ingest conflict");
+                ApiError::Conflict(
+                    "two events of the batch name the same notification id; nothing was stored".into(),
+                )
+            }
             other => ApiError::Unprocessable {
                 field: other.field().unwrap_or_default(),
                 problem: other.to_string(),

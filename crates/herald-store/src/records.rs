@@ -105,10 +105,25 @@ pub enum IngestResult {
 }
 
 impl Store {
-    /// Whether an inbox notification with this id exists (the platform may name its own ids).
+    /// Whether a notification or broadcast with this id exists (the platform may name its own
+    /// notification ids, which become the broadcast's id).
     pub async fn notification_exists(&self, id: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = with_pool!(self, pool => {
-            sqlx::query_scalar("SELECT seq FROM notifications WHERE id = $1").bind(id).fetch_optional(pool).await?
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM notifications WHERE id = $1 \
+                 UNION ALL SELECT CAST(1 AS BIGINT) FROM broadcasts WHERE id = $1 LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Whether a domain event with this id was accepted before.
+    pub async fn event_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM domain_events WHERE id = $1").bind(id).fetch_optional(pool).await?
         });
         Ok(found.is_some())
     }

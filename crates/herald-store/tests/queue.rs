@@ -88,6 +88,11 @@ async fn exercise(store: &Store) {
     );
 
     assert_eq!(store.campaign_organization("c1").await.expect("lookup").as_deref(), Some("o1"));
+    assert!(store.notification_exists("n-e1").await.expect("query"));
+    assert!(store.notification_exists("b-e2").await.expect("query"), "broadcast ids count too");
+    assert!(!store.notification_exists("n-zz").await.expect("query"));
+    assert!(store.event_exists("e1").await.expect("query"));
+    assert!(!store.event_exists("zz").await.expect("query"));
 
     // Critical first, then normal; channel lists survive any character.
     let jobs = store.claim(10, 30_000).await.expect("claim");

@@ -11,8 +11,8 @@ import { TIMEOUT_MS, waitFor, withTimeout } from './harness.mjs';
 
 /** A notification id Herald generates. */
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-/** RFC 3339 in UTC, as Herald writes times (fraction optional: trailing zeros are dropped). */
-export const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
+/** RFC 3339 in UTC, as Herald writes times: always exactly three millisecond digits. */
+export const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 /**
  * An Echo configured as the platform's front end is: Herald authorizes private channels with

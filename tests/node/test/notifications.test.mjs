@@ -6,7 +6,7 @@
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { TIMEOUT_MS, startServer, subscribe, withTimeout } from '../lib/harness.mjs';
+import { APPS, TIMEOUT_MS, rawFrames, startServer, subscribe, withTimeout } from '../lib/harness.mjs';
 import {
   RFC3339_UTC,
   UUID,
@@ -56,10 +56,13 @@ async function ingest(body) {
   return response.json();
 }
 
-/** Ingests something the server must refuse; returns `{status, body}` of the refusal. */
-async function ingestRefused(body) {
+/**
+ * Ingests something the server must refuse; returns `{status, body}` of the refusal. `signer`:
+ * another SDK instance (another app's credentials); `params`: signed query parameters.
+ */
+async function ingestRefused(body, { signer = sdk, params } = {}) {
   try {
-    const response = await sdk.post({ path: '/domain-events', body });
+    const response = await signer.post({ path: '/domain-events', body, params });
     assert.fail(`expected a refusal, got ${response.status}: ${await response.text()}`);
   } catch (error) {
     if (error.status === undefined) throw error;
@@ -111,7 +114,8 @@ function eventId(label) {
 /**
  * `channels`: `[kind, logical name]`, kind `private` (Echo.private, wire `private-…`) or `public`.
  * `fields`: the payload besides id/type/priority/created_at (ids become strings, currency upper
- * case, defaults filled in). `lane`: the queue lane the audit's `routed` entry names.
+ * case, times UTC with milliseconds, defaults filled in). `lane`: the queue lane the audit's
+ * `routed` entry names.
  */
 const CATALOG = [
   {
@@ -190,7 +194,7 @@ const CATALOG = [
     priority: 'normal',
     channels: [['public', 'system-maintenance']],
     fields: {
-      maintenance_type: 'scheduled', scheduled_for: '2026-12-01T02:00:00Z', duration_minutes: 30,
+      maintenance_type: 'scheduled', scheduled_for: '2026-12-01T02:00:00.000Z', duration_minutes: 30,
       affected_services: ['api', 'dashboard'],
     },
   },
@@ -302,7 +306,7 @@ test('raw pusher-js clients receive catalog broadcasts on private and public cha
     {
       type: 'system.maintenance',
       priority: 'urgent',
-      fields: { maintenance_type: 'emergency', scheduled_for: '2026-12-01T02:00:00Z', duration_minutes: 0, affected_services: [] },
+      fields: { maintenance_type: 'emergency', scheduled_for: '2026-12-01T02:00:00.000Z', duration_minutes: 0, affected_services: [] },
     },
     'system-maintenance',
   );
@@ -580,41 +584,126 @@ test('an invalid event answers 422 naming the field, and nothing of its batch is
   assert.equal((await ingest(good)).events[0].status, 'accepted');
 });
 
-// ---------------------------------------------------------------------------------------------
-// Known server bugs (reported; `todo` tests do not fail the suite).
 
-test(
-  'reusing a platform notification id under a new event id is refused as bad input, not as a storage outage',
-  { todo: 'server answers 503 "storage is unavailable" (notifications/broadcasts primary key clash)' },
-  async () => {
-    const reused = eventId('reused-notification');
-    const notification = (user) => ({ id: reused, user_id: user, type: 'donation_receipt', title: 'T', message: 'M' });
-    const first = await ingest({ id: eventId('reuse-1'), type: 'notification.created', data: { notification: notification(42) } });
-    assert.equal(first.events[0].status, 'accepted');
-    let status;
-    try {
-      status = (await sdk.post({
-        path: '/domain-events',
-        body: { id: eventId('reuse-2'), type: 'notification.created', data: { notification: notification(43) } },
-      })).status;
-    } catch (error) {
-      if (error.status === undefined) throw error;
-      status = error.status;
-    }
-    assert.notEqual(status, 503, 'a clash with an existing notification id is not a storage outage');
-  },
-);
+test('reusing a platform notification id under a new event id is a 422 naming the field (409 within one batch), never 503', async () => {
+  const reused = eventId('reused-notification');
+  const notification = (id, user) => ({ id, user_id: user, type: 'donation_receipt', title: 'T', message: 'M' });
+  const note = (label, id, user = 42) => ({
+    id: eventId(label),
+    type: 'notification.created',
+    data: { notification: notification(id, user) },
+  });
+  const first = await ingest(note('reuse-1', reused));
+  assert.equal(first.events[0].status, 'accepted');
+  assert.deepEqual(first.events[0].notification_ids, [reused]);
 
-test(
-  'a repeated event id is audited under the original event\'s type',
-  { todo: 'the "duplicate" audit entry takes the type of the repeat request, not of the stored event' },
-  async () => {
-    const id = eventId('retyped');
-    await ingest({ id, type: 'security.alert', data: { alert_type: 'x', message: 'm', severity: 'low' } });
-    const again = await ingest({ id, type: 'compliance.issue', data: { issue_type: 'x', severity: 'low', message: 'm' } });
-    assert.equal(again.events[0].status, 'duplicate');
-    assert.equal(again.events[0].type, 'security.alert');
-    const entries = await audit({ event_id: id });
-    assert.deepEqual([...new Set(entries.map((entry) => entry.type))], ['security.alert'], JSON.stringify(entries));
-  },
-);
+  // Alone, and at index 1 of a batch whose other event is valid: 422 with the event's index.
+  const alone = note('reuse-2', reused, 43);
+  const single = await ingestRefused(alone);
+  assert.equal(single.status, 422, JSON.stringify(single.body));
+  assert.equal(single.body.field, 'events[0].data.notification.id');
+  assert.match(single.body.error, new RegExp(`notification "${reused}" was already sent by another event`));
+  const fresh = note('reuse-fresh', eventId('fresh-notification'));
+  const inBatch = await ingestRefused({ events: [fresh, note('reuse-3', reused)] });
+  assert.equal(inBatch.status, 422, JSON.stringify(inBatch.body));
+  assert.equal(inBatch.body.field, 'events[1].data.notification.id');
+
+  // Two events of one batch naming the same new notification id: refused (409 Conflict, or
+  // 422), never a storage outage, and nothing of the batch is stored.
+  const shared = eventId('shared-notification');
+  const pair = [note('pair-1', shared), note('pair-2', shared, 43)];
+  const clash = await ingestRefused({ events: pair });
+  assert.ok([409, 422].includes(clash.status), `409 or 422, got ${clash.status}: ${JSON.stringify(clash.body)}`);
+  assert.equal(typeof clash.body.error, 'string');
+
+  for (const event of [alone, fresh, ...pair]) {
+    assert.deepEqual(await audit({ event_id: event.id }), [], `${event.id} not stored`);
+  }
+  // The other user's inbox did not get the reused id.
+  const inbox = await api('GET', '/api/v1/notifications', server.token({ user: 43 }));
+  assert.equal(inbox.status, 200);
+  assert.ok(!inbox.body.data.some((item) => item.id === reused || item.id === shared), JSON.stringify(inbox.body));
+  // The refused events were not stored, so they are accepted once they carry their own ids.
+  assert.equal((await ingest(fresh)).events[0].status, 'accepted');
+});
+
+test('a repeated event id is audited under the original event\'s type', async () => {
+  const id = eventId('retyped');
+  await ingest({ id, type: 'security.alert', data: { alert_type: 'x', message: 'm', severity: 'low' } });
+  const again = await ingest({ id, type: 'compliance.issue', data: { issue_type: 'x', severity: 'low', message: 'm' } });
+  assert.equal(again.events[0].status, 'duplicate');
+  assert.equal(again.events[0].type, 'security.alert');
+  const entries = await audit({ event_id: id });
+  assert.ok(entries.some((entry) => entry.status === 'duplicate'), JSON.stringify(entries));
+  assert.deepEqual([...new Set(entries.map((entry) => entry.type))], ['security.alert'], JSON.stringify(entries));
+  // Filtering by the type of the repeat finds nothing of this event.
+  assert.deepEqual(await audit({ event_id: id, type: 'compliance.issue' }), []);
+});
+
+test('only the notification app may ingest or read the audit: another app\'s credentials get 403 naming it', async () => {
+  const other = server.sdk('noClientEvents');
+  const event = { id: eventId('other-app'), type: 'security.alert', data: { alert_type: 'x', message: 'm', severity: 'low' } };
+  const refused = await ingestRefused(event, { signer: other });
+  assert.equal(refused.status, 403, JSON.stringify(refused.body));
+  assert.match(refused.body.error, new RegExp(`belongs to app "${APPS.main.id}"`));
+  await assert.rejects(other.get({ path: '/audit', params: { event_id: event.id } }), (error) => {
+    assert.equal(error.status, 403, error.body);
+    assert.match(JSON.parse(error.body).error, new RegExp(`belongs to app "${APPS.main.id}"`));
+    return true;
+  });
+  // Nothing was stored: the notification app then accepts the same event as new.
+  assert.deepEqual(await audit({ event_id: event.id }), []);
+  assert.equal((await ingest(event)).events[0].status, 'accepted');
+});
+
+test('?status=200 (signed like every parameter) answers 200 instead of 202, for the PHP SDK', async () => {
+  const event = { id: eventId('status-200'), type: 'security.alert', data: { alert_type: 'x', message: 'm', severity: 'low' } };
+  const response = await sdk.post({ path: '/domain-events', body: event, params: { status: 200 } });
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  assert.deepEqual(body.events.map(({ id, status }) => [id, status]), [[event.id, 'accepted']]);
+  assert.equal(body.events[0].broadcasts_queued, 1);
+  // A duplicate too; 202 may be asked for explicitly; errors keep their status.
+  const again = await sdk.post({ path: '/domain-events', body: event, params: { status: 200 } });
+  assert.equal(again.status, 200);
+  assert.deepEqual((await again.json()).events, [{ ...body.events[0], status: 'duplicate' }]);
+  const explicit = await sdk.post({
+    path: '/domain-events',
+    body: { ...event, id: eventId('status-202') },
+    params: { status: 202 },
+  });
+  assert.equal(explicit.status, 202);
+  const invalid = await ingestRefused({ ...event, id: eventId('status-422'), data: {} }, { params: { status: 200 } });
+  assert.deepEqual([invalid.status, invalid.body.field], [422, 'events[0].data.alert_type']);
+  const other = await ingestRefused({ ...event, id: eventId('status-201') }, { params: { status: 201 } });
+  assert.deepEqual([other.status, other.body.field], [400, 'status']);
+});
+
+test('whole-number amounts are integers on the wire, fractional ones keep their fraction', async () => {
+  const client = pusherFor(adminToken);
+  await subscribe(client, 'private-organization.9');
+  const frames = rawFrames(client);
+  const donation = (label, amount) => ({
+    id: eventId(label),
+    type: 'donation.large_received',
+    data: { donation_id: label, amount, currency: 'EUR', campaign_id: 9, organization_id: 9 },
+  });
+  await ingest({ events: [donation('whole', '2500.00'), donation('fraction', 1250.75)] });
+  const wire = (donationId) =>
+    withTimeout(
+      (async () => {
+        for (;;) {
+          const frame = frames.find((f) => f.event === 'donation.large' && JSON.parse(f.data).donation_id === donationId);
+          if (frame) return frame.data;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      })(),
+      TIMEOUT_MS,
+      `donation.large ${donationId} on private-organization.9`,
+    );
+  const whole = await wire('whole');
+  assert.match(whole, /"amount":2500,/, whole);
+  assert.match(whole, /"threshold":1000,/, whole);
+  const fraction = await wire('fraction');
+  assert.match(fraction, /"amount":1250\.75,/, fraction);
+});

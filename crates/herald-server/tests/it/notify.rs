@@ -534,6 +534,9 @@ async fn a_notification_id_sent_twice_is_refused_with_422() {
     assert_eq!((status, body["field"].as_str()), (422, Some("events[0].data.notification.id")), "{body}");
     let (status, body) = server.ingest(&json!({ "events": [note("e3"), note("e4")] })).await;
     assert!(status == 422 || status == 409, "{status} {body}");
+    // A retry of the stored event is still a duplicate, not a reuse.
+    let (status, body) = server.ingest(&note("e1")).await;
+    assert_eq!((status, body["events"][0]["status"].as_str()), (202, Some("duplicate")), "{body}");
 }
 
 #[tokio::test]
