@@ -120,11 +120,19 @@ pub async fn check_upstream(client: &reqwest::Client, upstream: &PusherUpstream)
         .query(&[("auth_signature", signature.as_str())])
         .send()
         .await
-        .map_err(|error| format!("{url}: unreachable: {error}"))?;
+        .map_err(|error| {
+            format!(
+                "{}://{}:{}: unreachable: {}",
+                upstream.scheme,
+                upstream.host,
+                upstream.port,
+                error.without_url()
+            )
+        })?;
     match response.status().as_u16() {
-        200 => Ok(format!("{url} accepts the credentials")),
-        401 | 403 => Err(format!("{url} refused the credentials ({})", response.status())),
-        status => Err(format!("{url} answered {status}")),
+        200 => Ok(format!("{} accepts the credentials", upstream.host)),
+        401 | 403 => Err(format!("{} refused the credentials ({})", upstream.host, response.status())),
+        status => Err(format!("{} answered {status}", upstream.host)),
     }
 }
 
@@ -156,7 +164,9 @@ async fn trigger_upstream(
         .body(body)
         .send()
         .await
-        .map_err(|error| DeliveryError::Retryable(format!("upstream unreachable: {error}")))?;
+        .map_err(|error| {
+            DeliveryError::Retryable(format!("upstream unreachable: {}", error.without_url()))
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

@@ -21,6 +21,7 @@ pub(crate) fn router(state: SharedState) -> Router {
         .route("/up", get(up))
         .route("/live", get(live))
         .route("/admin/api/status", get(status))
+        .merge(crate::dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
 }
@@ -42,9 +43,16 @@ pub(crate) fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), 
     {
         return Ok(());
     }
-    // An admin-role bearer token of the platform is accepted too.
+    // An admin-role bearer token of the platform is accepted too, in the header or the cookie.
     if let Some(authorizer) = &state.authorizer {
-        if let Ok(identity) = authorizer.identify(headers) {
+        let from_cookie = || {
+            let mut bearer = HeaderMap::new();
+            if let Ok(value) = header::HeaderValue::from_str(&format!("Bearer {given}")) {
+                bearer.insert(header::AUTHORIZATION, value);
+            }
+            authorizer.identify(&bearer)
+        };
+        if let Ok(identity) = authorizer.identify(headers).or_else(|_| from_cookie()) {
             if identity.has_role("super_admin") {
                 return Ok(());
             }

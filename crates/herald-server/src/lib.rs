@@ -6,6 +6,7 @@ mod api;
 mod app;
 mod authorize;
 pub mod config;
+mod dashboard;
 mod error;
 mod inbox;
 mod metrics;

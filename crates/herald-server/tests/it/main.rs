@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod authorization;
+mod dashboard;
 mod harness;
 mod notify;
 mod protocol;

@@ -572,3 +572,16 @@ async fn a_duplicate_is_audited_under_the_original_type() {
         .expect("audit");
     assert_eq!(duplicates[0].event_type, "security.alert");
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_reported_without_the_signed_url() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = closed.local_addr().expect("address").port().to_string();
+    drop(closed);
+    let server = TestServer::with_config(|config| pusher_driver(config, &port, 1)).await;
+    server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
+    wait_for_audit(&server, "up-1", "dead_lettered").await;
+    let letters = server.state.store.dead_letters(1).await.expect("letters");
+    assert!(letters[0].last_error.contains("upstream unreachable"), "{}", letters[0].last_error);
+    assert!(!letters[0].last_error.contains("auth_signature"), "{}", letters[0].last_error);
+}
