@@ -7,7 +7,7 @@ use herald_protocol::{CloseCode, SocketId};
 use tokio::sync::{mpsc, Notify};
 
 /// Default number of frames a socket may have queued before it counts as a slow consumer.
-pub const OUTBOX_CAPACITY: usize = 256;
+pub const OUTBOX_CAPACITY: usize = 1024;
 
 /// Process-unique key of a connection inside the hub (cheaper to hash than its `SocketId`).
 pub type SocketKey = u64;

@@ -30,7 +30,7 @@ const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BATCH: usize = 64;
 /// Bytes tungstenite may gather before writing to the socket; the buffer only grows when
 /// several frames are batched, so idle connections do not pay for it.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// How long the goodbye (error + close frame) may take before the socket is simply dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
