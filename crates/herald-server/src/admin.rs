@@ -171,6 +171,7 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> Value {
             "suppressed": counters.suppressed.load(Relaxed),
         },
         "recent_errors": recent_errors,
+        "rates": state.rates.json(state),
     });
     if check_deps {
         document["deps"] = dependencies(state).await;

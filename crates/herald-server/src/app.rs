@@ -80,6 +80,7 @@ impl App {
         let workers = tokio_util::task::TaskTracker::new();
         state.notifier.start_workers(state.shutdown.clone(), &workers);
         workers.close();
+        tokio::spawn(crate::rates::Rates::run(state.clone()));
         let drain = state.clone();
         let main = axum::serve(listener, router).with_graceful_shutdown(async move {
             shutdown.await;

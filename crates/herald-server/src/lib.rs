@@ -11,6 +11,7 @@ mod error;
 mod inbox;
 mod metrics;
 mod notifications;
+mod rates;
 mod signed;
 mod state;
 mod ws;

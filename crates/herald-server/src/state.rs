@@ -100,6 +100,7 @@ pub struct State {
     /// The app the notification layer belongs to.
     pub notify_app_id: String,
     pub(crate) http_metrics: crate::metrics::HttpMetrics,
+    pub(crate) rates: crate::rates::Rates,
     /// `None`: the admin listener is loopback-only and open.
     pub(crate) admin_token: Option<String>,
     pub(crate) started: Instant,
@@ -140,6 +141,7 @@ impl State {
                 config.notifications.app_id.clone()
             },
             http_metrics: crate::metrics::HttpMetrics::default(),
+            rates: crate::rates::Rates::default(),
             admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
             started: Instant::now(),
             addresses,

@@ -172,6 +172,19 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
         sum("dead_lettered"),
         number(&delivery["suppressed"])
     );
+    let rates = &status["rates"];
+    if rates["window_secs"].as_f64().unwrap_or(0.0) > 0.0 {
+        let _ = writeln!(
+            out,
+            "{}  {}/s events accepted, {}/s broadcasts delivered, {}/s failed attempts, {}/s frames out (last {}s)",
+            style.bold("Rates"),
+            number(&rates["accepted_events"]),
+            number(&rates["delivered"]),
+            number(&rates["failed_attempts"]),
+            number(&rates["messages_out"]),
+            number(&rates["window_secs"])
+        );
+    }
     if detailed {
         for key in ["delivered", "retried", "dead_lettered"] {
             let _ = writeln!(

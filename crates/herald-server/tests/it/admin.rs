@@ -87,3 +87,18 @@ fn a_public_admin_listener_needs_a_token() {
     let error = herald_server::Config::from_toml("[admin]\nhost = \"0.0.0.0\"\n").expect_err("refused");
     assert!(error.problems[0].starts_with("admin.token: required"), "{:?}", error.problems);
 }
+
+#[tokio::test]
+async fn status_reports_rates_over_the_last_minute() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.subscribe("news").await;
+    for _ in 0..3 {
+        server.trigger(&["news"], "e", "{}").await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let (_, body) = get(format!("http://{}/admin/api/status", server.admin_address), None).await;
+    let status: Value = serde_json::from_str(&body).expect("json");
+    assert!(status["rates"]["window_secs"].as_f64().expect("window") >= 1.0, "{}", status["rates"]);
+    assert!(status["rates"]["messages_out"].as_f64().is_some());
+}

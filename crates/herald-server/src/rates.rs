@@ -1,0 +1,83 @@
+//! Delivery rates for `herald status`: a sample of the counters every second, kept for a
+//! minute (61 samples, fixed memory), so rates can be read as "per second over the last minute".
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::state::SharedState;
+
+const WINDOW: usize = 61;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    accepted: u64,
+    delivered: u64,
+    failed: u64,
+    messages_out: u64,
+}
+
+/// The last minute of counter samples.
+#[derive(Debug, Default)]
+pub(crate) struct Rates {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+fn sample(state: &SharedState) -> Sample {
+    let counters = &state.notifier.counters;
+    let sum = |values: &[std::sync::atomic::AtomicU64; 2]| {
+        values.iter().map(|v| v.load(Ordering::Relaxed)).sum::<u64>()
+    };
+    Sample {
+        at: Instant::now(),
+        accepted: counters.accepted.load(Ordering::Relaxed),
+        delivered: sum(&counters.delivered),
+        failed: sum(&counters.retried) + sum(&counters.dead_lettered),
+        messages_out: state.apps().iter().map(|app| app.messages_out.load(Ordering::Relaxed)).sum(),
+    }
+}
+
+impl Rates {
+    /// Samples every second until shutdown.
+    pub(crate) async fn run(state: SharedState) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let now = sample(&state);
+                    let mut samples = state.rates.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if samples.len() == WINDOW {
+                        samples.pop_front();
+                    }
+                    samples.push_back(now);
+                }
+            }
+        }
+    }
+
+    /// Per-second rates over the sampled window (up to a minute); zeros before two samples.
+    pub(crate) fn json(&self, state: &SharedState) -> Value {
+        let samples = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = sample(state);
+        let Some(first) = samples.front().copied() else {
+            return json!({ "window_secs": 0, "accepted_events": 0.0, "delivered": 0.0, "failed_attempts": 0.0, "messages_out": 0.0 });
+        };
+        let seconds = now.at.duration_since(first.at).as_secs_f64();
+        if seconds < 0.5 {
+            return json!({ "window_secs": 0, "accepted_events": 0.0, "delivered": 0.0, "failed_attempts": 0.0, "messages_out": 0.0 });
+        }
+        let rate = |now: u64, then: u64| ((now.saturating_sub(then)) as f64 / seconds * 10.0).round() / 10.0;
+        json!({
+            "window_secs": seconds.round(),
+            "accepted_events": rate(now.accepted, first.accepted),
+            "delivered": rate(now.delivered, first.delivered),
+            "failed_attempts": rate(now.failed, first.failed),
+            "messages_out": rate(now.messages_out, first.messages_out),
+        })
+    }
+}
