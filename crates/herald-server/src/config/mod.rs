@@ -611,6 +611,19 @@ mod tests {
     }
 
     #[test]
+    fn bad_policies_and_auth_settings_are_named() {
+        let error = Config::from_toml(
+            "[auth]\nalgorithm = \"RS256\"\nencryption_master_key_base64 = \"c2hvcnQ=\"\n\
+             [[policies]]\nchannel = \"team.{teamId}\"\nallow = [\"member:{teamId}\"]\n",
+        )
+        .expect_err("refused");
+        let all = error.problems.join("\n");
+        assert!(all.contains("auth.public_key_file: required for RS256"), "{all}");
+        assert!(all.contains("auth.encryption_master_key_base64: must decode to 32 bytes"), "{all}");
+        assert!(all.contains("policies[0].allow: \"member:{teamId}\": unknown rule"), "{all}");
+    }
+
+    #[test]
     fn documented_example_parses_to_the_defaults() {
         let text = include_str!("../../../../docs/herald.example.toml");
         let config = Config::from_toml(text).expect("example parses");
