@@ -212,7 +212,7 @@ impl Session {
                     // A client that stops reading blocks this write: race it with the kill switch
                     // so a slow consumer is still closed (4100) and its memory freed.
                     Some(frame) => tokio::select! {
-                        sent = write_batch(socket, frame, &mut outbox) => match sent {
+                        sent = Box::pin(write_batch(socket, frame, &mut outbox)) => match sent {
                             Ok(()) => Next::Continue,
                             Err(_) => return,
                         },
@@ -222,7 +222,9 @@ impl Session {
                     None => return,
                 },
                 incoming = socket.recv() => match incoming {
-                    Some(Ok(message)) => match self.on_message(socket, message).await {
+                    // Boxed: the handling of a frame is rare next to waiting, and an idle connection should
+                    // not carry its state inline.
+                    Some(Ok(message)) => match Box::pin(self.on_message(socket, message)).await {
                         Some(next) => next,
                         None => return,
                     },
@@ -237,7 +239,7 @@ impl Session {
                     }
                     None => return,
                 },
-                _ = sleep_until(deadline) => self.on_timer(socket, started).await,
+                _ = sleep_until(deadline) => Box::pin(self.on_timer(socket, started)).await,
             };
             let (code, reason) = match next {
                 Next::Continue => continue,
