@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { after, afterEach, before } from 'node:test';
+
 import Pusher from 'pusher-js';
 import Echo from 'laravel-echo';
 import PusherServer from 'pusher';
@@ -605,4 +607,20 @@ export function rawSocket(server, path) {
       socket._closeTimer?.unref?.();
     },
   };
+}
+
+/**
+ * Starts one server for the test file (before), disconnects every client after each test, stops
+ * the server at the end; `onStart(server)` receives it.
+ */
+export function useServer(onStart, options = {}) {
+  let server;
+  before(async () => {
+    server = await startServer(options);
+    onStart(server);
+  });
+  afterEach(() => server?.disconnectAll());
+  after(async () => {
+    await server?.stop();
+  });
 }

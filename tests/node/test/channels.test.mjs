@@ -1,6 +1,6 @@
 // Channels: public, private, encrypted and cache channels, fed by the `pusher` server SDK.
 
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
@@ -9,22 +9,18 @@ import {
   connected,
   rawFrames,
   record,
-  startServer,
   subscribe,
   unique,
+  useServer,
   waitFor,
   waitForEvent,
 } from '../lib/harness.mjs';
 
 let server;
 let sdk;
-before(async () => {
-  server = await startServer();
-  sdk = server.sdk();
-});
-afterEach(() => server.disconnectAll());
-after(async () => {
-  await server?.stop();
+useServer((started) => {
+  server = started;
+  sdk = started.sdk();
 });
 
 test('public channel: subscribe, then an SDK trigger arrives with the exact payload', async () => {

@@ -1,6 +1,6 @@
 // Client events (`client-*`): relayed to the other members only, where and as fast as allowed.
 
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
@@ -9,22 +9,18 @@ import {
   errorCode,
   rawFrames,
   record,
-  startServer,
   subscribe,
   unique,
+  useServer,
   waitForEvent,
   withTimeout,
 } from '../lib/harness.mjs';
 
 let server;
 let sdk;
-before(async () => {
-  server = await startServer();
-  sdk = server.sdk();
-});
-afterEach(() => server.disconnectAll());
-after(async () => {
-  await server?.stop();
+useServer((started) => {
+  server = started;
+  sdk = started.sdk();
 });
 
 /** Two connected clients of `app` subscribed to `name`. */

@@ -9,30 +9,16 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { launchBrowser, skip } from '../lib/browser.mjs';
 import { startServer } from '../lib/harness.mjs';
 import { startStaticServer } from '../../../clients/js/examples/serve.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../../..');
-const CHROMIUM = process.env.HERALD_CHROMIUM ?? '/usr/bin/chromium';
-const REQUIRED = process.env.CI === 'true' || process.env.HERALD_REQUIRE_BROWSER === '1';
-const ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const skip =
-  !existsSync(CHROMIUM) && !REQUIRED
-    ? `no Chromium at ${CHROMIUM} (apt-get install chromium; HERALD_REQUIRE_BROWSER=1 makes this a failure)`
-    : false;
 
 /** Backoff of the page's own reconnection: long enough to ingest while it waits. */
 const BACKOFF_MS = 6000;
@@ -44,13 +30,9 @@ const pages = [];
 
 before(async () => {
   if (skip) return;
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium is required (CI=true or HERALD_REQUIRE_BROWSER=1) but ${CHROMIUM} does not exist: apt-get install chromium`);
-  }
   files = await startStaticServer({ '/node_modules/': resolve(here, '../node_modules'), '/clients/js/': join(repo, 'clients/js') });
   server = await startServer({ auth: { cors_origins: [files.url('')] } });
-  const { chromium } = await import('playwright-core');
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  browser = await launchBrowser();
 });
 
 after(async () => {

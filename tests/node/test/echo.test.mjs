@@ -1,19 +1,15 @@
 // laravel-echo on the pusher broadcaster, the way a Laravel front end uses Herald.
 
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { startServer, unique, waitForEvent, withTimeout } from '../lib/harness.mjs';
+import { unique, useServer, waitForEvent, withTimeout } from '../lib/harness.mjs';
 
 let server;
 let sdk;
-before(async () => {
-  server = await startServer();
-  sdk = server.sdk();
-});
-afterEach(() => server.disconnectAll());
-after(async () => {
-  await server?.stop();
+useServer((started) => {
+  server = started;
+  sdk = started.sdk();
 });
 
 /** Resolves once an Echo channel is subscribed; rejects on a subscription error. */

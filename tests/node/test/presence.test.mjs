@@ -1,6 +1,6 @@
 // Presence channels: member lists, joins and leaves per user, numeric ids, and the channel APIs.
 
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
@@ -8,22 +8,18 @@ import {
   connected,
   rawFrames,
   record,
-  startServer,
   subscribe,
   unique,
   untilSubscriptionCount,
+  useServer,
   waitForEvent,
 } from '../lib/harness.mjs';
 
 let server;
 let sdk;
-before(async () => {
-  server = await startServer();
-  sdk = server.sdk();
-});
-afterEach(() => server.disconnectAll());
-after(async () => {
-  await server?.stop();
+useServer((started) => {
+  server = started;
+  sdk = started.sdk();
 });
 
 /** A connected client that will join presence channels as `user_id` with `user_info`. */

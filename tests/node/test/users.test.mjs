@@ -1,27 +1,15 @@
 // User sign-in, events sent to a user, and terminating a user's connections.
 
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import {
-  connected,
-  errorCode,
-  record,
-  startServer,
-  unique,
-  waitFor,
-  waitForEvent,
-} from '../lib/harness.mjs';
+import { connected, errorCode, record, unique, useServer, waitFor, waitForEvent } from '../lib/harness.mjs';
 
 let server;
 let sdk;
-before(async () => {
-  server = await startServer();
-  sdk = server.sdk();
-});
-afterEach(() => server.disconnectAll());
-after(async () => {
-  await server?.stop();
+useServer((started) => {
+  server = started;
+  sdk = started.sdk();
 });
 
 /** A client signed in as `user` whose `#server-to-user-` channel is subscribed. */
