@@ -39,11 +39,13 @@ pub use records::{
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "campaigns", include_str!("../migrations/sqlite/0001_campaigns.sql")),
     (2, "notifications", include_str!("../migrations/sqlite/0002_notifications.sql")),
+    (3, "claim_index", include_str!("../migrations/sqlite/0003_claim_index.sql")),
 ];
 /// `(version, name, sql)` of each PostgreSQL migration, in order.
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "campaigns", include_str!("../migrations/postgres/0001_campaigns.sql")),
     (2, "notifications", include_str!("../migrations/postgres/0002_notifications.sql")),
+    (3, "claim_index", include_str!("../migrations/postgres/0003_claim_index.sql")),
 ];
 
 /// Why a storage operation failed. Callers answer 503 for `Unavailable`.
