@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
+use herald_protocol::{api_string_to_sign, body_md5_hex, channel_auth_string, hmac_sha256_hex};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -29,8 +29,10 @@ pub(crate) fn ws_url(port: u16) -> String {
     format!("ws://127.0.0.1:{port}/app/{APP_KEY}?protocol=7&client=herald-bench&version=0.1.0&flash=false")
 }
 
-/// Connects, reads `pusher:connection_established`, subscribes to the public `channel` and waits
-/// for `pusher_internal:subscription_succeeded`. With no channel it only connects.
+/// Connects, reads `pusher:connection_established`, subscribes to `channel` and waits for
+/// `pusher_internal:subscription_succeeded`. With no channel it only connects. A `private-`
+/// channel is authorized with a signature the bench makes itself: HMAC-SHA256 of
+/// `socket_id:channel` under the app secret, as an app's auth endpoint would.
 pub(crate) async fn connect_subscribed(url: &str, channel: Option<&str>) -> anyhow::Result<Ws> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
@@ -44,7 +46,17 @@ pub(crate) async fn connect_subscribed(url: &str, channel: Option<&str>) -> anyh
         let Some(channel) = channel else {
             return Ok(ws);
         };
-        let subscribe = json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
+        let mut data = json!({ "channel": channel });
+        if channel.starts_with("private-") {
+            let socket_id = hello["data"]
+                .as_str()
+                .and_then(|data| serde_json::from_str::<Value>(data).ok())
+                .and_then(|data| data["socket_id"].as_str().map(str::to_owned))
+                .context("no socket_id in pusher:connection_established")?;
+            let signature = hmac_sha256_hex(APP_SECRET, &channel_auth_string(&socket_id, channel, None));
+            data["auth"] = Value::String(format!("{APP_KEY}:{signature}"));
+        }
+        let subscribe = json!({ "event": "pusher:subscribe", "data": data });
         ws.send(Message::Text(subscribe.to_string().into())).await.context("send subscribe")?;
         loop {
             let frame = next_text(&mut ws).await?;
@@ -119,7 +131,18 @@ impl Api {
     /// `POST /apps/{id}/events` for one channel; returns the status code.
     pub(crate) async fn trigger(&self, channel: &str, name: &str, data: &str) -> anyhow::Result<u16> {
         let body = json!({ "name": name, "channels": [channel], "data": data }).to_string();
-        let path = format!("/apps/{APP_ID}/events");
+        let (status, _) = self.post_signed(&format!("/apps/{APP_ID}/events"), body).await?;
+        Ok(status)
+    }
+
+    /// `POST /apps/{id}/domain-events` with `body` (one event or `{"events": [...]}`); returns
+    /// the status code and the answer's body.
+    pub(crate) async fn domain_events(&self, body: String) -> anyhow::Result<(u16, bytes::Bytes)> {
+        self.post_signed(&format!("/apps/{APP_ID}/domain-events"), body).await
+    }
+
+    /// A `POST` of JSON `body` to `path`, signed like every Pusher HTTP API call.
+    async fn post_signed(&self, path: &str, body: String) -> anyhow::Result<(u16, bytes::Bytes)> {
         let timestamp =
             SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
         let md5 = body_md5_hex(body.as_bytes());
@@ -129,7 +152,7 @@ impl Api {
             ("auth_version", "1.0"),
             ("body_md5", md5.as_str()),
         ];
-        let signature = hmac_sha256_hex(APP_SECRET, &api_string_to_sign("POST", &path, params));
+        let signature = hmac_sha256_hex(APP_SECRET, &api_string_to_sign("POST", path, params));
         // Every value is URL-safe (hex, digits, the key), so no escaping is needed.
         let url = format!(
             "{}{path}?auth_key={APP_KEY}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}&auth_signature={signature}",
@@ -142,10 +165,10 @@ impl Api {
             .body(body)
             .send()
             .await
-            .context("trigger request")?;
+            .context("POST request")?;
         let status = response.status().as_u16();
         // Read the body so the connection goes back to the pool.
-        let _ = response.bytes().await;
-        Ok(status)
+        let body = response.bytes().await.unwrap_or_default();
+        Ok((status, body))
     }
 }

@@ -2,11 +2,14 @@
 //! 1. its memory per idle subscribed connection,
 //! 2. broadcast latency from the HTTP trigger to every subscriber,
 //! 3. HTTP trigger throughput,
+//! 4. the notification layer: accepted domain events per second and ingest → subscriber latency,
+//!    each on a server of its own with a fresh SQLite file and a fresh PostgreSQL database,
 //!
 //! then prints a Markdown table (or JSON with `--json`) and kills the server.
 //! Every loop is bounded in count and time; a watchdog kills everything after `--max-runtime`.
 
 mod client;
+mod ingest;
 mod phases;
 mod server;
 
@@ -18,6 +21,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 
+use crate::ingest::{Backend, IngestConfig, IngestResults};
 use crate::phases::{mib, percentile, LatencyResult, MemoryResult, ThroughputResult};
 use crate::server::{LogSummary, Server};
 
@@ -29,20 +33,22 @@ enum Phase {
     Memory,
     Latency,
     Throughput,
+    Ingest,
 }
 
 #[derive(Debug, Parser)]
 #[command(
     name = "herald-bench",
     version,
-    about = "Benchmark a herald binary: memory per idle connection, broadcast latency, trigger throughput"
+    about = "Benchmark a herald binary: memory per idle connection, broadcast latency, trigger throughput, \
+             domain-event ingest"
 )]
 struct Cli {
     /// The herald binary to run [default: `herald` next to this executable]
     #[arg(long, value_name = "PATH")]
     herald_bin: Option<PathBuf>,
     /// Which measurements to run (comma-separated)
-    #[arg(long, value_delimiter = ',', default_value = "memory,latency,throughput")]
+    #[arg(long, value_delimiter = ',', default_value = "memory,latency,throughput,ingest")]
     only: Vec<Phase>,
     /// Memory: idle subscribed connections to open
     #[arg(long, default_value_t = 10_000)]
@@ -86,6 +92,34 @@ struct Cli {
     /// Throughput: subscribers on the target channel (each trigger is delivered to all)
     #[arg(long, default_value_t = 100)]
     throughput_subscribers: usize,
+    /// Ingest: backends to measure, each on servers of its own (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    ingest_backends: Vec<Backend>,
+    /// Ingest: a database on the PostgreSQL server (127.0.0.1 only) the bench connects to, to
+    /// create a fresh database for each server and drop it afterwards
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Ingest: concurrent signed ingest clients (keep-alive connections)
+    #[arg(long, default_value_t = 8)]
+    ingest_clients: usize,
+    /// Ingest: seconds each load step sends for
+    #[arg(long, default_value_t = 10.0)]
+    ingest_duration: f64,
+    /// Ingest: events per request, one load step each (comma-separated; 1 to 100)
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    ingest_batch: Vec<usize>,
+    /// Ingest: after a load step, seconds to wait at most for the queue to deliver the backlog
+    #[arg(long, default_value_t = 120.0)]
+    ingest_drain_secs: f64,
+    /// Ingest latency: single events sent one at a time and measured
+    #[arg(long, default_value_t = 200)]
+    ingest_events: usize,
+    /// Ingest latency: events sent first and not counted
+    #[arg(long, default_value_t = 5)]
+    ingest_warmup: usize,
+    /// Ingest latency: milliseconds between one event's broadcast arriving and the next ingest
+    #[arg(long, default_value_t = 50)]
+    ingest_interval_ms: u64,
     /// Extra environment for the server, KEY=VALUE (repeatable); e.g. MALLOC_ARENA_MAX=2 or
     /// LD_PRELOAD=... to compare allocators
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -136,6 +170,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(bin) => bin.clone(),
         None => default_herald_bin()?,
     };
+    if cli.ingest_batch.iter().any(|&batch| !(1..=100).contains(&batch)) {
+        anyhow::bail!("--ingest-batch: each batch is 1 to 100 events");
+    }
     let largest = [
         (cli.only.contains(&Phase::Memory), cli.connections),
         (cli.only.contains(&Phase::Latency), cli.subscribers),
@@ -155,14 +192,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    let server = Server::start(&bin, &cli.server_log, &cli.server_env)?;
-    eprintln!("herald-bench: started {} (pid {}) on 127.0.0.1:{}", bin.display(), server.pid, server.port);
-    let killer = server.killer();
     let max_runtime = Duration::from_secs(cli.max_runtime);
     std::thread::spawn(move || {
         std::thread::sleep(max_runtime);
-        eprintln!("herald-bench: --max-runtime reached; killing the server and exiting");
-        server::kill(&killer);
+        eprintln!("herald-bench: --max-runtime reached; killing the servers and exiting");
+        server::kill_all();
+        ingest::drop_leftover_databases();
         std::process::exit(3);
     });
 
@@ -170,19 +205,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let outcome = runtime.block_on(measure(&cli, &server));
-    let exited = server.exited();
-    let log = server.stop();
+    // Memory, latency and throughput share one server; the ingest phase starts its own.
+    let main_phases = [Phase::Memory, Phase::Latency, Phase::Throughput].iter().any(|p| cli.only.contains(p));
+    let mut main = None;
+    if main_phases {
+        let server = Server::start(&bin, &cli.server_log, &cli.server_env, None)?;
+        eprintln!(
+            "herald-bench: started {} (pid {}) on 127.0.0.1:{}",
+            bin.display(),
+            server.pid,
+            server.port
+        );
+        let outcome = runtime.block_on(measure(&cli, &server));
+        let exited = server.exited();
+        let log = server.stop();
+        let results = outcome?;
+        if let Some(status) = exited {
+            eprintln!("herald-bench: WARNING: the server exited during the run ({status})");
+        }
+        main = Some((results, log));
+    }
+    let ingest_config = IngestConfig {
+        bin: bin.clone(),
+        server_log: cli.server_log.clone(),
+        server_env: cli.server_env.clone(),
+        backends: cli.ingest_backends.clone(),
+        postgres_url: cli.postgres_url.clone(),
+        clients: cli.ingest_clients.max(1),
+        duration: Duration::from_secs_f64(cli.ingest_duration.clamp(0.1, 600.0)),
+        batches: cli.ingest_batch.clone(),
+        drain: Duration::from_secs_f64(cli.ingest_drain_secs.clamp(0.0, 600.0)),
+        events: cli.ingest_events.min(100_000),
+        warmup: cli.ingest_warmup.min(1_000),
+        interval: Duration::from_millis(cli.ingest_interval_ms.min(10_000)),
+    };
+    let ingest = cli.only.contains(&Phase::Ingest).then(|| runtime.block_on(ingest::run(&ingest_config)));
     // Give the connection tasks' sockets back before printing.
     runtime.shutdown_timeout(Duration::from_secs(5));
-    let results = outcome?;
-    if let Some(status) = exited {
-        eprintln!("herald-bench: WARNING: the server exited during the run ({status})");
-    }
     if cli.json {
-        println!("{:#}", to_json(&cli, &results, &log, &bin));
+        println!("{:#}", to_json(&cli, main.as_ref(), &ingest_config, ingest.as_ref(), &bin));
     } else {
-        print!("{}", to_markdown(&cli, &results, &log));
+        print!("{}", to_markdown(&cli, main.as_ref(), &ingest_config, ingest.as_ref()));
     }
     Ok(())
 }
@@ -197,7 +260,7 @@ struct Results {
 }
 
 /// The 1-, 5- and 15-minute load averages.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -301,14 +364,60 @@ fn statuses_text(statuses: &std::collections::BTreeMap<String, u64>) -> String {
     statuses.iter().map(|(status, count)| format!("{status}: {count}")).collect::<Vec<_>>().join(", ")
 }
 
-fn to_markdown(cli: &Cli, results: &Results, log: &LogSummary) -> String {
+fn to_markdown(
+    cli: &Cli,
+    main: Option<&(Results, LogSummary)>,
+    ingest_config: &IngestConfig,
+    ingest: Option<&IngestResults>,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let mut notes: Vec<String> = Vec::new();
+    if let Some((results, log)) = main {
+        main_table(&mut out, &mut notes, results, log);
+    }
+    if let Some(ingest) = ingest {
+        if main.is_some() {
+            let _ = writeln!(out);
+        }
+        out.push_str(&ingest::to_markdown(ingest_config, ingest, &mut notes));
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:");
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n(`herald-bench` with --only {} --connections {} --channels {} --subscribers {} --rounds {} --concurrency {} --duration {} \
+         --ingest-backends {} --ingest-clients {} --ingest-duration {} --ingest-batch {} --ingest-events {} --ingest-interval-ms {} \
+         --server-log {})",
+        cli.only.iter().map(|phase| format!("{phase:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+        cli.connections,
+        cli.channels,
+        cli.subscribers,
+        cli.rounds,
+        cli.concurrency,
+        cli.duration,
+        cli.ingest_backends.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+        cli.ingest_clients,
+        cli.ingest_duration,
+        cli.ingest_batch.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","),
+        cli.ingest_events,
+        cli.ingest_interval_ms,
+        cli.server_log
+    );
+    out
+}
+
+/// The table of the memory, latency and throughput phases (one server).
+fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log: &LogSummary) {
+    use std::fmt::Write as _;
     let _ = writeln!(out, "| Measurement | Result |");
     let _ = writeln!(out, "|---|---|");
     let _ = writeln!(out, "| Server RSS at start | {:.1} MiB |", mib(results.idle_rss));
     let _ = writeln!(out, "| Load average at start / end | {} / {} |", results.load_start, results.load_end);
-    let mut notes: Vec<String> = Vec::new();
     if let Some(memory) = &results.memory {
         let per = memory.per_connection();
         let verdict = if per < MEMORY_TARGET_BYTES { "meets" } else { "misses" };
@@ -471,28 +580,24 @@ fn to_markdown(cli: &Cli, results: &Results, log: &LogSummary) -> String {
     for sample in &log.samples {
         notes.push(format!("server log: {sample}"));
     }
-    if !notes.is_empty() {
-        let _ = writeln!(out, "\nNotes:");
-        for note in notes {
-            let _ = writeln!(out, "- {note}");
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\n(`herald-bench` with --only {} --connections {} --channels {} --subscribers {} --rounds {} --concurrency {} --duration {} --server-log {})",
-        cli.only.iter().map(|phase| format!("{phase:?}").to_lowercase()).collect::<Vec<_>>().join(","),
-        cli.connections,
-        cli.channels,
-        cli.subscribers,
-        cli.rounds,
-        cli.concurrency,
-        cli.duration,
-        cli.server_log
-    );
-    out
 }
 
-fn to_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Path) -> Value {
+fn to_json(
+    cli: &Cli,
+    main: Option<&(Results, LogSummary)>,
+    ingest_config: &IngestConfig,
+    ingest: Option<&IngestResults>,
+    bin: &std::path::Path,
+) -> Value {
+    let mut value = match main {
+        Some((results, log)) => main_json(cli, results, log, bin),
+        None => json!({ "herald_bin": bin.display().to_string() }),
+    };
+    value["ingest"] = ingest.map_or(Value::Null, |ingest| ingest::to_json(ingest_config, ingest));
+    value
+}
+
+fn main_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Path) -> Value {
     let memory = results.memory.as_ref().map(|memory| {
         json!({
             "connections_requested": memory.requested,

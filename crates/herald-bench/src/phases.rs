@@ -31,7 +31,7 @@ impl Cpu {
     }
 }
 
-struct CpuClock {
+pub(crate) struct CpuClock {
     server: f64,
     bench: f64,
     machine: f64,
@@ -61,7 +61,7 @@ fn machine_busy_secs() -> f64 {
 }
 
 impl CpuClock {
-    fn start(server: &Server) -> CpuClock {
+    pub(crate) fn start(server: &Server) -> CpuClock {
         CpuClock {
             server: server.cpu_secs(),
             bench: cpu_secs("self"),
@@ -70,7 +70,7 @@ impl CpuClock {
         }
     }
 
-    fn stop(&self, server: &Server) -> Cpu {
+    pub(crate) fn stop(&self, server: &Server) -> Cpu {
         Cpu {
             server: server.cpu_secs() - self.server,
             bench: cpu_secs("self") - self.bench,

@@ -4,6 +4,7 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,21 @@ pub(crate) const APP_KEY: &str = "bench-key";
 pub(crate) const APP_SECRET: &str = "bench-secret";
 /// `[auth] jwt_secret` of the config (no bench phase uses tokens).
 const JWT_SECRET: &str = "bench-secret";
+
+/// Every server started so far and its directory, for the watchdog to kill whatever is running.
+static CHILDREN: Mutex<Vec<(Arc<Mutex<Child>>, PathBuf)>> = Mutex::new(Vec::new());
+/// Servers started so far: each gets a directory of its own.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Kills every server this process started and removes their directories (the watchdog's last
+/// resort: it exits without running destructors).
+pub(crate) fn kill_all() {
+    let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for (child, dir) in children {
+        kill(&child);
+        let _ = fs::remove_dir_all(dir);
+    }
+}
 
 /// A running `herald serve`; killed when dropped.
 pub(crate) struct Server {
@@ -48,29 +64,35 @@ pub(crate) struct LogSummary {
 
 impl Server {
     /// Writes a config for one app on 127.0.0.1, port 0, starts `bin serve` with it and reads the
-    /// bound port from the banner's `WebSocket  ws://127.0.0.1:PORT/app/{key}` line.
+    /// bound port from the banner's `WebSocket  ws://127.0.0.1:PORT/app/{key}` line. The store is
+    /// a fresh SQLite file in the server's temp directory, or `database_url` when given.
     pub(crate) fn start(
         bin: &Path,
         log_filter: &str,
         extra_env: &[(String, String)],
+        database_url: Option<&str>,
     ) -> anyhow::Result<Server> {
         if !bin.is_file() {
             bail!("herald binary not found at {} (build it, or pass --herald-bin)", bin.display());
         }
-        let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("herald-bench-{}-{number}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let config = dir.join("herald.toml");
         // The server opens its store at start-up: keep the SQLite file in the temp dir (never in
         // the working directory), and set a JWT secret so it does not warn about the development one.
-        let database = dir.join("herald.db");
+        let database = match database_url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", dir.join("herald.db").display()),
+        };
         fs::write(
             &config,
             format!(
                 "[server]\nhost = \"127.0.0.1\"\nport = 0\nshutdown_grace_secs = 2\n\n\
-                 [database]\nurl = \"sqlite://{}\"\n\n\
+                 [database]\nurl = \"{}\"\n\n\
                  [auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
                  [[apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\n",
-                toml_escape(&database.display().to_string())
+                toml_escape(&database)
             ),
         )
         .context("cannot write the server config")?;
@@ -94,6 +116,7 @@ impl Server {
         let pid = child.id();
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let child = Arc::new(Mutex::new(child));
+        CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push((child.clone(), dir.clone()));
         let mut server = Server { child, pid, port: 0, dir, log };
         // A thread reads the banner, reports the port, then drains stdout until the server exits.
         let (found, port) = mpsc::channel::<u16>();
@@ -123,11 +146,6 @@ impl Server {
             }
         }
         Ok(server)
-    }
-
-    /// A handle the watchdog uses to kill the server.
-    pub(crate) fn killer(&self) -> Arc<Mutex<Child>> {
-        self.child.clone()
     }
 
     pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
