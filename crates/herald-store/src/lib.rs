@@ -114,6 +114,14 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            // Plan each execution with its values: a generic plan of the claim query, made while
+            // the queue was empty, sorts the whole backlog to take one job.
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    use sqlx::Executor as _;
+                    connection.execute("SET plan_cache_mode = force_custom_plan").await.map(drop)
+                })
+            })
             .connect_with(options)
             .await?;
         let store = Store::Postgres(pool);

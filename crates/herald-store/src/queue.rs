@@ -54,14 +54,17 @@ impl Store {
             Store::Sqlite(_) => "",
             Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         };
+        // The limit is written into the statement (it is our own small number): a planner that
+        // knows it is small walks the claim index in order and stops at the first due job.
+        let limit = limit.clamp(1, 1000);
         let sql = format!(
             "UPDATE broadcasts SET locked_until = $1, attempts = attempts + 1 WHERE seq IN \
              (SELECT seq FROM broadcasts WHERE status = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2 \
-             ORDER BY lane, next_attempt_at, seq LIMIT $3{skip_locked}) \
+             ORDER BY lane, next_attempt_at, seq LIMIT {limit}{skip_locked}) \
              RETURNING id, event_id, event_name, channels, payload, lane, attempts, created_at"
         );
         let mut jobs = with_pool!(self, pool => {
-            let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(pool).await?;
+            let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).fetch_all(pool).await?;
             let mut jobs = Vec::with_capacity(rows.len());
             for row in rows {
                 jobs.push(ClaimedJob {
