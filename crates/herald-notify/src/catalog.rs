@@ -75,6 +75,21 @@ pub struct Plan {
     pub campaign: Option<(String, String)>,
 }
 
+/// A catalog channel's name on the wire: Pusher's `private-` prefix on the personal channels, and
+/// on the admin channels unless `admin_channels_public` (`channels.admin_visibility = "public"`).
+pub fn wire_channel(logical: &str, admin_channels_public: bool) -> String {
+    let admin = logical == "admin-dashboard"
+        || logical.starts_with("admin-role-")
+        || matches!(logical, "security-alerts" | "compliance-notifications" | "payment-notifications");
+    let personal =
+        ["user.notifications.", "organization.", "campaign."].iter().any(|p| logical.starts_with(p));
+    if personal || (admin && !admin_channels_public) {
+        format!("private-{logical}")
+    } else {
+        logical.to_owned()
+    }
+}
+
 /// The personal channel of a user.
 pub fn user_channel(user_id: &str) -> String {
     format!("user.notifications.{user_id}")

@@ -10,7 +10,8 @@ mod service;
 
 pub use broadcaster::{Campaign, Donation, NotificationBroadcaster, Payment, UserNotification};
 pub use catalog::{
-    plan, user_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification, EVENT_TYPES,
+    plan, user_channel, wire_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification,
+    EVENT_TYPES,
 };
 pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};

@@ -183,16 +183,7 @@ impl Notifier {
 
     /// The channel name on the wire: Pusher's `private-` prefix on private channels.
     pub fn wire_channel(&self, logical: &str) -> String {
-        let admin = logical == "admin-dashboard"
-            || logical.starts_with("admin-role-")
-            || matches!(logical, "security-alerts" | "compliance-notifications" | "payment-notifications");
-        let personal =
-            ["user.notifications.", "organization.", "campaign."].iter().any(|p| logical.starts_with(p));
-        if personal || (admin && !self.settings.admin_channels_public) {
-            format!("private-{logical}")
-        } else {
-            logical.to_owned()
-        }
+        crate::catalog::wire_channel(logical, self.settings.admin_channels_public)
     }
 
     /// Validates every event of the batch, then stores the accepted ones with their jobs in one

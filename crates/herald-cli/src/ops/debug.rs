@@ -232,23 +232,22 @@ async fn test_channels(target: &Target, style: &Style) -> bool {
             return false;
         }
     };
-    let admin_prefix = if target.loaded.config.channels.admin_visibility == AdminVisibility::Public {
-        ""
-    } else {
-        "private-"
-    };
-    let channels = [
+    let public_admin = target.loaded.config.channels.admin_visibility == AdminVisibility::Public;
+    let mut channels: Vec<String> = [
         "system-maintenance".to_owned(),
-        format!("private-user.notifications.{user}"),
-        format!("private-organization.{org}"),
-        "private-campaign.herald-debug-campaign".to_owned(),
-        format!("{admin_prefix}admin-dashboard"),
-        format!("{admin_prefix}admin-role-super_admin"),
-        format!("{admin_prefix}security-alerts"),
-        format!("{admin_prefix}compliance-notifications"),
-        format!("{admin_prefix}payment-notifications"),
-        format!("presence-organization.{org}"),
-    ];
+        format!("user.notifications.{user}"),
+        format!("organization.{org}"),
+        "campaign.herald-debug-campaign".to_owned(),
+        "admin-dashboard".to_owned(),
+        "admin-role-super_admin".to_owned(),
+        "security-alerts".to_owned(),
+        "compliance-notifications".to_owned(),
+        "payment-notifications".to_owned(),
+    ]
+    .iter()
+    .map(|logical| herald_notify::wire_channel(logical, public_admin))
+    .collect();
+    channels.push(format!("presence-organization.{org}"));
     let mut socket = match Socket::connect(&target.ws_url()).await {
         Ok(socket) => socket,
         Err(error) => {

@@ -88,16 +88,7 @@ fn sample(kind: &str, marker: &str) -> (Value, &'static str, Vec<String>) {
 
 fn wire(target: &Target, logical: &str) -> String {
     let public_admin = target.loaded.config.channels.admin_visibility == AdminVisibility::Public;
-    let personal =
-        ["user.notifications.", "organization.", "campaign."].iter().any(|p| logical.starts_with(p));
-    let admin = logical == "admin-dashboard"
-        || logical.starts_with("admin-role-")
-        || matches!(logical, "security-alerts" | "compliance-notifications" | "payment-notifications");
-    if personal || (admin && !public_admin) {
-        format!("private-{logical}")
-    } else {
-        logical.to_owned()
-    }
+    herald_notify::wire_channel(logical, public_admin)
 }
 
 pub(crate) async fn run(args: TestBroadcastArgs) -> ExitCode {
