@@ -190,8 +190,25 @@ fn socket_id(fields: &BTreeMap<String, String>) -> Result<SocketId, ApiError> {
         .ok_or_else(|| ApiError::invalid("socket_id", format!("{text:?} is not a socket id")))
 }
 
-fn authorizer(state: &SharedState) -> Result<&Authorizer, ApiError> {
-    state.authorizer.as_ref().ok_or(ApiError::RouteNotFound)
+/// What both endpoints start from.
+struct AuthRequest<'a> {
+    authorizer: &'a Authorizer,
+    fields: BTreeMap<String, String>,
+    identity: Identity,
+    socket_id: SocketId,
+}
+
+/// Reads the body's fields, verifies the caller's token and the socket id.
+fn request<'a>(
+    state: &'a SharedState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<AuthRequest<'a>, ApiError> {
+    let authorizer = state.authorizer.as_ref().ok_or(ApiError::RouteNotFound)?;
+    let fields = fields(body)?;
+    let identity = authorizer.identify(headers)?;
+    let socket_id = socket_id(&fields)?;
+    Ok(AuthRequest { authorizer, fields, identity, socket_id })
 }
 
 /// `POST /broadcasting/auth` with `socket_id` and `channel_name`.
@@ -200,10 +217,7 @@ pub(crate) async fn channel_auth(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let authorizer = authorizer(&state)?;
-    let fields = fields(&body)?;
-    let identity = authorizer.identify(&headers)?;
-    let socket_id = socket_id(&fields)?;
+    let AuthRequest { authorizer, fields, identity, socket_id } = request(&state, &headers, &body)?;
     let name = fields.get("channel_name").ok_or_else(|| ApiError::invalid("channel_name", "is required"))?;
     let max_len = authorizer.app.config.limits.max_channel_name_len;
     let channel = ChannelName::parse(name, max_len)
@@ -253,10 +267,7 @@ pub(crate) async fn user_auth(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let authorizer = authorizer(&state)?;
-    let fields = fields(&body)?;
-    let identity = authorizer.identify(&headers)?;
-    let socket_id = socket_id(&fields)?;
+    let AuthRequest { authorizer, identity, socket_id, .. } = request(&state, &headers, &body)?;
     let user_data =
         json!({ "id": identity.user_id, "user_info": authorizer.user_info(&identity) }).to_string();
     let auth = authorizer.sign(&signin_auth_string(socket_id.as_str(), &user_data));
