@@ -3,6 +3,11 @@
 /// Every code Herald sends, as `pusher:error` data and/or as the WebSocket close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
+    /// 1002: the client broke the WebSocket framing rules (RFC 6455: unmasked frame, reserved
+    /// bits, stray continuation, bad opcode, fragmented or oversized control frame).
+    ProtocolViolation,
+    /// 1007: a text message that is not UTF-8.
+    InvalidPayload,
     /// 1009: a message above the configured maximum (a WebSocket code, not a Pusher one).
     MessageTooBig,
     /// 4001: no app has this key.
@@ -38,6 +43,8 @@ pub enum CloseCode {
 impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
+            CloseCode::ProtocolViolation => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
             CloseCode::AppNotFound => 4001,
             CloseCode::AppDisabled => 4003,
@@ -59,6 +66,8 @@ impl CloseCode {
     /// The human message sent beside the code.
     pub fn message(self) -> &'static str {
         match self {
+            CloseCode::ProtocolViolation => "protocol error",
+            CloseCode::InvalidPayload => "invalid UTF-8 in a text message",
             CloseCode::MessageTooBig => "message too big",
             CloseCode::AppNotFound => "app does not exist",
             CloseCode::AppDisabled => "app is disabled",
@@ -75,6 +84,11 @@ impl CloseCode {
             CloseCode::ClientEventRateLimit => "client event rejected: rate limit exceeded",
             CloseCode::WatchlistLimit => "watchlist over its limit",
         }
+    }
+
+    /// RFC 6455 codes (1xxx) close the WebSocket itself: no `pusher:error` goes before them.
+    pub fn is_websocket_level(self) -> bool {
+        self.code() < 4000
     }
 
     /// 4300–4399 are fatal to pusher-js if used as close codes: send them as errors only.

@@ -18,6 +18,9 @@ pub struct Limits {
     pub max_event_name_len: usize,
     /// Client events one connection may send per second.
     pub client_events_per_second: u32,
+    /// Messages of any kind (WebSocket pings included) one connection may send per second;
+    /// over it the connection is closed with 4100. 0 means no limit.
+    pub max_messages_per_second: u32,
     /// Users in one presence channel.
     pub max_presence_members: usize,
     /// Largest presence `user_info`, in bytes of JSON.
@@ -41,10 +44,11 @@ impl Default for Limits {
             max_channel_name_len: 200,
             max_event_name_len: 200,
             client_events_per_second: 10,
+            max_messages_per_second: 200,
             max_presence_members: 100,
             max_presence_user_info_bytes: 1024,
             max_presence_user_id_len: 128,
-            max_channels_per_connection: 1000,
+            max_channels_per_connection: 100,
             max_ws_message_bytes: 64 * 1024,
             max_http_body_bytes: 256 * 1024,
         }

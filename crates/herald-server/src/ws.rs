@@ -109,9 +109,14 @@ fn refusal(
     None
 }
 
+/// Sends the refusal (error + close frame); a peer that does not read cannot hold it longer than
+/// [`CLOSE_WRITE_TIMEOUT`].
 async fn refuse(mut socket: WebSocket, code: CloseCode) {
-    let _ = socket.send(error_message(code)).await;
-    let _ = socket.send(close_message(code.code(), code.message())).await;
+    let goodbye = async {
+        socket.send(error_message(code)).await?;
+        socket.send(close_message(code.code(), code.message())).await
+    };
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
 }
 
 fn error_message(code: CloseCode) -> Message {
@@ -134,7 +139,8 @@ async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
     })
     .to_string();
     let hello = encode_server_event("pusher:connection_established", None, &established, None);
-    if socket.send(Message::Text(hello.into())).await.is_ok() {
+    let stall = Duration::from_secs(state.server.pong_timeout_secs);
+    if matches!(tokio::time::timeout(stall, socket.send(Message::Text(hello.into()))).await, Ok(Ok(()))) {
         let mut session = Session::new(state, app.clone(), handle);
         session.run(&mut socket, outbox).await;
         session.finish();
@@ -157,6 +163,8 @@ struct Session {
     last_seen: Instant,
     ping_sent: Option<Instant>,
     client_events_window: (Instant, u32),
+    /// Messages of any kind received in the current one-second window.
+    messages_window: (Instant, u32),
 }
 
 /// What the session loop does after handling a frame.
@@ -165,7 +173,12 @@ enum Next {
     Close(CloseCode),
     /// Close, explaining why in the `pusher:error` instead of the code's generic message.
     CloseBecause(CloseCode, String),
+    /// End the session without a goodbye: the socket is gone.
+    End,
 }
+
+/// What a frame handler ends with; `Err` stops the handling early with what the loop must do.
+type Handled = Result<Next, Next>;
 
 impl Session {
     fn new(state: SharedState, app: Arc<App>, handle: SocketHandle<Utf8Bytes>) -> Session {
@@ -180,6 +193,7 @@ impl Session {
             last_seen: now,
             ping_sent: None,
             client_events_window: (now, 0),
+            messages_window: (now, 0),
         }
     }
 
@@ -210,7 +224,8 @@ impl Session {
                 _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
                 frame = outbox.recv() => match frame {
                     // A client that stops reading blocks this write: race it with the kill switch
-                    // so a slow consumer is still closed (4100) and its memory freed.
+                    // and the stall deadline so a slow consumer is still closed (4100) and its
+                    // memory freed.
                     Some(frame) => tokio::select! {
                         sent = Box::pin(write_batch(socket, frame, &mut outbox)) => match sent {
                             Ok(()) => Next::Continue,
@@ -218,42 +233,40 @@ impl Session {
                         },
                         code = handle.closed() => Next::Close(close_code_from(code)),
                         _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
+                        _ = tokio::time::sleep(self.write_stall()) => Next::CloseBecause(
+                            CloseCode::OverCapacity, "slow consumer: the client stopped reading".into()),
                     },
                     None => return,
                 },
                 incoming = socket.recv() => match incoming {
                     // Boxed: the handling of a frame is rare next to waiting, and an idle connection should
                     // not carry its state inline.
-                    Some(Ok(message)) => match Box::pin(self.on_message(socket, message)).await {
-                        Some(next) => next,
+                    Some(Ok(message)) => {
+                        let handled = Box::pin(self.on_message(socket, message)).await;
+                        handled.unwrap_or_else(|stop| stop)
+                    }
+                    Some(Err(error)) => match violation(error) {
+                        Some(code) => Next::Close(code),
                         None => return,
                     },
-                    Some(Err(error)) => {
-                        let text = error.to_string();
-                        if text.contains("too long") || text.contains("Space limit") {
-                            Next::Close(CloseCode::MessageTooBig)
-                        } else {
-                            debug!(%error, "socket read failed");
-                            return;
-                        }
-                    }
                     None => return,
                 },
                 _ = sleep_until(deadline) => Box::pin(self.on_timer(socket, started)).await,
             };
             let (code, reason) = match next {
                 Next::Continue => continue,
+                Next::End => return,
                 Next::Close(code) => (code, None),
                 Next::CloseBecause(code, reason) => (code, Some(reason)),
             };
             {
                 if code == CloseCode::OverCapacity {
                     self.app.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    warn!("slow consumer: outbox full, closing with 4100");
+                    warn!(reason = reason.as_deref().unwrap_or("outbox full"), "closing with 4100");
                 }
                 // The peer may not be reading at all (a slow consumer): never wait long on it.
                 let goodbye = async {
-                    if code != CloseCode::MessageTooBig {
+                    if !code.is_websocket_level() {
                         let message = reason.as_deref().unwrap_or(code.message());
                         let error = encode_error(Some(code.code()), message);
                         socket.send(Message::Text(error.into())).await?;
@@ -264,6 +277,62 @@ impl Session {
                 return;
             }
         }
+    }
+
+    /// How long one write may wait for a client that does not read before the session gives up
+    /// on it (4100): the pong deadline, the same patience the heartbeat has.
+    fn write_stall(&self) -> Duration {
+        Duration::from_secs(self.state.server.pong_timeout_secs)
+    }
+
+    /// Writes a frame the session itself produces (a pong, an error, a subscription reply). A
+    /// client that sends without reading cannot hold the session here: the write is raced
+    /// against the kill switch, shutdown and the stall deadline.
+    async fn send(&self, socket: &mut WebSocket, frame: impl Into<Utf8Bytes>) -> Result<(), Next> {
+        tokio::select! {
+            biased;
+            code = self.handle.closed() => Err(Next::Close(close_code_from(code))),
+            _ = self.state.shutdown.cancelled() => Err(Next::Close(CloseCode::Reconnect)),
+            sent = tokio::time::timeout(self.write_stall(), socket.send(Message::Text(frame.into()))) => {
+                match sent {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(Next::End),
+                    Err(_) => Err(Next::CloseBecause(
+                        CloseCode::OverCapacity,
+                        "slow consumer: the client stopped reading".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn send_error(&self, socket: &mut WebSocket, code: Option<u16>, message: &str) -> Result<(), Next> {
+        self.send(socket, encode_error(code, message)).await
+    }
+
+    async fn send_subscription_error(
+        &self,
+        socket: &mut WebSocket,
+        channel: &str,
+        kind: &str,
+        error: &str,
+        status: u16,
+    ) -> Result<(), Next> {
+        let data = json!({ "type": kind, "error": error, "status": status }).to_string();
+        self.send(socket, encode_server_event("pusher:subscription_error", Some(channel), &data, None)).await
+    }
+
+    /// Counts one inbound message; false when the connection is over `max_messages_per_second`.
+    fn admit_message(&mut self) -> bool {
+        let limit = self.app.config.limits.max_messages_per_second;
+        let now = Instant::now();
+        let (window_start, count) = &mut self.messages_window;
+        if now.duration_since(*window_start) >= Duration::from_secs(1) {
+            *window_start = now;
+            *count = 0;
+        }
+        *count += 1;
+        limit == 0 || *count <= limit
     }
 
     /// Leaves every channel and the user registry.
@@ -288,49 +357,55 @@ impl Session {
             None if now >= self.last_seen + Duration::from_secs(self.state.server.activity_timeout_secs) => {
                 self.ping_sent = Some(now);
                 let ping = encode_server_event("pusher:ping", None, "{}", None);
-                if socket.send(Message::Text(ping.into())).await.is_err() {
-                    return Next::Close(CloseCode::PongNotReceived);
+                match self.send(socket, ping).await {
+                    Ok(()) => Next::Continue,
+                    Err(Next::End) => Next::Close(CloseCode::PongNotReceived),
+                    Err(stop) => stop,
                 }
-                Next::Continue
             }
             None => Next::Continue,
         }
     }
 
-    /// Handles one frame from the client; `None` ends the session without a close frame.
-    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Option<Next> {
+    /// Handles one frame from the client.
+    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Handled {
         self.app.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.last_seen = Instant::now();
         self.ping_sent = None;
+        if !self.admit_message() {
+            let limit = self.app.config.limits.max_messages_per_second;
+            let reason = format!("more than {limit} messages per second");
+            return Err(Next::CloseBecause(CloseCode::OverCapacity, reason));
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                send_error(socket, None, "binary frames are not supported; send JSON text frames").await?;
-                return Some(Next::Continue);
+                self.send_error(socket, None, "binary frames are not supported; send JSON text frames")
+                    .await?;
+                return Ok(Next::Continue);
             }
-            Message::Ping(_) | Message::Pong(_) => return Some(Next::Continue),
-            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => return Ok(Next::Continue),
+            Message::Close(_) => return Ok(Next::End),
         };
         let event = match ClientEvent::parse(text.as_str()) {
             Ok(event) => event,
             Err(error) => {
-                send_error(socket, None, &error.to_string()).await?;
-                return Some(Next::Continue);
+                self.send_error(socket, None, &error.to_string()).await?;
+                return Ok(Next::Continue);
             }
         };
         match event {
             ClientEvent::Ping => {
-                let pong = encode_server_event("pusher:pong", None, "{}", None);
-                socket.send(Message::Text(pong.into())).await.ok()?;
-                Some(Next::Continue)
+                self.send(socket, encode_server_event("pusher:pong", None, "{}", None)).await?;
+                Ok(Next::Continue)
             }
-            ClientEvent::Pong => Some(Next::Continue),
+            ClientEvent::Pong => Ok(Next::Continue),
             ClientEvent::Subscribe(data) => self.on_subscribe(socket, data).await,
             ClientEvent::Unsubscribe { channel } => {
                 if let Some((name, _)) = self.channels.remove_entry(channel.as_str()) {
                     self.app.hub.unsubscribe(self.handle.key, &name);
                 }
-                Some(Next::Continue)
+                Ok(Next::Continue)
             }
             ClientEvent::Signin(data) => self.on_signin(socket, data).await,
             ClientEvent::Client { event, channel, data } => {
@@ -339,14 +414,20 @@ impl Session {
         }
     }
 
-    async fn on_subscribe(&mut self, socket: &mut WebSocket, data: SubscribeData) -> Option<Next> {
+    async fn on_subscribe(&mut self, socket: &mut WebSocket, data: SubscribeData) -> Handled {
         let limits = &self.app.config.limits;
         let channel = match ChannelName::parse(&data.channel, limits.max_channel_name_len) {
             Ok(channel) => channel,
             Err(error) => {
-                send_subscription_error(socket, &data.channel, "InvalidChannel", &error.to_string(), 400)
-                    .await?;
-                return Some(Next::Continue);
+                self.send_subscription_error(
+                    socket,
+                    &data.channel,
+                    "InvalidChannel",
+                    &error.to_string(),
+                    400,
+                )
+                .await?;
+                return Ok(Next::Continue);
             }
         };
         if !self.channels.contains_key(&channel) && self.channels.len() >= limits.max_channels_per_connection
@@ -355,15 +436,15 @@ impl Session {
                 "a connection may subscribe to at most {} channels",
                 limits.max_channels_per_connection
             );
-            send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 400).await?;
-            return Some(Next::Continue);
+            self.send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 400).await?;
+            return Ok(Next::Continue);
         }
         let member = match self.authorize(&channel, &data) {
             Ok(member) => member,
             Err((message, status)) => {
                 debug!(channel = %channel, %message, "subscription refused");
-                send_subscription_error(socket, channel.as_str(), "AuthError", &message, status).await?;
-                return Some(Next::Continue);
+                self.send_subscription_error(socket, channel.as_str(), "AuthError", &message, status).await?;
+                return Ok(Next::Continue);
             }
         };
         let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
@@ -372,11 +453,15 @@ impl Session {
                 Ok(outcome) => outcome,
                 Err(SubscribeError::PresenceFull { max }) => {
                     let message = format!("presence channel is full ({max} members)");
-                    send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403).await?;
-                    return Some(Next::Continue);
+                    self.send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403)
+                        .await?;
+                    return Ok(Next::Continue);
                 }
-                Err(SubscribeError::SocketGone) => return None,
+                Err(SubscribeError::SocketGone) => return Ok(Next::End),
             };
+        // Recorded before any reply is written, so that a session ending mid-reply still leaves
+        // the channel (and its presence) when it finishes.
+        self.channels.insert(channel.clone(), user_id);
         if channel.kind().requires_auth() {
             self.authorized = true;
         }
@@ -387,16 +472,15 @@ impl Session {
             &succeeded_data,
             None,
         );
-        socket.send(Message::Text(succeeded.into())).await.ok()?;
+        self.send(socket, succeeded).await?;
         if channel.is_cache() {
             let frame = match outcome.cached {
                 Some(frame) => frame,
                 None => encode_server_event("pusher:cache_miss", Some(channel.as_str()), "{}", None).into(),
             };
-            socket.send(Message::Text(frame)).await.ok()?;
+            self.send(socket, frame).await?;
         }
-        self.channels.insert(channel, user_id);
-        Some(Next::Continue)
+        Ok(Next::Continue)
     }
 
     /// Checks the subscription's auth; returns the presence member for presence channels.
@@ -445,22 +529,22 @@ impl Session {
         }
     }
 
-    async fn on_signin(&mut self, socket: &mut WebSocket, data: SigninData) -> Option<Next> {
+    async fn on_signin(&mut self, socket: &mut WebSocket, data: SigninData) -> Handled {
         let config = &self.app.config;
         let signed = signin_auth_string(self.handle.id.as_str(), &data.user_data);
         if let Err(error) = verify_auth(&config.key, &config.secret, &signed, &data.auth) {
             debug!(%error, "sign-in refused");
-            return Some(Next::Close(CloseCode::Unauthorized));
+            return Ok(Next::Close(CloseCode::Unauthorized));
         }
         let user = match UserData::parse(&data.user_data) {
             Ok(user) => user,
             Err(error) => {
-                return Some(Next::CloseBecause(CloseCode::Unauthorized, error.to_string()));
+                return Ok(Next::CloseBecause(CloseCode::Unauthorized, error.to_string()));
             }
         };
         if user.watchlist_len > 100 {
             let code = CloseCode::WatchlistLimit;
-            send_error(socket, Some(code.code()), code.message()).await?;
+            self.send_error(socket, Some(code.code()), code.message()).await?;
         }
         if let Some(previous) = self.user_id.take() {
             self.app.hub.unregister_user(self.handle.key, &previous);
@@ -470,8 +554,8 @@ impl Session {
         self.authorized = true;
         let reply = json!({ "user_data": data.user_data }).to_string();
         let success = encode_server_event("pusher:signin_success", None, &reply, None);
-        socket.send(Message::Text(success.into())).await.ok()?;
-        Some(Next::Continue)
+        self.send(socket, success).await?;
+        Ok(Next::Continue)
     }
 
     async fn on_client_event(
@@ -480,29 +564,29 @@ impl Session {
         event: String,
         channel: String,
         data: Value,
-    ) -> Option<Next> {
+    ) -> Handled {
         let config = &self.app.config;
         if !config.client_events {
-            send_error(socket, None, "client events are not enabled for this app").await?;
-            return Some(Next::Continue);
+            self.send_error(socket, None, "client events are not enabled for this app").await?;
+            return Ok(Next::Continue);
         }
         let Some((name, user_id)) = self.channels.get_key_value(channel.as_str()) else {
-            send_error(
+            self.send_error(
                 socket,
                 None,
                 "client events may only be sent on a channel this connection is subscribed to",
             )
             .await?;
-            return Some(Next::Continue);
+            return Ok(Next::Continue);
         };
         if !matches!(name.kind(), ChannelKind::Private | ChannelKind::Presence) {
-            send_error(socket, None, "client events may only be sent on private and presence channels")
+            self.send_error(socket, None, "client events may only be sent on private and presence channels")
                 .await?;
-            return Some(Next::Continue);
+            return Ok(Next::Continue);
         }
         if event.len() > config.limits.max_event_name_len {
-            send_error(socket, None, "event name is too long").await?;
-            return Some(Next::Continue);
+            self.send_error(socket, None, "event name is too long").await?;
+            return Ok(Next::Continue);
         }
         let now = Instant::now();
         let (window_start, count) = &mut self.client_events_window;
@@ -513,8 +597,8 @@ impl Session {
         *count += 1;
         if *count > config.limits.client_events_per_second {
             let code = CloseCode::ClientEventRateLimit;
-            send_error(socket, Some(code.code()), code.message()).await?;
-            return Some(Next::Continue);
+            self.send_error(socket, Some(code.code()), code.message()).await?;
+            return Ok(Next::Continue);
         }
         let data = match data {
             Value::String(text) => text,
@@ -522,11 +606,11 @@ impl Session {
         };
         if data.len() > config.limits.max_event_data_bytes {
             let message = format!("event data is larger than {} bytes", config.limits.max_event_data_bytes);
-            send_error(socket, None, &message).await?;
-            return Some(Next::Continue);
+            self.send_error(socket, None, &message).await?;
+            return Ok(Next::Continue);
         }
         self.app.publish(name, &event, &data, Some(self.handle.id.as_str()), user_id.as_deref());
-        Some(Next::Continue)
+        Ok(Next::Continue)
     }
 }
 
@@ -556,18 +640,31 @@ fn close_code_from(code: u16) -> CloseCode {
     }
 }
 
-async fn send_error(socket: &mut WebSocket, code: Option<u16>, message: &str) -> Option<()> {
-    socket.send(Message::Text(encode_error(code, message).into())).await.ok()
-}
-
-async fn send_subscription_error(
-    socket: &mut WebSocket,
-    channel: &str,
-    kind: &str,
-    error: &str,
-    status: u16,
-) -> Option<()> {
-    let data = json!({ "type": kind, "error": error, "status": status }).to_string();
-    let frame = encode_server_event("pusher:subscription_error", Some(channel), &data, None);
-    socket.send(Message::Text(frame.into())).await.ok()
+/// The RFC 6455 close code for a frame the client got wrong; `None` when the socket just failed
+/// (reset, closed) and there is nobody to tell.
+fn violation(error: axum::Error) -> Option<CloseCode> {
+    use tungstenite::error::{CapacityError, ProtocolError};
+    let error = error.into_inner();
+    let Some(error) = error.downcast_ref::<tungstenite::Error>() else {
+        debug!(%error, "socket read failed");
+        return None;
+    };
+    match error {
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCode::MessageTooBig),
+        tungstenite::Error::Capacity(_) => Some(CloseCode::MessageTooBig),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::InvalidPayload),
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::ReceivedAfterClosing
+            | ProtocolError::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(protocol) => {
+            debug!(error = %protocol, "websocket protocol violation");
+            Some(CloseCode::ProtocolViolation)
+        }
+        other => {
+            debug!(error = %other, "socket read failed");
+            None
+        }
+    }
 }
