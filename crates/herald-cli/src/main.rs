@@ -179,6 +179,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Sockets are file descriptors: take all the process may have, then size the caps to it.
+    if let Err(error) = herald_server::raise_fd_limit() {
+        eprintln!("herald: cannot raise the open-file limit: {error}");
+    }
     let result = runtime.block_on(async move {
         let app = App::build(&loaded.config).await?;
         for warning in &loaded.warnings {
@@ -187,7 +191,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(file) = &loaded.file {
             tracing::info!(file = %file.display(), "configuration read");
         }
-        println!("{}", banner(&loaded.config, app.address(), app.admin_address()));
+        println!("{}", banner(&loaded.config, app.address(), app.admin_address(), app.capacity()));
         app.run(shutdown_signal()).await
     });
     match result {

@@ -10,15 +10,18 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::listener::{Gate, ListenerLimits};
 use crate::state::{SharedState, State as ServerState};
 use crate::{api, authorize, inbox, notifications, ws};
+
+/// Largest body the admin listener reads (a login form, a test broadcast).
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 /// A bound, not yet running server.
 pub struct App {
@@ -27,6 +30,41 @@ pub struct App {
     admin_listener: TcpListener,
     address: SocketAddr,
     admin_address: SocketAddr,
+    gate: Arc<Gate>,
+    admin_gate: Arc<Gate>,
+    capacity: Capacity,
+}
+
+/// How many connections the main listener takes, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Connections (HTTP and WebSocket) open at once on the main listener.
+    pub connections: usize,
+    /// The process's open-file limit it was derived from, where it could be read.
+    pub fd_limit: Option<u64>,
+}
+
+impl Capacity {
+    /// `server.max_connections`, bounded by what the file-descriptor limit leaves after the
+    /// reserve and the admin listener's share.
+    fn of(config: &Config, fd_limit: Option<u64>) -> Capacity {
+        let kept = config.server.fd_reserve.saturating_add(config.admin.max_connections);
+        let budget = fd_limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(kept));
+        let connections = match (config.server.max_connections, budget) {
+            (0, Some(budget)) => budget,
+            (0, None) => usize::MAX,
+            (configured, Some(budget)) if configured > budget => {
+                warn!(
+                    configured,
+                    budget,
+                    "server.max_connections is above what the open-file limit allows; using the limit"
+                );
+                budget
+            }
+            (configured, _) => configured,
+        };
+        Capacity { connections: connections.max(1), fd_limit }
+    }
 }
 
 impl App {
@@ -46,7 +84,38 @@ impl App {
             .await
             .with_context(|| format!("cannot open the database {}", redact_url(&config.database.url)))?;
         let state = ServerState::new(config, store, (address, admin_address))?;
-        Ok(App { state: Arc::new(state), listener, admin_listener, address, admin_address })
+        let capacity = Capacity::of(config, crate::listener::fd_limit());
+        let header_timeout = Duration::from_secs(config.server.header_timeout_secs);
+        let drain_grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let gate = Gate::new(ListenerLimits {
+            max_connections: capacity.connections,
+            max_per_ip: config.server.max_connections_per_ip,
+            exempt_ips: config.server.ip_limit_exempt.clone(),
+            header_timeout,
+            drain_grace,
+        });
+        let admin_gate = Gate::new(ListenerLimits {
+            max_connections: config.admin.max_connections,
+            max_per_ip: 0,
+            exempt_ips: Vec::new(),
+            header_timeout,
+            drain_grace,
+        });
+        Ok(App {
+            state: Arc::new(state),
+            listener,
+            admin_listener,
+            address,
+            admin_address,
+            gate,
+            admin_gate,
+            capacity,
+        })
+    }
+
+    /// The connections the main listener takes at once.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
     }
 
     /// The address of the admin listener (metrics, admin API, dashboard).
@@ -68,10 +137,6 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.state.clone();
         let router = router(state.clone());
-        let listener = self.listener.tap_io(|tcp| {
-            // Pusher frames are small and latency matters more than packet count.
-            let _ = tcp.set_nodelay(true);
-        });
         match state.notifier.recover().await {
             Ok(0) => {}
             Ok(released) => info!(released, "resuming broadcasts a previous run had claimed"),
@@ -82,18 +147,23 @@ impl App {
         workers.close();
         tokio::spawn(crate::rates::Rates::run(state.clone()));
         let drain = state.clone();
-        let main = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let signal = tokio::spawn(async move {
             shutdown.await;
             info!("shutting down: closing connections with 4200");
             drain.start_draining();
             drain.shutdown.cancel();
         });
-        let admin_stop = state.shutdown.clone();
-        let admin = axum::serve(self.admin_listener, crate::admin::router(state.clone()))
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await });
-        let (main, admin) = tokio::join!(main, admin);
-        main?;
-        admin?;
+        let body_timeout = Duration::from_secs(state.server.body_timeout_secs);
+        let admin_router =
+            crate::admin::router(state.clone()).layer(axum::middleware::from_fn(move |request, next| {
+                read_body(ADMIN_BODY_LIMIT, body_timeout, request, next)
+            }));
+        let stop = state.shutdown.clone();
+        tokio::join!(
+            crate::listener::serve(self.listener, router, self.gate, stop.clone()),
+            crate::listener::serve(self.admin_listener, admin_router, self.admin_gate, stop),
+        );
+        signal.abort();
         state.sessions.close();
         let grace = Duration::from_secs(state.server.shutdown_grace_secs);
         if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
@@ -117,6 +187,7 @@ pub fn router(state: SharedState) -> Router {
         .map(|app| app.config.limits.max_http_body_bytes)
         .max()
         .unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
+    let body_timeout = Duration::from_secs(state.server.body_timeout_secs);
     Router::new()
         .route("/app/{key}", get(ws::upgrade))
         .route("/apps/{app_id}/events", post(api::trigger))
@@ -133,7 +204,43 @@ pub fn router(state: SharedState) -> Router {
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            read_body(body_limit, body_timeout, request, next)
+        }))
         .with_state(state)
+}
+
+/// Reads a request's body whole before any handler runs: a declared length over `limit` is 413
+/// at once (before `100 Continue` is sent), a body slower than `timeout` is 408, and neither
+/// reaches a handler.
+async fn read_body(
+    limit: usize,
+    timeout: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header;
+    let headers = request.headers();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    match declared {
+        Some(length) if length > limit as u64 => {
+            return ApiError::TooLarge { what: "request body", limit }.into_response();
+        }
+        Some(0) | None if !chunked => return next.run(request).await,
+        _ => {}
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => ApiError::BodyTimeout(timeout.as_secs()).into_response(),
+        Ok(Err(_)) => ApiError::TooLarge { what: "request body", limit }.into_response(),
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+        }
+    }
 }
 
 /// Routes browsers call from the front end's origin, behind CORS.
@@ -170,5 +277,23 @@ async fn fallback(
     match upgrade {
         Ok(upgrade) => ws::path_not_found(upgrade).await,
         Err(_) => ApiError::RouteNotFound.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_leaves_the_reserve_and_the_admin_share_of_the_fd_limit() {
+        let config = Config::default();
+        let capacity = Capacity::of(&config, Some(20_000));
+        assert_eq!(capacity.connections, 20_000 - 128 - 64);
+        let mut capped = Config::default();
+        capped.server.max_connections = 500;
+        assert_eq!(Capacity::of(&capped, Some(20_000)).connections, 500);
+        capped.server.max_connections = 50_000;
+        assert_eq!(Capacity::of(&capped, Some(20_000)).connections, 20_000 - 192, "never past the limit");
+        assert_eq!(Capacity::of(&config, Some(100)).connections, 1, "a tiny limit still serves");
     }
 }

@@ -22,6 +22,8 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("{what} is larger than {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
+    #[error("request body not received within {0} seconds")]
+    BodyTimeout(u64),
     #[error("too many requests: the app allows {0} API requests per second")]
     RateLimited(u32),
     #[error("server is shutting down; retry on another node")]
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::AppDisabled | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

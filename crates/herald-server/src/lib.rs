@@ -9,6 +9,7 @@ pub mod config;
 mod dashboard;
 mod error;
 mod inbox;
+mod listener;
 mod metrics;
 mod notifications;
 mod rates;
@@ -16,16 +17,22 @@ mod signed;
 mod state;
 mod ws;
 
-pub use app::{redact_url, router, App};
+pub use app::{redact_url, router, App, Capacity};
 pub use authorize::Authorizer;
 pub use config::{Config, ConfigError, EnvSource, Loaded, Overrides, ProcessEnv};
 pub use error::ApiError;
+pub use listener::raise_fd_limit;
 pub use notifications::audit_json;
 pub use state::{SharedState, State};
 
 /// The short block printed at start-up: addresses, apps (keys, never secrets) and the Echo
 /// snippet a front end needs.
-pub fn banner(config: &Config, address: std::net::SocketAddr, admin: std::net::SocketAddr) -> String {
+pub fn banner(
+    config: &Config,
+    address: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    capacity: Capacity,
+) -> String {
     use std::fmt::Write as _;
     let shown_host =
         if address.ip().is_unspecified() { "localhost".to_owned() } else { address.ip().to_string() };
@@ -42,6 +49,15 @@ pub fn banner(config: &Config, address: std::net::SocketAddr, admin: std::net::S
     let _ = writeln!(text, "  Database   {}", redact_url(&config.database.url));
     let _ = writeln!(text, "  Health     http://{address}/up");
     let _ = writeln!(text, "  Admin      http://{admin}/metrics, http://{admin}/dashboard");
+    match capacity.fd_limit {
+        Some(limit) => {
+            let _ =
+                writeln!(text, "  Capacity   {} connections (open-file limit {limit})", capacity.connections);
+        }
+        None => {
+            let _ = writeln!(text, "  Capacity   {} connections", capacity.connections);
+        }
+    }
     for app in &config.apps {
         let state = if app.enabled { "" } else { " (disabled)" };
         let _ = writeln!(text, "  App        id {:?}, key {:?}{state}", app.id, app.key);

@@ -54,6 +54,21 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Frames queued per socket before it counts as a slow consumer (closed with 4100).
     pub outbox_capacity: usize,
+    /// Connections (HTTP and WebSocket) open at once on this listener; 0: as many as the
+    /// file-descriptor limit allows after `fd_reserve` and the admin listener's share.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP address; 0: no per-IP limit.
+    pub max_connections_per_ip: usize,
+    /// Client addresses the per-IP limit does not apply to (a reverse proxy on this host).
+    pub ip_limit_exempt: Vec<IpAddr>,
+    /// Seconds a client has to send a request's headers, counted from the connection's opening
+    /// or the end of the previous response (so also the keep-alive idle timeout).
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body; then 408.
+    pub body_timeout_secs: u64,
+    /// File descriptors kept for the process itself (database, logs, refusals) when the
+    /// connection capacity is derived from the limit.
+    pub fd_reserve: usize,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +80,12 @@ impl Default for ServerConfig {
             pong_timeout_secs: 30,
             shutdown_grace_secs: 10,
             outbox_capacity: herald_hub::OUTBOX_CAPACITY,
+            max_connections: 0,
+            max_connections_per_ip: 1000,
+            ip_limit_exempt: vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)],
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            fd_reserve: 128,
         }
     }
 }
@@ -78,11 +99,14 @@ pub struct AdminConfig {
     /// Token for the admin API and dashboard (`HERALD_ADMIN_TOKEN`); required unless `host` is
     /// a loopback address.
     pub token: String,
+    /// Connections open at once on the admin listener (kept apart from the main listener's, so
+    /// metrics and probes answer while the main listener is full).
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { host: "127.0.0.1".into(), port: 9601, token: String::new() }
+        AdminConfig { host: "127.0.0.1".into(), port: 9601, token: String::new(), max_connections: 64 }
     }
 }
 
@@ -326,6 +350,15 @@ impl Config {
         }
         if self.server.outbox_capacity == 0 {
             problems.push("server.outbox_capacity: must be at least 1".into());
+        }
+        for (key, value) in [
+            ("server.header_timeout_secs", self.server.header_timeout_secs),
+            ("server.body_timeout_secs", self.server.body_timeout_secs),
+            ("admin.max_connections", self.admin.max_connections as u64),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
         }
         let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         auth::validate(&self.auth, &self.policies, &app_ids, problems);

@@ -10,3 +10,4 @@ mod hostile;
 mod notify;
 mod protocol;
 mod sessions;
+mod slow_clients;
