@@ -142,6 +142,7 @@ impl App {
             Ok(released) => info!(released, "resuming broadcasts a previous run had claimed"),
             Err(error) => warn!(%error, "cannot release old job leases; they resume when the leases expire"),
         }
+        hold_backlog_for_reconnections(&state).await;
         let workers = tokio_util::task::TaskTracker::new();
         state.notifier.start_workers(state.shutdown.clone(), &workers);
         workers.close();
@@ -178,6 +179,58 @@ impl App {
         Ok(())
     }
 }
+
+/// A start that finds broadcasts waiting (a crash, a restart) holds them until the clients that
+/// were connected before have had time to reconnect: delivered at once they would reach nobody.
+/// Delivery resumes after `reconnect_grace`, or sooner once clients are back and no new one came
+/// for [`RECONNECT_QUIET`].
+async fn hold_backlog_for_reconnections(state: &SharedState) {
+    let grace = state.reconnect_grace;
+    if grace.is_zero() {
+        return;
+    }
+    let backlog = match state.store.lane_stats().await {
+        Ok(lanes) => lanes.iter().map(|lane| lane.pending).sum::<i64>(),
+        Err(error) => {
+            warn!(%error, "cannot read the queue depth; delivering without a reconnection grace");
+            return;
+        }
+    };
+    if backlog == 0 {
+        return;
+    }
+    info!(backlog, grace_secs = grace.as_secs(), "holding the queued broadcasts while clients reconnect");
+    state.notifier.set_paused(true);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut seen = state.connections();
+        let mut last_change = started;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = state.shutdown.cancelled() => break,
+            }
+            let now = state.connections();
+            if now != seen {
+                seen = now;
+                last_change = tokio::time::Instant::now();
+            }
+            if started.elapsed() >= grace || (seen > 0 && last_change.elapsed() >= RECONNECT_QUIET) {
+                break;
+            }
+        }
+        info!(
+            connections = seen,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "delivering the queued broadcasts"
+        );
+        state.notifier.set_paused(false);
+    });
+}
+
+/// How long the connection count must stay still before a held backlog is delivered.
+const RECONNECT_QUIET: Duration = Duration::from_secs(1);
 
 /// Every route of the main listener.
 pub fn router(state: SharedState) -> Router {

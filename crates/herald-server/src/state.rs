@@ -104,6 +104,8 @@ pub struct State {
     /// `None`: the admin listener is loopback-only and open.
     pub(crate) admin_token: Option<String>,
     pub(crate) started: Instant,
+    /// How long a backlog found at start-up waits for clients to reconnect (`herald` driver).
+    pub(crate) reconnect_grace: Duration,
     /// The WebSocket/API listener and the admin listener.
     pub addresses: (std::net::SocketAddr, std::net::SocketAddr),
 }
@@ -144,6 +146,12 @@ impl State {
             rates: crate::rates::Rates::default(),
             admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
             started: Instant::now(),
+            reconnect_grace: match config.notifications.driver {
+                crate::config::DriverName::Herald => {
+                    Duration::from_secs(config.notifications.reconnect_grace_secs)
+                }
+                _ => Duration::ZERO,
+            },
             addresses,
         })
     }
@@ -163,6 +171,11 @@ impl State {
     /// Set once shutdown starts: `/up` answers 503 and new connections are refused with 4200.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Sockets open on this node, across apps.
+    pub fn connections(&self) -> usize {
+        self.apps.iter().map(|app| app.hub.connections()).sum()
     }
 
     pub fn is_draining(&self) -> bool {

@@ -52,6 +52,10 @@ pub struct NotificationsConfig {
     pub large_donation_threshold: f64,
     /// File the `log` driver appends JSON lines to.
     pub log_file: String,
+    /// After a start that finds a backlog (a crash or a restart), seconds the `herald` driver
+    /// waits for clients to reconnect before delivering it; it starts sooner once clients are
+    /// back and no new connection came for a second. 0: deliver at once.
+    pub reconnect_grace_secs: u64,
     pub upstream: UpstreamConfig,
 }
 
@@ -68,6 +72,7 @@ impl Default for NotificationsConfig {
             poll_interval_ms: 500,
             large_donation_threshold: 1000.0,
             log_file: "herald-broadcasts.log".into(),
+            reconnect_grace_secs: 10,
             upstream: UpstreamConfig::default(),
         }
     }
