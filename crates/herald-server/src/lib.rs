@@ -24,6 +24,7 @@ pub use error::ApiError;
 pub use listener::raise_fd_limit;
 pub use notifications::audit_json;
 pub use state::{SharedState, State};
+pub use ws::conformance_echo_router;
 
 /// The short block printed at start-up: addresses, apps (keys, never secrets) and the Echo
 /// snippet a front end needs.

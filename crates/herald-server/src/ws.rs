@@ -50,20 +50,60 @@ pub(crate) async fn upgrade(
     let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
     let tracker = state.sessions.clone();
+    configure(ws, max_message).on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            match (refusal, app) {
+                (None, Some(app)) => start(state, app, socket).await,
+                (Some(code), _) => refuse(socket, code).await,
+                (None, None) => refuse(socket, CloseCode::AppNotFound).await,
+            }
+        })
+    })
+}
+
+/// The WebSocket settings of every session: small buffers, and messages over `max_message`
+/// refused before they are buffered.
+fn configure(ws: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
     ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                match (refusal, app) {
-                    (None, Some(app)) => start(state, app, socket).await,
-                    (Some(code), _) => refuse(socket, code).await,
-                    (None, None) => refuse(socket, CloseCode::AppNotFound).await,
+}
+
+/// Sends the close reply queued after the client's close frame (the next read flushes it), never
+/// waiting long on a client that does not read.
+async fn finish_close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.recv()).await;
+}
+
+/// An echo endpoint on any path with exactly the sessions' WebSocket settings and protocol-error
+/// handling, for the Autobahn conformance run (`scripts/autobahn`); never part of a server.
+pub fn conformance_echo_router() -> axum::Router {
+    async fn echo(ws: WebSocketUpgrade) -> Response {
+        configure(ws, herald_protocol::Limits::default().max_ws_message_bytes).on_upgrade(
+            |mut socket| async move {
+                loop {
+                    let reply = match socket.recv().await {
+                        Some(Ok(Message::Text(text))) => Message::Text(text),
+                        Some(Ok(Message::Binary(bytes))) => Message::Binary(bytes),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) => return finish_close(&mut socket).await,
+                        Some(Err(error)) => match violation(error) {
+                            Some(code) => close_message(code.code(), code.message()),
+                            None => return,
+                        },
+                        None => return,
+                    };
+                    let closing = matches!(reply, Message::Close(_));
+                    if socket.send(reply).await.is_err() || closing {
+                        return;
+                    }
                 }
-            })
-        })
+            },
+        )
+    }
+    axum::Router::new().fallback(echo)
 }
 
 /// Any WebSocket upgrade on another path: 4005.
@@ -175,6 +215,8 @@ enum Next {
     CloseBecause(CloseCode, String),
     /// End the session without a goodbye: the socket is gone.
     End,
+    /// The client sent a close frame: send the reply the WebSocket library queued, then end.
+    ClientClosed,
 }
 
 /// What a frame handler ends with; `Err` stops the handling early with what the loop must do.
@@ -256,6 +298,10 @@ impl Session {
             let (code, reason) = match next {
                 Next::Continue => continue,
                 Next::End => return,
+                Next::ClientClosed => {
+                    finish_close(socket).await;
+                    return;
+                }
                 Next::Close(code) => (code, None),
                 Next::CloseBecause(code, reason) => (code, Some(reason)),
             };
@@ -385,7 +431,7 @@ impl Session {
                 return Ok(Next::Continue);
             }
             Message::Ping(_) | Message::Pong(_) => return Ok(Next::Continue),
-            Message::Close(_) => return Ok(Next::End),
+            Message::Close(_) => return Ok(Next::ClientClosed),
         };
         let event = match ClientEvent::parse(text.as_str()) {
             Ok(event) => event,
