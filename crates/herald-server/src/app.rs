@@ -101,6 +101,7 @@ impl App {
             header_timeout,
             drain_grace,
         });
+        let _ = state.gates.set([gate.clone(), admin_gate.clone()]);
         Ok(App {
             state: Arc::new(state),
             listener,

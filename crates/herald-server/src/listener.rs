@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,6 +65,17 @@ pub(crate) struct Gate {
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     refusals: Arc<Semaphore>,
+    refused_full: AtomicU64,
+    refused_per_ip: AtomicU64,
+}
+
+/// A listener's figures for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GateStats {
+    pub(crate) open: usize,
+    pub(crate) capacity: usize,
+    pub(crate) refused_full: u64,
+    pub(crate) refused_per_ip: u64,
 }
 
 impl Gate {
@@ -74,7 +85,18 @@ impl Gate {
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
+            refused_full: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
         })
+    }
+
+    pub(crate) fn stats(&self) -> GateStats {
+        GateStats {
+            open: self.open.load(Ordering::Relaxed),
+            capacity: self.limits.max_connections,
+            refused_full: self.refused_full.load(Ordering::Relaxed),
+            refused_per_ip: self.refused_per_ip.load(Ordering::Relaxed),
+        }
     }
 
     fn admit(self: &Arc<Gate>, ip: IpAddr) -> Result<Ticket, Refusal> {
@@ -82,6 +104,7 @@ impl Gate {
         let counted_per_ip = self.limits.max_per_ip > 0 && !self.limits.exempt_ips.contains(&ip);
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::ListenerFull);
         }
         if counted_per_ip {
@@ -90,6 +113,7 @@ impl Gate {
             if *count >= self.limits.max_per_ip {
                 drop(per_ip);
                 self.open.fetch_sub(1, Ordering::AcqRel);
+                self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
                 return Err(Refusal::IpFull);
             }
             *count += 1;

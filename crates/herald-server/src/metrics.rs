@@ -94,6 +94,39 @@ pub(crate) async fn render(state: &SharedState) -> String {
             app.hub.connections(),
         );
     }
+    if let Some(gates) = state.gates.get() {
+        let stats: Vec<(&str, crate::listener::GateStats)> =
+            ["main", "admin"].into_iter().zip(gates.iter().map(|gate| gate.stats())).collect();
+        header(
+            &mut out,
+            "herald_listener_connections",
+            "gauge",
+            "Open TCP connections (HTTP and WebSocket).",
+        );
+        for (listener, stats) in &stats {
+            line(&mut out, "herald_listener_connections", &format!("listener=\"{listener}\""), stats.open);
+        }
+        header(&mut out, "herald_listener_capacity", "gauge", "Connections the listener takes at once.");
+        for (listener, stats) in &stats {
+            line(&mut out, "herald_listener_capacity", &format!("listener=\"{listener}\""), stats.capacity);
+        }
+        header(
+            &mut out,
+            "herald_listener_refused_total",
+            "counter",
+            "Connections refused with 503: the listener was full, or the client address had too many.",
+        );
+        for (listener, stats) in &stats {
+            for (reason, value) in [("full", stats.refused_full), ("per_ip", stats.refused_per_ip)] {
+                line(
+                    &mut out,
+                    "herald_listener_refused_total",
+                    &format!("listener=\"{listener}\",reason=\"{reason}\""),
+                    value,
+                );
+            }
+        }
+    }
     header(&mut out, "herald_subscriptions", "gauge", "Channel subscriptions of open connections.");
     header(&mut out, "herald_channels", "gauge", "Occupied channels by kind.");
     let mut channel_lines = Vec::new();

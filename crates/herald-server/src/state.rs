@@ -104,6 +104,8 @@ pub struct State {
     /// `None`: the admin listener is loopback-only and open.
     pub(crate) admin_token: Option<String>,
     pub(crate) started: Instant,
+    /// The main and the admin listener's connection gates, set once they are bound.
+    pub(crate) gates: std::sync::OnceLock<[Arc<crate::listener::Gate>; 2]>,
     /// How long a backlog found at start-up waits for clients to reconnect (`herald` driver).
     pub(crate) reconnect_grace: Duration,
     /// The WebSocket/API listener and the admin listener.
@@ -146,6 +148,7 @@ impl State {
             rates: crate::rates::Rates::default(),
             admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
             started: Instant::now(),
+            gates: std::sync::OnceLock::new(),
             reconnect_grace: match config.notifications.driver {
                 crate::config::DriverName::Herald => {
                     Duration::from_secs(config.notifications.reconnect_grace_secs)
