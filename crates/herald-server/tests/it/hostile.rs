@@ -124,6 +124,14 @@ fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
 
 const PING: &[u8] = br#"{"event":"pusher:ping","data":{}}"#;
 
+/// A client with a small receive buffer that will send `pusher:ping`s and never read, and a
+/// burst of 256 of them.
+async fn ping_flooder(server: &TestServer) -> (RawClient, Vec<u8>) {
+    let flooder = RawClient::connect_with_buffer(server, Some(4096)).await;
+    let ping = frame(0x81, PING, true);
+    (flooder, ping.iter().copied().cycle().take(ping.len() * 256).collect())
+}
+
 #[tokio::test]
 async fn protocol_violations_are_answered_with_rfc_6455_close_codes() {
     let server = TestServer::start().await;
@@ -165,9 +173,7 @@ async fn a_ping_flood_that_never_reads_is_closed_by_the_write_deadline() {
         config.apps[0].limits.max_messages_per_second = 0;
     })
     .await;
-    let mut flooder = RawClient::connect_with_buffer(&server, Some(4096)).await;
-    let ping = frame(0x81, PING, true);
-    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 256).collect();
+    let (mut flooder, burst) = ping_flooder(&server).await;
     let app = server.state.app_by_id("main").expect("main app").clone();
     let started = Instant::now();
     loop {
@@ -191,9 +197,7 @@ async fn shutdown_does_not_wait_for_a_client_that_never_reads() {
         config.apps[0].limits.max_messages_per_second = 0;
     })
     .await;
-    let mut flooder = RawClient::connect_with_buffer(&server, Some(4096)).await;
-    let ping = frame(0x81, PING, true);
-    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 256).collect();
+    let (mut flooder, burst) = ping_flooder(&server).await;
     // Fill the buffers until the server's pong writes block.
     for _ in 0..400 {
         if tokio::time::timeout(Duration::from_millis(20), flooder.tcp.write_all(&burst)).await.is_err() {

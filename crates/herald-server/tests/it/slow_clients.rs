@@ -109,7 +109,10 @@ async fn a_full_listener_refuses_quickly_and_the_admin_listener_still_answers() 
     let (status, metrics) = get(server.admin_address, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("herald_listener_capacity{listener=\"main\"} 4"), "{metrics}");
-    assert!(metrics.contains("herald_listener_refused_total{listener=\"main\",reason=\"full\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("herald_listener_refused_total{listener=\"main\",reason=\"full\"} 1"),
+        "{metrics}"
+    );
     // A place freed is a place taken again.
     drop(idle.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
