@@ -6,6 +6,7 @@ mod api;
 mod authorization;
 mod dashboard;
 mod harness;
+mod hostile_events;
 mod notify;
 mod protocol;
 mod sessions;
