@@ -63,7 +63,7 @@ pub const MAX_FIELD_ERRORS: usize = 100;
 pub enum IngestError {
     /// Every field at fault (at least one, at most [`MAX_FIELD_ERRORS`]) with its event's index,
     /// in request order; the message is the first one's.
-    #[error("{}: {}", event_field(.errors[0].0, &.errors[0].1.field), .errors[0].1.problem)]
+    #[error("{}", first_invalid(.errors))]
     Invalid { errors: Vec<(usize, FieldError)> },
     #[error("events: at most {MAX_BATCH} events per request")]
     TooMany,
@@ -113,6 +113,14 @@ impl IngestError {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// `events[2].data.amount: is required`: the message of the first invalid field.
+fn first_invalid(errors: &[(usize, FieldError)]) -> String {
+    match errors.first() {
+        Some((index, error)) => format!("{}: {}", event_field(*index, &error.field), error.problem),
+        None => "events: invalid".to_owned(),
     }
 }
 
