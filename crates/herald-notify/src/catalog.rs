@@ -443,4 +443,67 @@ mod tests {
             assert_eq!(errors[0].field, field, "{event_type}: {errors:?}");
         }
     }
+
+    #[test]
+    fn every_invalid_field_is_named_in_reading_order() {
+        let data = json!({ "campaign_id": "bad id!", "milestone": 30, "amount_raised": "-0", "goal_amount": "1e3", "submitted_by": 1 });
+        let errors = planned("campaign.milestone_reached", data).expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "data.campaign_id",
+                "data.campaign_title",
+                "data.organization_id",
+                "data.milestone",
+                "data.amount_raised",
+                "data.goal_amount",
+                "data.currency"
+            ]
+        );
+        let nested =
+            json!({ "campaign_id": 1, "campaign_title": "t", "organization_id": 2, "submitted_by": {} });
+        let errors = planned("campaign.approval_needed", nested).expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, ["data.submitted_by.id", "data.submitted_by.name"]);
+    }
+
+    #[test]
+    fn action_urls_are_links_a_browser_cannot_run() {
+        let with_url = |url: &str| {
+            planned(
+                "notification.created",
+                json!({ "notification": { "user_id": 1, "type": "t", "title": "T", "message": "M", "action_url": url } }),
+            )
+        };
+        for url in ["/a", "/", "https://x.example/a?b#c", "Http://x.example"] {
+            assert!(with_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "javascript:x",
+            "JAVASCRIPT:x",
+            " /a",
+            "java\tscript:x",
+            "//x.example",
+            "/\\x.example",
+            "data:,x",
+            "x/y",
+            "https://",
+        ] {
+            let errors = with_url(url).expect_err(url);
+            assert_eq!(errors[0].field, "data.notification.action_url", "{url}");
+        }
+    }
+
+    #[test]
+    fn thresholds_compare_exactly() {
+        let donation = |amount: &str, threshold: &str| {
+            let data = json!({ "donation_id": 1, "amount": amount, "currency": "EUR", "campaign_id": 3, "organization_id": 7, "threshold": threshold });
+            planned("donation.large_received", data).expect("valid").broadcast.is_some()
+        };
+        assert!(donation("1000.0001", "1000"));
+        assert!(donation("1000.00", "1000"));
+        assert!(!donation("999.9999", "1000"));
+        assert!(!donation("0.1", "0.1001"));
+    }
 }
