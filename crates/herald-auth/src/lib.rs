@@ -8,4 +8,7 @@ mod policy;
 mod token;
 
 pub use policy::{default_policies, Decision, Match, PolicyError, PolicySet, PolicySpec, ADMIN_ROLES};
-pub use token::{mint_hs256, Algorithm, Identity, TokenError, TokenSettings, TokenVerifier, MAX_TOKEN_BYTES};
+pub use token::{
+    mint_hs256, Algorithm, Identity, TokenError, TokenSettings, TokenVerifier, MAX_LEEWAY_SECS,
+    MAX_TOKEN_BYTES,
+};

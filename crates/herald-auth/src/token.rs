@@ -114,8 +114,15 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
+/// Largest accepted clock leeway. The JWT library computes `now - leeway` and `now + leeway` in
+/// unchecked `u64`, so a leeway near `now` or `u64::MAX` would wrap; a day is far beyond any clock skew.
+pub const MAX_LEEWAY_SECS: u64 = 86_400;
+
 impl TokenVerifier {
     pub fn new(settings: &TokenSettings) -> Result<TokenVerifier, TokenError> {
+        if settings.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(TokenError::Settings(format!("leeway_secs must be at most {MAX_LEEWAY_SECS}")));
+        }
         let key = match settings.algorithm {
             Algorithm::HS256 => {
                 let secret = settings
@@ -238,7 +245,7 @@ pub fn mint_hs256(
         claims.insert("name".into(), Value::String(name.to_owned()));
     }
     claims.insert("iat".into(), Value::from(now));
-    claims.insert("exp".into(), Value::from(now + ttl_secs));
+    claims.insert("exp".into(), Value::from(now.saturating_add(ttl_secs)));
     encode(
         &Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -278,6 +285,46 @@ mod tests {
             leeway_secs: 5,
         })
         .expect("valid settings")
+    }
+
+    #[test]
+    fn extreme_exp_and_nbf_claims_are_refused_without_wrapping() {
+        let verifier = hs("k");
+        let cases = [
+            (serde_json::json!({ "sub": "1", "exp": 0 }), TokenError::Expired),
+            (serde_json::json!({ "sub": "1", "exp": u64::MAX, "nbf": u64::MAX }), TokenError::NotYetValid),
+            (serde_json::json!({ "sub": "1", "exp": i64::MIN }), TokenError::MissingClaim("exp")),
+            (serde_json::json!({ "sub": "1", "exp": -1 }), TokenError::MissingClaim("exp")),
+            (serde_json::json!({ "sub": "1", "exp": 1e300 }), TokenError::MissingClaim("exp")),
+            (serde_json::json!({ "sub": "1", "exp": "soon" }), TokenError::MissingClaim("exp")),
+            (serde_json::json!({ "sub": "1", "exp": now() + 60, "nbf": -5 }), TokenError::Malformed),
+        ];
+        // An exp that is not a u64 of seconds is, to the JWT library, no exp at all.
+        for (claims, expected) in cases {
+            assert_eq!(verifier.verify(&sign(&claims, "k")).map(|_| ()), Err(expected), "{claims}");
+        }
+        let forever = serde_json::json!({ "sub": "1", "exp": u64::MAX });
+        assert!(verifier.verify(&sign(&forever, "k")).is_ok(), "a far exp is the issuer's choice");
+    }
+
+    #[test]
+    fn a_leeway_that_could_wrap_the_clock_is_a_settings_error() {
+        let settings = |leeway_secs| TokenSettings {
+            algorithm: Algorithm::HS256,
+            secret: Some("k".into()),
+            public_key_pem: None,
+            issuer: None,
+            audience: None,
+            leeway_secs,
+        };
+        assert!(TokenVerifier::new(&settings(MAX_LEEWAY_SECS)).is_ok());
+        for leeway in [MAX_LEEWAY_SECS + 1, now(), u64::MAX] {
+            assert!(
+                matches!(TokenVerifier::new(&settings(leeway)), Err(TokenError::Settings(_))),
+                "{leeway}"
+            );
+        }
+        assert!(mint_hs256("k", "1", None, &[], None, u64::MAX).is_ok(), "exp saturates");
     }
 
     fn now() -> u64 {

@@ -97,3 +97,26 @@ fn bad_configuration_exits_64_naming_the_key() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("server.prot: unknown key"), "{message}");
 }
+
+#[test]
+fn audit_since_out_of_range_exits_2_naming_since() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = config(dir.path(), 0, 0);
+    for since in ["9223372036854775807d", "99999999999999999999h", "36500000d"] {
+        let output = run(&file, &["audit", "--since", since]);
+        assert_eq!(output.status.code(), Some(2), "{since}");
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(message.contains("--since") && message.contains("out of range"), "{since}: {message}");
+    }
+}
+
+#[test]
+fn a_large_donation_threshold_beyond_exact_amounts_exits_64() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[notifications]\nlarge_donation_threshold = 1e20\n").expect("written");
+    let output = herald().args(["serve", "--config"]).arg(&file).output().expect("runs");
+    assert_eq!(output.status.code(), Some(64));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("notifications.large_donation_threshold"), "{message}");
+}

@@ -4,7 +4,8 @@
 use herald_store::Lane;
 use serde_json::{json, Map, Value};
 
-use crate::fields::{amount_json, FieldError, Fields};
+use crate::amount::Amount;
+use crate::fields::{Check, FieldError, Fields};
 
 /// The domain event types Herald accepts.
 pub const EVENT_TYPES: [&str; 8] = [
@@ -22,15 +23,15 @@ const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
 
 /// Settings routing depends on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogSettings {
     /// Donations below this amount (when the event gives no `threshold`) are not broadcast.
-    pub large_donation_threshold: f64,
+    pub large_donation_threshold: Amount,
 }
 
 impl Default for CatalogSettings {
     fn default() -> Self {
-        CatalogSettings { large_donation_threshold: 1000.0 }
+        CatalogSettings { large_donation_threshold: Amount::parse("1000").expect("1000 is an amount") }
     }
 }
 
@@ -95,23 +96,34 @@ pub fn user_channel(user_id: &str) -> String {
     format!("user.notifications.{user_id}")
 }
 
-/// Validates `data` for `event_type` and plans what it becomes.
-pub fn plan(event_type: &str, data: &Value, settings: &CatalogSettings) -> Result<Plan, FieldError> {
-    let data = Fields::new(data, "data")?;
-    match event_type {
-        "donation.large_received" => large_donation(&data, settings),
-        "campaign.milestone_reached" => milestone(&data),
-        "campaign.approval_needed" => approval_needed(&data),
-        "payment.failed" => payment_failed(&data),
-        "security.alert" => security_alert(&data),
-        "system.maintenance" => maintenance(&data),
-        "compliance.issue" => compliance_issue(&data),
-        "notification.created" => notification_created(&data),
-        other => Err(FieldError {
-            field: "type".into(),
-            problem: format!("unknown event type {other:?}; known: {}", EVENT_TYPES.join(", ")),
-        }),
-    }
+/// Validates `data` for `event_type` and plans what it becomes. On refusal, every field at fault
+/// (at least one), in the order the type's fields are read.
+pub fn plan(event_type: &str, data: &Value, settings: &CatalogSettings) -> Result<Plan, Vec<FieldError>> {
+    let data = Fields::new(data, "data").map_err(|error| vec![error])?;
+    let mut check = Check::default();
+    let plan = match event_type {
+        "donation.large_received" => large_donation(&data, settings, &mut check),
+        "campaign.milestone_reached" => milestone(&data, &mut check),
+        "campaign.approval_needed" => approval_needed(&data, &mut check),
+        "payment.failed" => payment_failed(&data, &mut check),
+        "security.alert" => security_alert(&data, &mut check),
+        "system.maintenance" => maintenance(&data, &mut check),
+        "compliance.issue" => compliance_issue(&data, &mut check),
+        "notification.created" => notification_created(&data, &mut check),
+        other => {
+            return Err(vec![FieldError {
+                field: "type".into(),
+                problem: format!("unknown event type {other:?}; known: {}", EVENT_TYPES.join(", ")),
+            }])
+        }
+    };
+    check.finish()?;
+    plan.ok_or_else(|| unreachable_error(event_type))
+}
+
+/// Each type's function returns `None` only after recording an error; this keeps `plan` total.
+fn unreachable_error(event_type: &str) -> Vec<FieldError> {
+    vec![FieldError { field: "data".into(), problem: format!("is not a valid {event_type} event") }]
 }
 
 fn broadcast(
@@ -138,17 +150,24 @@ fn severity_priority(severity: &str) -> &'static str {
     }
 }
 
-fn large_donation(data: &Fields<'_>, settings: &CatalogSettings) -> Result<Plan, FieldError> {
-    let donation_id = data.id("donation_id")?;
-    let amount = data.amount("amount")?;
-    let currency = data.currency("currency")?;
-    let campaign_id = data.id("campaign_id")?;
-    let organization_id = data.id("organization_id")?;
-    let donor_name = data.optional_string("donor_name")?;
-    let threshold = data.optional_amount("threshold")?.unwrap_or(settings.large_donation_threshold);
+// Each type below reads every field through `check` (so all errors are collected), and returns
+// `None` when any of them was wrong.
+
+fn large_donation(data: &Fields<'_>, settings: &CatalogSettings, check: &mut Check) -> Option<Plan> {
+    let donation_id = check.take(data.id("donation_id"));
+    let amount = check.take(data.amount("amount"));
+    let currency = check.take(data.currency("currency"));
+    let campaign_id = check.take(data.id("campaign_id"));
+    let organization_id = check.take(data.id("organization_id"));
+    let donor_name = check.take(data.optional_string("donor_name"));
+    let threshold = check.take(data.optional_amount("threshold"));
+    if !check.is_clean() {
+        return None;
+    }
+    let threshold = threshold.unwrap_or_else(|| settings.large_donation_threshold.clone());
     let campaign = Some((campaign_id.clone(), organization_id.clone()));
     if amount < threshold {
-        return Ok(Plan {
+        return Some(Plan {
             broadcast: None,
             notification: None,
             ignored: Some(format!("amount {amount} is below the large-donation threshold {threshold}")),
@@ -156,8 +175,8 @@ fn large_donation(data: &Fields<'_>, settings: &CatalogSettings) -> Result<Plan,
         });
     }
     let fields = json!({
-        "donation_id": donation_id, "amount": amount_json(amount), "currency": currency, "campaign_id": campaign_id,
-        "organization_id": organization_id, "donor_name": donor_name, "threshold": amount_json(threshold),
+        "donation_id": donation_id, "amount": amount.to_json(), "currency": currency, "campaign_id": campaign_id,
+        "organization_id": organization_id, "donor_name": donor_name, "threshold": threshold.to_json(),
     });
     let channels = vec![
         "admin-dashboard".into(),
@@ -166,23 +185,24 @@ fn large_donation(data: &Fields<'_>, settings: &CatalogSettings) -> Result<Plan,
     ];
     let mut plan = only(broadcast("donation.large", channels, Lane::Normal, "high", fields));
     plan.campaign = campaign;
-    Ok(plan)
+    Some(plan)
 }
 
-fn milestone(data: &Fields<'_>) -> Result<Plan, FieldError> {
-    let campaign_id = data.id("campaign_id")?;
-    let campaign_title = data.string("campaign_title")?;
-    let organization_id = data.id("organization_id")?;
-    let milestone = data.integer("milestone", 0, 100)?;
-    if ![25, 50, 75, 100].contains(&milestone) {
-        return Err(data.error("milestone", "must be 25, 50, 75 or 100"));
+fn milestone(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
+    let campaign_id = check.take(data.id("campaign_id"));
+    let campaign_title = check.take(data.string("campaign_title"));
+    let organization_id = check.take(data.id("organization_id"));
+    let milestone = check.ok(data.integer("milestone", 0, 100));
+    if milestone.is_some_and(|milestone| ![25, 50, 75, 100].contains(&milestone)) {
+        check.push(data.error("milestone", "must be 25, 50, 75 or 100"));
     }
-    let amount_raised = data.amount("amount_raised")?;
-    let goal_amount = data.amount("goal_amount")?;
-    let currency = data.currency("currency")?;
+    let amount_raised = check.take(data.amount("amount_raised"));
+    let goal_amount = check.take(data.amount("goal_amount"));
+    let currency = check.take(data.currency("currency"));
+    let milestone = milestone.filter(|_| check.is_clean())?;
     let fields = json!({
         "campaign_id": campaign_id, "campaign_title": campaign_title, "organization_id": organization_id,
-        "milestone": milestone, "amount_raised": amount_json(amount_raised), "goal_amount": amount_json(goal_amount), "currency": currency,
+        "milestone": milestone, "amount_raised": amount_raised.to_json(), "goal_amount": goal_amount.to_json(), "currency": currency,
     });
     let channels = vec![
         "admin-dashboard".into(),
@@ -192,50 +212,55 @@ fn milestone(data: &Fields<'_>) -> Result<Plan, FieldError> {
     let priority = if milestone == 100 { "high" } else { "normal" };
     let mut plan = only(broadcast("campaign.milestone", channels, Lane::Normal, priority, fields));
     plan.campaign = Some((campaign_id, organization_id));
-    Ok(plan)
+    Some(plan)
 }
 
-fn approval_needed(data: &Fields<'_>) -> Result<Plan, FieldError> {
-    let campaign_id = data.id("campaign_id")?;
-    let campaign_title = data.string("campaign_title")?;
-    let organization_id = data.id("organization_id")?;
-    let submitted_by = data.object("submitted_by")?;
-    let submitter = json!({ "id": submitted_by.id("id")?, "name": submitted_by.string("name")? });
+fn approval_needed(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
+    let campaign_id = check.take(data.id("campaign_id"));
+    let campaign_title = check.take(data.string("campaign_title"));
+    let organization_id = check.take(data.id("organization_id"));
+    let submitted_by = check.ok(data.object("submitted_by"));
+    let submitter = submitted_by
+        .map(|submitted_by| (check.take(submitted_by.id("id")), check.take(submitted_by.string("name"))));
+    let (submitter_id, submitter_name) = submitter.filter(|_| check.is_clean())?;
     let fields = json!({
         "campaign_id": campaign_id, "campaign_title": campaign_title, "organization_id": organization_id,
-        "submitted_by": submitter,
+        "submitted_by": { "id": submitter_id, "name": submitter_name },
     });
     let channels =
         vec!["admin-dashboard".into(), "admin-role-csr_admin".into(), "admin-role-super_admin".into()];
     let mut plan = only(broadcast("campaign.approval_needed", channels, Lane::Normal, "high", fields));
     plan.campaign = Some((campaign_id, organization_id));
-    Ok(plan)
+    Some(plan)
 }
 
-fn payment_failed(data: &Fields<'_>) -> Result<Plan, FieldError> {
-    let payment_id = data.id("payment_id")?;
-    let donation_id = data.id("donation_id")?;
-    let amount = data.amount("amount")?;
-    let currency = data.currency("currency")?;
-    let reason = data.string("reason")?;
-    let user_id = data.id("user_id")?;
-    let organization_id = data.id("organization_id")?;
+fn payment_failed(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
+    let payment_id = check.take(data.id("payment_id"));
+    let donation_id = check.take(data.id("donation_id"));
+    let amount = check.take(data.amount("amount"));
+    let currency = check.take(data.currency("currency"));
+    let reason = check.take(data.string("reason"));
+    let user_id = check.take(data.id("user_id"));
+    let organization_id = check.take(data.id("organization_id"));
+    if !check.is_clean() {
+        return None;
+    }
     let fields = json!({
-        "payment_id": payment_id, "donation_id": donation_id, "amount": amount_json(amount), "currency": currency,
+        "payment_id": payment_id, "donation_id": donation_id, "amount": amount.to_json(), "currency": currency,
         "reason": reason, "user_id": user_id, "organization_id": organization_id,
     });
     let channels =
         vec!["payment-notifications".into(), "admin-role-finance_admin".into(), user_channel(&user_id)];
     let mut planned = broadcast("payment.failed", channels, Lane::Critical, "urgent", fields.clone());
     planned.personal = Some((user_id.clone(), "payment.failed".into()));
-    Ok(Plan {
+    Some(Plan {
         broadcast: Some(planned),
         notification: Some(PlannedNotification {
             id: None,
             user_id,
             notification_type: "payment.failed".into(),
             title: "Payment failed".into(),
-            message: format!("Your payment of {amount:.2} {currency} failed: {reason}"),
+            message: format!("Your payment of {} {currency} failed: {reason}", amount.with_cents()),
             priority: "urgent".into(),
             data: fields,
             action_url: None,
@@ -245,56 +270,70 @@ fn payment_failed(data: &Fields<'_>) -> Result<Plan, FieldError> {
     })
 }
 
-fn security_alert(data: &Fields<'_>) -> Result<Plan, FieldError> {
-    let alert_type = data.string("alert_type")?;
-    let message = data.string("message")?;
-    let severity = data.one_of("severity", &SEVERITIES)?;
-    let details = data.free_object("details")?;
+fn security_alert(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
+    let alert_type = check.take(data.string("alert_type"));
+    let message = check.take(data.string("message"));
+    let severity = check.take(data.one_of("severity", &SEVERITIES));
+    let details = check.take(data.free_object("details"));
+    if !check.is_clean() {
+        return None;
+    }
     let lane = if matches!(severity.as_str(), "high" | "critical") { Lane::Critical } else { Lane::Normal };
     let priority = severity_priority(&severity);
     let fields =
         json!({ "alert_type": alert_type, "message": message, "severity": severity, "details": details });
-    Ok(only(broadcast("security.alert", vec!["security-alerts".into()], lane, priority, fields)))
+    Some(only(broadcast("security.alert", vec!["security-alerts".into()], lane, priority, fields)))
 }
 
-fn maintenance(data: &Fields<'_>) -> Result<Plan, FieldError> {
-    let kind = data.one_of("maintenance_type", &["scheduled", "started", "completed", "emergency"])?;
-    let scheduled_for = data.timestamp("scheduled_for")?;
-    let duration = data.integer("duration_minutes", 0, 10_080)?;
-    let services = data.strings("affected_services")?;
+fn maintenance(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
+    let kind =
+        check.take(data.one_of("maintenance_type", &["scheduled", "started", "completed", "emergency"]));
+    let scheduled_for = check.take(data.timestamp("scheduled_for"));
+    let duration = check.take(data.integer("duration_minutes", 0, 10_080));
+    let services = check.take(data.strings("affected_services"));
+    if !check.is_clean() {
+        return None;
+    }
     let lane = if kind == "emergency" { Lane::Critical } else { Lane::Normal };
     let priority = if kind == "emergency" { "urgent" } else { "normal" };
     let fields = json!({
         "maintenance_type": kind, "scheduled_for": crate::fields::rfc3339(scheduled_for),
         "duration_minutes": duration, "affected_services": services,
     });
-    Ok(only(broadcast("system.maintenance", vec!["system-maintenance".into()], lane, priority, fields)))
+    Some(only(broadcast("system.maintenance", vec!["system-maintenance".into()], lane, priority, fields)))
 }
 
-fn compliance_issue(data: &Fields<'_>) -> Result<Plan, FieldError> {
-    let issue_type = data.string("issue_type")?;
-    let severity = data.one_of("severity", &SEVERITIES)?;
-    let message = data.string("message")?;
-    let organization_id = data.optional_id("organization_id")?;
-    let details = data.free_object("details")?;
+fn compliance_issue(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
+    let issue_type = check.take(data.string("issue_type"));
+    let severity = check.take(data.one_of("severity", &SEVERITIES));
+    let message = check.take(data.string("message"));
+    let organization_id = check.take(data.optional_id("organization_id"));
+    let details = check.take(data.free_object("details"));
+    if !check.is_clean() {
+        return None;
+    }
     let fields = json!({
         "issue_type": issue_type, "severity": severity, "message": message,
         "organization_id": organization_id, "details": details,
     });
     let channels = vec!["compliance-notifications".into(), "admin-role-csr_admin".into()];
-    Ok(only(broadcast("compliance.issue", channels, Lane::Normal, severity_priority(&severity), fields)))
+    Some(only(broadcast("compliance.issue", channels, Lane::Normal, severity_priority(&severity), fields)))
 }
 
-fn notification_created(data: &Fields<'_>) -> Result<Plan, FieldError> {
-    let notification = data.object("notification")?;
-    let id = notification.optional_id("id")?;
-    let user_id = notification.id("user_id")?;
-    let notification_type = notification.string("type")?;
-    let title = notification.string("title")?;
-    let message = notification.string("message")?;
-    let priority = notification.optional_one_of("priority", &PRIORITIES)?.unwrap_or_else(|| "normal".into());
-    let extra = notification.free_object("data")?;
-    let action_url = notification.optional_string("action_url")?;
+fn notification_created(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
+    let notification = check.ok(data.object("notification"))?;
+    let id = check.take(notification.optional_id("id"));
+    let user_id = check.take(notification.id("user_id"));
+    let notification_type = check.take(notification.string("type"));
+    let title = check.take(notification.string("title"));
+    let message = check.take(notification.string("message"));
+    let priority = check.take(notification.optional_one_of("priority", &PRIORITIES));
+    let extra = check.take(notification.free_object("data"));
+    let action_url = check.take(notification.optional_link("action_url"));
+    if !check.is_clean() {
+        return None;
+    }
+    let priority = priority.unwrap_or_else(|| "normal".into());
     let lane = if priority == "urgent" { Lane::Critical } else { Lane::Normal };
     let body = json!({
         "user_id": user_id, "type": notification_type, "title": title, "message": message,
@@ -308,7 +347,7 @@ fn notification_created(data: &Fields<'_>) -> Result<Plan, FieldError> {
         json!({ "notification": body }),
     );
     planned.personal = Some((user_id.clone(), notification_type.clone()));
-    Ok(Plan {
+    Some(Plan {
         broadcast: Some(planned),
         notification: Some(PlannedNotification {
             id,
@@ -329,7 +368,7 @@ fn notification_created(data: &Fields<'_>) -> Result<Plan, FieldError> {
 mod tests {
     use super::*;
 
-    fn planned(event_type: &str, data: Value) -> Result<Plan, FieldError> {
+    fn planned(event_type: &str, data: Value) -> Result<Plan, Vec<FieldError>> {
         plan(event_type, &data, &CatalogSettings::default())
     }
 
@@ -400,8 +439,71 @@ mod tests {
             ("nope.event", json!({}), "type"),
         ];
         for (event_type, data, field) in cases {
-            let error = planned(event_type, data).expect_err("invalid");
-            assert_eq!(error.field, field, "{event_type}: {error}");
+            let errors = planned(event_type, data).expect_err("invalid");
+            assert_eq!(errors[0].field, field, "{event_type}: {errors:?}");
         }
+    }
+
+    #[test]
+    fn every_invalid_field_is_named_in_reading_order() {
+        let data = json!({ "campaign_id": "bad id!", "milestone": 30, "amount_raised": "-0", "goal_amount": "1e3", "submitted_by": 1 });
+        let errors = planned("campaign.milestone_reached", data).expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "data.campaign_id",
+                "data.campaign_title",
+                "data.organization_id",
+                "data.milestone",
+                "data.amount_raised",
+                "data.goal_amount",
+                "data.currency"
+            ]
+        );
+        let nested =
+            json!({ "campaign_id": 1, "campaign_title": "t", "organization_id": 2, "submitted_by": {} });
+        let errors = planned("campaign.approval_needed", nested).expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, ["data.submitted_by.id", "data.submitted_by.name"]);
+    }
+
+    #[test]
+    fn action_urls_are_links_a_browser_cannot_run() {
+        let with_url = |url: &str| {
+            planned(
+                "notification.created",
+                json!({ "notification": { "user_id": 1, "type": "t", "title": "T", "message": "M", "action_url": url } }),
+            )
+        };
+        for url in ["/a", "/", "https://x.example/a?b#c", "Http://x.example"] {
+            assert!(with_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "javascript:x",
+            "JAVASCRIPT:x",
+            " /a",
+            "java\tscript:x",
+            "//x.example",
+            "/\\x.example",
+            "data:,x",
+            "x/y",
+            "https://",
+        ] {
+            let errors = with_url(url).expect_err(url);
+            assert_eq!(errors[0].field, "data.notification.action_url", "{url}");
+        }
+    }
+
+    #[test]
+    fn thresholds_compare_exactly() {
+        let donation = |amount: &str, threshold: &str| {
+            let data = json!({ "donation_id": 1, "amount": amount, "currency": "EUR", "campaign_id": 3, "organization_id": 7, "threshold": threshold });
+            planned("donation.large_received", data).expect("valid").broadcast.is_some()
+        };
+        assert!(donation("1000.0001", "1000"));
+        assert!(donation("1000.00", "1000"));
+        assert!(!donation("999.9999", "1000"));
+        assert!(!donation("0.1", "0.1001"));
     }
 }

@@ -4,12 +4,59 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::amount::Amount;
+
 /// A field that is missing or wrong, e.g. `data.amount: must be a positive number`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
 pub struct FieldError {
     pub field: String,
     pub problem: String,
+}
+
+/// Collects every field error of a request, so a 422 can name them all rather than the first.
+#[derive(Debug, Default)]
+pub(crate) struct Check {
+    errors: Vec<FieldError>,
+}
+
+impl Check {
+    /// The value, or after recording the error a placeholder that is never used.
+    pub(crate) fn take<T: Default>(&mut self, result: Result<T, FieldError>) -> T {
+        self.ok(result).unwrap_or_default()
+    }
+
+    pub(crate) fn ok<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        }
+    }
+
+    /// Whether no error has been recorded yet.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, error: FieldError) {
+        self.errors.push(error);
+    }
+
+    pub(crate) fn extend(&mut self, errors: Vec<FieldError>) {
+        self.errors.extend(errors);
+    }
+
+    /// `Err` with every error found (never an empty list), or `Ok`.
+    pub(crate) fn finish(self) -> Result<(), Vec<FieldError>> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.errors)
+        }
+    }
 }
 
 /// One JSON object and the path that leads to it, for error messages.
@@ -81,21 +128,41 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A finite number ≥ 0 (amounts may come as numbers or decimal strings).
-    pub(crate) fn amount(&self, key: &str) -> Result<f64, FieldError> {
+    /// An exact decimal amount ≥ 0, from a JSON number or a decimal string (see `amount.rs`).
+    pub(crate) fn amount(&self, key: &str) -> Result<Amount, FieldError> {
         self.optional_amount(key)?.ok_or_else(|| self.error(key, "is required"))
     }
 
-    pub(crate) fn optional_amount(&self, key: &str) -> Result<Option<f64>, FieldError> {
-        let number = match self.raw(key) {
-            None => return Ok(None),
-            Some(Value::Number(number)) => number.as_f64(),
-            Some(Value::String(text)) => text.trim().parse::<f64>().ok(),
-            Some(_) => None,
+    pub(crate) fn optional_amount(&self, key: &str) -> Result<Option<Amount>, FieldError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(value) => {
+                Amount::from_json(value).map(Some).map_err(|error| self.error(key, error.to_string()))
+            }
+        }
+    }
+
+    /// A link the front end may follow: `http://`, `https://` (any case) or a path starting with
+    /// one `/`. Anything else (`javascript:`, `data:`, `//host`, `/\host`) is refused, as are
+    /// spaces, control characters and backslashes anywhere, which browsers strip out of a scheme
+    /// (`"java\tscript:"`).
+    pub(crate) fn optional_link(&self, key: &str) -> Result<Option<String>, FieldError> {
+        let Some(link) = self.optional_string(key)? else { return Ok(None) };
+        let refused = || {
+            self.error(key, "must be an http:// or https:// URL or a path starting with / (not //), without spaces or control characters")
         };
-        match number {
-            Some(number) if number.is_finite() && number >= 0.0 => Ok(Some(number)),
-            _ => Err(self.error(key, "must be a number ≥ 0")),
+        if link.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+            return Err(refused());
+        }
+        let lower = link.to_ascii_lowercase();
+        let absolute = ["http://", "https://"].iter().any(|scheme| {
+            lower.starts_with(scheme) && lower.len() > scheme.len() && !lower[scheme.len()..].starts_with('/')
+        });
+        let relative = link.starts_with('/') && !link.starts_with("//");
+        if absolute || relative {
+            Ok(Some(link))
+        } else {
+            Err(refused())
         }
     }
 
@@ -181,23 +248,38 @@ impl<'a> Fields<'a> {
 }
 
 /// A `since` filter: an RFC 3339 time, or a span back from now (`90s`, `15m`, `1h`, `2d`);
-/// returned as Unix epoch milliseconds.
+/// returned as Unix epoch milliseconds. Arithmetic is checked: a span too large to subtract from
+/// now is refused, never wrapped or saturated into "everything".
 pub fn parse_since(text: &str) -> Result<i64, String> {
+    since_at(text, herald_store::now_ms())
+}
+
+/// [`parse_since`] against a given clock.
+fn since_at(text: &str, now_ms: i64) -> Result<i64, String> {
     let text = text.trim();
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok((at.unix_timestamp_nanos() / 1_000_000) as i64);
+        return i64::try_from(at.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| format!("{text:?} is out of range"));
     }
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let scale = match unit {
+    let scale: i64 = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
         _ => return Err(format!("{text:?} is neither an RFC 3339 time nor a span like 15m, 1h or 2d")),
     };
-    let number: i64 = number.parse().map_err(|_| format!("{text:?} is not a span like 15m, 1h or 2d"))?;
-    Ok(herald_store::now_ms() - number.saturating_mul(scale))
+    if number.is_empty() {
+        return Err(format!("{text:?} is not a span like 15m, 1h or 2d"));
+    }
+    let out_of_range = || format!("{text:?} is out of range: a span reaches back at most to 1970");
+    let number: i64 = number.parse().map_err(|_| out_of_range())?;
+    number
+        .checked_mul(scale)
+        .and_then(|span| now_ms.checked_sub(span))
+        .filter(|since| *since >= 0)
+        .ok_or_else(out_of_range)
 }
 
 /// Unix epoch milliseconds as RFC 3339 in UTC, always with milliseconds
@@ -216,13 +298,4 @@ pub fn rfc3339(ms: i64) -> String {
         at.second(),
         at.millisecond()
     )
-}
-
-/// An amount as JSON: whole numbers stay integers (`2500`, not `2500.0`).
-pub(crate) fn amount_json(amount: f64) -> serde_json::Value {
-    if amount.fract() == 0.0 && amount.abs() < 9.0e15 {
-        serde_json::Value::from(amount as i64)
-    } else {
-        serde_json::Value::from(amount)
-    }
 }

@@ -2,12 +2,14 @@
 //! channels, stored with their broadcast jobs in one transaction, and delivered by queue workers
 //! (critical lane first, retries with backoff, dead letters) through the configured driver.
 
+mod amount;
 mod broadcaster;
 mod catalog;
 mod driver;
 mod fields;
 mod service;
 
+pub use amount::{Amount, AmountError};
 pub use broadcaster::{Campaign, Donation, NotificationBroadcaster, Payment, UserNotification};
 pub use catalog::{
     plan, user_channel, wire_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification,
@@ -17,5 +19,5 @@ pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpst
 pub use fields::{parse_since, rfc3339, FieldError};
 pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
-    MAX_PAYLOAD_BYTES,
+    MAX_FIELD_ERRORS, MAX_PAYLOAD_BYTES,
 };

@@ -19,7 +19,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::catalog::{plan, CatalogSettings, Plan};
 use crate::driver::{DeliveryError, Driver};
-use crate::fields::{rfc3339, FieldError, Fields};
+use crate::fields::{rfc3339, Check, FieldError, Fields};
 
 /// Most events one ingest request may carry.
 pub const MAX_BATCH: usize = 100;
@@ -55,11 +55,16 @@ impl Default for NotifySettings {
     }
 }
 
+/// Most field errors one refusal lists (a batch of 100 bad events stays a bounded answer).
+pub const MAX_FIELD_ERRORS: usize = 100;
+
 /// Why an ingest was refused. `Invalid` and `TooMany` are the caller's (422); `Storage` is ours (503).
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("{}: {}", event_field(*.index, &.error.field), .error.problem)]
-    Invalid { index: usize, error: FieldError },
+    /// Every field at fault (at least one, at most [`MAX_FIELD_ERRORS`]) with its event's index,
+    /// in request order; the message is the first one's.
+    #[error("{}", first_invalid(.errors))]
+    Invalid { errors: Vec<(usize, FieldError)> },
     #[error("events: at most {MAX_BATCH} events per request")]
     TooMany,
     #[error("events: the batch is empty")]
@@ -84,10 +89,38 @@ impl IngestError {
     /// The field at fault, as `events[2].data.amount`.
     pub fn field(&self) -> Option<String> {
         match self {
-            IngestError::Invalid { index, error } => Some(event_field(*index, &error.field)),
+            IngestError::Invalid { errors } => {
+                errors.first().map(|(index, error)| event_field(*index, &error.field))
+            }
             IngestError::TooMany | IngestError::Empty | IngestError::Conflict(_) => Some("events".into()),
             IngestError::Storage(_) => None,
         }
+    }
+}
+
+impl IngestError {
+    /// One invalid field of event `index`.
+    fn invalid(index: usize, field: &str, problem: String) -> IngestError {
+        IngestError::Invalid { errors: vec![(index, FieldError { field: field.into(), problem })] }
+    }
+
+    /// Every `(field, problem)` at fault, fields as `events[2].data.amount`; empty for other errors.
+    pub fn field_errors(&self) -> Vec<(String, String)> {
+        match self {
+            IngestError::Invalid { errors } => errors
+                .iter()
+                .map(|(index, error)| (event_field(*index, &error.field), error.problem.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `events[2].data.amount: is required`: the message of the first invalid field.
+fn first_invalid(errors: &[(usize, FieldError)]) -> String {
+    match errors.first() {
+        Some((index, error)) => format!("{}: {}", event_field(*index, &error.field), error.problem),
+        None => "events: invalid".to_owned(),
     }
 }
 
@@ -196,10 +229,16 @@ impl Notifier {
             return Err(IngestError::TooMany);
         }
         let mut planned = Vec::with_capacity(events.len());
+        let mut invalid = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            let envelope = parse_envelope(event, &self.settings.catalog)
-                .map_err(|error| IngestError::Invalid { index, error })?;
-            planned.push(envelope);
+            match parse_envelope(event, &self.settings.catalog) {
+                Ok(envelope) => planned.push(envelope),
+                Err(errors) => invalid.extend(errors.into_iter().map(|error| (index, error))),
+            }
+        }
+        if !invalid.is_empty() {
+            invalid.truncate(MAX_FIELD_ERRORS);
+            return Err(IngestError::Invalid { errors: invalid });
         }
         let mut records = Vec::with_capacity(planned.len());
         let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(planned.len());
@@ -276,10 +315,7 @@ impl Notifier {
         if let (false, Some(given)) = (repeat, notification.as_ref().and_then(|n| n.id.as_deref())) {
             if self.store.notification_exists(given).await? {
                 let problem = format!("notification {given:?} was already sent by another event; give each notification its own id");
-                return Err(IngestError::Invalid {
-                    index,
-                    error: FieldError { field: "data.notification.id".into(), problem },
-                });
+                return Err(IngestError::invalid(index, "data.notification.id", problem));
             }
         }
         if let Some(planned) = notification {
@@ -341,10 +377,7 @@ impl Notifier {
                         "the broadcast would carry {} bytes; Pusher channels accept at most {MAX_PAYLOAD_BYTES}",
                         payload.len()
                     );
-                    return Err(IngestError::Invalid {
-                        index,
-                        error: FieldError { field: "data".into(), problem },
-                    });
+                    return Err(IngestError::invalid(index, "data", problem));
                 }
                 broadcasts.push(NewBroadcast {
                     id: broadcast_id,
@@ -494,14 +527,31 @@ struct Envelope {
     plan: Plan,
 }
 
-fn parse_envelope(event: &Value, catalog: &CatalogSettings) -> Result<Envelope, FieldError> {
-    let fields = Fields::new(event, "")?;
-    let id = fields.optional_id("id")?.unwrap_or_else(new_id);
-    let event_type = fields.string("type")?;
-    let occurred_at = fields.optional_timestamp("occurred_at")?.unwrap_or_else(now_ms);
-    let data = fields.raw("data").ok_or_else(|| fields.error("data", "is required"))?;
-    let plan = plan(&event_type, data, catalog)?;
-    Ok(Envelope { id, event_type, occurred_at, raw: event.clone(), plan })
+fn parse_envelope(event: &Value, catalog: &CatalogSettings) -> Result<Envelope, Vec<FieldError>> {
+    let fields = Fields::new(event, "").map_err(|error| vec![error])?;
+    let mut check = Check::default();
+    let id = check.take(fields.optional_id("id"));
+    let event_type = check.ok(fields.string("type"));
+    let occurred_at = check.take(fields.optional_timestamp("occurred_at"));
+    let data = check.ok(fields.raw("data").ok_or_else(|| fields.error("data", "is required")));
+    let plan = match (&event_type, data) {
+        (Some(event_type), Some(data)) => {
+            plan(event_type, data, catalog).map_err(|errors| check.extend(errors)).ok()
+        }
+        _ => None,
+    };
+    check.finish()?;
+    // A missing type, data or plan has recorded an error above; never panic on input.
+    let (Some(event_type), Some(plan)) = (event_type, plan) else {
+        return Err(vec![FieldError { field: "data".into(), problem: "is invalid".into() }]);
+    };
+    Ok(Envelope {
+        id: id.unwrap_or_else(new_id),
+        event_type,
+        occurred_at: occurred_at.unwrap_or_else(now_ms),
+        raw: event.clone(),
+        plan,
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use axum::Json;
 use base64::Engine as _;
 use herald_auth::{Decision, Identity, PolicySet, TokenError, TokenVerifier};
 use herald_protocol::{
-    channel_auth_string, hmac_sha256_hex, signin_auth_string, ChannelKind, ChannelName, SocketId,
+    channel_auth_string, hmac_sha256_hex, signin_auth_string, ChannelKind, ChannelName, Limits,
+    PresenceChannelData, SocketId,
 };
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -246,8 +247,11 @@ pub(crate) async fn channel_auth(
     };
     authorizer.decide(&state.store, &identity, &channel).await?;
     let body = if kind == ChannelKind::Presence {
-        let channel_data =
-            json!({ "user_id": identity.user_id, "user_info": authorizer.user_info(&identity) }).to_string();
+        let channel_data = presence_channel_data(
+            &authorizer.app.config.limits,
+            &identity.user_id,
+            authorizer.user_info(&identity),
+        )?;
         let auth =
             authorizer.sign(&channel_auth_string(socket_id.as_str(), channel.as_str(), Some(&channel_data)));
         json!({ "auth": auth, "channel_data": channel_data })
@@ -259,6 +263,43 @@ pub(crate) async fn channel_auth(
         }
     };
     Ok(Json(body))
+}
+
+/// The presence `channel_data` for a user, refused (422 naming `user_id` or `user_info`) when
+/// the subscription would refuse it: signing it would only move the error to the socket.
+fn presence_channel_data(limits: &Limits, user_id: &str, user_info: Value) -> Result<String, ApiError> {
+    if user_id.len() > limits.max_presence_user_id_len {
+        return Err(ApiError::Unprocessable {
+            field: "user_id".into(),
+            problem: format!(
+                "user_id: the token's user id is {} bytes; presence channels allow at most {} (limits.max_presence_user_id_len)",
+                user_id.len(),
+                limits.max_presence_user_id_len
+            ),
+        });
+    }
+    let info_bytes = user_info.to_string().len();
+    if info_bytes > limits.max_presence_user_info_bytes {
+        return Err(ApiError::Unprocessable {
+            field: "user_info".into(),
+            problem: format!(
+                "user_info: the claims in auth.user_info_claims make {info_bytes} bytes of JSON; presence channels allow at most {} (limits.max_presence_user_info_bytes)",
+                limits.max_presence_user_info_bytes
+            ),
+        });
+    }
+    let channel_data = json!({ "user_id": user_id, "user_info": user_info }).to_string();
+    // The socket's own check, so the two can never disagree.
+    PresenceChannelData::parse(
+        &channel_data,
+        limits.max_presence_user_id_len,
+        limits.max_presence_user_info_bytes,
+    )
+    .map_err(|error| ApiError::Unprocessable {
+        field: "channel_data".into(),
+        problem: format!("channel_data: {error}"),
+    })?;
+    Ok(channel_data)
 }
 
 /// `POST /broadcasting/user-auth` with `socket_id`: the answer pusher-js sends as `pusher:signin`.

@@ -36,12 +36,22 @@ pub enum ApiError {
     BackendUnavailable,
     #[error("{problem}")]
     Unprocessable { field: String, problem: String },
+    /// Several fields at fault: `(field, problem)`, never empty; answered like `Unprocessable`
+    /// for the first, with every one under `errors`.
+    #[error("{}", first_field_error(.0))]
+    UnprocessableFields(Vec<(String, String)>),
     #[error("no such {0}")]
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     WrongApp(String),
+}
+
+fn first_field_error(errors: &[(String, String)]) -> String {
+    errors
+        .first()
+        .map_or_else(|| "invalid fields".to_owned(), |(field, problem)| format!("{field}: {problem}"))
 }
 
 impl ApiError {
@@ -54,7 +64,9 @@ impl ApiError {
             ApiError::UnknownApp(_) | ApiError::RouteNotFound | ApiError::NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable { .. } | ApiError::UnprocessableFields(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::WrongApp(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthenticated(_) | ApiError::Token(_) => StatusCode::UNAUTHORIZED,
@@ -74,7 +86,18 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { field, problem } => {
                 json!({ "error": self.to_string(), "field": field, "problem": problem })
             }
-            ApiError::Unprocessable { field, .. } => json!({ "error": self.to_string(), "field": field }),
+            ApiError::Unprocessable { field, .. } => {
+                let error = self.to_string();
+                json!({ "error": error, "field": field, "errors": [{ "error": error, "field": field }] })
+            }
+            ApiError::UnprocessableFields(errors) => {
+                let all: Vec<_> = errors
+                    .iter()
+                    .map(|(field, problem)| json!({ "error": format!("{field}: {problem}"), "field": field }))
+                    .collect();
+                let field = errors.first().map(|(field, _)| field.as_str());
+                json!({ "error": self.to_string(), "field": field, "errors": all })
+            }
             ApiError::Forbidden { policy } => {
                 json!({ "error": self.to_string(), "policy": policy })
             }

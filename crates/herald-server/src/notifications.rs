@@ -72,7 +72,11 @@ pub(crate) fn notifier(config: &Config, apps: &[Arc<App>], store: Store) -> anyh
     };
     let notify = NotifySettings {
         catalog: herald_notify::CatalogSettings {
-            large_donation_threshold: settings.large_donation_threshold,
+            // The TOML number, read once as its shortest decimal; amounts are exact from here on.
+            large_donation_threshold: herald_notify::Amount::parse(
+                &settings.large_donation_threshold.to_string(),
+            )
+            .map_err(|problem| anyhow::anyhow!("notifications.large_donation_threshold: {problem}"))?,
         },
         workers: settings.workers,
         max_attempts: settings.max_attempts,
@@ -98,6 +102,7 @@ impl From<IngestError> for ApiError {
                     "two events of the batch name the same notification id; nothing was stored".into(),
                 )
             }
+            IngestError::Invalid { .. } => ApiError::UnprocessableFields(error.field_errors()),
             other => ApiError::Unprocessable {
                 field: other.field().unwrap_or_default(),
                 problem: other.to_string(),

@@ -12,6 +12,13 @@ use crate::state::{App, State};
 /// Seconds an `auth_timestamp` may differ from the server clock.
 pub(crate) const TIMESTAMP_WINDOW_SECS: i64 = 600;
 
+/// Whether `timestamp` (any `i64` a client sent) is within ±[`TIMESTAMP_WINDOW_SECS`] of `now`.
+/// `abs_diff` cannot overflow, so `i64::MIN + now` and the like are refused, not wrapped.
+fn within_window(now: u64, timestamp: i64) -> bool {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    now.abs_diff(timestamp) <= TIMESTAMP_WINDOW_SECS.unsigned_abs()
+}
+
 /// The parsed query of an API request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Query(pub(crate) Vec<(String, String)>);
@@ -52,8 +59,8 @@ pub(crate) fn authenticate(
     }
     let timestamp: i64 =
         timestamp.parse().map_err(|_| ApiError::Unauthenticated("auth_timestamp is not a number"))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs() as i64);
-    if (now - timestamp).abs() > TIMESTAMP_WINDOW_SECS {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    if !within_window(now, timestamp) {
         return Err(ApiError::Unauthenticated(
             "auth_timestamp is more than 600 seconds from the server clock",
         ));
@@ -83,4 +90,24 @@ pub(crate) fn authenticate(
         return Err(ApiError::Unavailable);
     }
     Ok((app, query))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_within_ten_minutes_pass_and_extremes_never_wrap() {
+        let now = 1_764_000_000_u64;
+        let at = now as i64;
+        assert!(within_window(now, at));
+        assert!(within_window(now, at - 600));
+        assert!(within_window(now, at + 600));
+        assert!(!within_window(now, at - 601));
+        assert!(!within_window(now, at + 601));
+        for hostile in [i64::MIN, i64::MIN + at, i64::MIN + at + 1, i64::MAX, i64::MAX - at, -at, 0, -1] {
+            assert!(!within_window(now, hostile), "{hostile}");
+        }
+        assert!(!within_window(u64::MAX, i64::MIN));
+    }
 }

@@ -140,6 +140,8 @@ pub(crate) fn validate(config: &NotificationsConfig, app_ids: &[&str], problems:
     }
     if !config.large_donation_threshold.is_finite() || config.large_donation_threshold < 0.0 {
         problems.push("notifications.large_donation_threshold: must be a number ≥ 0".into());
+    } else if let Err(problem) = herald_notify::Amount::parse(&config.large_donation_threshold.to_string()) {
+        problems.push(format!("notifications.large_donation_threshold: {problem}"));
     }
     if config.driver == DriverName::Log && config.log_file.is_empty() {
         problems.push("notifications.log_file: required with the log driver".into());

@@ -33,6 +33,46 @@ async fn signature_failures_answer_401() {
     assert_eq!(reply["error"], "authentication failed: auth_key is missing");
 }
 
+/// Signs `POST /apps/main/events` correctly with any `auth_timestamp` text.
+async fn trigger_signed_at(server: &TestServer, timestamp: &str) -> (u16, Value) {
+    let body = event(&["a"]).to_string();
+    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
+    let params = [
+        ("auth_key", "main-key"),
+        ("auth_timestamp", timestamp),
+        ("auth_version", "1.0"),
+        ("body_md5", md5.as_str()),
+    ];
+    let signed = herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied());
+    let signature = herald_protocol::hmac_sha256_hex("main-secret", &signed);
+    let mut query = params.to_vec();
+    query.push(("auth_signature", signature.as_str()));
+    server.raw("POST", "/apps/main/events", &query, body).await
+}
+
+#[tokio::test]
+async fn correctly_signed_timestamps_far_from_now_answer_401_without_wrapping() {
+    let server = TestServer::start().await;
+    let now = now() as i64;
+    let hostile =
+        [i64::MIN + now, i64::MIN + now + 1, i64::MIN, i64::MAX, i64::MAX - now, 4_000_000_000_000, -now, 0];
+    for timestamp in hostile {
+        let (status, reply) = trigger_signed_at(&server, &timestamp.to_string()).await;
+        assert_eq!(status, 401, "auth_timestamp {timestamp}: {reply}");
+        assert_eq!(
+            reply["error"],
+            "authentication failed: auth_timestamp is more than 600 seconds from the server clock",
+            "auth_timestamp {timestamp}"
+        );
+    }
+    for beyond_i64 in ["9223372036854775808", "-9223372036854775809", "1e3", ""] {
+        let (status, reply) = trigger_signed_at(&server, beyond_i64).await;
+        assert_eq!(status, 401, "auth_timestamp {beyond_i64:?}: {reply}");
+    }
+    let (status, reply) = trigger_signed_at(&server, &now.to_string()).await;
+    assert_eq!(status, 200, "the same request signed now: {reply}");
+}
+
 #[tokio::test]
 async fn a_body_that_does_not_match_its_md5_is_refused() {
     let server = TestServer::start().await;

@@ -123,6 +123,38 @@ async fn presence_answers_carry_the_user_and_configured_claims() {
 }
 
 #[tokio::test]
+async fn presence_user_info_over_the_limit_is_refused_before_it_is_signed() {
+    let server = TestServer::with_config(|config| {
+        config.apps[0].limits.max_presence_user_info_bytes = 40;
+        config.apps[0].limits.max_presence_user_id_len = 4;
+    })
+    .await;
+    let named = |user: &str, name: &str| {
+        mint_hs256(JWT_SECRET, user, Some("7"), &[], Some(name), 3600).expect("token minted")
+    };
+    // {"name":"…"} is 11 bytes of JSON around the name.
+    let at_limit = named("42", &"a".repeat(29));
+    let (status, body) = auth(&server, &at_limit, "presence-organization.7").await;
+    assert_eq!(status, 200, "{body}");
+    let joined = subscribe_as(&server, &at_limit, "presence-organization.7").await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded", "{joined}");
+
+    let (status, body) = auth(&server, &named("42", &"a".repeat(30)), "presence-organization.7").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "user_info");
+    let error = body["error"].as_str().expect("error text");
+    assert!(error.contains("41 bytes") && error.contains("limits.max_presence_user_info_bytes"), "{error}");
+
+    let (status, body) = auth(&server, &named("12345", "Ada"), "presence-organization.7").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "user_id");
+    assert!(body["error"].as_str().expect("error text").contains("limits.max_presence_user_id_len"));
+
+    let (status, body) = auth(&server, &named("12345", "Ada"), "private-organization.7").await;
+    assert_eq!(status, 200, "private channels carry no user: {body}");
+}
+
+#[tokio::test]
 async fn encrypted_channels_get_a_shared_secret_when_a_master_key_is_configured() {
     use base64::Engine as _;
     use sha2::Digest as _;

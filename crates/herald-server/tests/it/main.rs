@@ -7,6 +7,7 @@ mod authorization;
 mod dashboard;
 mod harness;
 mod hostile;
+mod hostile_events;
 mod notify;
 mod protocol;
 mod sessions;

@@ -398,6 +398,19 @@ async fn audit_api_filters_by_type_and_status() {
 }
 
 #[tokio::test]
+async fn audit_since_out_of_range_answers_400_naming_since() {
+    let server = TestServer::start().await;
+    for since in ["9223372036854775807d", "9223372036854775807s", "99999999999999999999999h", "36500000d"] {
+        let (status, body) = server.signed("main", "GET", "/audit", &[("since", since)], None).await;
+        assert_eq!(status, 400, "{since}: {body}");
+        assert_eq!(body["field"], "since", "{since}");
+        assert!(body["problem"].as_str().expect("problem").contains("out of range"), "{body}");
+    }
+    let (status, body) = server.signed("main", "GET", "/audit", &[("since", "10000d")], None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn critical_broadcasts_go_first_under_a_backlog() {
     let server = TestServer::with_config(|config| config.notifications.workers = 1).await;
     let admin = token("1", None, &["super_admin"]);
