@@ -78,11 +78,23 @@ pub struct AdminConfig {
     /// Token for the admin API and dashboard (`HERALD_ADMIN_TOKEN`); required unless `host` is
     /// a loopback address.
     pub token: String,
+    /// Whether a platform bearer token (JWT) with the `super_admin` role opens the admin API and
+    /// the dashboard besides `token` (never without a `token` set). Off by default.
+    pub allow_jwt: bool,
+    /// `Host` names the admin listener answers to besides `localhost`, `127.0.0.1`, `[::1]` and
+    /// `host` itself (always accepted, with or without a port). Others get 421 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { host: "127.0.0.1".into(), port: 9601, token: String::new() }
+        AdminConfig {
+            host: "127.0.0.1".into(),
+            port: 9601,
+            token: String::new(),
+            allow_jwt: false,
+            allowed_hosts: Vec::new(),
+        }
     }
 }
 
@@ -338,6 +350,11 @@ impl Config {
             Ok(_) => {}
             Err(_) if self.admin.host == "localhost" => {}
             Err(_) => problems.push(format!("admin.host: {:?} is not an IP address", self.admin.host)),
+        }
+        for (index, name) in self.admin.allowed_hosts.iter().enumerate() {
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+                problems.push(format!("admin.allowed_hosts[{index}]: {name:?} is not a host name"));
+            }
         }
         if !self.database.url.starts_with("sqlite:")
             && !self.database.url.starts_with("postgres://")
@@ -628,6 +645,10 @@ mod tests {
         let text = include_str!("../../../../docs/herald.example.toml");
         let config = Config::from_toml(text).expect("example parses");
         assert_eq!(config.server, ServerConfig::default());
+        assert_eq!(config.admin, AdminConfig::default());
+        assert_eq!(config.auth, AuthConfig::default());
+        assert_eq!(config.database, DatabaseConfig::default());
+        assert_eq!(config.notifications, NotificationsConfig::default());
         assert_eq!(config.apps.len(), 1);
         assert_eq!(
             config.apps[0],
