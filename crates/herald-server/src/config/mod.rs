@@ -12,10 +12,12 @@ use herald_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod credentials;
 mod describe;
 mod notifications;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
+pub use credentials::{is_loopback_host, provision, Provisioned, CREDENTIALS_FILE};
 pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
 
@@ -54,6 +56,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Frames queued per socket before it counts as a slow consumer (closed with 4100).
     pub outbox_capacity: usize,
+    /// Development mode (`herald serve --dev`): with no token secret or app configured, the
+    /// public development ones are used even off loopback. Never in production.
+    pub development: bool,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +70,7 @@ impl Default for ServerConfig {
             pong_timeout_secs: 30,
             shutdown_grace_secs: 10,
             outbox_capacity: herald_hub::OUTBOX_CAPACITY,
+            development: false,
         }
     }
 }
@@ -203,6 +209,8 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// The file read, if any.
     pub file: Option<PathBuf>,
+    /// Where generated credentials came from (`credentials::provision`), if they are in use.
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// Command-line overrides, applied last.
@@ -212,6 +220,8 @@ pub struct Overrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub database_url: Option<String>,
+    /// `--dev`: development mode (`server.development`).
+    pub development: bool,
 }
 
 impl Config {
@@ -229,6 +239,9 @@ impl Config {
         }
         if let Some(port) = overrides.port {
             set_path(&mut tree, &["server", "port"], toml::Value::Integer(port.into()));
+        }
+        if overrides.development {
+            set_path(&mut tree, &["server", "development"], toml::Value::Boolean(true));
         }
         // Named variables that Laravel deployments already have.
         let database_url = overrides.database_url.clone().or_else(|| env.var("DATABASE_URL"));
@@ -268,24 +281,50 @@ impl Config {
             set_path(&mut tree, &["auth", "jwt_secret"], toml::Value::String(secret));
         }
         let (mut config, mut warnings) = Config::from_table(tree, env, problems)?;
-        if config.auth.jwt_secret.is_empty() && config.auth.algorithm == herald_auth::Algorithm::HS256 {
-            config.auth.jwt_secret = DEV_JWT_SECRET.into();
-            warnings.push(format!(
-                "no token secret configured: bearer tokens are checked with the development secret {DEV_JWT_SECRET:?}; set HERALD_JWT_SECRET for anything but development"
-            ));
+        // The public development credentials only in development mode or on a loopback
+        // listener; elsewhere `credentials::provision` generates and stores private ones.
+        let why = if config.server.development {
+            Some("development mode")
+        } else if is_loopback_host(&config.server.host) {
+            Some("loopback listener")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if config.auth.jwt_secret.is_empty() && config.auth.algorithm == herald_auth::Algorithm::HS256 {
+                config.auth.jwt_secret = DEV_JWT_SECRET.into();
+                warnings.push(format!(
+                    "no token secret configured ({why}): bearer tokens are checked with the public development secret; set HERALD_JWT_SECRET for anything but development"
+                ));
+            }
+            if config.apps.is_empty() {
+                warnings.push(format!(
+                    "no app configured ({why}): using the development app (id {:?}, key {:?}, secret {:?}); set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET for anything but development",
+                    DEV_APP.0, DEV_APP.1, DEV_APP.2
+                ));
+                config.apps.push(AppConfig {
+                    id: DEV_APP.0.into(),
+                    key: DEV_APP.1.into(),
+                    secret: DEV_APP.2.into(),
+                    ..AppConfig::default()
+                });
+            }
         }
         if config.channels.admin_visibility == AdminVisibility::Public {
             warnings.push("channels.admin_visibility = \"public\": admin channels are public, anyone holding the app key can listen to them".into());
         }
-        if config.apps.is_empty() {
-            config.apps.push(AppConfig {
-                id: DEV_APP.0.into(),
-                key: DEV_APP.1.into(),
-                secret: DEV_APP.2.into(),
-                ..AppConfig::default()
-            });
-        }
-        Ok(Loaded { config, warnings, file })
+        Ok(Loaded { config, warnings, file, credentials_file: None })
+    }
+
+    /// `load`, then the generated credentials when the configuration has none
+    /// (`credentials::provision`): what `herald serve`, `herald token` and the tools use.
+    pub fn load_provisioned(
+        env: &dyn EnvSource,
+        overrides: &Overrides,
+    ) -> Result<(Loaded, Option<Provisioned>), ConfigError> {
+        let mut loaded = Config::load(env, overrides)?;
+        let provisioned = provision(&mut loaded)?;
+        Ok((loaded, provisioned))
     }
 
     /// Parses a TOML document alone (no environment), as the documented example is checked.
@@ -303,7 +342,7 @@ impl Config {
         mut problems: Vec<String>,
     ) -> Result<(Config, Vec<String>), ConfigError> {
         unknown_keys(&tree, &mut problems);
-        let mut warnings = Vec::new();
+        let warnings = Vec::new();
         let config: Option<Config> = match serde_path_to_error::deserialize(toml::Value::Table(tree)) {
             Ok(config) => Some(config),
             Err(error) => {
@@ -317,7 +356,7 @@ impl Config {
         let Some(mut config) = config else {
             return Err(ConfigError { problems });
         };
-        apply_pusher_env(&mut config, env, &mut problems, &mut warnings);
+        apply_pusher_env(&mut config, env, &mut problems);
         config.validate(&mut problems);
         if problems.is_empty() {
             Ok((config, warnings))
@@ -470,24 +509,12 @@ fn set_path(tree: &mut toml::Table, keys: &[&str], value: toml::Value) {
 
 /// `PUSHER_APP_ID` / `_KEY` / `_SECRET` define the default app: they replace the file's app with
 /// the same id, or are added to the file's apps.
-fn apply_pusher_env(
-    config: &mut Config,
-    env: &dyn EnvSource,
-    problems: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) {
+fn apply_pusher_env(config: &mut Config, env: &dyn EnvSource, problems: &mut Vec<String>) {
     let id = env.var("PUSHER_APP_ID");
     let key = env.var("PUSHER_APP_KEY");
     let secret = env.var("PUSHER_APP_SECRET");
     match (id, key, secret) {
-        (None, None, None) => {
-            if config.apps.is_empty() {
-                warnings.push(format!(
-                    "no app configured: using the development app (id {:?}, key {:?}, secret {:?}); set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET for anything but development",
-                    DEV_APP.0, DEV_APP.1, DEV_APP.2
-                ));
-            }
-        }
+        (None, None, None) => {}
         (Some(id), Some(key), Some(secret)) => {
             if let Some(app) = config.apps.iter_mut().find(|app| app.id == id) {
                 app.key = key;
@@ -557,12 +584,61 @@ mod tests {
     }
 
     #[test]
-    fn no_configuration_gives_the_development_app_with_a_warning() {
-        let loaded = Config::load(&env(&[]), &Overrides::default()).expect("loads");
+    fn the_development_credentials_need_development_mode_or_loopback() {
+        let loopback = Overrides { host: Some("127.0.0.1".into()), ..Overrides::default() };
+        let loaded = Config::load(&env(&[]), &loopback).expect("loads");
         assert_eq!(loaded.config.apps.len(), 1);
         assert_eq!(loaded.config.apps[0].key, "app-key");
-        assert_eq!(loaded.config.server.port, 6001);
-        assert!(loaded.warnings[0].contains("development app"));
+        assert_eq!(loaded.config.auth.jwt_secret, DEV_JWT_SECRET);
+        assert!(loaded.warnings.iter().any(|w| w.contains("development app") && w.contains("loopback")));
+
+        let public = Config::load(&env(&[]), &Overrides::default()).expect("loads");
+        assert_eq!(public.config.server.host, "0.0.0.0");
+        assert!(public.config.apps.is_empty(), "left to credentials::provision");
+        assert!(public.config.auth.jwt_secret.is_empty());
+
+        let dev = Overrides { development: true, ..Overrides::default() };
+        let loaded = Config::load(&env(&[]), &dev).expect("loads");
+        assert_eq!(loaded.config.apps[0].key, "app-key");
+        assert!(loaded.warnings.iter().any(|w| w.contains("development mode")));
+        let loaded = Config::load(&env(&[("HERALD_SERVER__DEVELOPMENT", "true")]), &Overrides::default())
+            .expect("loads");
+        assert_eq!(loaded.config.auth.jwt_secret, DEV_JWT_SECRET);
+    }
+
+    #[test]
+    fn generated_credentials_are_stored_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("herald-credentials-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}", dir.join("herald.db").display());
+        let vars = env(&[("DATABASE_URL", &url)]);
+        let (first, provisioned) = Config::load_provisioned(&vars, &Overrides::default()).expect("loads");
+        let provisioned = provisioned.expect("generated");
+        assert!(provisioned.created && provisioned.jwt_secret);
+        assert_eq!(provisioned.path, dir.join(CREDENTIALS_FILE));
+        assert!(first.config.apps[0].id.parse::<u64>().is_ok(), "numeric app id");
+        assert_ne!(first.config.auth.jwt_secret, DEV_JWT_SECRET);
+        assert_eq!(first.config.auth.jwt_secret.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&provisioned.path).expect("stored").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (second, again) = Config::load_provisioned(&vars, &Overrides::default()).expect("loads");
+        assert!(!again.expect("read").created);
+        assert_eq!(second.config.apps, first.config.apps);
+        assert_eq!(second.config.auth.jwt_secret, first.config.auth.jwt_secret);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn postgres_without_credentials_names_the_variables() {
+        let vars = env(&[("DATABASE_URL", "postgres://herald@db/herald")]);
+        let error = Config::load_provisioned(&vars, &Overrides::default()).expect_err("refused");
+        let all = error.problems.join("\n");
+        assert!(all.contains("auth.jwt_secret: required") && all.contains("HERALD_JWT_SECRET"), "{all}");
+        assert!(all.contains("apps: required") && all.contains("PUSHER_APP_ID"), "{all}");
     }
 
     #[test]
@@ -578,7 +654,11 @@ mod tests {
 
     #[test]
     fn herald_variables_nest_with_double_underscores() {
-        let vars = env(&[("HERALD_SERVER__PORT", "7001"), ("HERALD_CONFIG", "")]);
+        let vars = env(&[
+            ("HERALD_SERVER__PORT", "7001"),
+            ("HERALD_CONFIG", ""),
+            ("HERALD_SERVER__HOST", "127.0.0.1"),
+        ]);
         let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
         assert_eq!(loaded.config.server.port, 7001);
     }
