@@ -88,9 +88,13 @@ fn uptime(seconds: u64) -> String {
     }
 }
 
-/// The status document as an aligned report.
+/// The status document as an aligned report. Every string in it came over the network: each is
+/// shown with its control characters escaped.
 pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
     use std::fmt::Write as _;
+    let mut status = status.clone();
+    herald_notify::printable_json(&mut status);
+    let status = &status;
     let mut out = String::new();
     let state = if status["draining"] == true { style.bad("draining") } else { style.ok("serving") };
     let _ = writeln!(
