@@ -73,9 +73,12 @@ impl AdminGuard {
         self.token.is_some()
     }
 
+    /// Whether the admin listener answers to `host`: a listed name, or any IP address (DNS
+    /// rebinding needs a name the attacker controls; Prometheus scraping a pod by IP needs none).
     fn host_allowed(&self, host: &str) -> bool {
         let host = bare_host(host).to_ascii_lowercase();
-        self.hosts.iter().any(|allowed| *allowed == host || allowed == "*")
+        let ip = host.trim_start_matches('[').trim_end_matches(']');
+        ip.parse::<IpAddr>().is_ok() || self.hosts.iter().any(|allowed| *allowed == host || allowed == "*")
     }
 
     /// Whether `given` is the admin token (constant time on the digests).
@@ -288,10 +291,24 @@ mod tests {
             allowed_hosts: vec!["Admin.Internal".into()],
             ..AdminConfig::default()
         });
-        for host in ["localhost", "LOCALHOST:9601", "127.0.0.1:1", "[::1]:9601", "admin.internal:80"] {
+        for host in [
+            "localhost",
+            "LOCALHOST:9601",
+            "127.0.0.1:1",
+            "[::1]:9601",
+            "admin.internal:80",
+            "10.1.2.3:9601",
+            "[fd00::5]:9601",
+        ] {
             assert!(guard.host_allowed(host), "{host}");
         }
-        for host in ["rebind.attacker.example", "rebind.attacker.example:9601", "127.0.0.2", ""] {
+        for host in [
+            "rebind.attacker.example",
+            "rebind.attacker.example:9601",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
             assert!(!guard.host_allowed(host), "{host}");
         }
     }
