@@ -217,16 +217,16 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// Says where generated credentials are (never the secrets: the app key and id are public).
 fn log_provisioned(provisioned: &herald_server::config::Provisioned) {
     let file = provisioned.path.display();
-    let what = match (provisioned.jwt_secret, &provisioned.app) {
-        (true, Some(_)) => "token secret and app",
-        (true, None) => "token secret",
-        (false, _) => "app",
+    let (missing, what) = match (provisioned.jwt_secret, &provisioned.app) {
+        (true, Some(_)) => ("token secret and no app", "token secret and app"),
+        (true, None) => ("token secret", "token secret"),
+        (false, _) => ("app", "app"),
     };
     let (app_id, app_key) = provisioned.app.clone().unwrap_or_default();
     if provisioned.created {
         tracing::warn!(
             %file, app_id, app_key,
-            "no {what} configured and not in development mode: generated a private {what} and stored it in the file (mode 0600); `herald token` and the tools read it there, HERALD_JWT_SECRET / PUSHER_APP_* replace it"
+            "no {missing} configured, not in development mode (--dev) nor on a loopback host: generated a private {what}, stored in the file (mode 0600) and reused on every start; `herald token` and the tools read it there, and configured values (HERALD_JWT_SECRET, PUSHER_APP_*) take precedence"
         );
     } else {
         tracing::info!(%file, app_id, app_key, "using the {what} generated on an earlier start");

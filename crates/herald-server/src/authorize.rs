@@ -89,7 +89,7 @@ impl Authorizer {
         let base = policy_name(channel.as_str());
         let Some(found) = self.policies.find(base) else {
             self.count(NO_POLICY, false);
-            debug!(channel = %channel, user = %identity.user_id, "no policy matches: denied");
+            debug!(channel = %channel, user = ?identity.user_id, "no policy matches: denied");
             return Err(ApiError::Forbidden { policy: None });
         };
         let organization = match found.campaign_to_look_up() {
@@ -102,7 +102,7 @@ impl Authorizer {
         let decision = found.decide(identity, organization.as_deref());
         let allowed = matches!(decision, Decision::Allowed { .. });
         self.count(found.policy(), allowed);
-        debug!(channel = %channel, user = %identity.user_id, policy = found.policy(), allowed, "authorization decision");
+        debug!(channel = %channel, user = ?identity.user_id, policy = found.policy(), allowed, "authorization decision");
         if allowed {
             Ok(())
         } else {

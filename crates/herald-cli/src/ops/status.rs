@@ -223,3 +223,28 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_from_the_server_are_shown_escaped() {
+        let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\r\nfake line\u{9b}";
+        let status = serde_json::json!({
+            "version": hostile, "uptime_secs": 1, "draining": false, "driver": hostile,
+            "listen": { "websocket": hostile, "admin": hostile },
+            "database": { "backend": hostile, "up": true },
+            "apps": [{ "id": hostile, "key": hostile, "enabled": true, "channels": { hostile: 1 } }],
+            "queue": {}, "dead_letters": 0, "delivery": {},
+            "recent_errors": [{ "at": hostile, "status": hostile, "type": hostile, "detail": { "error": hostile } }],
+            "deps": { hostile: { "ok": false, "detail": hostile } },
+        });
+        let shown = render(&status, true, &Style { colour: false });
+        for raw in ['\u{1b}', '\u{7}', '\r', '\u{9b}'] {
+            assert!(!shown.contains(raw), "{raw:?} in {shown:?}");
+        }
+        assert!(!shown.lines().any(|line| line.starts_with("fake line")), "{shown}");
+        assert!(shown.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r\\nfake line\\u{9b}"), "{shown}");
+    }
+}
