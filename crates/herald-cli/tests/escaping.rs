@@ -137,4 +137,21 @@ async fn control_characters_from_an_upstream_are_escaped_in_the_cli_and_the_log(
     assert!(logged.contains("dead-lettered"), "{logged}");
     assert_escaped("server log", &logged);
     assert!(!logged.lines().any(|line| line.starts_with("2026-01-01T00:00:00Z")), "no forged line: {logged}");
+
+    // Rows written raw (by an older version, another tool, a restore) are escaped when printed.
+    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("database opens");
+    for statement in
+        ["UPDATE dead_letters SET last_error = ?", "UPDATE audit_entries SET detail = ?, event_type = ?1"]
+    {
+        sqlx::query(statement).bind(HOSTILE).execute(&pool).await.expect("updated");
+    }
+    pool.close().await;
+    let letters = String::from_utf8_lossy(&run(&file, &["dead-letters", "list"]).stdout).into_owned();
+    assert!(letters.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[31mred\\r\\n2026"), "{letters}");
+    assert_escaped("dead-letters list of a raw row", &letters);
+    let audit = String::from_utf8_lossy(&run(&file, &["audit"]).stdout).into_owned();
+    assert!(audit.contains("\\u{1b}]0;owned"), "{audit}");
+    assert_escaped("audit of raw rows", &audit);
+    assert!(!audit.lines().any(|line| line.starts_with("2026-01-01T00:00:00Z")), "{audit}");
 }
