@@ -82,7 +82,7 @@ async fn page(State(state): State<SharedState>, headers: HeaderMap) -> Response 
         let ended = session_of(&headers).is_some();
         return login_form(ended.then_some("Your session has ended: sign in again."));
     }
-    let logout = if state.admin.has_token() { LOGOUT_FORM } else { "" };
+    let logout = if state.admin.requires_sign_in() { LOGOUT_FORM } else { "" };
     document(StatusCode::OK, "text/html; charset=utf-8", INDEX.replace(LOGOUT_SLOT, logout))
 }
 
@@ -133,8 +133,8 @@ struct LoginForm {
     token: String,
 }
 
-/// `POST /dashboard/login` (form field `token`): the admin token, or with `admin.allow_jwt` a
-/// platform bearer token with the `super_admin` role. Valid: a new server-side session whose
+/// `POST /dashboard/login` (form field `token`): the admin token, or with `admin.allow_jwt` (and
+/// no admin token) a platform bearer token with the `super_admin` role. Valid: a new server-side session whose
 /// random id (never the token) goes into an HttpOnly, SameSite=Strict cookie limited to the
 /// admin paths, and back to the page. Failures count towards the client's throttle.
 async fn login(
@@ -151,10 +151,10 @@ async fn login(
     if token.is_empty() {
         return login_form(Some("Enter the admin token."));
     }
-    if !state.admin.has_token() {
+    if !state.admin.requires_sign_in() {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     }
-    if !state.admin.is_token(token) && !state.admin.is_admin_jwt(&state, token) {
+    if !state.admin.accepts(&state, token) {
         state.admin.record_failure(client, "dashboard login");
         return login_form(Some("That token is not valid."));
     }

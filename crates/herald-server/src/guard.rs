@@ -1,6 +1,7 @@
-//! The admin listener's guard: the `Host` allow-list (DNS rebinding), the admin token, platform
-//! JWTs when `admin.allow_jwt` is on, the dashboard's server-side sessions, and the per-IP
-//! throttle on failed sign-ins. Every table here is bounded in memory.
+//! The admin listener's guard: the `Host` allow-list (DNS rebinding), its one credential (the
+//! admin token, or platform JWTs with `super_admin` when `admin.allow_jwt` is on and no token is
+//! set), the dashboard's server-side sessions, and the per-IP throttle on failed sign-ins.
+//! Every table here is bounded in memory.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -68,9 +69,20 @@ impl AdminGuard {
         }
     }
 
-    /// Whether an admin token is configured (the dashboard then has a login and a sign-out).
-    pub(crate) fn has_token(&self) -> bool {
-        self.token.is_some()
+    /// Whether a credential is required (an admin token, or `admin.allow_jwt`): the dashboard
+    /// then has a login and a sign-out.
+    pub(crate) fn requires_sign_in(&self) -> bool {
+        self.token.is_some() || self.allow_jwt
+    }
+
+    /// Whether `given` is the configured credential: the admin token when one is set (then
+    /// nothing else, ever), else with `admin.allow_jwt` a platform JWT with `super_admin`.
+    pub(crate) fn accepts(&self, state: &SharedState, given: &str) -> bool {
+        if self.token.is_some() {
+            self.is_token(given)
+        } else {
+            self.is_admin_jwt(state, given)
+        }
     }
 
     /// Whether the admin listener answers to `host`: a listed name, or any IP address (DNS
@@ -82,7 +94,7 @@ impl AdminGuard {
     }
 
     /// Whether `given` is the admin token (constant time on the digests).
-    pub(crate) fn is_token(&self, given: &str) -> bool {
+    fn is_token(&self, given: &str) -> bool {
         let Some(expected) = self.token.as_deref() else { return false };
         let digest = |text: &str| herald_protocol::hmac_sha256_hex("herald-admin", text);
         let (given, expected) = (digest(given), digest(expected));
@@ -90,7 +102,7 @@ impl AdminGuard {
     }
 
     /// Whether `token` is a platform JWT with `super_admin`, and JWTs are allowed.
-    pub(crate) fn is_admin_jwt(&self, state: &SharedState, token: &str) -> bool {
+    fn is_admin_jwt(&self, state: &SharedState, token: &str) -> bool {
         if !self.allow_jwt {
             return false;
         }
@@ -213,16 +225,17 @@ pub(crate) fn session_of(headers: &HeaderMap) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
-/// Checks admin access: with no token configured the listener is loopback-only and open;
-/// otherwise the token (`Authorization: Bearer`), a dashboard session, or, with
-/// `admin.allow_jwt`, a platform JWT with the `super_admin` role.
+/// Checks admin access: with no credential configured the listener is loopback-only and open;
+/// otherwise the credential in `Authorization: Bearer` (the admin token; or, with
+/// `admin.allow_jwt` and no admin token, a platform JWT with `super_admin`) or a dashboard
+/// session opened with it.
 pub(crate) fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
     let guard = &state.admin;
-    if !guard.has_token() {
+    if !guard.requires_sign_in() {
         return Ok(());
     }
     if let Some(given) = bearer(headers) {
-        if guard.is_token(given) || guard.is_admin_jwt(state, given) {
+        if guard.accepts(state, given) {
             return Ok(());
         }
         return Err(ApiError::Unauthenticated("invalid admin token"));
@@ -256,7 +269,7 @@ pub(crate) async fn guard(State(state): State<SharedState>, mut request: Request
             return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
         }
     }
-    let presents_token = state.admin.has_token() && bearer(request.headers()).is_some();
+    let presents_token = state.admin.requires_sign_in() && bearer(request.headers()).is_some();
     if presents_token || (path == "/dashboard/login" && request.method() == axum::http::Method::POST) {
         if let Some(retry_after) = state.admin.throttled(client) {
             return too_many_failures(retry_after);

@@ -84,8 +84,9 @@ pub struct AdminConfig {
     /// Token for the admin API and dashboard (`HERALD_ADMIN_TOKEN`); required unless `host` is
     /// a loopback address.
     pub token: String,
-    /// Whether a platform bearer token (JWT) with the `super_admin` role opens the admin API and
-    /// the dashboard besides `token` (never without a `token` set). Off by default.
+    /// With no `token`: a platform bearer token (JWT) with the `super_admin` role is the admin
+    /// credential. Off by default; cannot be combined with `token` (the token is then the only
+    /// credential, never bypassed by a JWT).
     pub allow_jwt: bool,
     /// `Host` names the admin listener answers to besides `localhost`, `127.0.0.1`, `[::1]` and
     /// `host` itself (always accepted, with or without a port). Others get 421 (DNS rebinding).
@@ -381,11 +382,18 @@ impl Config {
         let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         auth::validate(&self.auth, &self.policies, &app_ids, problems);
         notifications::validate(&self.notifications, &app_ids, problems);
+        if self.admin.allow_jwt && !self.admin.token.is_empty() {
+            problems.push(
+                "admin.allow_jwt: cannot be combined with admin.token, which is then the only admin credential; unset one of them".into(),
+            );
+        }
         match self.admin.host.parse::<IpAddr>() {
-            Ok(ip) if !ip.is_loopback() && self.admin.token.is_empty() => problems.push(format!(
-                "admin.token: required when admin.host ({}) is not a loopback address (HERALD_ADMIN_TOKEN)",
+            Ok(ip) if !ip.is_loopback() && self.admin.token.is_empty() && !self.admin.allow_jwt => {
+                problems.push(format!(
+                "admin.token: required when admin.host ({}) is not a loopback address (HERALD_ADMIN_TOKEN), unless admin.allow_jwt is on",
                 self.admin.host
-            )),
+            ))
+            }
             Ok(_) => {}
             Err(_) if self.admin.host == "localhost" => {}
             Err(_) => problems.push(format!("admin.host: {:?} is not an IP address", self.admin.host)),

@@ -119,19 +119,25 @@ async fn a_super_admin_jwt_does_not_bypass_the_admin_token() {
 }
 
 #[tokio::test]
-async fn with_allow_jwt_a_super_admin_jwt_opens_the_admin_api() {
-    let server = TestServer::with_config(|config| {
-        config.admin.token = "s3cret-admin".into();
-        config.admin.allow_jwt = true;
-    })
-    .await;
+async fn with_allow_jwt_a_super_admin_jwt_is_the_admin_credential() {
+    let server = TestServer::with_config(|config| config.admin.allow_jwt = true).await;
     let mint = |roles: &[&str]| {
         let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
         herald_auth::mint_hs256(crate::harness::JWT_SECRET, "1", None, &roles, None, 600).expect("token")
     };
     let url = format!("http://{}/admin/api/status", server.admin_address);
+    assert_eq!(get(url.clone(), None).await.0, 401, "no longer open once a credential is configured");
     assert_eq!(get(url.clone(), Some(&mint(&["super_admin"]))).await.0, 200);
     assert_eq!(get(url, Some(&mint(&["csr_admin"]))).await.0, 401);
+}
+
+#[test]
+fn allow_jwt_cannot_be_combined_with_an_admin_token() {
+    let error =
+        herald_server::Config::from_toml("[admin]\ntoken = \"t\"\nallow_jwt = true\n").expect_err("refused");
+    assert!(error.problems[0].starts_with("admin.allow_jwt: cannot be combined"), "{:?}", error.problems);
+    herald_server::Config::from_toml("[admin]\nhost = \"0.0.0.0\"\nallow_jwt = true\n")
+        .expect("a JWT-protected admin listener may be public");
 }
 
 #[tokio::test]

@@ -204,7 +204,7 @@ async fn login_sets_an_http_only_cookie_that_opens_the_dashboard_and_the_api() {
         .expect("answered");
     assert!(header(&proxied, "set-cookie").contains("; Secure"));
 
-    // A platform bearer token with the super_admin role is refused unless admin.allow_jwt is on.
+    // A platform bearer token with the super_admin role is refused: the admin token is the only credential.
     let admin =
         herald_auth::mint_hs256(JWT_SECRET, "7", None, &["super_admin".into()], None, 600).expect("token");
     assert_eq!(login(&admin).await.expect("answered").status(), 401);
@@ -234,12 +234,9 @@ async fn login_sets_an_http_only_cookie_that_opens_the_dashboard_and_the_api() {
 }
 
 #[tokio::test]
-async fn with_allow_jwt_a_super_admin_token_signs_in_beside_the_admin_token() {
-    let server = TestServer::with_config(|config| {
-        config.admin.token = "s3cret-admin".into();
-        config.admin.allow_jwt = true;
-    })
-    .await;
+async fn with_allow_jwt_a_super_admin_token_signs_in_to_the_dashboard() {
+    let server = TestServer::with_config(|config| config.admin.allow_jwt = true).await;
+    assert_eq!(get_with_cookie(&server, "/dashboard", None).await.0, 401, "the login form");
     let admin =
         herald_auth::mint_hs256(JWT_SECRET, "7", None, &["super_admin".into()], None, 600).expect("token");
     let response = browser()
