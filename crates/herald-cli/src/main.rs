@@ -95,6 +95,9 @@ struct TokenArgs {
     /// TOML configuration file whose auth.jwt_secret signs the token [env: HERALD_CONFIG]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Sign with the public development secret, as `herald serve --dev` checks it
+    #[arg(long)]
+    dev: bool,
 }
 
 /// Parses `90s`, `30m`, `1h`, `7d` or plain seconds.
@@ -133,6 +136,10 @@ struct ServeArgs {
     /// sqlite://FILE or postgres://... [default: sqlite://herald.db] [env: DATABASE_URL]
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Development mode: with no token secret or app configured, use the public development ones
+    /// even off loopback (server.development) [env: HERALD_SERVER__DEVELOPMENT]
+    #[arg(long)]
+    dev: bool,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +153,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or journal gets plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -164,8 +175,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         host: args.host,
         port: args.port,
         database_url: args.database_url,
+        development: args.dev,
     };
-    let loaded = match Config::load(&ProcessEnv, &overrides) {
+    let (loaded, provisioned) = match Config::load_provisioned(&ProcessEnv, &overrides) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("herald: {error}");
@@ -191,6 +203,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(file) = &loaded.file {
             tracing::info!(file = %file.display(), "configuration read");
         }
+        if let Some(provisioned) = &provisioned {
+            log_provisioned(provisioned);
+        }
         println!("{}", banner(&loaded.config, app.address(), app.admin_address(), app.capacity()));
         app.run(shutdown_signal()).await
     });
@@ -203,9 +218,28 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// Says where generated credentials are (never the secrets: the app key and id are public).
+fn log_provisioned(provisioned: &herald_server::config::Provisioned) {
+    let file = provisioned.path.display();
+    let (missing, what) = match (provisioned.jwt_secret, &provisioned.app) {
+        (true, Some(_)) => ("token secret and no app", "token secret and app"),
+        (true, None) => ("token secret", "token secret"),
+        (false, _) => ("app", "app"),
+    };
+    let (app_id, app_key) = provisioned.app.clone().unwrap_or_default();
+    if provisioned.created {
+        tracing::warn!(
+            %file, app_id, app_key,
+            "no {missing} configured, not in development mode (--dev) nor on a loopback host: generated a private {what}, stored in the file (mode 0600) and reused on every start; `herald token` and the tools read it there, and configured values (HERALD_JWT_SECRET, PUSHER_APP_*) take precedence"
+        );
+    } else {
+        tracing::info!(%file, app_id, app_key, "using the {what} generated on an earlier start");
+    }
+}
+
 fn token(args: TokenArgs) -> ExitCode {
-    let overrides = Overrides { config_file: args.config, ..Overrides::default() };
-    let loaded = match Config::load(&ProcessEnv, &overrides) {
+    let overrides = Overrides { config_file: args.config, development: args.dev, ..Overrides::default() };
+    let loaded = match Config::load_provisioned(&ProcessEnv, &overrides).map(|(loaded, _)| loaded) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("herald: {error}");
@@ -219,8 +253,10 @@ fn token(args: TokenArgs) -> ExitCode {
     }
     if auth.jwt_secret == herald_server::config::DEV_JWT_SECRET {
         eprintln!(
-            "herald: note: signing with the development secret (set HERALD_JWT_SECRET to match the server)"
+            "herald: note: signing with the public development secret (set HERALD_JWT_SECRET to match the server)"
         );
+    } else if let Some(file) = &loaded.credentials_file {
+        eprintln!("herald: note: signing with the token secret generated in {}", file.display());
     }
     match herald_auth::mint_hs256(
         &auth.jwt_secret,

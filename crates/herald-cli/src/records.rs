@@ -1,6 +1,7 @@
 //! `herald dead-letters` and `herald audit`: read and repair the notification layer's records
 //! straight from the database the server uses.
 
+use herald_notify::printable;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -130,11 +131,11 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                     let at = herald_notify::rfc3339(letter.failed_at);
                     out!(
                         "{:<36}  {:<24}  {:>8}  {:<20}  {}",
-                        letter.broadcast_id,
-                        letter.event_name,
+                        printable(&letter.broadcast_id),
+                        printable(&letter.event_name),
                         letter.attempts,
                         at.get(..19).unwrap_or(&at),
-                        letter.last_error
+                        printable(&letter.last_error)
                     );
                 }
                 ExitCode::SUCCESS
@@ -211,10 +212,10 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
                 out!(
                     "{:<23}  {:<26}  {:<24}  {:<14}  {}",
                     at.get(..23).unwrap_or(&at),
-                    entry.event_id,
-                    entry.event_type,
-                    entry.kind,
-                    entry.detail
+                    printable(&entry.event_id),
+                    printable(&entry.event_type),
+                    printable(&entry.kind),
+                    printable(&entry.detail)
                 );
             }
             ExitCode::SUCCESS

@@ -171,8 +171,9 @@ async fn trigger_upstream(
     if status.is_success() {
         return Ok(());
     }
+    // The upstream's body is attacker-controlled text: stored, logged and shown escaped.
     let text: String = response.text().await.unwrap_or_default().chars().take(300).collect();
-    let message = format!("upstream answered {status}: {text}");
+    let message = format!("upstream answered {status}: {}", crate::printable(&text));
     if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
         Err(DeliveryError::Permanent(message))
     } else {

@@ -7,6 +7,7 @@ mod broadcaster;
 mod catalog;
 mod driver;
 mod fields;
+mod printable;
 mod service;
 
 pub use amount::{Amount, AmountError};
@@ -17,6 +18,7 @@ pub use catalog::{
 };
 pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};
+pub use printable::{printable, printable_json};
 pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
     MAX_FIELD_ERRORS, MAX_PAYLOAD_BYTES,

@@ -484,14 +484,14 @@ impl Notifier {
                 let next = now_ms() + backoff_ms(&self.settings, job.attempts);
                 let detail = json!({ "attempt": job.attempts, "error": error, "took_ms": took_ms, "next_attempt_at": rfc3339(next) });
                 self.counters.retried[lane].fetch_add(1, Ordering::Relaxed);
-                info!(%error, "delivery failed; will retry");
+                info!(?error, "delivery failed; will retry");
                 self.store.retry_later(&job.id, next, &error, &detail.to_string()).await
             }
             Err(error) => {
                 let error = error.to_string();
                 let detail = json!({ "attempts": job.attempts, "error": error, "took_ms": took_ms });
                 self.counters.dead_lettered[lane].fetch_add(1, Ordering::Relaxed);
-                warn!(%error, "delivery failed for good; dead-lettered");
+                warn!(?error, "delivery failed for good; dead-lettered");
                 self.store.dead_letter(&job.id, &error, &detail.to_string()).await
             }
         };

@@ -14,7 +14,9 @@ use serde_json::{json, Map, Value};
 use crate::error::ApiError;
 use crate::state::SharedState;
 
-/// Routes of the admin listener.
+/// Routes of the admin listener, behind `guard::guard` (Host allow-list, sign-in throttle). The
+/// listener (`listener::serve`) gives every request its peer address (`ConnectInfo`) for the
+/// throttle.
 pub(crate) fn router(state: SharedState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -22,44 +24,12 @@ pub(crate) fn router(state: SharedState) -> Router {
         .route("/live", get(live))
         .route("/admin/api/status", get(status))
         .merge(crate::dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
 }
 
-/// Checks the admin token (`Authorization: Bearer`, or the dashboard's cookie); with no token
-/// configured the admin listener is loopback-only and open.
-pub(crate) fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.admin_token.as_deref() else { return Ok(()) };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let cookie = headers
-        .get(header::COOKIE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|cookies| cookies.split(';').find_map(|pair| pair.trim().strip_prefix("herald_admin=")));
-    let given = bearer.or(cookie).ok_or(ApiError::Unauthenticated("admin token required"))?;
-    if herald_protocol::hmac_sha256_hex("admin", given) == herald_protocol::hmac_sha256_hex("admin", expected)
-    {
-        return Ok(());
-    }
-    // An admin-role bearer token of the platform is accepted too, in the header or the cookie.
-    if let Some(authorizer) = &state.authorizer {
-        let from_cookie = || {
-            let mut bearer = HeaderMap::new();
-            if let Ok(value) = header::HeaderValue::from_str(&format!("Bearer {given}")) {
-                bearer.insert(header::AUTHORIZATION, value);
-            }
-            authorizer.identify(&bearer)
-        };
-        if let Ok(identity) = authorizer.identify(headers).or_else(|_| from_cookie()) {
-            if identity.has_role("super_admin") {
-                return Ok(());
-            }
-        }
-    }
-    Err(ApiError::Unauthenticated("invalid admin token"))
-}
+pub(crate) use crate::guard::authorize;
 
 async fn metrics(State(state): State<SharedState>) -> Response {
     let body = crate::metrics::render(&state).await;

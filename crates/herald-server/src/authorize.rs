@@ -90,7 +90,7 @@ impl Authorizer {
         let base = policy_name(channel.as_str());
         let Some(found) = self.policies.find(base) else {
             self.count(NO_POLICY, false);
-            debug!(channel = %channel, user = %identity.user_id, "no policy matches: denied");
+            debug!(channel = %channel, user = ?identity.user_id, "no policy matches: denied");
             return Err(ApiError::Forbidden { policy: None });
         };
         let organization = match found.campaign_to_look_up() {
@@ -103,7 +103,7 @@ impl Authorizer {
         let decision = found.decide(identity, organization.as_deref());
         let allowed = matches!(decision, Decision::Allowed { .. });
         self.count(found.policy(), allowed);
-        debug!(channel = %channel, user = %identity.user_id, policy = found.policy(), allowed, "authorization decision");
+        debug!(channel = %channel, user = ?identity.user_id, policy = found.policy(), allowed, "authorization decision");
         if allowed {
             Ok(())
         } else {
@@ -142,8 +142,16 @@ impl Authorizer {
         format!("{}:{}", self.app.config.key, hmac_sha256_hex(&self.app.config.secret, message))
     }
 
-    fn origin_allowed(&self, origin: &str) -> bool {
-        self.cors_origins.iter().any(|allowed| allowed == "*" || allowed.trim_end_matches('/') == origin)
+    /// What CORS grants `origin`: an origin listed exactly may send credentials; `*` lets any
+    /// origin read answers without credentials (a wildcard never reflects an origin with them).
+    fn cors_grant(&self, origin: &str) -> Option<CorsGrant> {
+        if self.cors_origins.iter().any(|allowed| allowed != "*" && allowed.trim_end_matches('/') == origin) {
+            Some(CorsGrant::Exact)
+        } else if self.cors_origins.iter().any(|allowed| allowed == "*") {
+            Some(CorsGrant::Any)
+        } else {
+            None
+        }
     }
 }
 
@@ -315,16 +323,25 @@ pub(crate) async fn user_auth(
     Ok(Json(json!({ "auth": auth, "user_data": user_data })))
 }
 
+/// How far CORS lets an origin in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CorsGrant {
+    /// Listed by name: its answer names it and allows credentials (cookies).
+    Exact,
+    /// Allowed only through `*`: `Access-Control-Allow-Origin: *`, never with credentials.
+    Any,
+}
+
 /// CORS for the browser-facing routes: answers preflights, and allows configured origins.
 pub(crate) async fn cors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let origin =
         request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let allowed = match (&origin, state.authorizer.as_ref()) {
-        (Some(origin), Some(authorizer)) => authorizer.origin_allowed(origin),
-        _ => false,
+    let grant = match (&origin, state.authorizer.as_ref()) {
+        (Some(origin), Some(authorizer)) => authorizer.cors_grant(origin),
+        _ => None,
     };
     let mut response = if request.method() == Method::OPTIONS {
-        if allowed {
+        if grant.is_some() {
             StatusCode::NO_CONTENT.into_response()
         } else {
             ApiError::Forbidden { policy: None }.into_response()
@@ -332,12 +349,19 @@ pub(crate) async fn cors(State(state): State<SharedState>, request: Request, nex
     } else {
         next.run(request).await
     };
-    if let (true, Some(origin)) = (allowed, origin) {
+    if let (Some(grant), Some(origin)) = (grant, origin) {
         let headers = response.headers_mut();
-        if let Ok(origin) = HeaderValue::from_str(&origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        match grant {
+            CorsGrant::Exact => {
+                if let Ok(origin) = HeaderValue::from_str(&origin) {
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                }
+                headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            }
+            CorsGrant::Any => {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            }
         }
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, POST, PUT, OPTIONS"),

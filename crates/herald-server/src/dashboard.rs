@@ -1,6 +1,6 @@
 //! The live admin dashboard on the admin listener, behind `admin::authorize`: the page and its
-//! embedded assets (no build step, nothing from another origin), a login form that keeps the
-//! token in an HttpOnly cookie, the Server-Sent Events stream (`stream`), and the page's
+//! embedded assets (no build step, nothing from another origin), a login form that opens a
+//! server-side session (`guard`) kept in an HttpOnly cookie, the Server-Sent Events stream (`stream`), and the page's
 //! actions: a test broadcast through the real pipeline, the dead letters and their retry.
 
 mod stream;
@@ -21,6 +21,7 @@ use tracing::error;
 
 use crate::admin::authorize;
 use crate::error::ApiError;
+use crate::guard::{self, session_of, ClientAddress};
 use crate::state::SharedState;
 
 const INDEX: &str = include_str!("../assets/dashboard/index.html");
@@ -33,9 +34,6 @@ const ICON: &str = include_str!("../assets/dashboard/icon.svg");
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; script-src 'self'; \
      style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
-
-/// The cookie `admin::authorize` reads.
-const COOKIE: &str = "herald_admin";
 
 /// Where the page's markup takes the sign-out button and the login form its message.
 const LOGOUT_SLOT: &str = "<!--logout-->";
@@ -81,10 +79,10 @@ fn document(status: StatusCode, content_type: &'static str, body: impl Into<Stri
 /// `GET /dashboard`: the page, or the login form when a token is configured and not given.
 async fn page(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     if authorize(&state, &headers).is_err() {
-        let ended = cookie_of(&headers).is_some();
+        let ended = session_of(&headers).is_some();
         return login_form(ended.then_some("Your session has ended: sign in again."));
     }
-    let logout = if state.admin_token.is_some() { LOGOUT_FORM } else { "" };
+    let logout = if state.admin.requires_sign_in() { LOGOUT_FORM } else { "" };
     document(StatusCode::OK, "text/html; charset=utf-8", INDEX.replace(LOGOUT_SLOT, logout))
 }
 
@@ -111,15 +109,6 @@ async fn icon() -> Response {
     document(StatusCode::OK, "image/svg+xml", ICON)
 }
 
-fn cookie_of(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|cookies| cookies.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix("herald_admin="))
-}
-
 /// Whether a state-changing request comes from another site's page (the cookie is
 /// `SameSite=Strict` already; this also covers browsers that ignore it). Requests without
 /// `Origin` are not a browser's cross-site form or script.
@@ -138,22 +127,19 @@ fn cross_origin_refused() -> Response {
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
-/// A token can live in the cookie only if it is made of cookie-value characters (RFC 6265);
-/// the admin token is configuration, so it might not be.
-fn cookie_safe(token: &str) -> bool {
-    token.bytes().all(|byte| matches!(byte, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E))
-}
-
 #[derive(Debug, Deserialize)]
 struct LoginForm {
     #[serde(default)]
     token: String,
 }
 
-/// `POST /dashboard/login` (form field `token`): the admin token or a platform bearer token with
-/// the `super_admin` role. Valid: an HttpOnly, SameSite=Strict cookie and back to the page.
+/// `POST /dashboard/login` (form field `token`): the admin token, or with `admin.allow_jwt` (and
+/// no admin token) a platform bearer token with the `super_admin` role. Valid: a new server-side session whose
+/// random id (never the token) goes into an HttpOnly, SameSite=Strict cookie limited to the
+/// admin paths, and back to the page. Failures count towards the client's throttle.
 async fn login(
     State(state): State<SharedState>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -165,37 +151,54 @@ async fn login(
     if token.is_empty() {
         return login_form(Some("Enter the admin token."));
     }
-    if !cookie_safe(token) {
-        return login_form(Some(
-            "This token has characters a cookie cannot hold: use it in an Authorization header.",
-        ));
+    if !state.admin.requires_sign_in() {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     }
-    let mut probe = HeaderMap::new();
-    match HeaderValue::from_str(&format!("Bearer {token}")) {
-        Ok(value) => probe.insert(header::AUTHORIZATION, value),
-        Err(_) => return login_form(Some("That token is not valid.")),
-    };
-    if authorize(&state, &probe).is_err() {
+    if !state.admin.accepts(&state, token) {
+        state.admin.record_failure(client, "dashboard login");
         return login_form(Some("That token is not valid."));
     }
+    let session = state.admin.open_session();
+    let secure = if over_tls(&headers) { "; Secure" } else { "" };
+    let max_age = guard::SESSION_TTL.as_secs();
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-    if state.admin_token.is_some() {
-        let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    for path in guard::SESSION_PATHS {
+        let cookie = format!(
+            "{}={session}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
+            guard::SESSION_COOKIE
+        );
         if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, value);
+            response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
     response
 }
 
-/// `POST /dashboard/logout`: forgets the cookie.
-async fn logout(headers: HeaderMap) -> Response {
+/// Whether the browser reached us over TLS. Herald serves plain HTTP itself, so this is the
+/// `X-Forwarded-Proto: https` of a TLS-terminating proxy in front of the admin listener.
+fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// `POST /dashboard/logout`: revokes the session and forgets the cookie.
+async fn logout(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     if cross_origin(&headers) {
         return cross_origin_refused();
     }
-    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
-    (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard".to_owned()), (header::SET_COOKIE, cookie)])
-        .into_response()
+    if let Some(session) = session_of(&headers) {
+        state.admin.close_session(session);
+    }
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
+    for path in guard::SESSION_PATHS {
+        let cookie = format!("{}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict", guard::SESSION_COOKIE);
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -361,15 +364,6 @@ async fn retry_dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookie_values_exclude_separators() {
-        assert!(cookie_safe("s3cret-admin_token.v1~"));
-        assert!(cookie_safe("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln"));
-        for bad in ["with space", "semi;colon", "quote\"", "comma,", "back\\slash", "é"] {
-            assert!(!cookie_safe(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn cross_origin_posts_are_refused() {

@@ -8,6 +8,7 @@ mod authorize;
 pub mod config;
 mod dashboard;
 mod error;
+mod guard;
 mod inbox;
 mod listener;
 mod metrics;

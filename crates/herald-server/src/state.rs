@@ -101,8 +101,8 @@ pub struct State {
     pub notify_app_id: String,
     pub(crate) http_metrics: crate::metrics::HttpMetrics,
     pub(crate) rates: crate::rates::Rates,
-    /// `None`: the admin listener is loopback-only and open.
-    pub(crate) admin_token: Option<String>,
+    /// Who may use the admin listener: token, sessions, Host allow-list, sign-in throttle.
+    pub(crate) admin: crate::guard::AdminGuard,
     pub(crate) started: Instant,
     /// The main and the admin listener's connection gates, set once they are bound.
     pub(crate) gates: std::sync::OnceLock<[Arc<crate::listener::Gate>; 2]>,
@@ -146,7 +146,7 @@ impl State {
             },
             http_metrics: crate::metrics::HttpMetrics::default(),
             rates: crate::rates::Rates::default(),
-            admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
+            admin: crate::guard::AdminGuard::new(&config.admin),
             started: Instant::now(),
             gates: std::sync::OnceLock::new(),
             reconnect_grace: match config.notifications.driver {

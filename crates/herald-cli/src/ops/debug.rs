@@ -1,6 +1,7 @@
 //! `herald debug`: the effective configuration and where it came from, mistakes in the
 //! environment, and live checks of the WebSocket handshake and of every channel family.
 
+use herald_notify::printable;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,12 @@ fn show_config(target: &Target, style: &Style) {
         None => out!("  file: none (defaults and environment)"),
     }
     for entry in describe(&target.loaded, &ProcessEnv, &target.overrides) {
-        out!("  {:<44} = {:<32} {}", entry.key, entry.value, style.dim(&format!("# {}", entry.source)));
+        out!(
+            "  {:<44} = {:<32} {}",
+            entry.key,
+            printable(&entry.value),
+            style.dim(&format!("# {}", printable(&entry.source)))
+        );
     }
     out!();
 }
@@ -169,7 +175,7 @@ fn check_env(target: &Target, style: &Style) -> bool {
     for (error, text) in findings {
         clean &= !error;
         let mark = if error { style.bad("error") } else { style.dim("note ") };
-        out!("  {mark} {text}");
+        out!("  {mark} {}", printable(&text));
     }
     out!();
     clean
@@ -181,7 +187,7 @@ async fn test_connection(target: &Target, style: &Style) -> bool {
     let mut socket = match Socket::connect(&url).await {
         Ok(socket) => socket,
         Err(error) => {
-            out!("  {} {url}: {error}", style.bad("FAIL"));
+            out!("  {} {url}: {}", style.bad("FAIL"), printable(&error.to_string()));
             out!();
             return false;
         }
@@ -190,7 +196,7 @@ async fn test_connection(target: &Target, style: &Style) -> bool {
         "  {} handshake with {url} in {:.1} ms: socket_id {}, activity_timeout {} s",
         style.ok("ok  "),
         socket.handshake.as_secs_f64() * 1000.0,
-        socket.socket_id,
+        printable(&socket.socket_id.to_string()),
         socket.activity_timeout
     );
     let started = Instant::now();
@@ -213,7 +219,7 @@ async fn test_connection(target: &Target, style: &Style) -> bool {
             true
         }
         Err(error) => {
-            out!("  {} pusher:ping: {error}", style.bad("FAIL"));
+            out!("  {} pusher:ping: {}", style.bad("FAIL"), printable(&error.to_string()));
             false
         }
     };
@@ -228,7 +234,7 @@ async fn test_channels(target: &Target, style: &Style) -> bool {
     let token = match target.token(user, org, &["super_admin", "csr_admin", "finance_admin", "hr_manager"]) {
         Ok(token) => token,
         Err(error) => {
-            out!("  {} cannot mint a token: {error}", style.bad("FAIL"));
+            out!("  {} cannot mint a token: {}", style.bad("FAIL"), printable(&error.to_string()));
             return false;
         }
     };
@@ -251,7 +257,7 @@ async fn test_channels(target: &Target, style: &Style) -> bool {
     let mut socket = match Socket::connect(&target.ws_url()).await {
         Ok(socket) => socket,
         Err(error) => {
-            out!("  {} cannot connect: {error}", style.bad("FAIL"));
+            out!("  {} cannot connect: {}", style.bad("FAIL"), printable(&error.to_string()));
             return false;
         }
     };
@@ -266,7 +272,7 @@ async fn test_channels(target: &Target, style: &Style) -> bool {
             ),
             Err(error) => {
                 all = false;
-                out!("  {} {channel:<44} {error}", style.bad("FAIL"));
+                out!("  {} {channel:<44} {}", style.bad("FAIL"), printable(&error.to_string()));
             }
         }
     }

@@ -29,6 +29,9 @@ pub(crate) struct TargetArgs {
     /// Admin URL [default: http://127.0.0.1:<admin.port>]
     #[arg(long, value_name = "URL", global = true)]
     pub(crate) admin_url: Option<String>,
+    /// The server runs in development mode (`herald serve --dev`): use the public development credentials
+    #[arg(long, global = true)]
+    pub(crate) dev: bool,
 }
 
 /// A running server as the tools see it.
@@ -52,8 +55,10 @@ fn local(host: &str) -> &str {
 
 impl Target {
     pub(crate) fn load(args: &TargetArgs) -> Result<Target, String> {
-        let overrides = Overrides { config_file: args.config.clone(), ..Overrides::default() };
-        let loaded = Config::load(&ProcessEnv, &overrides).map_err(|error| error.to_string())?;
+        let overrides =
+            Overrides { config_file: args.config.clone(), development: args.dev, ..Overrides::default() };
+        let (loaded, _) =
+            Config::load_provisioned(&ProcessEnv, &overrides).map_err(|error| error.to_string())?;
         let config = &loaded.config;
         let http = args
             .url

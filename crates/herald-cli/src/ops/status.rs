@@ -88,9 +88,13 @@ fn uptime(seconds: u64) -> String {
     }
 }
 
-/// The status document as an aligned report.
+/// The status document as an aligned report. Every string in it came over the network: each is
+/// shown with its control characters escaped.
 pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
     use std::fmt::Write as _;
+    let mut status = status.clone();
+    herald_notify::printable_json(&mut status);
+    let status = &status;
     let mut out = String::new();
     let state = if status["draining"] == true { style.bad("draining") } else { style.ok("serving") };
     let _ = writeln!(
@@ -218,4 +222,29 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_from_the_server_are_shown_escaped() {
+        let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\r\nfake line\u{9b}";
+        let status = serde_json::json!({
+            "version": hostile, "uptime_secs": 1, "draining": false, "driver": hostile,
+            "listen": { "websocket": hostile, "admin": hostile },
+            "database": { "backend": hostile, "up": true },
+            "apps": [{ "id": hostile, "key": hostile, "enabled": true, "channels": { hostile: 1 } }],
+            "queue": {}, "dead_letters": 0, "delivery": {},
+            "recent_errors": [{ "at": hostile, "status": hostile, "type": hostile, "detail": { "error": hostile } }],
+            "deps": { hostile: { "ok": false, "detail": hostile } },
+        });
+        let shown = render(&status, true, &Style { colour: false });
+        for raw in ['\u{1b}', '\u{7}', '\r', '\u{9b}'] {
+            assert!(!shown.contains(raw), "{raw:?} in {shown:?}");
+        }
+        assert!(!shown.lines().any(|line| line.starts_with("fake line")), "{shown}");
+        assert!(shown.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r\\nfake line\\u{9b}"), "{shown}");
+    }
 }

@@ -118,12 +118,16 @@ pub(crate) async fn run(args: TestBroadcastArgs) -> ExitCode {
         let mut socket = match Socket::connect(&target.ws_url()).await {
             Ok(socket) => socket,
             Err(error) => {
-                eprintln!("herald: cannot connect to {}: {error}", target.http);
+                eprintln!(
+                    "herald: cannot connect to {}: {}",
+                    target.http,
+                    herald_notify::printable(&error.to_string())
+                );
                 return ExitCode::FAILURE;
             }
         };
         if let Err(error) = socket.subscribe(&target, channel, &token).await {
-            eprintln!("herald: cannot listen on {channel}: {error}");
+            eprintln!("herald: cannot listen on {channel}: {}", herald_notify::printable(&error.to_string()));
             return ExitCode::FAILURE;
         }
         let arrivals = arrivals.clone();

@@ -27,6 +27,13 @@ pub fn start_with_admin(config: &Path) -> (Child, u16, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("herald starts");
+    let (port, admin) = read_banner(&mut child);
+    (child, port, admin)
+}
+
+/// Reads the banner of a `herald serve` started with a piped stdout on 127.0.0.1: the API port
+/// and the admin port (the rest of stdout is drained in the background).
+pub fn read_banner(child: &mut Child) -> (u16, u16) {
     let stdout = child.stdout.take().expect("stdout piped");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -40,7 +47,7 @@ pub fn start_with_admin(config: &Path) -> (Child, u16, u16) {
         if let (Some(rest), Some(port)) = (line.strip_prefix("Admin      http://127.0.0.1:"), port) {
             let admin = rest.split('/').next().and_then(|p| p.parse().ok()).expect("admin port");
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (child, port, admin);
+            return (port, admin);
         }
     }
     let _ = child.kill();

@@ -13,7 +13,8 @@ pub struct Described {
     pub key: String,
     /// The value as TOML, secrets replaced by `"***"`.
     pub value: String,
-    /// `default`, `file herald.toml`, `env HERALD_SERVER__PORT`, `--port`, `development default`.
+    /// `default`, `file herald.toml`, `env HERALD_SERVER__PORT`, `--port`, `development default`,
+    /// `generated, ./herald-secrets.toml`.
     pub source: String,
 }
 
@@ -99,9 +100,15 @@ pub fn describe(loaded: &Loaded, env: &dyn EnvSource, overrides: &Overrides) -> 
     if loaded.config.auth.jwt_secret == DEV_JWT_SECRET {
         sources.insert("auth.jwt_secret".into(), "development default".into());
     }
-    let development_app = loaded.config.apps.len() == 1
-        && loaded.config.apps[0].id == DEV_APP.0
-        && !sources.keys().any(|key| key.starts_with("apps["));
+    let generated = loaded.credentials_file.as_ref().map(|path| format!("generated, {}", path.display()));
+    if let Some(generated) = &generated {
+        if !sources.contains_key("auth.jwt_secret") && !loaded.config.auth.jwt_secret.is_empty() {
+            sources.insert("auth.jwt_secret".into(), generated.clone());
+        }
+    }
+    let made_up_app = loaded.config.apps.len() == 1 && !sources.keys().any(|key| key.starts_with("apps["));
+    let development_app = made_up_app && loaded.config.apps[0].id == DEV_APP.0;
+    let generated_app = if made_up_app && !development_app { generated } else { None };
     let value = toml::Value::try_from(&loaded.config).expect("the configuration serializes");
     let mut flat = Vec::new();
     flatten("", &value, &mut flat);
@@ -117,6 +124,9 @@ pub fn describe(loaded: &Loaded, env: &dyn EnvSource, overrides: &Overrides) -> 
             let source = sources.get(&key).cloned().unwrap_or_else(|| {
                 if development_app && key.starts_with("apps[0].") {
                     "development default".to_owned()
+                } else if let Some(generated) = generated_app.as_ref().filter(|_| key.starts_with("apps[0]."))
+                {
+                    generated.clone()
                 } else {
                     "default".to_owned()
                 }

@@ -12,10 +12,12 @@ use herald_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod credentials;
 mod describe;
 mod notifications;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
+pub use credentials::{is_loopback_host, provision, Provisioned, CREDENTIALS_FILE};
 pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
 
@@ -69,6 +71,9 @@ pub struct ServerConfig {
     /// File descriptors kept for the process itself (database, logs, refusals) when the
     /// connection capacity is derived from the limit.
     pub fd_reserve: usize,
+    /// Development mode (`herald serve --dev`): with no token secret or app configured, the
+    /// public development ones are used even off loopback. Never in production.
+    pub development: bool,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +91,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             fd_reserve: 128,
+            development: false,
         }
     }
 }
@@ -102,11 +108,25 @@ pub struct AdminConfig {
     /// Connections open at once on the admin listener (kept apart from the main listener's, so
     /// metrics and probes answer while the main listener is full).
     pub max_connections: usize,
+    /// With no `token`: a platform bearer token (JWT) with the `super_admin` role is the admin
+    /// credential. Off by default; cannot be combined with `token` (the token is then the only
+    /// credential, never bypassed by a JWT).
+    pub allow_jwt: bool,
+    /// `Host` names the admin listener answers to besides `localhost`, `127.0.0.1`, `[::1]` and
+    /// `host` itself (always accepted, with or without a port). Others get 421 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { host: "127.0.0.1".into(), port: 9601, token: String::new(), max_connections: 64 }
+        AdminConfig {
+            host: "127.0.0.1".into(),
+            port: 9601,
+            token: String::new(),
+            max_connections: 64,
+            allow_jwt: false,
+            allowed_hosts: Vec::new(),
+        }
     }
 }
 
@@ -215,6 +235,8 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// The file read, if any.
     pub file: Option<PathBuf>,
+    /// Where generated credentials came from (`credentials::provision`), if they are in use.
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// Command-line overrides, applied last.
@@ -224,6 +246,8 @@ pub struct Overrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub database_url: Option<String>,
+    /// `--dev`: development mode (`server.development`).
+    pub development: bool,
 }
 
 impl Config {
@@ -241,6 +265,9 @@ impl Config {
         }
         if let Some(port) = overrides.port {
             set_path(&mut tree, &["server", "port"], toml::Value::Integer(port.into()));
+        }
+        if overrides.development {
+            set_path(&mut tree, &["server", "development"], toml::Value::Boolean(true));
         }
         // Named variables that Laravel deployments already have.
         let database_url = overrides.database_url.clone().or_else(|| env.var("DATABASE_URL"));
@@ -280,24 +307,50 @@ impl Config {
             set_path(&mut tree, &["auth", "jwt_secret"], toml::Value::String(secret));
         }
         let (mut config, mut warnings) = Config::from_table(tree, env, problems)?;
-        if config.auth.jwt_secret.is_empty() && config.auth.algorithm == herald_auth::Algorithm::HS256 {
-            config.auth.jwt_secret = DEV_JWT_SECRET.into();
-            warnings.push(format!(
-                "no token secret configured: bearer tokens are checked with the development secret {DEV_JWT_SECRET:?}; set HERALD_JWT_SECRET for anything but development"
-            ));
+        // The public development credentials only in development mode or on a loopback
+        // listener; elsewhere `credentials::provision` generates and stores private ones.
+        let why = if config.server.development {
+            Some("development mode")
+        } else if is_loopback_host(&config.server.host) {
+            Some("loopback listener")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if config.auth.jwt_secret.is_empty() && config.auth.algorithm == herald_auth::Algorithm::HS256 {
+                config.auth.jwt_secret = DEV_JWT_SECRET.into();
+                warnings.push(format!(
+                    "no token secret configured ({why}): bearer tokens are checked with the public development secret; set HERALD_JWT_SECRET for anything but development"
+                ));
+            }
+            if config.apps.is_empty() {
+                warnings.push(format!(
+                    "no app configured ({why}): using the development app (id {:?}, key {:?}, secret {:?}); set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET for anything but development",
+                    DEV_APP.0, DEV_APP.1, DEV_APP.2
+                ));
+                config.apps.push(AppConfig {
+                    id: DEV_APP.0.into(),
+                    key: DEV_APP.1.into(),
+                    secret: DEV_APP.2.into(),
+                    ..AppConfig::default()
+                });
+            }
         }
         if config.channels.admin_visibility == AdminVisibility::Public {
             warnings.push("channels.admin_visibility = \"public\": admin channels are public, anyone holding the app key can listen to them".into());
         }
-        if config.apps.is_empty() {
-            config.apps.push(AppConfig {
-                id: DEV_APP.0.into(),
-                key: DEV_APP.1.into(),
-                secret: DEV_APP.2.into(),
-                ..AppConfig::default()
-            });
-        }
-        Ok(Loaded { config, warnings, file })
+        Ok(Loaded { config, warnings, file, credentials_file: None })
+    }
+
+    /// `load`, then the generated credentials when the configuration has none
+    /// (`credentials::provision`): what `herald serve`, `herald token` and the tools use.
+    pub fn load_provisioned(
+        env: &dyn EnvSource,
+        overrides: &Overrides,
+    ) -> Result<(Loaded, Option<Provisioned>), ConfigError> {
+        let mut loaded = Config::load(env, overrides)?;
+        let provisioned = provision(&mut loaded)?;
+        Ok((loaded, provisioned))
     }
 
     /// Parses a TOML document alone (no environment), as the documented example is checked.
@@ -315,7 +368,7 @@ impl Config {
         mut problems: Vec<String>,
     ) -> Result<(Config, Vec<String>), ConfigError> {
         unknown_keys(&tree, &mut problems);
-        let mut warnings = Vec::new();
+        let warnings = Vec::new();
         let config: Option<Config> = match serde_path_to_error::deserialize(toml::Value::Table(tree)) {
             Ok(config) => Some(config),
             Err(error) => {
@@ -329,7 +382,7 @@ impl Config {
         let Some(mut config) = config else {
             return Err(ConfigError { problems });
         };
-        apply_pusher_env(&mut config, env, &mut problems, &mut warnings);
+        apply_pusher_env(&mut config, env, &mut problems);
         config.validate(&mut problems);
         if problems.is_empty() {
             Ok((config, warnings))
@@ -363,14 +416,26 @@ impl Config {
         let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         auth::validate(&self.auth, &self.policies, &app_ids, problems);
         notifications::validate(&self.notifications, &app_ids, problems);
+        if self.admin.allow_jwt && !self.admin.token.is_empty() {
+            problems.push(
+                "admin.allow_jwt: cannot be combined with admin.token, which is then the only admin credential; unset one of them".into(),
+            );
+        }
         match self.admin.host.parse::<IpAddr>() {
-            Ok(ip) if !ip.is_loopback() && self.admin.token.is_empty() => problems.push(format!(
-                "admin.token: required when admin.host ({}) is not a loopback address (HERALD_ADMIN_TOKEN)",
+            Ok(ip) if !ip.is_loopback() && self.admin.token.is_empty() && !self.admin.allow_jwt => {
+                problems.push(format!(
+                "admin.token: required when admin.host ({}) is not a loopback address (HERALD_ADMIN_TOKEN), unless admin.allow_jwt is on",
                 self.admin.host
-            )),
+            ))
+            }
             Ok(_) => {}
             Err(_) if self.admin.host == "localhost" => {}
             Err(_) => problems.push(format!("admin.host: {:?} is not an IP address", self.admin.host)),
+        }
+        for (index, name) in self.admin.allowed_hosts.iter().enumerate() {
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+                problems.push(format!("admin.allowed_hosts[{index}]: {name:?} is not a host name"));
+            }
         }
         if !self.database.url.starts_with("sqlite:")
             && !self.database.url.starts_with("postgres://")
@@ -486,24 +551,12 @@ fn set_path(tree: &mut toml::Table, keys: &[&str], value: toml::Value) {
 
 /// `PUSHER_APP_ID` / `_KEY` / `_SECRET` define the default app: they replace the file's app with
 /// the same id, or are added to the file's apps.
-fn apply_pusher_env(
-    config: &mut Config,
-    env: &dyn EnvSource,
-    problems: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) {
+fn apply_pusher_env(config: &mut Config, env: &dyn EnvSource, problems: &mut Vec<String>) {
     let id = env.var("PUSHER_APP_ID");
     let key = env.var("PUSHER_APP_KEY");
     let secret = env.var("PUSHER_APP_SECRET");
     match (id, key, secret) {
-        (None, None, None) => {
-            if config.apps.is_empty() {
-                warnings.push(format!(
-                    "no app configured: using the development app (id {:?}, key {:?}, secret {:?}); set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET for anything but development",
-                    DEV_APP.0, DEV_APP.1, DEV_APP.2
-                ));
-            }
-        }
+        (None, None, None) => {}
         (Some(id), Some(key), Some(secret)) => {
             if let Some(app) = config.apps.iter_mut().find(|app| app.id == id) {
                 app.key = key;
@@ -573,12 +626,61 @@ mod tests {
     }
 
     #[test]
-    fn no_configuration_gives_the_development_app_with_a_warning() {
-        let loaded = Config::load(&env(&[]), &Overrides::default()).expect("loads");
+    fn the_development_credentials_need_development_mode_or_loopback() {
+        let loopback = Overrides { host: Some("127.0.0.1".into()), ..Overrides::default() };
+        let loaded = Config::load(&env(&[]), &loopback).expect("loads");
         assert_eq!(loaded.config.apps.len(), 1);
         assert_eq!(loaded.config.apps[0].key, "app-key");
-        assert_eq!(loaded.config.server.port, 6001);
-        assert!(loaded.warnings[0].contains("development app"));
+        assert_eq!(loaded.config.auth.jwt_secret, DEV_JWT_SECRET);
+        assert!(loaded.warnings.iter().any(|w| w.contains("development app") && w.contains("loopback")));
+
+        let public = Config::load(&env(&[]), &Overrides::default()).expect("loads");
+        assert_eq!(public.config.server.host, "0.0.0.0");
+        assert!(public.config.apps.is_empty(), "left to credentials::provision");
+        assert!(public.config.auth.jwt_secret.is_empty());
+
+        let dev = Overrides { development: true, ..Overrides::default() };
+        let loaded = Config::load(&env(&[]), &dev).expect("loads");
+        assert_eq!(loaded.config.apps[0].key, "app-key");
+        assert!(loaded.warnings.iter().any(|w| w.contains("development mode")));
+        let loaded = Config::load(&env(&[("HERALD_SERVER__DEVELOPMENT", "true")]), &Overrides::default())
+            .expect("loads");
+        assert_eq!(loaded.config.auth.jwt_secret, DEV_JWT_SECRET);
+    }
+
+    #[test]
+    fn generated_credentials_are_stored_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("herald-credentials-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}", dir.join("herald.db").display());
+        let vars = env(&[("DATABASE_URL", &url)]);
+        let (first, provisioned) = Config::load_provisioned(&vars, &Overrides::default()).expect("loads");
+        let provisioned = provisioned.expect("generated");
+        assert!(provisioned.created && provisioned.jwt_secret);
+        assert_eq!(provisioned.path, dir.join(CREDENTIALS_FILE));
+        assert!(first.config.apps[0].id.parse::<u64>().is_ok(), "numeric app id");
+        assert_ne!(first.config.auth.jwt_secret, DEV_JWT_SECRET);
+        assert_eq!(first.config.auth.jwt_secret.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&provisioned.path).expect("stored").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (second, again) = Config::load_provisioned(&vars, &Overrides::default()).expect("loads");
+        assert!(!again.expect("read").created);
+        assert_eq!(second.config.apps, first.config.apps);
+        assert_eq!(second.config.auth.jwt_secret, first.config.auth.jwt_secret);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn postgres_without_credentials_names_the_variables() {
+        let vars = env(&[("DATABASE_URL", "postgres://herald@db/herald")]);
+        let error = Config::load_provisioned(&vars, &Overrides::default()).expect_err("refused");
+        let all = error.problems.join("\n");
+        assert!(all.contains("auth.jwt_secret: required") && all.contains("HERALD_JWT_SECRET"), "{all}");
+        assert!(all.contains("apps: required") && all.contains("PUSHER_APP_ID"), "{all}");
     }
 
     #[test]
@@ -594,7 +696,11 @@ mod tests {
 
     #[test]
     fn herald_variables_nest_with_double_underscores() {
-        let vars = env(&[("HERALD_SERVER__PORT", "7001"), ("HERALD_CONFIG", "")]);
+        let vars = env(&[
+            ("HERALD_SERVER__PORT", "7001"),
+            ("HERALD_CONFIG", ""),
+            ("HERALD_SERVER__HOST", "127.0.0.1"),
+        ]);
         let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
         assert_eq!(loaded.config.server.port, 7001);
     }
@@ -661,6 +767,10 @@ mod tests {
         let text = include_str!("../../../../docs/herald.example.toml");
         let config = Config::from_toml(text).expect("example parses");
         assert_eq!(config.server, ServerConfig::default());
+        assert_eq!(config.admin, AdminConfig::default());
+        assert_eq!(config.auth, AuthConfig::default());
+        assert_eq!(config.database, DatabaseConfig::default());
+        assert_eq!(config.notifications, NotificationsConfig::default());
         assert_eq!(config.apps.len(), 1);
         assert_eq!(
             config.apps[0],

@@ -320,3 +320,39 @@ async fn a_storage_outage_answers_503_for_decisions_that_need_it() {
     let (status, _) = auth(&server, &token("42", Some("7"), &[]), "private-organization.7").await;
     assert_eq!(status, 200, "decisions that need no storage still work");
 }
+
+#[tokio::test]
+async fn cors_wildcard_allows_any_origin_without_credentials() {
+    let server = TestServer::with_config(|config| {
+        config.auth.cors_origins = vec!["*".into(), FRONT_END.into()];
+    })
+    .await;
+    let url = format!("http://{}/broadcasting/auth", server.address);
+    let preflight = |origin: &'static str| {
+        server
+            .http()
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let any = preflight("https://evil.example").await.expect("sent");
+    assert_eq!(any.status(), 204);
+    assert_eq!(any.headers()["access-control-allow-origin"], "*");
+    assert!(any.headers().get("access-control-allow-credentials").is_none(), "{:?}", any.headers());
+    let named = preflight(FRONT_END).await.expect("sent");
+    assert_eq!(named.headers()["access-control-allow-origin"], FRONT_END);
+    assert_eq!(named.headers()["access-control-allow-credentials"], "true");
+    let post = server
+        .http()
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .bearer_auth(token("42", None, &[]))
+        .form(&[("socket_id", "1.2"), ("channel_name", "private-user.notifications.42")])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(post.status(), 200);
+    assert_eq!(post.headers()["access-control-allow-origin"], "*");
+    assert!(post.headers().get("access-control-allow-credentials").is_none());
+}

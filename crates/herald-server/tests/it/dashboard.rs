@@ -163,10 +163,23 @@ async fn login_sets_an_http_only_cookie_that_opens_the_dashboard_and_the_api() {
     let right = login("s3cret-admin").await.expect("answered");
     assert_eq!(right.status(), 303);
     assert_eq!(header(&right, "location"), "/dashboard");
-    let set_cookie = header(&right, "set-cookie");
-    assert!(set_cookie.starts_with("herald_admin=s3cret-admin;"), "{set_cookie}");
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
-    let cookie = set_cookie.split(';').next().expect("pair").to_owned();
+    let set_cookies: Vec<String> = right
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().expect("ascii").to_owned())
+        .collect();
+    assert_eq!(set_cookies.len(), 2, "one cookie per admin path: {set_cookies:?}");
+    for (set_cookie, path) in set_cookies.iter().zip(["/dashboard", "/admin"]) {
+        assert!(set_cookie.starts_with("herald_admin_session="), "{set_cookie}");
+        assert!(!set_cookie.contains("s3cret-admin"), "the cookie never holds the token: {set_cookie}");
+        for attribute in ["HttpOnly", "SameSite=Strict", "Max-Age=43200", &format!("Path={path};")] {
+            assert!(set_cookie.contains(attribute), "{attribute}: {set_cookie}");
+        }
+        assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
+    }
+    let cookie = set_cookies[0].split(';').next().expect("pair").to_owned();
+    assert_eq!(cookie.len(), "herald_admin_session=".len() + 64, "{cookie}");
 
     let (status, page) = get_with_cookie(&server, "/dashboard", Some(&cookie)).await;
     assert_eq!(status, 200);
@@ -174,19 +187,27 @@ async fn login_sets_an_http_only_cookie_that_opens_the_dashboard_and_the_api() {
     let (status, body) = get_with_cookie(&server, "/admin/api/status", Some(&cookie)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(get_with_cookie(&server, "/dashboard/app.js", Some(&cookie)).await.0, 200);
-    let (status, form) = get_with_cookie(&server, "/dashboard", Some("herald_admin=stale")).await;
+    let (status, form) = get_with_cookie(&server, "/dashboard", Some("herald_admin_session=stale")).await;
     assert_eq!(status, 401);
     assert!(form.contains("Your session has ended"));
+    let (status, _) =
+        get_with_cookie(&server, "/admin/api/status", Some("herald_admin_session=s3cret-admin")).await;
+    assert_eq!(status, 401, "the token is not a session id");
 
-    // A platform bearer token with the super_admin role works as well, from the cookie too.
+    // Behind a TLS-terminating proxy the cookie is Secure.
+    let proxied = browser()
+        .post(admin_url(&server, "/dashboard/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", "s3cret-admin")])
+        .send()
+        .await
+        .expect("answered");
+    assert!(header(&proxied, "set-cookie").contains("; Secure"));
+
+    // A platform bearer token with the super_admin role is refused: the admin token is the only credential.
     let admin =
         herald_auth::mint_hs256(JWT_SECRET, "7", None, &["super_admin".into()], None, 600).expect("token");
-    let response = login(&admin).await.expect("answered");
-    assert_eq!(response.status(), 303);
-    let cookie = header(&response, "set-cookie").split(';').next().expect("pair").to_owned();
-    assert_eq!(get_with_cookie(&server, "/admin/api/status", Some(&cookie)).await.0, 200);
-    let user = herald_auth::mint_hs256(JWT_SECRET, "8", None, &["donor".into()], None, 600).expect("token");
-    assert_eq!(login(&user).await.expect("answered").status(), 401, "other roles are refused");
+    assert_eq!(login(&admin).await.expect("answered").status(), 401);
 
     let cross_site = browser()
         .post(admin_url(&server, "/dashboard/login"))
@@ -205,6 +226,37 @@ async fn login_sets_an_http_only_cookie_that_opens_the_dashboard_and_the_api() {
         .expect("answered");
     assert_eq!(logout.status(), 303);
     assert!(header(&logout, "set-cookie").contains("Max-Age=0"));
+    let (status, _) = get_with_cookie(&server, "/admin/api/status", Some(&cookie)).await;
+    assert_eq!(status, 401, "sign-out revokes the session on the server, not only in the browser");
+    let (status, form) = get_with_cookie(&server, "/dashboard", Some(&cookie)).await;
+    assert_eq!(status, 401);
+    assert!(form.contains("Your session has ended"));
+}
+
+#[tokio::test]
+async fn with_allow_jwt_a_super_admin_token_signs_in_to_the_dashboard() {
+    let server = TestServer::with_config(|config| config.admin.allow_jwt = true).await;
+    assert_eq!(get_with_cookie(&server, "/dashboard", None).await.0, 401, "the login form");
+    let admin =
+        herald_auth::mint_hs256(JWT_SECRET, "7", None, &["super_admin".into()], None, 600).expect("token");
+    let response = browser()
+        .post(admin_url(&server, "/dashboard/login"))
+        .form(&[("token", admin.as_str())])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 303);
+    let cookie = header(&response, "set-cookie").split(';').next().expect("pair").to_owned();
+    assert!(!cookie.contains(&admin));
+    assert_eq!(get_with_cookie(&server, "/admin/api/status", Some(&cookie)).await.0, 200);
+    let user = herald_auth::mint_hs256(JWT_SECRET, "8", None, &["donor".into()], None, 600).expect("token");
+    let response = browser()
+        .post(admin_url(&server, "/dashboard/login"))
+        .form(&[("token", user.as_str())])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 401, "other roles are refused");
 }
 
 #[tokio::test]
