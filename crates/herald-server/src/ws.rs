@@ -488,7 +488,7 @@ impl Session {
         let member = match self.authorize(&channel, &data) {
             Ok(member) => member,
             Err((message, status)) => {
-                debug!(channel = %channel, %message, "subscription refused");
+                debug!(channel = %channel, ?message, "subscription refused");
                 self.send_subscription_error(socket, channel.as_str(), "AuthError", &message, status).await?;
                 return Ok(Next::Continue);
             }
@@ -579,7 +579,7 @@ impl Session {
         let config = &self.app.config;
         let signed = signin_auth_string(self.handle.id.as_str(), &data.user_data);
         if let Err(error) = verify_auth(&config.key, &config.secret, &signed, &data.auth) {
-            debug!(%error, "sign-in refused");
+            debug!(?error, "sign-in refused");
             return Ok(Next::Close(CloseCode::Unauthorized));
         }
         let user = match UserData::parse(&data.user_data) {
@@ -692,7 +692,7 @@ fn violation(error: axum::Error) -> Option<CloseCode> {
     use tungstenite::error::{CapacityError, ProtocolError};
     let error = error.into_inner();
     let Some(error) = error.downcast_ref::<tungstenite::Error>() else {
-        debug!(%error, "socket read failed");
+        debug!(?error, "socket read failed");
         return None;
     };
     match error {
