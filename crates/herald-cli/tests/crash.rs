@@ -3,40 +3,16 @@
 
 mod common;
 
-use common::start;
+use common::{signed_ingest, start};
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
 use serde_json::{json, Value};
 
 const EVENTS: usize = 1000;
-
-async fn ingest(client: &reqwest::Client, port: u16, events: &[Value]) -> u16 {
-    let body = json!({ "events": events }).to_string();
-    let path = "/apps/crash/domain-events";
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs().to_string();
-    let md5 = body_md5_hex(body.as_bytes());
-    let params = [
-        ("auth_key", "crash-key"),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", "1.0"),
-        ("body_md5", md5.as_str()),
-    ];
-    let signature = hmac_sha256_hex("crash-secret", &api_string_to_sign("POST", path, params));
-    let response = client
-        .post(format!("http://127.0.0.1:{port}{path}"))
-        .query(&params)
-        .query(&[("auth_signature", signature.as_str())])
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("ingest answered");
-    response.status().as_u16()
-}
+const CRASH_APP: (&str, &str, &str) = ("crash", "crash-key", "crash-secret");
 
 /// Distinct broadcast ids in the log driver's file.
 fn delivered(log: &Path) -> HashSet<String> {
@@ -66,7 +42,6 @@ async fn sigkill_during_a_backlog_loses_nothing() {
     .expect("config written");
 
     let (mut first, port) = start(&config);
-    let client = reqwest::Client::new();
     for batch in 0..EVENTS / 100 {
         let events: Vec<Value> = (0..100)
             .map(|n| {
@@ -74,7 +49,8 @@ async fn sigkill_during_a_backlog_loses_nothing() {
                         "data": { "alert_type": "test", "message": "backlog", "severity": "low" } })
             })
             .collect();
-        assert_eq!(ingest(&client, port, &events).await, 202, "batch {batch} accepted");
+        let body = json!({ "events": events });
+        assert_eq!(signed_ingest(port, CRASH_APP, &body).await, 202, "batch {batch} accepted");
     }
     first.kill().expect("SIGKILL sent");
     first.wait().expect("killed");

@@ -8,10 +8,9 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::herald;
-use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
+use common::{herald, signed_ingest};
 use serde_json::json;
 
 /// OSC (set the window title), an SGR colour, and a forged log line after CR/LF.
@@ -59,29 +58,8 @@ fn run(config: &Path, args: &[&str]) -> Output {
 
 async fn ingest(port: u16) -> u16 {
     let body = json!({ "id": "hostile-1", "type": "security.alert",
-        "data": { "alert_type": "test", "message": "upstream refuses", "severity": "low" } })
-    .to_string();
-    let path = "/apps/esc/domain-events";
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs().to_string();
-    let md5 = body_md5_hex(body.as_bytes());
-    let params = [
-        ("auth_key", "esc-key"),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", "1.0"),
-        ("body_md5", md5.as_str()),
-    ];
-    let signature = hmac_sha256_hex("esc-secret", &api_string_to_sign("POST", path, params));
-    reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}{path}"))
-        .query(&params)
-        .query(&[("auth_signature", signature.as_str())])
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("ingest answered")
-        .status()
-        .as_u16()
+        "data": { "alert_type": "test", "message": "upstream refuses", "severity": "low" } });
+    signed_ingest(port, ("esc", "esc-key", "esc-secret"), &body).await
 }
 
 fn assert_escaped(what: &str, text: &str) {
