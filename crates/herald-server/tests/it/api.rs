@@ -33,21 +33,33 @@ async fn signature_failures_answer_401() {
     assert_eq!(reply["error"], "authentication failed: auth_key is missing");
 }
 
+/// The query that signs `POST /apps/main/events` of `body` correctly, with any `auth_timestamp`.
+fn events_query(body: &str, timestamp: &str) -> Vec<(&'static str, String)> {
+    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
+    let mut query = vec![
+        ("auth_key", "main-key".to_owned()),
+        ("auth_timestamp", timestamp.to_owned()),
+        ("auth_version", "1.0".to_owned()),
+        ("body_md5", md5),
+    ];
+    let signed = herald_protocol::api_string_to_sign(
+        "POST",
+        "/apps/main/events",
+        query.iter().map(|(key, value)| (*key, value.as_str())),
+    );
+    query.push(("auth_signature", herald_protocol::hmac_sha256_hex("main-secret", &signed)));
+    query
+}
+
+async fn post_events(server: &TestServer, query: &[(&'static str, String)], body: String) -> (u16, Value) {
+    let query: Vec<(&str, &str)> = query.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    server.raw("POST", "/apps/main/events", &query, body).await
+}
+
 /// Signs `POST /apps/main/events` correctly with any `auth_timestamp` text.
 async fn trigger_signed_at(server: &TestServer, timestamp: &str) -> (u16, Value) {
     let body = event(&["a"]).to_string();
-    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
-    let params = [
-        ("auth_key", "main-key"),
-        ("auth_timestamp", timestamp),
-        ("auth_version", "1.0"),
-        ("body_md5", md5.as_str()),
-    ];
-    let signed = herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied());
-    let signature = herald_protocol::hmac_sha256_hex("main-secret", &signed);
-    let mut query = params.to_vec();
-    query.push(("auth_signature", signature.as_str()));
-    server.raw("POST", "/apps/main/events", &query, body).await
+    post_events(server, &events_query(&body, timestamp), body).await
 }
 
 #[tokio::test]
@@ -77,22 +89,11 @@ async fn correctly_signed_timestamps_far_from_now_answer_401_without_wrapping() 
 async fn a_body_that_does_not_match_its_md5_is_refused() {
     let server = TestServer::start().await;
     let signed_body = event(&["a"]).to_string();
-    let md5 = herald_protocol::body_md5_hex(signed_body.as_bytes());
-    let timestamp = now().to_string();
-    let params = [
-        ("auth_key", "main-key"),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", "1.0"),
-        ("body_md5", md5.as_str()),
-    ];
-    let signed = herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied());
-    let signature = herald_protocol::hmac_sha256_hex("main-secret", &signed);
-    let mut query = params.to_vec();
-    query.push(("auth_signature", signature.as_str()));
-    let (status, _) = server.raw("POST", "/apps/main/events", &query, signed_body.clone()).await;
+    let query = events_query(&signed_body, &now().to_string());
+    let (status, _) = post_events(&server, &query, signed_body.clone()).await;
     assert_eq!(status, 200);
     let tampered = signed_body.replace("\"a\"", "\"b\"");
-    let (status, reply) = server.raw("POST", "/apps/main/events", &query, tampered).await;
+    let (status, reply) = post_events(&server, &query, tampered).await;
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("authentication failed: body_md5 does not match the body"))

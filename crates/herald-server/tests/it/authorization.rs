@@ -275,27 +275,31 @@ async fn bad_fields_answer_400() {
     }
 }
 
+/// A browser's CORS preflight for a bearer-token POST to `/broadcasting/auth` from `origin`.
+async fn preflight(server: &TestServer, origin: &str) -> reqwest::Response {
+    server
+        .http()
+        .request(reqwest::Method::OPTIONS, format!("http://{}/broadcasting/auth", server.address))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight sent")
+}
+
 #[tokio::test]
 async fn cors_preflights_allow_the_configured_front_end_only() {
     let server = TestServer::start().await;
     let url = format!("http://{}/broadcasting/auth", server.address);
-    let preflight = |origin: &'static str| {
-        server
-            .http()
-            .request(reqwest::Method::OPTIONS, &url)
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization")
-            .send()
-    };
-    let allowed = preflight(FRONT_END).await.expect("sent");
+    let allowed = preflight(&server, FRONT_END).await;
     assert_eq!(allowed.status(), 204);
     assert_eq!(allowed.headers()["access-control-allow-origin"], FRONT_END);
     assert!(allowed.headers()["access-control-allow-headers"]
         .to_str()
         .expect("ascii")
         .contains("authorization"));
-    let refused = preflight("https://evil.example").await.expect("sent");
+    let refused = preflight(&server, "https://evil.example").await;
     assert_eq!(refused.status(), 403);
     assert!(refused.headers().get("access-control-allow-origin").is_none());
     let post = server
@@ -328,19 +332,11 @@ async fn cors_wildcard_allows_any_origin_without_credentials() {
     })
     .await;
     let url = format!("http://{}/broadcasting/auth", server.address);
-    let preflight = |origin: &'static str| {
-        server
-            .http()
-            .request(reqwest::Method::OPTIONS, &url)
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .send()
-    };
-    let any = preflight("https://evil.example").await.expect("sent");
+    let any = preflight(&server, "https://evil.example").await;
     assert_eq!(any.status(), 204);
     assert_eq!(any.headers()["access-control-allow-origin"], "*");
     assert!(any.headers().get("access-control-allow-credentials").is_none(), "{:?}", any.headers());
-    let named = preflight(FRONT_END).await.expect("sent");
+    let named = preflight(&server, FRONT_END).await;
     assert_eq!(named.headers()["access-control-allow-origin"], FRONT_END);
     assert_eq!(named.headers()["access-control-allow-credentials"], "true");
     let post = server
