@@ -268,15 +268,22 @@ impl Session {
                     // A client that stops reading blocks this write: race it with the kill switch
                     // and the stall deadline so a slow consumer is still closed (4100) and its
                     // memory freed.
+                    // The stall timer lives in the boxed write, so an idle session does not
+                    // carry it.
                     Some(frame) => tokio::select! {
-                        sent = Box::pin(write_batch(socket, frame, &mut outbox)) => match sent {
-                            Ok(()) => Next::Continue,
-                            Err(_) => return,
+                        sent = Box::pin(tokio::time::timeout(
+                            self.write_stall(),
+                            write_batch(socket, frame, &mut outbox),
+                        )) => match sent {
+                            Ok(Ok(())) => Next::Continue,
+                            Ok(Err(_)) => return,
+                            Err(_) => Next::CloseBecause(
+                                CloseCode::OverCapacity,
+                                "slow consumer: the client stopped reading".into(),
+                            ),
                         },
                         code = handle.closed() => Next::Close(close_code_from(code)),
                         _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
-                        _ = tokio::time::sleep(self.write_stall()) => Next::CloseBecause(
-                            CloseCode::OverCapacity, "slow consumer: the client stopped reading".into()),
                     },
                     None => return,
                 },
