@@ -43,8 +43,9 @@ fn operations_commands_against_a_running_server() {
     let document: Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(document["apps"][0]["key"], "cli-key");
     assert_eq!(document["deps"]["database"]["ok"], true);
+    assert!(document["connections"]["main"]["capacity"].as_u64().is_some_and(|capacity| capacity > 0));
     let table = text(&run(&file, &["status", "--detailed"]));
-    for needle in ["Herald", "critical-broadcasts", "dead letters", "Recent errors"] {
+    for needle in ["Herald", "Connections", "critical-broadcasts", "dead letters", "Recent errors"] {
         assert!(table.contains(needle), "{needle} in\n{table}");
     }
 

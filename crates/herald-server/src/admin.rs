@@ -143,6 +143,16 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> Value {
         "recent_errors": recent_errors,
         "rates": state.rates.json(state),
     });
+    if let Some(gates) = state.gates.get() {
+        let listener = |gate: &crate::listener::Gate| {
+            let stats = gate.stats();
+            json!({
+                "open": stats.open, "capacity": stats.capacity,
+                "refused": { "full": stats.refused_full, "per_ip": stats.refused_per_ip },
+            })
+        };
+        document["connections"] = json!({ "main": listener(&gates[0]), "admin": listener(&gates[1]) });
+    }
     if check_deps {
         document["deps"] = dependencies(state).await;
     }

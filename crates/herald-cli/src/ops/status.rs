@@ -107,6 +107,20 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
     let _ =
         writeln!(out, "  {:<14}{}", "WebSocket/API", status["listen"]["websocket"].as_str().unwrap_or("?"));
     let _ = writeln!(out, "  {:<14}{}", "Admin", status["listen"]["admin"].as_str().unwrap_or("?"));
+    let main = &status["connections"]["main"];
+    if main.is_object() {
+        let refused =
+            main["refused"]["full"].as_u64().unwrap_or(0) + main["refused"]["per_ip"].as_u64().unwrap_or(0);
+        let refused =
+            if refused == 0 { style.dim("none refused") } else { style.bad(&format!("{refused} refused")) };
+        let _ = writeln!(
+            out,
+            "  {:<14}{} open of {} ({refused})",
+            "Connections",
+            number(&main["open"]),
+            number(&main["capacity"])
+        );
+    }
     let _ = writeln!(out, "  {:<14}{}", "Driver", status["driver"].as_str().unwrap_or("?"));
     let database = if status["database"]["up"] == true { style.ok("up") } else { style.bad("DOWN") };
     let _ = writeln!(
