@@ -51,11 +51,14 @@ pub(crate) async fn upgrade(
     let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
     let tracker = state.sessions.clone();
     configure(ws, max_message).on_upgrade(move |socket| {
+        // The task is as large as its largest state for the connection's whole life: the
+        // refusal and the hello (each with a write timer) are boxed so only the session's wait
+        // is carried inline (see docs/benchmarks.md).
         tracker.track_future(async move {
             match (refusal, app) {
                 (None, Some(app)) => start(state, app, socket).await,
-                (Some(code), _) => refuse(socket, code).await,
-                (None, None) => refuse(socket, CloseCode::AppNotFound).await,
+                (Some(code), _) => Box::pin(refuse(socket, code)).await,
+                (None, None) => Box::pin(refuse(socket, CloseCode::AppNotFound)).await,
             }
         })
     })
@@ -170,7 +173,7 @@ fn close_message(code: u16, reason: &str) -> Message {
 async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
     let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
     let Some((handle, outbox)) = app.hub.register(max) else {
-        refuse(socket, CloseCode::OverConnectionQuota).await;
+        Box::pin(refuse(socket, CloseCode::OverConnectionQuota)).await;
         return;
     };
     let established = json!({
@@ -180,7 +183,10 @@ async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
     .to_string();
     let hello = encode_server_event("pusher:connection_established", None, &established, None);
     let stall = Duration::from_secs(state.server.pong_timeout_secs);
-    if matches!(tokio::time::timeout(stall, socket.send(Message::Text(hello.into()))).await, Ok(Ok(()))) {
+    if matches!(
+        Box::pin(tokio::time::timeout(stall, socket.send(Message::Text(hello.into())))).await,
+        Ok(Ok(()))
+    ) {
         let mut session = Session::new(state, app.clone(), handle);
         session.run(&mut socket, outbox).await;
         session.finish();
