@@ -45,7 +45,22 @@ pub enum ChannelNameError {
     InvalidCharacter,
     #[error("channel names starting with # are reserved for the server")]
     Reserved,
+    #[error("{USER_CHANNEL_PREFIX} needs the user id after it")]
+    MissingUserId,
+    #[error("channel name is only the prefix {0:?}: add a name after it")]
+    BarePrefix(&'static str),
 }
+
+/// Prefixes that select a channel kind; a name that is only one of them names no channel.
+pub const CHANNEL_PREFIXES: [&str; 7] = [
+    "private-",
+    "presence-",
+    "private-encrypted-",
+    "cache-",
+    "private-cache-",
+    "private-encrypted-cache-",
+    "presence-cache-",
+];
 
 /// A validated channel name with its kind and whether it is a cache channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,7 +78,7 @@ impl ChannelName {
         }
         let body = if let Some(user) = name.strip_prefix(USER_CHANNEL_PREFIX) {
             if user.is_empty() {
-                return Err(ChannelNameError::Reserved);
+                return Err(ChannelNameError::MissingUserId);
             }
             user
         } else if name.starts_with('#') {
@@ -73,6 +88,9 @@ impl ChannelName {
         };
         if !body.bytes().all(valid_channel_byte) {
             return Err(ChannelNameError::InvalidCharacter);
+        }
+        if let Some(prefix) = CHANNEL_PREFIXES.iter().find(|prefix| **prefix == name) {
+            return Err(ChannelNameError::BarePrefix(prefix));
         }
         Ok(ChannelName(name.to_owned()))
     }
@@ -174,7 +192,11 @@ mod tests {
         assert_eq!(ChannelName::parse("a b", 200), Err(ChannelNameError::InvalidCharacter));
         assert_eq!(ChannelName::parse("a/b", 200), Err(ChannelNameError::InvalidCharacter));
         assert_eq!(ChannelName::parse("#other", 200), Err(ChannelNameError::Reserved));
-        assert_eq!(ChannelName::parse("#server-to-user-", 200), Err(ChannelNameError::Reserved));
+        assert_eq!(ChannelName::parse("#server-to-user-", 200), Err(ChannelNameError::MissingUserId));
+        for prefix in CHANNEL_PREFIXES {
+            assert_eq!(ChannelName::parse(prefix, 200), Err(ChannelNameError::BarePrefix(prefix)));
+        }
+        assert!(ChannelName::parse("private-a", 200).is_ok());
         assert!(ChannelName::parse("a_-=@,.;Z9", 200).is_ok());
         assert!(ChannelName::parse(&"a".repeat(200), 200).is_ok());
     }

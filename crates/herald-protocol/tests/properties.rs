@@ -12,7 +12,8 @@ fn config() -> ProptestConfig {
 }
 
 /// The spec's verdict (`shared/PROTOCOL.md`): `[A-Za-z0-9_\-=@,.;]+`, at most `max` characters,
-/// `#` names reserved except `#server-to-user-{id}` with a valid non-empty id.
+/// `#` names reserved except `#server-to-user-{id}` with a valid non-empty id, and a kind's prefix
+/// alone (`private-`, `presence-`, ...) names no channel.
 fn spec_allows(name: &str, max: usize) -> bool {
     let valid = |body: &str| {
         !body.is_empty() && body.chars().all(|c| c.is_ascii_alphanumeric() || "_-=@,.;".contains(c))
@@ -22,7 +23,8 @@ fn spec_allows(name: &str, max: usize) -> bool {
         None if name.starts_with('#') => return false,
         None => name,
     };
-    name.chars().count() <= max && valid(body)
+    let bare_prefix = herald_protocol::CHANNEL_PREFIXES.contains(&name);
+    name.chars().count() <= max && valid(body) && !bare_prefix
 }
 
 /// Names near the edges: the alphabet, a few outsiders, the prefixes.
@@ -42,6 +44,8 @@ fn channel_name() -> impl Strategy<Value = String> {
         "presence-",
         "private-encrypted-",
         "cache-",
+        "private-cache-",
+        "presence-cache-",
         "#server-to-user-",
         "#",
         " ",

@@ -146,6 +146,9 @@ fn parse_trigger(
     if channels.len() > 1 && channels.iter().any(|channel| channel.kind() == ChannelKind::PrivateEncrypted) {
         return Err(ApiError::invalid("channels", "an encrypted channel must be triggered alone"));
     }
+    if channels.iter().any(|channel| channel.kind() == ChannelKind::PrivateEncrypted) {
+        check_encrypted_payload(&data)?;
+    }
     let except = match object.get("socket_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => Some(
@@ -161,6 +164,25 @@ fn parse_trigger(
     };
     let info = Info::parse(info_text, &["subscription_count", "user_count"])?;
     Ok(Trigger { name, data, channels, except, info })
+}
+
+/// An encrypted channel only relays what the SDKs' end-to-end encryption produces:
+/// `{"nonce": base64 of 24 bytes, "ciphertext": base64}`. Anything else is refused, so a
+/// misconfigured SDK (no encryption master key) never sends plaintext to the sockets.
+fn check_encrypted_payload(data: &str) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    const EXPECTED: &str = "must be the {\"nonce\", \"ciphertext\"} the SDKs produce for an encrypted \
+         channel (is the SDK's encryption master key set?)";
+    let decoded = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+    };
+    let payload: Value = serde_json::from_str(data).map_err(|_| ApiError::invalid("data", EXPECTED))?;
+    match (decoded(payload.get("nonce")), decoded(payload.get("ciphertext"))) {
+        (Some(nonce), Some(ciphertext)) if nonce.len() == 24 && !ciphertext.is_empty() => Ok(()),
+        _ => Err(ApiError::invalid("data", EXPECTED)),
+    }
 }
 
 /// Publishes a validated trigger; returns the per-channel info the caller asked for.

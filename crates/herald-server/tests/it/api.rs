@@ -280,3 +280,22 @@ async fn channel_queries_report_occupied_channels() {
     let (status, _) = server.signed("main", "GET", "/channels/news/users", &[], None).await;
     assert_eq!(status, 400, "users are listed for presence channels only");
 }
+
+#[tokio::test]
+async fn a_prefix_alone_is_not_a_channel_name() {
+    let server = TestServer::start().await;
+    for bare in ["private-", "presence-", "private-encrypted-", "cache-", "presence-cache-"] {
+        let (status, body) = server.trigger(&[bare], "x", "{}").await;
+        assert_eq!(status, 400, "{bare}: {body}");
+        assert!(
+            body["problem"].as_str().is_some_and(|problem| problem.contains("only the prefix")),
+            "{body}"
+        );
+    }
+    let (status, body) = server.trigger(&["#server-to-user-"], "x", "{}").await;
+    assert_eq!(status, 400);
+    assert!(body["problem"].as_str().is_some_and(|problem| problem.contains("needs the user id")), "{body}");
+    let mut client = server.client().await;
+    let refused = client.subscribe("private-").await;
+    assert_eq!(refused["event"], "pusher:subscription_error");
+}

@@ -114,9 +114,21 @@ async fn encrypted_channels_relay_ciphertext_and_refuse_client_events() {
     let mut client = server.client().await;
     assert_eq!(client.subscribe("private-encrypted-vault").await["event"], "pusher:subscription_error");
     client.subscribe_signed("private-encrypted-vault", None).await;
-    let sealed = r#"{"nonce":"bm9uY2U=","ciphertext":"c2VjcmV0"}"#;
-    server.trigger(&["private-encrypted-vault"], "sealed", sealed).await;
+    // What the SDKs send: a 24-byte nonce and the ciphertext, base64.
+    let sealed = r#"{"nonce":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYX","ciphertext":"c2VjcmV0"}"#;
+    let (status, body) = server.trigger(&["private-encrypted-vault"], "sealed", sealed).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(client.recv().await["data"], sealed);
+    // An SDK without its encryption master key would send plaintext: refused, never relayed.
+    for plaintext in [
+        r#"{"message":"secret"}"#,
+        "secret",
+        r#"{"nonce":"bm9uY2U=","ciphertext":"c2VjcmV0"}"#,
+        r#"{"nonce":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYX","ciphertext":"not base64!"}"#,
+    ] {
+        let (status, body) = server.trigger(&["private-encrypted-vault"], "leak", plaintext).await;
+        assert_eq!((status, body["field"].as_str()), (400, Some("data")), "{plaintext}: {body}");
+    }
     client.send(json!({ "event": "client-x", "channel": "private-encrypted-vault", "data": {} })).await;
     assert_eq!(client.recv().await["event"], "pusher:error");
     let (status, body) = server.trigger(&["private-encrypted-vault", "news"], "mixed", "{}").await;
