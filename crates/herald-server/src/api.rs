@@ -357,3 +357,22 @@ pub(crate) async fn terminate_connections(
     app.hub.terminate_user(&user_id);
     Ok(Json(json!({})))
 }
+
+/// `POST /users/{user_id}/terminate_connections` without the `/apps/{id}` prefix, as the Python
+/// SDK sends it: the signed query's `auth_key` names the app, and the request is then checked as
+/// the prefixed one is.
+pub(crate) async fn terminate_connections_by_key(
+    State(state): State<SharedState>,
+    Path(user_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let query = Query::parse(&uri)?;
+    let key = query.get("auth_key").ok_or(ApiError::Unauthenticated("auth_key is missing"))?;
+    let app_id = state
+        .app_by_key(key)
+        .map(|app| app.config.id.clone())
+        .ok_or(ApiError::Unauthenticated("auth_key does not belong to any app"))?;
+    terminate_connections(State(state), Path((app_id, user_id)), method, uri, body).await
+}

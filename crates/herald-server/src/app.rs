@@ -250,6 +250,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/apps/{app_id}/channels/{channel}", get(api::channel_info))
         .route("/apps/{app_id}/channels/{channel}/users", get(api::channel_users))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(api::terminate_connections))
+        .route("/users/{user_id}/terminate_connections", post(api::terminate_connections_by_key))
         .route("/apps/{app_id}/domain-events", post(notifications::ingest))
         .route("/apps/{app_id}/audit", get(notifications::audit))
         .merge(browser_routes(state.clone()))

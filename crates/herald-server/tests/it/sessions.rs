@@ -393,3 +393,41 @@ async fn slow_consumers_are_disconnected_without_slowing_others() {
     server.trigger(&["firehose"], "last", "{}").await;
     assert_eq!(fast.recv_event("last").await["event"], "last", "the fast client is still served");
 }
+
+/// The Python SDK's `terminate_user_connections` posts to `/users/{id}/terminate_connections`
+/// with no `/apps/{id}` prefix; the signed `auth_key` names the app.
+#[tokio::test]
+async fn terminate_connections_without_the_app_prefix_finds_the_app_by_key() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.signin("main", r#"{"id":"7"}"#).await;
+    let path = "/users/7/terminate_connections";
+    let body = "{}";
+    let timestamp = crate::harness::now().to_string();
+    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
+    let sign = |key: &'static str, secret: &str| {
+        let params = [
+            ("auth_key", key),
+            ("auth_timestamp", timestamp.as_str()),
+            ("auth_version", "1.0"),
+            ("body_md5", md5.as_str()),
+        ];
+        let signed = herald_protocol::api_string_to_sign("POST", path, params.iter().copied());
+        let signature = herald_protocol::hmac_sha256_hex(secret, &signed);
+        params
+            .iter()
+            .map(|(name, value)| (*name, value.to_string()))
+            .chain([("auth_signature", signature)])
+            .collect::<Vec<_>>()
+    };
+    let server = &server;
+    let post = |query: Vec<(&'static str, String)>| async move {
+        let pairs: Vec<(&str, &str)> = query.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        server.raw("POST", path, &pairs, body.into()).await
+    };
+    assert_eq!(post(sign("main-key", "wrong-secret")).await.0, 401);
+    assert_eq!(post(sign("nobody-key", "x")).await.0, 401);
+    let (status, reply) = post(sign("main-key", "main-secret")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(client.expect_close().await, 4009);
+}
