@@ -148,6 +148,12 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                 Err(code) => return code,
             };
             match store.replay_dead_letters(id.as_deref()).await {
+                // `--all` with nothing to retry is done, as `purge --all` is; a named id that is
+                // not a dead letter is a mistake.
+                Ok(0) if id.is_none() => {
+                    out!("0 broadcast(s) queued again: there are no dead letters");
+                    ExitCode::SUCCESS
+                }
                 Ok(0) => {
                     eprintln!("herald: no matching dead letter");
                     ExitCode::FAILURE

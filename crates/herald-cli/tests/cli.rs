@@ -70,6 +70,10 @@ fn operations_commands_against_a_running_server() {
     assert!(letters.contains("no dead letters"), "{letters}");
     let refused = run(&file, &["dead-letters", "retry"]);
     assert_eq!(refused.status.code(), Some(2), "an id or --all is required");
+    let nothing = run(&file, &["dead-letters", "retry", "--all"]);
+    assert!(nothing.status.success(), "retry --all with nothing to retry is done, like purge --all");
+    let unknown = run(&file, &["dead-letters", "retry", "no-such-broadcast"]);
+    assert_eq!(unknown.status.code(), Some(1), "a named id that is not a dead letter is a mistake");
 
     server.kill().expect("stopped");
     let _ = server.wait();
