@@ -57,7 +57,7 @@ fn serve(config: &Path, extra: &[&str], log: &Path) -> Started {
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         let line = line.trim().to_owned();
-        if let Some(rest) = line.strip_prefix("WebSocket  ws://0.0.0.0:") {
+        if let Some(rest) = line.strip_prefix("WebSocket  ws://127.0.0.1:") {
             port = rest.split('/').next().and_then(|p| p.parse().ok());
         }
         if let (Some(rest), Some(port)) = (line.strip_prefix("App        id "), port) {

@@ -36,20 +36,29 @@ pub fn banner(
     capacity: Capacity,
 ) -> String {
     use std::fmt::Write as _;
+    // A listener on all addresses is reached at localhost from this machine: print URLs one can open.
+    let shown = if address.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    };
     let shown_host =
         if address.ip().is_unspecified() { "localhost".to_owned() } else { address.ip().to_string() };
     let mut text = String::new();
     let _ = writeln!(text, "Herald {} is ready", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(text, "  WebSocket  ws://{address}/app/{{key}}");
-    let _ = writeln!(text, "  HTTP API   http://{address}/apps/{{id}}/events");
-    let _ = writeln!(text, "  Auth       http://{address}/broadcasting/auth (bearer tokens)");
+    let _ = writeln!(text, "  WebSocket  ws://{shown}/app/{{key}}");
+    if shown != address {
+        let _ = writeln!(text, "  Listening  {address} (every address of this machine)");
+    }
+    let _ = writeln!(text, "  HTTP API   http://{shown}/apps/{{id}}/events");
+    let _ = writeln!(text, "  Auth       http://{shown}/broadcasting/auth (bearer tokens)");
     let _ = writeln!(
         text,
-        "  Events     http://{address}/apps/{{id}}/domain-events (BROADCAST_CONNECTION={})",
+        "  Events     http://{shown}/apps/{{id}}/domain-events (BROADCAST_CONNECTION={})",
         config.notifications.driver.as_str()
     );
     let _ = writeln!(text, "  Database   {}", redact_url(&config.database.url));
-    let _ = writeln!(text, "  Health     http://{address}/up");
+    let _ = writeln!(text, "  Health     http://{shown}/up");
     let _ = writeln!(text, "  Admin      http://{admin}/metrics, http://{admin}/dashboard");
     match capacity.fd_limit {
         Some(limit) => {
@@ -66,7 +75,12 @@ pub fn banner(
     }
     if let Some(app) = config.apps.first() {
         let _ = writeln!(text, "\nLaravel Echo:");
-        let _ = writeln!(text, "  new Echo({{ broadcaster: 'pusher', key: '{}', cluster: 'mt1',", app.key);
+        let _ = writeln!(text, "  import Pusher from 'pusher-js'");
+        let _ = writeln!(
+            text,
+            "  new Echo({{ broadcaster: 'pusher', Pusher, key: '{}', cluster: 'mt1',",
+            app.key
+        );
         let _ = writeln!(
             text,
             "    wsHost: '{shown_host}', wsPort: {port}, wssPort: {port},",
