@@ -22,7 +22,7 @@ pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
 
 /// Key, id and secret of the development app used when none is configured.
-pub const DEV_APP: (&str, &str, &str) = ("app-id", "app-key", "app-secret");
+pub const DEV_APP: (&str, &str, &str) = ("1000001", "app-key", "app-secret");
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -621,6 +621,12 @@ fn compare_keys(given: &toml::Table, known: &toml::Table, at: &str, problems: &m
 mod tests {
     use super::*;
 
+    /// Pusher app ids are numeric, and the official Python SDK refuses any other.
+    #[test]
+    fn the_development_app_id_is_numeric() {
+        assert!(DEV_APP.0.bytes().all(|byte| byte.is_ascii_digit()), "{}", DEV_APP.0);
+    }
+
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
@@ -775,7 +781,7 @@ mod tests {
         assert_eq!(
             config.apps[0],
             AppConfig {
-                id: "app-id".into(),
+                id: "1000001".into(),
                 key: "app-key".into(),
                 secret: "app-secret".into(),
                 ..AppConfig::default()
