@@ -41,7 +41,26 @@ impl LocalPublish for HubPublisher {
 }
 
 /// Builds the notifier from the configuration: driver, settings, store.
-pub(crate) fn notifier(config: &Config, apps: &[Arc<App>], store: Store) -> anyhow::Result<Arc<Notifier>> {
+/// Whether the `pusher` driver's upstream is this very server (the Laravel `.env` copied into
+/// Herald's environment points `PUSHER_HOST`/`PUSHER_PORT` at Herald): forwarding would publish
+/// through Herald's own HTTP API, so the `herald` driver is used instead.
+fn upstream_is_self(host: &str, port: u16, listen: std::net::SocketAddr) -> bool {
+    if port != listen.port() {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified() || ip == listen.ip(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+pub(crate) fn notifier(
+    config: &Config,
+    apps: &[Arc<App>],
+    store: Store,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Arc<Notifier>> {
     use anyhow::Context as _;
     let settings = &config.notifications;
     let app = if settings.app_id.is_empty() {
@@ -51,8 +70,17 @@ pub(crate) fn notifier(config: &Config, apps: &[Arc<App>], store: Store) -> anyh
     }
     .context("notifications.app_id names no configured app")?
     .clone();
+    let (_, upstream_host, upstream_port) = settings.upstream.address();
     let driver = match settings.driver {
         DriverName::Herald => Driver::Herald(Arc::new(HubPublisher { app: app.clone() })),
+        DriverName::Pusher if upstream_is_self(&upstream_host, upstream_port, listen) => {
+            tracing::warn!(
+                upstream = %format!("{upstream_host}:{upstream_port}"),
+                "BROADCAST_CONNECTION=pusher points at this server itself (PUSHER_HOST/PUSHER_PORT, as in the \
+                 Laravel .env): delivering with the herald driver instead of forwarding to itself"
+            );
+            Driver::Herald(Arc::new(HubPublisher { app: app.clone() }))
+        }
         DriverName::Pusher => {
             let upstream = &settings.upstream;
             let (scheme, host, port) = upstream.address();

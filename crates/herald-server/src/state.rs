@@ -127,7 +127,7 @@ impl State {
             .map(|app| Arc::new(App::new(app.clone(), node, config.server.outbox_capacity)))
             .collect();
         let authorizer = Some(Authorizer::new(config, &apps)?);
-        let notifier = crate::notifications::notifier(config, &apps, store.clone())?;
+        let notifier = crate::notifications::notifier(config, &apps, store.clone(), addresses.0)?;
         Ok(State {
             server: config.server.clone(),
             by_id: apps.iter().map(|app| (app.config.id.clone(), app.clone())).collect(),

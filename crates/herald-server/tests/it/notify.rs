@@ -598,3 +598,24 @@ async fn an_unreachable_upstream_is_reported_without_the_signed_url() {
     assert!(letters[0].last_error.contains("upstream unreachable"), "{}", letters[0].last_error);
     assert!(!letters[0].last_error.contains("auth_signature"), "{}", letters[0].last_error);
 }
+
+/// The Laravel `.env` copied into Herald's environment: `BROADCAST_CONNECTION=pusher` with
+/// `PUSHER_HOST`/`PUSHER_PORT` pointing at Herald itself. Herald delivers with its own driver
+/// instead of forwarding to itself.
+#[tokio::test]
+async fn a_pusher_upstream_that_is_this_server_delivers_with_the_herald_driver() {
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let server = TestServer::with_config(|config| {
+        config.server.port = port;
+        pusher_driver(config, &port.to_string(), 1);
+        config.notifications.upstream.host = "localhost".into();
+    })
+    .await;
+    assert_eq!(server.state.notifier.driver().name(), "herald");
+    let mut client = listener(&server, "system-maintenance", "").await;
+    let event = json!({ "id": "self", "type": "system.maintenance", "data": { "maintenance_type": "started", "scheduled_for": "2026-12-01T02:00:00Z", "duration_minutes": 5, "affected_services": ["api"] } });
+    let (status, _) = server.ingest(&event).await;
+    assert_eq!(status, 202);
+    assert_eq!(client.recv().await["event"], "system.maintenance");
+}
