@@ -41,20 +41,6 @@ impl LocalPublish for HubPublisher {
 }
 
 /// Builds the notifier from the configuration: driver, settings, store.
-/// Whether the `pusher` driver's upstream is this very server (the Laravel `.env` copied into
-/// Herald's environment points `PUSHER_HOST`/`PUSHER_PORT` at Herald): forwarding would publish
-/// through Herald's own HTTP API, so the `herald` driver is used instead.
-fn upstream_is_self(host: &str, port: u16, listen: std::net::SocketAddr) -> bool {
-    if port != listen.port() {
-        return false;
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback() || ip.is_unspecified() || ip == listen.ip(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
 pub(crate) fn notifier(
     config: &Config,
     apps: &[Arc<App>],
@@ -70,12 +56,13 @@ pub(crate) fn notifier(
     }
     .context("notifications.app_id names no configured app")?
     .clone();
-    let (_, upstream_host, upstream_port) = settings.upstream.address();
     let driver = match settings.driver {
         DriverName::Herald => Driver::Herald(Arc::new(HubPublisher { app: app.clone() })),
-        DriverName::Pusher if upstream_is_self(&upstream_host, upstream_port, listen) => {
+        // Forwarding to itself would publish through its own HTTP API: deliver directly.
+        DriverName::Pusher if settings.upstream.is_server_at(listen) => {
+            let (_, host, port) = settings.upstream.address();
             tracing::warn!(
-                upstream = %format!("{upstream_host}:{upstream_port}"),
+                upstream = %format!("{host}:{port}"),
                 "BROADCAST_CONNECTION=pusher points at this server itself (PUSHER_HOST/PUSHER_PORT, as in the \
                  Laravel .env): delivering with the herald driver instead of forwarding to itself"
             );

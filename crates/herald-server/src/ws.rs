@@ -382,9 +382,8 @@ impl Session {
     }
 
     /// Counts one inbound message; false when the connection is over `max_messages_per_second`.
-    fn admit_message(&mut self) -> bool {
+    fn admit_message(&mut self, now: Instant) -> bool {
         let limit = self.app.config.limits.max_messages_per_second;
-        let now = Instant::now();
         let (window_start, count) = &mut self.messages_window;
         if now.duration_since(*window_start) >= Duration::from_secs(1) {
             *window_start = now;
@@ -429,9 +428,10 @@ impl Session {
     /// Handles one frame from the client.
     async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Handled {
         self.app.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.last_seen = Instant::now();
+        let now = Instant::now();
+        self.last_seen = now;
         self.ping_sent = None;
-        if !self.admit_message() {
+        if !self.admit_message(now) {
             let limit = self.app.config.limits.max_messages_per_second;
             let reason = format!("more than {limit} messages per second");
             return Err(Next::CloseBecause(CloseCode::OverCapacity, reason));
@@ -702,14 +702,13 @@ fn close_code_from(code: u16) -> CloseCode {
 /// The RFC 6455 close code for a frame the client got wrong; `None` when the socket just failed
 /// (reset, closed) and there is nobody to tell.
 fn violation(error: axum::Error) -> Option<CloseCode> {
-    use tungstenite::error::{CapacityError, ProtocolError};
+    use tungstenite::error::ProtocolError;
     let error = error.into_inner();
     let Some(error) = error.downcast_ref::<tungstenite::Error>() else {
         debug!(?error, "socket read failed");
         return None;
     };
     match error {
-        tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCode::MessageTooBig),
         tungstenite::Error::Capacity(_) => Some(CloseCode::MessageTooBig),
         tungstenite::Error::Utf8(_) => Some(CloseCode::InvalidPayload),
         tungstenite::Error::Protocol(

@@ -126,10 +126,17 @@ fn check_env(target: &Target, style: &Style) -> bool {
         }
     }
     if config.notifications.driver == DriverName::Pusher {
-        let (_, host, port) = config.notifications.upstream.address();
-        let own_port = config.server.port;
-        if (host == "127.0.0.1" || host == "localhost") && port == own_port {
-            note(true, format!("BROADCAST_CONNECTION=pusher forwards to {host}:{port}, which is this server itself: use herald"));
+        let upstream = &config.notifications.upstream;
+        let own_ip = config.server.host.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        if upstream.is_server_at(std::net::SocketAddr::new(own_ip, config.server.port)) {
+            let (_, host, port) = upstream.address();
+            note(
+                false,
+                format!(
+                    "BROADCAST_CONNECTION=pusher points at {host}:{port}, which is this server itself: it delivers \
+                     with the herald driver instead; set BROADCAST_CONNECTION=herald to say so"
+                ),
+            );
         }
     } else if env.var("PUSHER_HOST").is_some() {
         note(false, "PUSHER_HOST is set but BROADCAST_CONNECTION is not pusher: Herald ignores it (it is for Laravel's side)".into());

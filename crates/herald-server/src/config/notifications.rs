@@ -120,6 +120,21 @@ impl UpstreamConfig {
         };
         (self.scheme.clone(), host, port)
     }
+
+    /// Whether this upstream is the server listening on `listen` itself (the Laravel `.env`
+    /// copied into Herald's environment points `PUSHER_HOST`/`PUSHER_PORT` at Herald): a loopback,
+    /// unspecified or the listener's own address, on the listener's port.
+    pub fn is_server_at(&self, listen: std::net::SocketAddr) -> bool {
+        let (_, host, port) = self.address();
+        if port != listen.port() {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.is_loopback() || ip.is_unspecified() || ip == listen.ip(),
+            Err(_) => host.eq_ignore_ascii_case("localhost"),
+        }
+    }
 }
 
 pub(crate) fn validate(config: &NotificationsConfig, app_ids: &[&str], problems: &mut Vec<String>) {
@@ -151,5 +166,27 @@ pub(crate) fn validate(config: &NotificationsConfig, app_ids: &[&str], problems:
             "notifications.upstream.scheme: {:?} must be http or https (PUSHER_SCHEME)",
             config.upstream.scheme
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_on_this_servers_port_and_a_local_address_is_the_server_itself() {
+        let listen: std::net::SocketAddr = "0.0.0.0:6001".parse().expect("address");
+        let upstream = |host: &str, port: u16| UpstreamConfig {
+            host: host.into(),
+            port,
+            scheme: "http".into(),
+            ..UpstreamConfig::default()
+        };
+        for host in ["127.0.0.1", "localhost", "LOCALHOST", "[::1]", "0.0.0.0"] {
+            assert!(upstream(host, 6001).is_server_at(listen), "{host}");
+        }
+        assert!(!upstream("127.0.0.1", 6002).is_server_at(listen), "another port");
+        assert!(!upstream("pusher.example", 6001).is_server_at(listen), "another host");
+        assert!(!upstream("", 0).is_server_at(listen), "hosted Pusher");
     }
 }
