@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::herald;
 
@@ -51,24 +49,8 @@ fn serve(config: &Path, extra: &[&str], log: &Path) -> Started {
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("herald starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut port = None;
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let line = line.trim().to_owned();
-        if let Some(rest) = line.strip_prefix("WebSocket  ws://127.0.0.1:") {
-            port = rest.split('/').next().and_then(|p| p.parse().ok());
-        }
-        if let (Some(rest), Some(port)) = (line.strip_prefix("App        id "), port) {
-            let key = rest.split("key \"").nth(1).and_then(|rest| rest.split('"').next()).expect("key");
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Started { child, port, key: key.to_owned() };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("no banner within 20 s: {}", std::fs::read_to_string(log).unwrap_or_default());
+    let banner = common::read_banner(&mut child);
+    Started { child, port: banner.port, key: banner.key }
 }
 
 fn stop(mut started: Started) {

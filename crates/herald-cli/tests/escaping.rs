@@ -83,7 +83,7 @@ async fn control_characters_from_an_upstream_are_escaped_in_the_cli_and_the_log(
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("herald starts");
-    let (port, admin) = common::read_banner(&mut server);
+    let common::Banner { port, admin, .. } = common::read_banner(&mut server);
     let file = config(dir.path(), port, admin, upstream);
     assert_eq!(ingest(port).await, 202);
 

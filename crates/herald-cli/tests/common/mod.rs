@@ -27,27 +27,37 @@ pub fn start_with_admin(config: &Path) -> (Child, u16, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("herald starts");
-    let (port, admin) = read_banner(&mut child);
-    (child, port, admin)
+    let banner = read_banner(&mut child);
+    (child, banner.port, banner.admin)
 }
 
-/// Reads the banner of a `herald serve` started with a piped stdout on 127.0.0.1: the API port
-/// and the admin port (the rest of stdout is drained in the background).
-pub fn read_banner(child: &mut Child) -> (u16, u16) {
+/// What the start-up banner of a server on 127.0.0.1 says.
+pub struct Banner {
+    pub port: u16,
+    pub admin: u16,
+    /// The first app's key.
+    pub key: String,
+}
+
+/// Reads the banner of a `herald serve` started with a piped stdout on 127.0.0.1 (or on every
+/// address, which the banner shows as 127.0.0.1); the rest of stdout is drained in the background.
+pub fn read_banner(child: &mut Child) -> Banner {
     let stdout = child.stdout.take().expect("stdout piped");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut port = None;
+    let (mut port, mut admin) = (None, None);
+    let after = |line: &str, prefix: &str| -> Option<u16> {
+        line.strip_prefix(prefix)?.split('/').next()?.parse().ok()
+    };
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         let line = line.trim().to_owned();
-        if let Some(rest) = line.strip_prefix("WebSocket  ws://127.0.0.1:") {
-            port = rest.split('/').next().and_then(|p| p.parse().ok());
-        }
-        if let (Some(rest), Some(port)) = (line.strip_prefix("Admin      http://127.0.0.1:"), port) {
-            let admin = rest.split('/').next().and_then(|p| p.parse().ok()).expect("admin port");
+        port = port.or_else(|| after(&line, "WebSocket  ws://127.0.0.1:"));
+        admin = admin.or_else(|| after(&line, "Admin      http://127.0.0.1:"));
+        if let (Some(rest), Some(port), Some(admin)) = (line.strip_prefix("App        id "), port, admin) {
+            let key = rest.split("key \"").nth(1).and_then(|rest| rest.split('"').next()).expect("key");
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (port, admin);
+            return Banner { port, admin, key: key.to_owned() };
         }
     }
     let _ = child.kill();
