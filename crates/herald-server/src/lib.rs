@@ -52,11 +52,15 @@ pub fn banner(
     }
     let _ = writeln!(text, "  HTTP API   http://{shown}/apps/{{id}}/events");
     let _ = writeln!(text, "  Auth       http://{shown}/broadcasting/auth (bearer tokens)");
-    let _ = writeln!(
-        text,
-        "  Events     http://{shown}/apps/{{id}}/domain-events (BROADCAST_CONNECTION={})",
-        config.notifications.driver.as_str()
-    );
+    let notifications = &config.notifications;
+    let driver = if notifications.driver == config::DriverName::Pusher
+        && notifications.upstream.is_server_at(address)
+    {
+        "herald: the pusher upstream is this server".to_owned()
+    } else {
+        format!("BROADCAST_CONNECTION={}", notifications.driver.as_str())
+    };
+    let _ = writeln!(text, "  Events     http://{shown}/apps/{{id}}/domain-events ({driver})");
     let _ = writeln!(text, "  Database   {}", redact_url(&config.database.url));
     let _ = writeln!(text, "  Health     http://{shown}/up");
     let _ = writeln!(text, "  Admin      http://{admin}/metrics, http://{admin}/dashboard");
