@@ -22,6 +22,11 @@ use Herald\HeraldException;
 use Herald\NetworkException;
 
 error_reporting(E_ALL);
+
+// libcurl honours these: requests to the test server on 127.0.0.1 must not go to a proxy.
+foreach (['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'] as $proxy) {
+    putenv($proxy);
+}
 set_error_handler(static function (int $severity, string $message, string $file, int $line): bool {
     throw new ErrorException($message, 0, $severity, $file, $line);
 });
