@@ -28,6 +28,7 @@ macro_rules! out_inline {
 
 mod ops;
 mod records;
+mod runtime;
 
 /// Runs a command's future on a small runtime.
 fn block_on(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
@@ -206,8 +207,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(provisioned) = &provisioned {
             log_provisioned(provisioned);
         }
-        println!("{}", banner(&loaded.config, app.address(), app.admin_address(), app.capacity()));
-        app.run(shutdown_signal()).await
+        // The tools find this server through the runtime file; it goes when the server stops.
+        let runtime_file = match runtime::write(&loaded, app.address(), app.admin_address()) {
+            Ok(guard) => Some(guard),
+            Err(error) => {
+                tracing::warn!("cannot write the runtime file the herald tools read: {error}");
+                None
+            }
+        };
+        if let Some(guard) = &runtime_file {
+            tracing::debug!(file = %guard.path().display(), "runtime file written");
+        }
+        out!("{}", banner(&loaded.config, app.address(), app.admin_address(), app.capacity()));
+        let result = app.run(shutdown_signal()).await;
+        drop(runtime_file);
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -267,7 +281,7 @@ fn token(args: TokenArgs) -> ExitCode {
         args.ttl,
     ) {
         Ok(token) => {
-            println!("{token}");
+            out!("{token}");
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -34,9 +34,9 @@ fn text(output: &Output) -> String {
 #[test]
 fn operations_commands_against_a_running_server() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // Start on free ports, then point the tools at them through the same config file.
-    let (mut server, port, admin) = start_with_admin(&config(dir.path(), 0, 0));
-    let file = config(dir.path(), port, admin);
+    // Started on free ports: the tools find them in the runtime file beside the database.
+    let file = config(dir.path(), 0, 0);
+    let (mut server, _port, _admin) = start_with_admin(&file);
 
     let status = run(&file, &["status", "--json", "--check-deps"]);
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
@@ -80,6 +80,88 @@ fn operations_commands_against_a_running_server() {
     let down = run(&file, &["status"]);
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("is `herald serve` running?"));
+}
+
+/// `herald serve --dev --port 0` in a directory, as a newcomer runs it; the tools, run in the
+/// same directory with no flags, find it (its ports and its development credentials) through the
+/// runtime file, which goes when the server stops.
+#[test]
+fn the_tools_find_a_running_server_without_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tool = |args: &[&str]| {
+        let mut command = herald();
+        for name in ["HERALD_CONFIG", "DATABASE_URL", "HERALD_JWT_SECRET", "PUSHER_APP_ID", "PUSHER_APP_KEY"]
+        {
+            command.env_remove(name);
+        }
+        command.args(args).current_dir(dir.path()).env("NO_COLOR", "1");
+        command
+    };
+    let mut server = tool(&["serve", "--dev", "--port", "0"])
+        .env("HERALD_ADMIN__PORT", "0")
+        .env("HERALD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("herald starts");
+    let banner = common::read_banner(&mut server);
+    let runtime = dir.path().join("herald-runtime.json");
+    let document: Value =
+        serde_json::from_slice(&std::fs::read(&runtime).expect("runtime file")).expect("json");
+    assert_eq!(document["url"], format!("http://127.0.0.1:{}", banner.port));
+    assert_eq!(document["admin_url"], format!("http://127.0.0.1:{}", banner.admin));
+    assert_eq!(document["pid"], server.id());
+    assert_eq!(document["development"], true);
+
+    let status = tool(&["status", "--json"]).output().expect("runs");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let debug = tool(&["debug", "--test-connection"]).output().expect("runs");
+    let report = text(&debug);
+    assert!(debug.status.success(), "{report}");
+    assert!(report.contains("found through ./herald-runtime.json"), "{report}");
+    let broadcast = tool(&["test-broadcast", "--count", "1"]).output().expect("runs");
+    assert!(broadcast.status.success(), "with the development credentials: {}", text(&broadcast));
+    // --url alone, naming the same server: the admin URL still comes from the runtime file.
+    let url = format!("http://127.0.0.1:{}", banner.port);
+    let named = tool(&["status", "--url", &url]).output().expect("runs");
+    assert!(named.status.success(), "{}", String::from_utf8_lossy(&named.stderr));
+
+    let stopped =
+        std::process::Command::new("kill").arg(server.id().to_string()).status().expect("kill runs");
+    assert!(stopped.success());
+    assert!(server.wait().expect("exits").success(), "SIGTERM is a clean stop");
+    assert!(!runtime.exists(), "the runtime file goes with the server");
+    let down = tool(&["status"]).output().expect("runs");
+    assert_eq!(down.status.code(), Some(1));
+}
+
+/// A server whose stdout is closed (a supervisor that stopped reading, `herald serve | head -1`)
+/// keeps serving: the banner is best effort, never a panic.
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = config(dir.path(), 0, 0);
+    let mut server = herald()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("HERALD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("herald starts");
+    drop(server.stdout.take());
+    let runtime = dir.path().join("herald-runtime.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !runtime.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(runtime.exists(), "the server started");
+    // The banner comes after the runtime file: give the failed write its moment, then ask.
+    let status = run(&file, &["status", "--json"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(server.try_wait().expect("waits").is_none(), "still running after the banner failed to print");
+    server.kill().expect("stopped");
+    let _ = server.wait();
 }
 
 #[test]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::error;
 
-use crate::admin::authorize;
+use crate::admin::{authorize, snapshot};
 use crate::error::ApiError;
 use crate::guard::{self, session_of, ClientAddress};
 use crate::state::SharedState;
@@ -38,6 +38,10 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; s
 /// Where the page's markup takes the sign-out button and the login form its message.
 const LOGOUT_SLOT: &str = "<!--logout-->";
 const ERROR_SLOT: &str = "<!--error-->";
+/// Where the page takes the status snapshot it paints first.
+const SNAPSHOT_SLOT: &str = "<!--snapshot-->";
+/// How long the page may wait for the snapshot before it goes without (the stream brings it).
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOGOUT_FORM: &str = "<form method=\"post\" action=\"/dashboard/logout\" class=\"logout\">\
      <button type=\"submit\" class=\"quiet\">Sign out</button></form>";
 
@@ -83,7 +87,19 @@ async fn page(State(state): State<SharedState>, headers: HeaderMap) -> Response 
         return login_form(ended.then_some("Your session has ended: sign in again."));
     }
     let logout = if state.admin.requires_sign_in() { LOGOUT_FORM } else { "" };
-    document(StatusCode::OK, "text/html; charset=utf-8", INDEX.replace(LOGOUT_SLOT, logout))
+    let snapshot = match tokio::time::timeout(SNAPSHOT_TIMEOUT, snapshot(&state, false)).await {
+        Ok(status) => snapshot_block(&status),
+        Err(_) => String::new(),
+    };
+    let page = INDEX.replace(LOGOUT_SLOT, logout).replace(SNAPSHOT_SLOT, &snapshot);
+    document(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// The status as a JSON data block the page reads (`type="application/json"` is never run, so
+/// the script policy allows it). `<` is escaped, so no value can close the element.
+fn snapshot_block(status: &Value) -> String {
+    let json = status.to_string().replace('<', "\\u003c");
+    format!("<script type=\"application/json\" id=\"snapshot\">{json}</script>")
 }
 
 /// The login form (401), with a fixed message (never text from the request).
@@ -384,6 +400,17 @@ mod tests {
             assert!(!asset.contains("http://") && !asset.contains("https://"), "external reference");
             assert!(!asset.contains(" style=\""), "inline styles are refused by the policy");
         }
-        assert!(INDEX.contains(LOGOUT_SLOT) && LOGIN.contains(ERROR_SLOT));
+        assert!(INDEX.contains(LOGOUT_SLOT) && LOGIN.contains(ERROR_SLOT) && INDEX.contains(SNAPSHOT_SLOT));
+    }
+
+    #[test]
+    fn no_value_in_the_snapshot_can_close_its_element() {
+        let block = snapshot_block(&json!({ "error": "</script><script>alert(1)</script><!--" }));
+        assert_eq!(block.matches("</script>").count(), 1, "{block}");
+        assert!(!block.contains("<!--"), "{block}");
+        let json = block.trim_start_matches("<script type=\"application/json\" id=\"snapshot\">");
+        let json = json.trim_end_matches("</script>");
+        let value: Value = serde_json::from_str(json).expect("still JSON");
+        assert_eq!(value["error"], "</script><script>alert(1)</script><!--");
     }
 }

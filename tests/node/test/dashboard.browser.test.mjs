@@ -138,3 +138,22 @@ test('the dashboard shows live deliveries and recovers by itself after a server 
   await page.screenshot({ path: join(repo, 'test-artifacts/dashboard.png'), fullPage: true });
   client.disconnect();
 });
+
+test('the first paint shows the status before the stream says anything', { skip }, async () => {
+  const context = await browser.newContext();
+  const first = await context.newPage();
+  first.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
+  // The stream never answers: whatever the page shows came with the page itself.
+  await first.route('**/admin/api/stream', () => {});
+  try {
+    await first.goto(`http://127.0.0.1:${server.adminPort}/dashboard`);
+    await first.waitForSelector('#apps tr[data-app="main-app"]', { timeout: 5000, state: 'attached' });
+    await first.waitForSelector('#queue tr[data-lane="critical-broadcasts"]', { timeout: 5000, state: 'attached' });
+    assert.match(await first.textContent('#driver'), /herald/);
+    assert.match(await first.textContent('#version'), /^v\d/);
+    assert.equal(await first.textContent('#connection'), 'connecting…', 'the stream is still to come');
+    assert.deepEqual(logs.filter((line) => line.startsWith('pageerror')), [], diagnostics());
+  } finally {
+    await context.close();
+  }
+});

@@ -190,6 +190,16 @@ fn check_env(target: &Target, style: &Style) -> bool {
 
 async fn test_connection(target: &Target, style: &Style) -> bool {
     out!("{}", style.bold("Connection"));
+    match target.found_through() {
+        Some(file) => out!("  server {} and admin {}, found through {file}", target.http, target.admin),
+        None => out!(
+            "  server {} and admin {}, from the configuration (no running server's {} in {})",
+            target.http,
+            target.admin,
+            crate::runtime::RUNTIME_FILE,
+            target.loaded.data_dir().display()
+        ),
+    }
     let url = target.ws_url();
     let mut socket = match Socket::connect(&url).await {
         Ok(socket) => socket,

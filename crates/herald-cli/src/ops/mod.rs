@@ -14,22 +14,26 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
 use herald_server::config::AppConfig;
 use herald_server::{Config, Loaded, Overrides, ProcessEnv};
+
+use crate::runtime::{self, Running};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Where the server is and who to be, from the configuration (and flags).
+/// Where the server is and who to be: the runtime file of a running `herald serve` (beside its
+/// database), the configuration, and flags, the flags winning.
 #[derive(Debug, clap::Args)]
 pub(crate) struct TargetArgs {
     /// TOML configuration file [env: HERALD_CONFIG]
     #[arg(long, value_name = "FILE", global = true)]
     pub(crate) config: Option<PathBuf>,
-    /// Server URL [default: http://127.0.0.1:<server.port>]
+    /// Server URL [default: the running server's, from herald-runtime.json beside the database; else http://127.0.0.1:<server.port>]
     #[arg(long, value_name = "URL", global = true)]
     pub(crate) url: Option<String>,
-    /// Admin URL [default: http://127.0.0.1:<admin.port>]
+    /// Admin URL [default: the running server's, from herald-runtime.json; else the --url host with <admin.port>]
     #[arg(long, value_name = "URL", global = true)]
     pub(crate) admin_url: Option<String>,
-    /// The server runs in development mode (`herald serve --dev`): use the public development credentials
+    /// The server runs in development mode (`herald serve --dev`): use the public development
+    /// credentials [default: as the runtime file says]
     #[arg(long, global = true)]
     pub(crate) dev: bool,
 }
@@ -43,6 +47,8 @@ pub(crate) struct Target {
     pub(crate) admin: String,
     pub(crate) app: AppConfig,
     pub(crate) http_client: reqwest::Client,
+    /// The runtime file the server was found through, if any.
+    pub(crate) running: Option<Running>,
 }
 
 fn local(host: &str) -> &str {
@@ -55,19 +61,39 @@ fn local(host: &str) -> &str {
 
 impl Target {
     pub(crate) fn load(args: &TargetArgs) -> Result<Target, String> {
-        let overrides =
+        let mut overrides =
             Overrides { config_file: args.config.clone(), development: args.dev, ..Overrides::default() };
-        let (loaded, _) =
-            Config::load_provisioned(&ProcessEnv, &overrides).map_err(|error| error.to_string())?;
+        let load = |overrides: &Overrides| {
+            Config::load_provisioned(&ProcessEnv, overrides)
+                .map(|(loaded, _)| loaded)
+                .map_err(|e| e.to_string())
+        };
+        let mut loaded = load(&overrides)?;
+        let running = runtime::read(&loaded);
+        if running.as_ref().is_some_and(|running| running.development) && !overrides.development {
+            // The server runs with the development credentials: so do the tools.
+            overrides.development = true;
+            loaded = load(&overrides)?;
+        }
         let config = &loaded.config;
-        let http = args
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}:{}", local(&config.server.host), config.server.port));
-        let admin = args
-            .admin_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}:{}", local(&config.admin.host), config.admin.port));
+        // A flag wins; then the running server's own word; then the configuration.
+        let (http, admin) = match (&args.url, &running) {
+            (Some(url), Some(running)) if same_url(url, &running.url) => {
+                (url.clone(), args.admin_url.clone().unwrap_or_else(|| running.admin_url.clone()))
+            }
+            (Some(url), _) => {
+                (url.clone(), args.admin_url.clone().unwrap_or_else(|| with_port(url, config.admin.port)))
+            }
+            (None, Some(running)) => {
+                (running.url.clone(), args.admin_url.clone().unwrap_or_else(|| running.admin_url.clone()))
+            }
+            (None, None) => (
+                format!("http://{}:{}", local(&config.server.host), config.server.port),
+                args.admin_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}:{}", local(&config.admin.host), config.admin.port)),
+            ),
+        };
         let app = if config.notifications.app_id.is_empty() {
             config.apps.first()
         } else {
@@ -86,7 +112,13 @@ impl Target {
             admin: admin.trim_end_matches('/').to_owned(),
             app,
             http_client,
+            running,
         })
+    }
+
+    /// Where the tools found the server, for the reports: `./herald-runtime.json (pid 123)`.
+    pub(crate) fn found_through(&self) -> Option<String> {
+        self.running.as_ref().map(|running| format!("{} (pid {})", running.path.display(), running.pid))
     }
 
     pub(crate) fn ws_url(&self) -> String {
@@ -147,6 +179,21 @@ impl Target {
         )
         .map_err(|error| error.to_string())
     }
+}
+
+/// The same listener, give or take a trailing slash.
+fn same_url(left: &str, right: &str) -> bool {
+    left.trim_end_matches('/') == right.trim_end_matches('/')
+}
+
+/// `url`'s scheme and host with another port: the admin listener of a server given by `--url`.
+fn with_port(url: &str, port: u16) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else { return format!("http://127.0.0.1:{port}") };
+    if parsed.set_port(Some(port)).is_err() {
+        return format!("http://127.0.0.1:{port}");
+    }
+    parsed.set_path("");
+    parsed.to_string().trim_end_matches('/').to_owned()
 }
 
 pub(crate) fn unreachable(url: &str, error: &reqwest::Error) -> String {

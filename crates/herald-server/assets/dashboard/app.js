@@ -371,4 +371,14 @@ $('test-form').addEventListener('submit', async (event) => {
   }
 });
 
+// The page arrives with the status as the server saw it (a JSON data block, never run): the first
+// paint shows it at once, and the stream takes over from there.
+const initial = document.getElementById('snapshot');
+if (initial) {
+  try {
+    renderStatus(JSON.parse(initial.textContent));
+  } catch {
+    // A page without a usable snapshot waits for the stream's first status.
+  }
+}
 open();

@@ -96,15 +96,25 @@ pub fn provision(loaded: &mut Loaded) -> Result<Option<Provisioned>, ConfigError
 
 /// `herald-secrets.toml` in the directory of the SQLite database file.
 fn credentials_path(url: &str) -> Result<PathBuf, String> {
-    let Some(rest) = url.strip_prefix("sqlite:") else {
-        return Err("Herald generates and stores credentials only beside a SQLite database".into());
-    };
+    match sqlite_dir(url) {
+        Some(directory) => Ok(directory.join(CREDENTIALS_FILE)),
+        None if url.starts_with("sqlite:") => {
+            Err("an in-memory database cannot keep generated credentials".into())
+        }
+        None => Err("Herald generates and stores credentials only beside a SQLite database".into()),
+    }
+}
+
+/// The directory of a SQLite database file (`.` for a bare file name); `None` for an in-memory
+/// database or another engine.
+pub fn sqlite_dir(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
     let file = rest.trim_start_matches("//").split('?').next().unwrap_or_default();
     if file.is_empty() || file == ":memory:" {
-        return Err("an in-memory database cannot keep generated credentials".into());
+        return None;
     }
     let directory = Path::new(file).parent().filter(|dir| !dir.as_os_str().is_empty());
-    Ok(directory.unwrap_or(Path::new(".")).join(CREDENTIALS_FILE))
+    Some(directory.unwrap_or(Path::new(".")).to_path_buf())
 }
 
 fn load_or_create(path: &Path) -> Result<(Stored, bool), String> {

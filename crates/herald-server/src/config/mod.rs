@@ -17,7 +17,7 @@ mod describe;
 mod notifications;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
-pub use credentials::{is_loopback_host, provision, Provisioned, CREDENTIALS_FILE};
+pub use credentials::{is_loopback_host, provision, sqlite_dir, Provisioned, CREDENTIALS_FILE};
 pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
 
@@ -237,6 +237,25 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
     /// Where generated credentials came from (`credentials::provision`), if they are in use.
     pub credentials_file: Option<PathBuf>,
+}
+
+impl Loaded {
+    /// Where Herald keeps its own files (generated credentials, the runtime file that the tools
+    /// read): the SQLite database's directory, else the configuration file's, else the working
+    /// directory.
+    pub fn data_dir(&self) -> PathBuf {
+        sqlite_dir(&self.config.database.url)
+            .or_else(|| {
+                let file = self.file.as_deref()?;
+                Some(
+                    file.parent()
+                        .filter(|dir| !dir.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."))
+                        .to_path_buf(),
+                )
+            })
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
 }
 
 /// Command-line overrides, applied last.
