@@ -175,14 +175,18 @@ fn every_command_has_complete_help() {
 }
 
 #[test]
-fn bad_configuration_exits_64_naming_the_key() {
+fn bad_configuration_exits_64_naming_every_bad_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[server]\nprot = 1\n[auth]\nalgorithm = \"HS512\"\n").expect("written");
+    std::fs::write(&file, "[server]\nprot = 1\nport = \"x\"\n[auth]\nalgorithm = \"HS512\"\n")
+        .expect("written");
     let output = herald().args(["serve", "--config"]).arg(&file).output().expect("runs");
     assert_eq!(output.status.code(), Some(64));
     let message = String::from_utf8_lossy(&output.stderr);
-    assert!(message.contains("server.prot: unknown key"), "{message}");
+    // An unknown key, a value of the wrong type and a value out of the allowed set: all three.
+    for key in ["server.prot: unknown key", "server.port:", "auth.algorithm:"] {
+        assert!(message.contains(key), "{key} in {message}");
+    }
 }
 
 #[test]

@@ -386,19 +386,12 @@ impl Config {
         env: &dyn EnvSource,
         mut problems: Vec<String>,
     ) -> Result<(Config, Vec<String>), ConfigError> {
-        unknown_keys(&tree, &mut problems);
+        let mut tree = toml::Value::Table(tree);
+        if let toml::Value::Table(table) = &mut tree {
+            unknown_keys(table, &mut problems);
+        }
         let warnings = Vec::new();
-        let config: Option<Config> = match serde_path_to_error::deserialize(toml::Value::Table(tree)) {
-            Ok(config) => Some(config),
-            Err(error) => {
-                let error: serde_path_to_error::Error<toml::de::Error> = error;
-                if problems.is_empty() {
-                    problems.push(format!("{}: {}", error.path(), error.inner().message().trim()));
-                }
-                None
-            }
-        };
-        let Some(mut config) = config else {
+        let Some(mut config) = deserialize_every_problem(tree, &mut problems) else {
             return Err(ConfigError { problems });
         };
         apply_pusher_env(&mut config, env, &mut problems);
@@ -597,43 +590,102 @@ fn apply_pusher_env(config: &mut Config, env: &dyn EnvSource, problems: &mut Vec
     }
 }
 
-/// Reports every key of `tree` that the configuration does not have, by comparing with the
-/// defaults serialized (so the list of keys can never drift from the structs).
-fn unknown_keys(tree: &toml::Table, problems: &mut Vec<String>) {
-    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
-    let app_defaults = toml::Table::try_from(AppConfig::default()).expect("defaults serialize");
-    for (key, value) in tree {
-        match (key.as_str(), value) {
-            ("apps", toml::Value::Array(apps)) => {
-                for (index, app) in apps.iter().enumerate() {
-                    if let toml::Value::Table(app) = app {
-                        compare_keys(app, &app_defaults, &format!("apps[{index}]"), problems);
-                    }
+/// The most values `deserialize_every_problem` reports before it gives up.
+const MAX_VALUE_PROBLEMS: usize = 100;
+
+/// Deserializes the tree, reporting every value of the wrong type or out of range, not just the
+/// first: each bad value is reported, taken out (its default applies) and the rest read again.
+/// `None` when any problem was found, also the unknown keys already in `problems`.
+fn deserialize_every_problem(mut tree: toml::Value, problems: &mut Vec<String>) -> Option<Config> {
+    for _ in 0..MAX_VALUE_PROBLEMS {
+        match serde_path_to_error::deserialize::<_, Config>(tree.clone()) {
+            Ok(config) => return problems.is_empty().then_some(config),
+            Err(error) => {
+                let error: serde_path_to_error::Error<toml::de::Error> = error;
+                problems.push(format!("{}: {}", error.path(), error.inner().message().trim()));
+                if !remove_path(&mut tree, error.path()) {
+                    return None;
                 }
             }
-            ("apps", _) | ("policies", _) => {}
-            (key, toml::Value::Table(section)) => match defaults.get(key) {
-                Some(toml::Value::Table(known)) => compare_keys(section, known, key, problems),
-                _ => problems.push(format!("{key}: unknown key")),
-            },
-            (key, _) if !defaults.contains_key(key) => problems.push(format!("{key}: unknown key")),
-            _ => {}
         }
+    }
+    None
+}
+
+/// Takes the value at `path` out of the tree; false when there is nothing there to take.
+fn remove_path(tree: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else { return false };
+    let mut node = tree;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, toml::Value::Table(table)) => match table.get_mut(key) {
+                Some(child) => child,
+                None => return false,
+            },
+            (Segment::Seq { index }, toml::Value::Array(items)) => match items.get_mut(*index) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, toml::Value::Table(table)) => table.remove(key).is_some(),
+        // An element of a list cannot default on its own: the list goes.
+        _ => false,
     }
 }
 
-fn compare_keys(given: &toml::Table, known: &toml::Table, at: &str, problems: &mut Vec<String>) {
-    for (key, value) in given {
-        match known.get(key) {
-            None => problems.push(format!("{at}.{key}: unknown key")),
-            Some(toml::Value::Table(inner)) => {
-                if let toml::Value::Table(value) = value {
-                    compare_keys(value, inner, &format!("{at}.{key}"), problems);
+/// Reports every key of `tree` that the configuration does not have, by comparing with the
+/// defaults serialized (so the list of keys can never drift from the structs), and takes them
+/// out, so that the values around them are still checked.
+fn unknown_keys(tree: &mut toml::Table, problems: &mut Vec<String>) {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    let app_defaults = toml::Table::try_from(AppConfig::default()).expect("defaults serialize");
+    tree.retain(|key, value| match (key, value) {
+        ("apps", toml::Value::Array(apps)) => {
+            for (index, app) in apps.iter_mut().enumerate() {
+                if let toml::Value::Table(app) = app {
+                    compare_keys(app, &app_defaults, &format!("apps[{index}]"), problems);
                 }
             }
-            Some(_) => {}
+            true
         }
-    }
+        ("apps", _) | ("policies", _) => true,
+        (key, toml::Value::Table(section)) => match defaults.get(key) {
+            Some(toml::Value::Table(known)) => {
+                compare_keys(section, known, key, problems);
+                true
+            }
+            _ => {
+                problems.push(format!("{key}: unknown key"));
+                false
+            }
+        },
+        (key, _) if !defaults.contains_key(key) => {
+            problems.push(format!("{key}: unknown key"));
+            false
+        }
+        _ => true,
+    });
+}
+
+fn compare_keys(given: &mut toml::Table, known: &toml::Table, at: &str, problems: &mut Vec<String>) {
+    given.retain(|key, value| match known.get(key) {
+        None => {
+            problems.push(format!("{at}.{key}: unknown key"));
+            false
+        }
+        Some(toml::Value::Table(inner)) => {
+            if let toml::Value::Table(value) = value {
+                compare_keys(value, inner, &format!("{at}.{key}"), problems);
+            }
+            true
+        }
+        Some(_) => true,
+    });
 }
 
 #[cfg(test)]
@@ -728,6 +780,21 @@ mod tests {
         ]);
         let loaded = Config::load(&vars, &Overrides::default()).expect("loads");
         assert_eq!(loaded.config.server.port, 7001);
+    }
+
+    #[test]
+    fn every_bad_value_is_named_with_the_unknown_keys() {
+        let error = Config::from_toml(
+            "[server]\nprot = 1\nport = \"x\"\n[auth]\nalgorithm = \"HS512\"\nleeway_secs = -1\n\
+             [[apps]]\nid = 'a'\nkey = 'b'\nsecret = 'c'\nenabled = 'yes'\n",
+        )
+        .expect_err("bad values");
+        let keys: Vec<&str> =
+            error.problems.iter().map(|problem| problem.split(':').next().unwrap_or_default()).collect();
+        assert_eq!(
+            keys,
+            ["server.prot", "apps[0].enabled", "auth.algorithm", "auth.leeway_secs", "server.port"]
+        );
     }
 
     #[test]
