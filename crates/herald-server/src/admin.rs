@@ -4,26 +4,19 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::error::ApiError;
 use crate::state::SharedState;
 
 /// Routes of the admin listener, behind `guard::guard` (Host allow-list, sign-in throttle). The
 /// listener (`listener::serve`) gives every request its peer address (`ConnectInfo`) for the
 /// throttle.
 pub(crate) fn router(state: SharedState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/up", get(up))
-        .route("/live", get(live))
-        .route("/admin/api/status", get(status))
-        .merge(crate::dashboard::routes())
+    crate::routes::admin_router(&state)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
@@ -31,7 +24,7 @@ pub(crate) fn router(state: SharedState) -> Router {
 
 pub(crate) use crate::guard::authorize;
 
-async fn metrics(State(state): State<SharedState>) -> Response {
+pub(crate) async fn metrics(State(state): State<SharedState>) -> Response {
     let body = crate::metrics::render(&state).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
@@ -63,11 +56,9 @@ pub(crate) struct StatusQuery {
 /// `GET /admin/api/status[?check_deps=true]`: everything `herald status` shows.
 pub(crate) async fn status(
     State(state): State<SharedState>,
-    headers: HeaderMap,
     Query(query): Query<StatusQuery>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(snapshot(&state, query.check_deps.as_deref() == Some("true")).await))
+) -> Json<Value> {
+    Json(snapshot(&state, query.check_deps.as_deref() == Some("true")).await)
 }
 
 /// The status document (also the dashboard's periodic update).

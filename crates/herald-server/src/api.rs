@@ -3,19 +3,17 @@
 //! Handlers validate everything before publishing anything, so bad input changes nothing.
 //! They never write to sockets: they publish to the app's hub.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{Method, Uri};
+use axum::extract::Path;
 use axum::Json;
 use herald_protocol::{valid_event_name, ChannelKind, ChannelName, SocketId};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::signed::{authenticate, Query};
-use crate::state::{App, SharedState};
+use crate::signed::Signed;
+use crate::state::App;
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -216,30 +214,14 @@ fn channel_attributes(app: &App, channel: &ChannelName, info: Info) -> Map<Strin
 }
 
 /// `POST /apps/{app_id}/events`
-pub(crate) async fn trigger(
-    State(state): State<SharedState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let body = body_of(&state, &app_id, body)?;
-    let (app, query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+pub(crate) async fn trigger(Signed { app, query, body }: Signed) -> ApiResult {
     let trigger = parse_trigger(&app, &parse_json(&body)?, query.get("info"))?;
     let info = publish(&app, &trigger);
     Ok(Json(if trigger.info.any() { json!({ "channels": info }) } else { json!({}) }))
 }
 
 /// `POST /apps/{app_id}/batch_events`
-pub(crate) async fn trigger_batch(
-    State(state): State<SharedState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let body = body_of(&state, &app_id, body)?;
-    let (app, _query) = authenticate(&state, &app_id, &method, &uri, &body)?;
+pub(crate) async fn trigger_batch(Signed { app, body, .. }: Signed) -> ApiResult {
     let object = parse_json(&body)?;
     let Some(Value::Array(batch)) = object.get("batch") else {
         return Err(ApiError::invalid("batch", "is required and must be a list of events"));
@@ -271,13 +253,7 @@ pub(crate) async fn trigger_batch(
 }
 
 /// `GET /apps/{app_id}/channels`
-pub(crate) async fn list_channels(
-    State(state): State<SharedState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-) -> ApiResult {
-    let (app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
+pub(crate) async fn list_channels(Signed { app, query, .. }: Signed) -> ApiResult {
     let prefix = query.get("filter_by_prefix").unwrap_or("");
     let info = Info::parse(query.get("info"), &["user_count", "subscription_count"])?;
     if info.user_count && !prefix.starts_with("presence-") {
@@ -307,12 +283,9 @@ fn channel_from_path(app: &App, name: &str) -> Result<ChannelName, ApiError> {
 
 /// `GET /apps/{app_id}/channels/{channel}`
 pub(crate) async fn channel_info(
-    State(state): State<SharedState>,
-    Path((app_id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
+    Path(ChannelPath { channel }): Path<ChannelPath>,
+    Signed { app, query, .. }: Signed,
 ) -> ApiResult {
-    let (app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
     let channel = channel_from_path(&app, &channel)?;
     let info = Info::parse(query.get("info"), &["subscription_count", "user_count", "cache"])?;
     if info.user_count && channel.kind() != ChannelKind::Presence {
@@ -326,12 +299,9 @@ pub(crate) async fn channel_info(
 
 /// `GET /apps/{app_id}/channels/{channel}/users`
 pub(crate) async fn channel_users(
-    State(state): State<SharedState>,
-    Path((app_id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
+    Path(ChannelPath { channel }): Path<ChannelPath>,
+    Signed { app, .. }: Signed,
 ) -> ApiResult {
-    let (app, _query) = authenticate(&state, &app_id, &method, &uri, b"")?;
     let channel = channel_from_path(&app, &channel)?;
     if channel.kind() != ChannelKind::Presence {
         return Err(ApiError::invalid("channel", "users can only be listed for presence channels"));
@@ -341,16 +311,12 @@ pub(crate) async fn channel_users(
     Ok(Json(json!({ "users": users })))
 }
 
-/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`, and the same without the
+/// `/apps/{id}` prefix, as the Python SDK sends it (the signed query's `auth_key` names the app).
 pub(crate) async fn terminate_connections(
-    State(state): State<SharedState>,
-    Path((app_id, user_id)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
+    Path(UserPath { user_id }): Path<UserPath>,
+    Signed { app, .. }: Signed,
 ) -> ApiResult {
-    let body = body_of(&state, &app_id, body)?;
-    let (app, _query): (Arc<App>, Query) = authenticate(&state, &app_id, &method, &uri, &body)?;
     if user_id.is_empty() || user_id.len() > 200 {
         return Err(ApiError::invalid("user_id", "must be 1 to 200 characters"));
     }
@@ -358,21 +324,14 @@ pub(crate) async fn terminate_connections(
     Ok(Json(json!({})))
 }
 
-/// `POST /users/{user_id}/terminate_connections` without the `/apps/{id}` prefix, as the Python
-/// SDK sends it: the signed query's `auth_key` names the app, and the request is then checked as
-/// the prefixed one is.
-pub(crate) async fn terminate_connections_by_key(
-    State(state): State<SharedState>,
-    Path(user_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let query = Query::parse(&uri)?;
-    let key = query.get("auth_key").ok_or(ApiError::Unauthenticated("auth_key is missing"))?;
-    let app_id = state
-        .app_by_key(key)
-        .map(|app| app.config.id.clone())
-        .ok_or(ApiError::Unauthenticated("auth_key does not belong to any app"))?;
-    terminate_connections(State(state), Path((app_id, user_id)), method, uri, body).await
+/// The `{channel}` of a route (beside `{app_id}`, which `Signed` reads).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChannelPath {
+    channel: String,
+}
+
+/// The `{user_id}` of a route.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UserPath {
+    user_id: String,
 }

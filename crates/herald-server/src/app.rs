@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -18,7 +17,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::listener::{Gate, ListenerLimits};
 use crate::state::{SharedState, State as ServerState};
-use crate::{api, authorize, inbox, notifications, ws};
+use crate::ws;
 
 /// Largest body the admin listener reads (a login form, a test broadcast).
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -242,20 +241,7 @@ pub fn router(state: SharedState) -> Router {
         .max()
         .unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
     let body_timeout = Duration::from_secs(state.server.body_timeout_secs);
-    Router::new()
-        .route("/app/{key}", get(ws::upgrade))
-        .route("/apps/{app_id}/events", post(api::trigger))
-        .route("/apps/{app_id}/batch_events", post(api::trigger_batch))
-        .route("/apps/{app_id}/channels", get(api::list_channels))
-        .route("/apps/{app_id}/channels/{channel}", get(api::channel_info))
-        .route("/apps/{app_id}/channels/{channel}/users", get(api::channel_users))
-        .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(api::terminate_connections))
-        .route("/users/{user_id}/terminate_connections", post(api::terminate_connections_by_key))
-        .route("/apps/{app_id}/domain-events", post(notifications::ingest))
-        .route("/apps/{app_id}/audit", get(notifications::audit))
-        .merge(browser_routes(state.clone()))
-        .route("/up", get(crate::admin::up))
-        .route("/live", get(crate::admin::live))
+    crate::routes::main_router(&state)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -296,19 +282,6 @@ async fn read_body(
             next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
         }
     }
-}
-
-/// Routes browsers call from the front end's origin, behind CORS.
-fn browser_routes(state: SharedState) -> Router<SharedState> {
-    Router::new()
-        .route("/broadcasting/auth", post(authorize::channel_auth))
-        .route("/broadcasting/user-auth", post(authorize::user_auth))
-        .route("/api/v1/notifications", get(inbox::list))
-        .route("/api/v1/notifications/read-all", post(inbox::mark_all_read))
-        .route("/api/v1/notifications/{id}/read", post(inbox::mark_read))
-        .route("/api/v1/preferences", get(inbox::get_preferences).put(inbox::put_preferences))
-        .route("/api/v1/channels/{channel}/events", get(inbox::channel_history))
-        .layer(axum::middleware::from_fn_with_state(state, authorize::cors))
 }
 
 /// A database URL for messages: the password, if any, replaced by `***`.

@@ -12,8 +12,7 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Json, Router};
+use axum::{Extension, Form, Json};
 use herald_notify::{Campaign, Donation, EventOutcome, IngestError, NotificationBroadcaster, Payment};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,7 +20,7 @@ use tracing::error;
 
 use crate::admin::{authorize, snapshot};
 use crate::error::ApiError;
-use crate::guard::{self, session_of, ClientAddress};
+use crate::guard::{self, cross_origin, cross_origin_refused, session_of, ClientAddress};
 use crate::state::SharedState;
 
 const INDEX: &str = include_str!("../assets/dashboard/index.html");
@@ -49,20 +48,11 @@ const LOGOUT_FORM: &str = "<form method=\"post\" action=\"/dashboard/logout\" cl
 const TEST_TYPES: [&str; 7] =
     ["security", "maintenance", "donation", "milestone", "approval", "payment", "compliance"];
 
-/// The dashboard's routes, merged into the admin listener's router.
-pub(crate) fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/dashboard", get(page))
-        .route("/dashboard/app.js", get(script))
-        .route("/dashboard/style.css", get(style))
-        .route("/dashboard/icon.svg", get(icon))
-        .route("/dashboard/login", post(login))
-        .route("/dashboard/logout", post(logout))
-        .route("/admin/api/stream", get(stream::stream))
-        .route("/admin/api/test-broadcast", post(test_broadcast))
-        .route("/admin/api/dead-letters", get(dead_letters))
-        .route("/admin/api/dead-letters/{id}/retry", post(retry_dead_letter))
-        .layer(Extension(Arc::new(stream::Feed::new())))
+pub(crate) use stream::stream;
+
+/// The updates the dashboards of one admin listener share.
+pub(crate) fn feed() -> Arc<stream::Feed> {
+    Arc::new(stream::Feed::new())
 }
 
 /// A dashboard document with its security headers.
@@ -81,7 +71,7 @@ fn document(status: StatusCode, content_type: &'static str, body: impl Into<Stri
 }
 
 /// `GET /dashboard`: the page, or the login form when a token is configured and not given.
-async fn page(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+pub(crate) async fn page(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     if authorize(&state, &headers).is_err() {
         let ended = session_of(&headers).is_some();
         return login_form(ended.then_some("Your session has ended: sign in again."));
@@ -110,41 +100,22 @@ fn login_form(problem: Option<&'static str>) -> Response {
 }
 
 /// `GET /dashboard/app.js`
-async fn script(State(state): State<SharedState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(document(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT))
+pub(crate) async fn script() -> Response {
+    document(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT)
 }
 
 /// `GET /dashboard/style.css`: open, since the login form uses it too (it holds nothing secret).
-async fn style() -> Response {
+pub(crate) async fn style() -> Response {
     document(StatusCode::OK, "text/css; charset=utf-8", STYLE)
 }
 
 /// `GET /dashboard/icon.svg`: open, like the style sheet.
-async fn icon() -> Response {
+pub(crate) async fn icon() -> Response {
     document(StatusCode::OK, "image/svg+xml", ICON)
 }
 
-/// Whether a state-changing request comes from another site's page (the cookie is
-/// `SameSite=Strict` already; this also covers browsers that ignore it). Requests without
-/// `Origin` are not a browser's cross-site form or script.
-fn cross_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return false };
-    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
-    let origin = origin
-        .to_str()
-        .ok()
-        .and_then(|origin| origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")));
-    origin.is_none() || origin != host
-}
-
-fn cross_origin_refused() -> Response {
-    let body = json!({ "error": "cross-origin requests to the admin listener are refused" });
-    (StatusCode::FORBIDDEN, Json(body)).into_response()
-}
-
 #[derive(Debug, Deserialize)]
-struct LoginForm {
+pub(crate) struct LoginForm {
     #[serde(default)]
     token: String,
 }
@@ -153,7 +124,7 @@ struct LoginForm {
 /// no admin token) a platform bearer token with the `super_admin` role. Valid: a new server-side session whose
 /// random id (never the token) goes into an HttpOnly, SameSite=Strict cookie limited to the
 /// admin paths, and back to the page. Failures count towards the client's throttle.
-async fn login(
+pub(crate) async fn login(
     State(state): State<SharedState>,
     Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
@@ -200,7 +171,7 @@ fn over_tls(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /dashboard/logout`: revokes the session and forgets the cookie.
-async fn logout(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+pub(crate) async fn logout(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     if cross_origin(&headers) {
         return cross_origin_refused();
     }
@@ -226,13 +197,7 @@ struct TestBroadcast {
 /// `POST /admin/api/test-broadcast` (`{"type": "security" | "maintenance" | ...}`, optional):
 /// sends a sample domain event through the real pipeline (ingest, queue, driver) and answers
 /// its outcome with 202, as the ingest does.
-async fn test_broadcast(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(error) = authorize(&state, &headers) {
-        return error.into_response();
-    }
-    if cross_origin(&headers) {
-        return cross_origin_refused();
-    }
+pub(crate) async fn test_broadcast(State(state): State<SharedState>, body: Bytes) -> Response {
     let request: TestBroadcast = if body.iter().all(u8::is_ascii_whitespace) {
         TestBroadcast::default()
     } else {
@@ -317,18 +282,16 @@ fn storage_error(cause: herald_store::StoreError) -> ApiError {
 }
 
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     #[serde(default)]
     limit: Option<String>,
 }
 
 /// `GET /admin/api/dead-letters[?limit=1..500]`: the newest dead letters and how many there are.
-async fn dead_letters(
+pub(crate) async fn dead_letters(
     State(state): State<SharedState>,
-    headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let limit = match query.limit.as_deref() {
         None => 50,
         Some(limit) => limit
@@ -355,17 +318,10 @@ async fn dead_letters(
 }
 
 /// `POST /admin/api/dead-letters/{broadcast_id}/retry`: back in the queue, attempts reset.
-async fn retry_dead_letter(
+pub(crate) async fn retry_dead_letter(
     State(state): State<SharedState>,
-    headers: HeaderMap,
     Path(broadcast_id): Path<String>,
 ) -> Response {
-    if let Err(error) = authorize(&state, &headers) {
-        return error.into_response();
-    }
-    if cross_origin(&headers) {
-        return cross_origin_refused();
-    }
     // The store reads an empty id as "every dead letter": never let one through.
     if broadcast_id.is_empty() {
         return ApiError::NotFound("dead letter").into_response();
@@ -380,19 +336,6 @@ async fn retry_dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cross_origin_posts_are_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9601"));
-        assert!(!cross_origin(&headers), "no Origin: not a browser's cross-site request");
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:9601"));
-        assert!(!cross_origin(&headers));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
-        assert!(cross_origin(&headers));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(cross_origin(&headers));
-    }
 
     #[test]
     fn the_assets_reference_only_this_origin() {

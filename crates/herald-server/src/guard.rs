@@ -281,6 +281,41 @@ pub(crate) async fn guard(State(state): State<SharedState>, mut request: Request
     next.run(request).await
 }
 
+/// Layer of every admin route (`routes::Access::Admin`): the admin token or a dashboard session,
+/// and no state-changing request from another site's page. The handlers behind it never check.
+pub(crate) async fn require_admin(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(error) = authorize(&state, request.headers()) {
+        return error.into_response();
+    }
+    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !reads && cross_origin(request.headers()) {
+        return cross_origin_refused();
+    }
+    next.run(request).await
+}
+
+/// Whether a state-changing request comes from another site's page (the cookie is
+/// `SameSite=Strict` already; this also covers browsers that ignore it). Requests without
+/// `Origin` are not a browser's cross-site form or script.
+pub(crate) fn cross_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return false };
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")));
+    origin.is_none() || origin != host
+}
+
+pub(crate) fn cross_origin_refused() -> Response {
+    let body = json!({ "error": "cross-origin requests to the admin listener are refused" });
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
+}
+
 /// 429 with `Retry-After` for a client that failed to sign in too often.
 pub(crate) fn too_many_failures(retry_after: u64) -> Response {
     let body = json!({
@@ -293,6 +328,19 @@ pub(crate) fn too_many_failures(retry_after: u64) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_origin_posts_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9601"));
+        assert!(!cross_origin(&headers), "no Origin: not a browser's cross-site request");
+        headers.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:9601"));
+        assert!(!cross_origin(&headers));
+        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(cross_origin(&headers));
+        headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(cross_origin(&headers));
+    }
 
     #[test]
     fn hosts_compare_without_ports() {

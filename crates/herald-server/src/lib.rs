@@ -14,6 +14,7 @@ mod listener;
 mod metrics;
 mod notifications;
 mod rates;
+pub mod routes;
 mod signed;
 mod state;
 mod ws;

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herald_notify::{
@@ -19,7 +17,7 @@ use tracing::error;
 
 use crate::config::{AdminVisibility, Config, DriverName};
 use crate::error::ApiError;
-use crate::signed::authenticate;
+use crate::signed::Signed;
 use crate::state::{App, SharedState};
 
 /// The `herald` driver: publishes into one app's hub on this node.
@@ -143,14 +141,9 @@ fn notification_app(state: &SharedState, app_id: &str) -> Result<(), ApiError> {
 /// 202 once every event and its jobs are committed.
 pub(crate) async fn ingest(
     State(state): State<SharedState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
+    Signed { app, query, body }: Signed,
 ) -> Result<Response, ApiError> {
-    let body = crate::api::body_of(&state, &app_id, body)?;
-    let (_app, query) = authenticate(&state, &app_id, &method, &uri, &body)?;
-    notification_app(&state, &app_id)?;
+    notification_app(&state, &app.config.id)?;
     // The Pusher PHP SDK's post() treats anything but 200 as an error: `status=200` (signed like
     // every parameter) asks for 200 instead of 202.
     let status = match query.get("status") {
@@ -185,12 +178,9 @@ pub(crate) async fn ingest(
 /// `GET /apps/{app_id}/audit?type=&status=&event_id=&since=&limit=`
 pub(crate) async fn audit(
     State(state): State<SharedState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
+    Signed { app, query, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let (_app, query) = authenticate(&state, &app_id, &method, &uri, b"")?;
-    notification_app(&state, &app_id)?;
+    notification_app(&state, &app.config.id)?;
     let since_ms = match query.get("since") {
         Some(since) => {
             herald_notify::parse_since(since).map_err(|problem| ApiError::invalid("since", problem))?

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::{Method, Uri};
 use herald_protocol::{api_string_to_sign, body_md5_hex, verify_hex_signature};
 
 use crate::error::ApiError;
-use crate::state::{App, State};
+use crate::state::{App, SharedState, State};
 
 /// Seconds an `auth_timestamp` may differ from the server clock.
 pub(crate) const TIMESTAMP_WINDOW_SECS: i64 = 600;
@@ -36,8 +38,56 @@ impl Query {
     }
 }
 
+/// A request of the Pusher HTTP API whose signature checked out: a handler that takes it never
+/// runs for an unsigned, wrongly signed, stale, disabled, rate-limited or draining request.
+///
+/// The app is the path's `{app_id}`, or, on routes without one (the Python SDK's
+/// `/users/{id}/terminate_connections`), the app whose key signed the query. The body is read
+/// under the app's size cap; GET requests have none.
+#[derive(Debug)]
+pub(crate) struct Signed {
+    pub(crate) app: Arc<App>,
+    pub(crate) query: Query,
+    pub(crate) body: Bytes,
+}
+
+impl FromRequest<SharedState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &SharedState) -> Result<Signed, ApiError> {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let (mut parts, body) = request.into_parts();
+        let params = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|_| ApiError::invalid("path", "is not valid UTF-8"))?;
+        let app_id = match params.iter().find(|(name, _)| *name == "app_id") {
+            Some((_, id)) => id.to_owned(),
+            None => app_id_by_key(state, &uri)?,
+        };
+        let body = if method == Method::GET || method == Method::HEAD {
+            Bytes::new()
+        } else {
+            let bytes = Bytes::from_request(Request::from_parts(parts, body), state).await;
+            crate::api::body_of(state, &app_id, bytes)?
+        };
+        let (app, query) = authenticate(state, &app_id, &method, &uri, &body)?;
+        Ok(Signed { app, query, body })
+    }
+}
+
+/// The app whose key signed the query, for routes without `{app_id}`.
+fn app_id_by_key(state: &State, uri: &Uri) -> Result<String, ApiError> {
+    let query = Query::parse(uri)?;
+    let key = query.get("auth_key").ok_or(ApiError::Unauthenticated("auth_key is missing"))?;
+    state
+        .app_by_key(key)
+        .map(|app| app.config.id.clone())
+        .ok_or(ApiError::Unauthenticated("auth_key does not belong to any app"))
+}
+
 /// Finds the app of the path and checks key, timestamp, body MD5 and signature.
-pub(crate) fn authenticate(
+fn authenticate(
     state: &State,
     app_id: &str,
     method: &Method,

@@ -10,5 +10,6 @@ mod hostile;
 mod hostile_events;
 mod notify;
 mod protocol;
+mod routes;
 mod sessions;
 mod slow_clients;
