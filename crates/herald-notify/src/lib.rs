@@ -7,6 +7,7 @@ mod broadcaster;
 mod catalog;
 mod driver;
 mod fields;
+mod lanes;
 mod printable;
 mod service;
 
@@ -18,6 +19,8 @@ pub use catalog::{
 };
 pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};
+pub use herald_store::Lane;
+pub use lanes::PerLane;
 pub use printable::{printable, printable_json};
 pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,

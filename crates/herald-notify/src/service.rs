@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_store::{
-    now_ms, ClaimedJob, EventRecord, IngestResult, Lane, NewAudit, NewBroadcast, NewEvent, NewNotification,
-    Store, StoreError,
+    now_ms, ClaimedJob, EventRecord, IngestResult, NewAudit, NewBroadcast, NewEvent, NewNotification, Store,
+    StoreError,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -20,6 +20,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::catalog::{plan, CatalogSettings, Plan};
 use crate::driver::{DeliveryError, Driver};
 use crate::fields::{rfc3339, Check, FieldError, Fields};
+use crate::lanes::PerLane;
 
 /// Most events one ingest request may carry.
 pub const MAX_BATCH: usize = 100;
@@ -150,19 +151,12 @@ pub struct EventOutcome {
 /// Delivery counters since start (bounded: per lane and outcome).
 #[derive(Debug, Default)]
 pub struct DeliveryCounters {
-    pub delivered: [AtomicU64; 2],
-    pub retried: [AtomicU64; 2],
-    pub dead_lettered: [AtomicU64; 2],
+    pub delivered: PerLane<AtomicU64>,
+    pub retried: PerLane<AtomicU64>,
+    pub dead_lettered: PerLane<AtomicU64>,
     pub suppressed: AtomicU64,
     pub ignored: AtomicU64,
     pub accepted: AtomicU64,
-}
-
-fn lane_index(lane: Lane) -> usize {
-    match lane {
-        Lane::Critical => 0,
-        Lane::Normal => 1,
-    }
 }
 
 /// The notification layer of one node.
@@ -469,28 +463,27 @@ impl Notifier {
         let started = Instant::now();
         let result = self.driver.deliver(&channels, &job.event_name, &job.payload).await;
         let took_ms = started.elapsed().as_millis() as i64;
-        let lane = lane_index(job.lane);
         let outcome = match result {
             Ok(()) => {
                 let detail = json!({
                     "attempt": job.attempts, "driver": self.driver.name(), "lane": job.lane.name(),
                     "took_ms": took_ms, "latency_ms": now_ms() - job.created_at,
                 });
-                self.counters.delivered[lane].fetch_add(1, Ordering::Relaxed);
+                self.counters.delivered.add(job.lane);
                 debug!("delivered");
                 self.store.complete(&job.id, &detail.to_string()).await
             }
             Err(DeliveryError::Retryable(error)) if job.attempts < self.settings.max_attempts => {
                 let next = now_ms() + backoff_ms(&self.settings, job.attempts);
                 let detail = json!({ "attempt": job.attempts, "error": error, "took_ms": took_ms, "next_attempt_at": rfc3339(next) });
-                self.counters.retried[lane].fetch_add(1, Ordering::Relaxed);
+                self.counters.retried.add(job.lane);
                 info!(?error, "delivery failed; will retry");
                 self.store.retry_later(&job.id, next, &error, &detail.to_string()).await
             }
             Err(error) => {
                 let error = error.to_string();
                 let detail = json!({ "attempts": job.attempts, "error": error, "took_ms": took_ms });
-                self.counters.dead_lettered[lane].fetch_add(1, Ordering::Relaxed);
+                self.counters.dead_lettered.add(job.lane);
                 warn!(?error, "delivery failed for good; dead-lettered");
                 self.store.dead_letter(&job.id, &error, &detail.to_string()).await
             }

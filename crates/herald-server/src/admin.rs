@@ -1,6 +1,7 @@
 //! The admin listener (default 127.0.0.1:9601): Prometheus `/metrics`, health probes, and the
 //! admin API the `herald status` command and the dashboard use.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -8,7 +9,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+use crate::status::{
+    AppStatus, Connections, DatabaseStatus, Delivery, Dependency, LaneStatus, Listen, ListenerStatus,
+    Refused, StatusDocument,
+};
 
 use crate::state::SharedState;
 
@@ -57,41 +63,45 @@ pub(crate) struct StatusQuery {
 pub(crate) async fn status(
     State(state): State<SharedState>,
     Query(query): Query<StatusQuery>,
-) -> Json<Value> {
+) -> Json<StatusDocument> {
     Json(snapshot(&state, query.check_deps.as_deref() == Some("true")).await)
 }
 
 /// The status document (also the dashboard's periodic update).
-pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> Value {
+pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDocument {
     use std::sync::atomic::Ordering::Relaxed;
-    let apps: Vec<Value> = state
+    let apps = state
         .apps()
         .iter()
         .map(|app| {
             let stats = app.hub.stats();
-            let channels: Map<String, Value> = stats
-                .channels_by_kind
-                .iter()
-                .map(|(kind, count)| ((*kind).to_owned(), json!(count)))
-                .collect();
-            json!({
-                "id": app.config.id, "key": app.config.key, "enabled": app.config.enabled,
-                "connections": stats.connections, "subscriptions": stats.subscriptions, "channels": channels,
-                "messages_in": app.messages_in.load(Relaxed), "messages_out": app.messages_out.load(Relaxed),
-                "slow_consumer_disconnects": app.slow_consumers.load(Relaxed),
-            })
+            AppStatus {
+                id: app.config.id.clone(),
+                key: app.config.key.clone(),
+                enabled: app.config.enabled,
+                connections: stats.connections as u64,
+                subscriptions: stats.subscriptions as u64,
+                channels: stats
+                    .channels_by_kind
+                    .iter()
+                    .map(|(kind, count)| ((*kind).to_owned(), *count as u64))
+                    .collect(),
+                messages_in: app.messages_in.load(Relaxed),
+                messages_out: app.messages_out.load(Relaxed),
+                slow_consumer_disconnects: app.slow_consumers.load(Relaxed),
+            }
         })
         .collect();
     let now = herald_store::now_ms();
     let lanes = state.store.lane_stats().await;
-    let queue: Map<String, Value> = lanes
+    let queue = lanes
         .as_ref()
         .map(|lanes| {
             lanes
                 .iter()
                 .map(|lane| {
                     let age = lane.oldest_created_at.map(|at| (now - at).max(0) as f64 / 1000.0);
-                    (lane.lane.name().to_owned(), json!({ "pending": lane.pending, "oldest_age_secs": age }))
+                    (lane.lane.name().to_owned(), LaneStatus { pending: lane.pending, oldest_age_secs: age })
                 })
                 .collect()
         })
@@ -109,60 +119,60 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> Value {
         .unwrap_or_default();
     let mut recent: Vec<&herald_store::AuditEntry> = errors.iter().chain(dead.iter()).collect();
     recent.sort_by_key(|entry| std::cmp::Reverse(entry.at));
-    let recent_errors: Vec<Value> =
-        recent.into_iter().take(10).map(crate::notifications::audit_json).collect();
     let counters = &state.notifier.counters;
-    let per_lane = |values: &[std::sync::atomic::AtomicU64; 2]| json!({ "critical-broadcasts": values[0].load(Relaxed), "broadcasts": values[1].load(Relaxed) });
-    let mut document = json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": state.started.elapsed().as_secs(),
-        "draining": state.is_draining(),
-        "driver": state.notifier.driver().name(),
-        "listen": { "websocket": state.addresses.0.to_string(), "admin": state.addresses.1.to_string() },
-        "database": { "backend": format!("{:?}", state.store.backend()).to_lowercase(), "up": lanes.is_ok() },
-        "apps": apps,
-        "queue": queue,
-        "dead_letters": dead_letters,
-        "delivery": {
-            "accepted_events": counters.accepted.load(Relaxed),
-            "ignored_events": counters.ignored.load(Relaxed),
-            "delivered": per_lane(&counters.delivered),
-            "retried": per_lane(&counters.retried),
-            "dead_lettered": per_lane(&counters.dead_lettered),
-            "suppressed": counters.suppressed.load(Relaxed),
-        },
-        "recent_errors": recent_errors,
-        "rates": state.rates.json(state),
-    });
-    if let Some(gates) = state.gates.get() {
+    let connections = state.gates.get().map(|gates| {
         let listener = |gate: &crate::listener::Gate| {
             let stats = gate.stats();
-            json!({
-                "open": stats.open, "capacity": stats.capacity,
-                "refused": { "full": stats.refused_full, "per_ip": stats.refused_per_ip },
-            })
+            ListenerStatus {
+                open: stats.open as u64,
+                capacity: stats.capacity as u64,
+                refused: Refused { full: stats.refused_full, per_ip: stats.refused_per_ip },
+            }
         };
-        document["connections"] = json!({ "main": listener(&gates[0]), "admin": listener(&gates[1]) });
+        Connections { main: listener(&gates[0]), admin: listener(&gates[1]) }
+    });
+    StatusDocument {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_secs: state.started.elapsed().as_secs(),
+        draining: state.is_draining(),
+        driver: state.notifier.driver().name().to_owned(),
+        listen: Listen { websocket: state.addresses.0.to_string(), admin: state.addresses.1.to_string() },
+        database: DatabaseStatus {
+            backend: format!("{:?}", state.store.backend()).to_lowercase(),
+            up: lanes.is_ok(),
+        },
+        apps,
+        queue,
+        dead_letters,
+        delivery: Delivery {
+            accepted_events: counters.accepted.load(Relaxed),
+            ignored_events: counters.ignored.load(Relaxed),
+            delivered: counters.delivered.load(),
+            retried: counters.retried.load(),
+            dead_lettered: counters.dead_lettered.load(),
+            suppressed: counters.suppressed.load(Relaxed),
+        },
+        recent_errors: recent.into_iter().take(10).map(crate::notifications::audit_json).collect(),
+        rates: state.rates.read(state),
+        connections,
+        deps: if check_deps { Some(dependencies(state).await) } else { None },
     }
-    if check_deps {
-        document["deps"] = dependencies(state).await;
-    }
-    document
 }
 
 /// Checks the database and, with the `pusher` driver, the upstream API.
-async fn dependencies(state: &SharedState) -> Value {
+async fn dependencies(state: &SharedState) -> BTreeMap<String, Dependency> {
     let database = match tokio::time::timeout(Duration::from_secs(3), state.store.ping()).await {
-        Ok(Ok(())) => json!({ "ok": true, "detail": "answers" }),
-        Ok(Err(error)) => json!({ "ok": false, "detail": error.to_string() }),
-        Err(_) => json!({ "ok": false, "detail": "no answer within 3 s" }),
+        Ok(Ok(())) => Dependency { ok: true, detail: "answers".into() },
+        Ok(Err(error)) => Dependency { ok: false, detail: error.to_string() },
+        Err(_) => Dependency { ok: false, detail: "no answer within 3 s".into() },
     };
-    let mut deps = json!({ "database": database });
+    let mut deps = BTreeMap::from([("database".to_owned(), database)]);
     if let herald_notify::Driver::Pusher { upstream, client } = state.notifier.driver() {
-        deps["upstream"] = match herald_notify::check_upstream(client, upstream).await {
-            Ok(detail) => json!({ "ok": true, "detail": detail }),
-            Err(detail) => json!({ "ok": false, "detail": detail }),
+        let upstream = match herald_notify::check_upstream(client, upstream).await {
+            Ok(detail) => Dependency { ok: true, detail },
+            Err(detail) => Dependency { ok: false, detail },
         };
+        deps.insert("upstream".to_owned(), upstream);
     }
     deps
 }

@@ -17,6 +17,7 @@ mod rates;
 pub mod routes;
 mod signed;
 mod state;
+pub mod status;
 mod ws;
 
 pub use app::{redact_url, router, App, Capacity};

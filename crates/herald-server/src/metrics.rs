@@ -11,6 +11,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use herald_store::Lane;
 
 use crate::state::SharedState;
 
@@ -183,17 +184,18 @@ pub(crate) async fn render(state: &SharedState) -> String {
         "counter",
         "Broadcast delivery attempts by lane and outcome.",
     );
-    for (index, lane) in ["critical-broadcasts", "broadcasts"].iter().enumerate() {
-        for (outcome, value) in [
-            ("delivered", &counters.delivered[index]),
-            ("retried", &counters.retried[index]),
-            ("dead_lettered", &counters.dead_lettered[index]),
-        ] {
+    let outcomes = [
+        ("delivered", counters.delivered.load()),
+        ("retried", counters.retried.load()),
+        ("dead_lettered", counters.dead_lettered.load()),
+    ];
+    for lane in [Lane::Critical, Lane::Normal] {
+        for (outcome, counts) in &outcomes {
             line(
                 &mut out,
                 "herald_broadcasts_total",
-                &format!("lane=\"{lane}\",outcome=\"{outcome}\""),
-                value.load(Ordering::Relaxed),
+                &format!("lane=\"{}\",outcome=\"{outcome}\"", lane.name()),
+                *counts.get(lane),
             );
         }
     }

@@ -6,8 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use crate::state::SharedState;
 
 const WINDOW: usize = 61;
@@ -29,14 +27,11 @@ pub(crate) struct Rates {
 
 fn sample(state: &SharedState) -> Sample {
     let counters = &state.notifier.counters;
-    let sum = |values: &[std::sync::atomic::AtomicU64; 2]| {
-        values.iter().map(|v| v.load(Ordering::Relaxed)).sum::<u64>()
-    };
     Sample {
         at: Instant::now(),
         accepted: counters.accepted.load(Ordering::Relaxed),
-        delivered: sum(&counters.delivered),
-        failed: sum(&counters.retried) + sum(&counters.dead_lettered),
+        delivered: counters.delivered.load().total(),
+        failed: counters.retried.load().total() + counters.dead_lettered.load().total(),
         messages_out: state.apps().iter().map(|app| app.messages_out.load(Ordering::Relaxed)).sum(),
     }
 }
@@ -61,23 +56,21 @@ impl Rates {
     }
 
     /// Per-second rates over the sampled window (up to a minute); zeros before two samples.
-    pub(crate) fn json(&self, state: &SharedState) -> Value {
+    pub(crate) fn read(&self, state: &SharedState) -> crate::status::Rates {
         let samples = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = sample(state);
-        let Some(first) = samples.front().copied() else {
-            return json!({ "window_secs": 0, "accepted_events": 0.0, "delivered": 0.0, "failed_attempts": 0.0, "messages_out": 0.0 });
-        };
+        let Some(first) = samples.front().copied() else { return crate::status::Rates::default() };
         let seconds = now.at.duration_since(first.at).as_secs_f64();
         if seconds < 0.5 {
-            return json!({ "window_secs": 0, "accepted_events": 0.0, "delivered": 0.0, "failed_attempts": 0.0, "messages_out": 0.0 });
+            return crate::status::Rates::default();
         }
         let rate = |now: u64, then: u64| ((now.saturating_sub(then)) as f64 / seconds * 10.0).round() / 10.0;
-        json!({
-            "window_secs": seconds.round(),
-            "accepted_events": rate(now.accepted, first.accepted),
-            "delivered": rate(now.delivered, first.delivered),
-            "failed_attempts": rate(now.failed, first.failed),
-            "messages_out": rate(now.messages_out, first.messages_out),
-        })
+        crate::status::Rates {
+            window_secs: seconds.round(),
+            accepted_events: rate(now.accepted, first.accepted),
+            delivered: rate(now.delivered, first.delivered),
+            failed_attempts: rate(now.failed, first.failed),
+            messages_out: rate(now.messages_out, first.messages_out),
+        }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use herald_notify::Lane;
+use herald_server::status::StatusDocument;
 use serde_json::Value;
 
 use super::{unreachable, Style, Target, TargetArgs};
@@ -59,7 +61,8 @@ pub(crate) async fn run(args: StatusArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let deps_ok = status["deps"].as_object().is_none_or(|deps| deps.values().all(|dep| dep["ok"] == true));
+    let document: StatusDocument = serde_json::from_value(status.clone()).unwrap_or_default();
+    let deps_ok = document.deps.is_none_or(|deps| deps.values().all(|dep| dep.ok));
     if args.json {
         out!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
     } else {
@@ -69,14 +72,6 @@ pub(crate) async fn run(args: StatusArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-fn number(value: &Value) -> String {
-    match value {
-        Value::Null => "-".into(),
-        Value::Number(number) => number.to_string(),
-        other => other.to_string(),
     }
 }
 
@@ -94,41 +89,28 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
     use std::fmt::Write as _;
     let mut status = status.clone();
     herald_notify::printable_json(&mut status);
-    let status = &status;
+    let status: StatusDocument = serde_json::from_value(status).unwrap_or_default();
     let mut out = String::new();
-    let state = if status["draining"] == true { style.bad("draining") } else { style.ok("serving") };
+    let state = if status.draining { style.bad("draining") } else { style.ok("serving") };
     let _ = writeln!(
         out,
         "{} {} — {state}, up {}",
         style.bold("Herald"),
-        status["version"].as_str().unwrap_or("?"),
-        uptime(status["uptime_secs"].as_u64().unwrap_or(0))
+        status.version,
+        uptime(status.uptime_secs)
     );
-    let _ =
-        writeln!(out, "  {:<14}{}", "WebSocket/API", status["listen"]["websocket"].as_str().unwrap_or("?"));
-    let _ = writeln!(out, "  {:<14}{}", "Admin", status["listen"]["admin"].as_str().unwrap_or("?"));
-    let main = &status["connections"]["main"];
-    if main.is_object() {
-        let refused =
-            main["refused"]["full"].as_u64().unwrap_or(0) + main["refused"]["per_ip"].as_u64().unwrap_or(0);
+    let _ = writeln!(out, "  {:<14}{}", "WebSocket/API", status.listen.websocket);
+    let _ = writeln!(out, "  {:<14}{}", "Admin", status.listen.admin);
+    if let Some(connections) = &status.connections {
+        let main = &connections.main;
+        let refused = main.refused.full + main.refused.per_ip;
         let refused =
             if refused == 0 { style.dim("none refused") } else { style.bad(&format!("{refused} refused")) };
-        let _ = writeln!(
-            out,
-            "  {:<14}{} open of {} ({refused})",
-            "Connections",
-            number(&main["open"]),
-            number(&main["capacity"])
-        );
+        let _ = writeln!(out, "  {:<14}{} open of {} ({refused})", "Connections", main.open, main.capacity);
     }
-    let _ = writeln!(out, "  {:<14}{}", "Driver", status["driver"].as_str().unwrap_or("?"));
-    let database = if status["database"]["up"] == true { style.ok("up") } else { style.bad("DOWN") };
-    let _ = writeln!(
-        out,
-        "  {:<14}{} ({database})",
-        "Database",
-        status["database"]["backend"].as_str().unwrap_or("?")
-    );
+    let _ = writeln!(out, "  {:<14}{}", "Driver", status.driver);
+    let database = if status.database.up { style.ok("up") } else { style.bad("DOWN") };
+    let _ = writeln!(out, "  {:<14}{} ({database})", "Database", status.database.backend);
     let _ = writeln!(out, "  {:<14}{}", "Redis", style.dim("not configured (single node)"));
     let _ = writeln!(out, "\n{}", style.bold("Apps"));
     let _ = writeln!(
@@ -136,88 +118,74 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
         "  {:<16} {:<20} {:>11} {:>13} {:>10} {:>10}",
         "ID", "KEY", "CONNECTIONS", "SUBSCRIPTIONS", "MSGS IN", "MSGS OUT"
     );
-    for app in status["apps"].as_array().into_iter().flatten() {
-        let id = app["id"].as_str().unwrap_or("?");
-        let id = if app["enabled"] == true { id.to_owned() } else { format!("{id} (off)") };
+    for app in &status.apps {
+        let id = if app.enabled { app.id.clone() } else { format!("{} (off)", app.id) };
         let _ = writeln!(
             out,
             "  {:<16} {:<20} {:>11} {:>13} {:>10} {:>10}",
-            id,
-            app["key"].as_str().unwrap_or("?"),
-            number(&app["connections"]),
-            number(&app["subscriptions"]),
-            number(&app["messages_in"]),
-            number(&app["messages_out"])
+            id, app.key, app.connections, app.subscriptions, app.messages_in, app.messages_out
         );
         if detailed {
-            let kinds: Vec<String> = app["channels"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(kind, count)| format!("{kind} {count}"))
-                .collect();
+            let kinds: Vec<String> =
+                app.channels.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
             let kinds = if kinds.is_empty() { "none occupied".to_owned() } else { kinds.join(", ") };
             let _ = writeln!(
                 out,
                 "    channels: {kinds}; slow-consumer disconnects: {}",
-                number(&app["slow_consumer_disconnects"])
+                app.slow_consumer_disconnects
             );
         }
     }
     let _ = writeln!(out, "\n{}", style.bold("Queue"));
     let _ = writeln!(out, "  {:<22} {:>8} {:>12}", "LANE", "PENDING", "OLDEST");
-    for lane in ["critical-broadcasts", "broadcasts"] {
-        let entry = &status["queue"][lane];
-        let age = entry["oldest_age_secs"].as_f64().map_or("-".to_owned(), |age| format!("{age:.1}s"));
-        let _ = writeln!(out, "  {:<22} {:>8} {:>12}", lane, number(&entry["pending"]), age);
+    for lane in [Lane::Critical, Lane::Normal] {
+        let entry = status.queue.get(lane.name());
+        let pending = entry.map_or("-".to_owned(), |entry| entry.pending.to_string());
+        let age =
+            entry.and_then(|entry| entry.oldest_age_secs).map_or("-".to_owned(), |age| format!("{age:.1}s"));
+        let _ = writeln!(out, "  {:<22} {:>8} {:>12}", lane.name(), pending, age);
     }
-    let dead = status["dead_letters"].as_i64().unwrap_or(0);
+    let dead = status.dead_letters.unwrap_or(0);
     let dead_text = if dead == 0 { style.ok("0") } else { style.bad(&dead.to_string()) };
     let _ = writeln!(out, "  {:<22} {:>8}   (herald dead-letters list)", "dead letters", dead_text);
-    let delivery = &status["delivery"];
-    let sum = |key: &str| {
-        delivery[key]["critical-broadcasts"].as_u64().unwrap_or(0)
-            + delivery[key]["broadcasts"].as_u64().unwrap_or(0)
-    };
+    let delivery = &status.delivery;
     let _ = writeln!(
         out,
         "\n{}  {} events accepted, {} ignored; {} delivered, {} retried, {} dead-lettered, {} suppressed",
         style.bold("Since start"),
-        number(&delivery["accepted_events"]),
-        number(&delivery["ignored_events"]),
-        sum("delivered"),
-        sum("retried"),
-        sum("dead_lettered"),
-        number(&delivery["suppressed"])
+        delivery.accepted_events,
+        delivery.ignored_events,
+        delivery.delivered.total(),
+        delivery.retried.total(),
+        delivery.dead_lettered.total(),
+        delivery.suppressed
     );
-    let rates = &status["rates"];
-    if rates["window_secs"].as_f64().unwrap_or(0.0) > 0.0 {
+    let rates = &status.rates;
+    if rates.window_secs > 0.0 {
         let _ = writeln!(
             out,
-            "{}  {}/s events accepted, {}/s broadcasts delivered, {}/s failed attempts, {}/s frames out (last {}s)",
+            "{}  {:.1}/s events accepted, {:.1}/s broadcasts delivered, {:.1}/s failed attempts, {:.1}/s frames out (last {}s)",
             style.bold("Rates"),
-            number(&rates["accepted_events"]),
-            number(&rates["delivered"]),
-            number(&rates["failed_attempts"]),
-            number(&rates["messages_out"]),
-            number(&rates["window_secs"])
+            rates.accepted_events,
+            rates.delivered,
+            rates.failed_attempts,
+            rates.messages_out,
+            rates.window_secs
         );
     }
     if detailed {
-        for key in ["delivered", "retried", "dead_lettered"] {
-            let _ = writeln!(
-                out,
-                "  {key:<14} critical {}  normal {}",
-                number(&delivery[key]["critical-broadcasts"]),
-                number(&delivery[key]["broadcasts"])
-            );
+        for (name, counts) in [
+            ("delivered", delivery.delivered),
+            ("retried", delivery.retried),
+            ("dead_lettered", delivery.dead_lettered),
+        ] {
+            let _ = writeln!(out, "  {name:<14} critical {}  normal {}", counts.critical, counts.normal);
         }
-        let errors = status["recent_errors"].as_array().cloned().unwrap_or_default();
         let _ = writeln!(out, "\n{}", style.bold("Recent errors"));
-        if errors.is_empty() {
+        if status.recent_errors.is_empty() {
             let _ = writeln!(out, "  {}", style.dim("none"));
         }
-        for error in errors {
+        for error in &status.recent_errors {
             let _ = writeln!(
                 out,
                 "  {}  {:<14} {:<22} {}",
@@ -228,11 +196,11 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
             );
         }
     }
-    if let Some(deps) = status["deps"].as_object() {
+    if let Some(deps) = &status.deps {
         let _ = writeln!(out, "\n{}", style.bold("Dependencies"));
         for (name, dep) in deps {
-            let mark = if dep["ok"] == true { style.ok("ok  ") } else { style.bad("FAIL") };
-            let _ = writeln!(out, "  {mark} {name:<10} {}", dep["detail"].as_str().unwrap_or(""));
+            let mark = if dep.ok { style.ok("ok  ") } else { style.bad("FAIL") };
+            let _ = writeln!(out, "  {mark} {name:<10} {}", dep.detail);
         }
     }
     out

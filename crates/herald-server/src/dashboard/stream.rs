@@ -95,7 +95,7 @@ pub(crate) async fn stream(
     // Subscribed before the backfill is read, so nothing falls between the two.
     let updates = feed.subscribe(&state);
     let mut first = VecDeque::with_capacity(BACKFILL + 1);
-    let status = snapshot(&state, false).await.to_string();
+    let status = snapshot(&state, false).await.to_json();
     first.push_back(Event::default().retry(RETRY).event("status").data(status));
     match tokio::time::timeout(QUERY_TIMEOUT, backfill(&state)).await {
         Ok(Ok(items)) => {
@@ -152,7 +152,7 @@ async fn poll(feed: Arc<Feed>, state: SharedState) {
         }
         if status_due {
             if let Ok(status) = tokio::time::timeout(QUERY_TIMEOUT, snapshot(&state, false)).await {
-                let _ = feed.updates.send(Update::Status(status.to_string().into()));
+                let _ = feed.updates.send(Update::Status(status.to_json().into()));
             }
         }
         status_due = !status_due;
