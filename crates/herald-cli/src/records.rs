@@ -1,7 +1,7 @@
 //! `herald dead-letters` and `herald audit`: read and repair the notification layer's records
 //! straight from the database the server uses.
 
-use herald_notify::printable;
+use herald_notify::{printable, AuditKind, DeadLetters};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,8 +53,8 @@ pub(crate) struct AuditArgs {
     #[arg(long)]
     since: Option<String>,
     /// Only this status: received, routed, delivered, attempt_failed, dead_lettered, suppressed, ignored, duplicate, replayed
-    #[arg(long)]
-    status: Option<String>,
+    #[arg(long, value_parser = parse_kind)]
+    status: Option<AuditKind>,
     /// Only this domain event id
     #[arg(long = "event", value_name = "ID")]
     event_id: Option<String>,
@@ -147,7 +147,7 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                 Ok(id) => id,
                 Err(code) => return code,
             };
-            match store.replay_dead_letters(id.as_deref()).await {
+            match store.replay_dead_letters(id.as_deref().map_or(DeadLetters::All, DeadLetters::One)).await {
                 // `--all` with nothing to retry is done, as `purge --all` is; a named id that is
                 // not a dead letter is a mistake.
                 Ok(0) if id.is_none() => {
@@ -170,7 +170,7 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                 Ok(id) => id,
                 Err(code) => return code,
             };
-            match store.purge_dead_letters(id.as_deref()).await {
+            match store.purge_dead_letters(id.as_deref().map_or(DeadLetters::All, DeadLetters::One)).await {
                 Ok(count) => {
                     out!("{count} dead letter(s) purged");
                     ExitCode::SUCCESS
@@ -179,6 +179,10 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
             }
         }
     }
+}
+
+fn parse_kind(name: &str) -> Result<AuditKind, String> {
+    AuditKind::parse(name)
 }
 
 pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
@@ -196,7 +200,7 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
     };
     let filter = AuditFilter {
         event_type: args.event_type.unwrap_or_default(),
-        kind: args.status.unwrap_or_default(),
+        kind: args.status,
         event_id: args.event_id.unwrap_or_default(),
         since_ms,
         limit: args.limit,
@@ -220,7 +224,7 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
                     at.get(..23).unwrap_or(&at),
                     printable(&entry.event_id),
                     printable(&entry.event_type),
-                    printable(&entry.kind),
+                    entry.kind,
                     printable(&entry.detail)
                 );
             }

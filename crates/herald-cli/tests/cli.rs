@@ -202,6 +202,16 @@ fn audit_since_out_of_range_exits_2_naming_since() {
 }
 
 #[test]
+fn audit_with_an_unknown_status_exits_2_listing_the_statuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = config(dir.path(), 0, 0);
+    let output = run(&file, &["audit", "--status", "deliverd"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("--status") && message.contains("dead_lettered"), "{message}");
+}
+
+#[test]
 fn a_large_donation_threshold_beyond_exact_amounts_exits_64() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("bad.toml");

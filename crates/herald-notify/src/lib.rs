@@ -19,7 +19,7 @@ pub use catalog::{
 };
 pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};
-pub use herald_store::Lane;
+pub use herald_store::{AuditKind, DeadLetters, Lane};
 pub use lanes::PerLane;
 pub use printable::{printable, printable_json};
 pub use service::{

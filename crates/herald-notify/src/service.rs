@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_store::{
-    now_ms, ClaimedJob, EventRecord, IngestResult, NewAudit, NewBroadcast, NewEvent, NewNotification, Store,
-    StoreError,
+    now_ms, AuditKind, ClaimedJob, EventRecord, IngestResult, NewAudit, NewBroadcast, NewEvent,
+    NewNotification, Store, StoreError,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -290,7 +290,7 @@ impl Notifier {
         let created_at = rfc3339(now_ms());
         let mut audits = vec![NewAudit {
             broadcast_id: None,
-            kind: "received".into(),
+            kind: AuditKind::Received,
             detail: json!({ "type": event_type }).to_string(),
         }];
         let mut notifications = Vec::new();
@@ -299,7 +299,7 @@ impl Notifier {
         if let Some(reason) = &ignored {
             audits.push(NewAudit {
                 broadcast_id: None,
-                kind: "ignored".into(),
+                kind: AuditKind::Ignored,
                 detail: json!({ "reason": reason }).to_string(),
             });
         }
@@ -328,7 +328,7 @@ impl Notifier {
             } else {
                 audits.push(NewAudit {
                     broadcast_id: None,
-                    kind: "suppressed".into(),
+                    kind: AuditKind::Suppressed,
                     detail: json!({ "what": "inbox", "user_id": planned.user_id, "reason": "in-app notifications are off for this type" }).to_string(),
                 });
             }
@@ -342,7 +342,7 @@ impl Notifier {
                     planned.channels.retain(|name| *name != channel);
                     audits.push(NewAudit {
                         broadcast_id: Some(broadcast_id.clone()),
-                        kind: "suppressed".into(),
+                        kind: AuditKind::Suppressed,
                         detail: json!({ "what": "realtime", "channel": channel, "user_id": user_id, "reason": "real-time notifications are off for this type" }).to_string(),
                     });
                     self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
@@ -362,7 +362,7 @@ impl Notifier {
                 }
                 audits.push(NewAudit {
                     broadcast_id: Some(broadcast_id.clone()),
-                    kind: "routed".into(),
+                    kind: AuditKind::Routed,
                     detail: json!({ "event": planned.event_name, "channels": planned.channels, "lane": planned.lane.name() }).to_string(),
                 });
                 let payload = payload.to_string();

@@ -109,12 +109,20 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
     let dead_letters = state.store.dead_letter_count().await.ok();
     let errors = state
         .store
-        .audit(&herald_store::AuditFilter { kind: "attempt_failed".into(), limit: 5, ..Default::default() })
+        .audit(&herald_store::AuditFilter {
+            kind: Some(herald_store::AuditKind::AttemptFailed),
+            limit: 5,
+            ..Default::default()
+        })
         .await
         .unwrap_or_default();
     let dead = state
         .store
-        .audit(&herald_store::AuditFilter { kind: "dead_lettered".into(), limit: 5, ..Default::default() })
+        .audit(&herald_store::AuditFilter {
+            kind: Some(herald_store::AuditKind::DeadLettered),
+            limit: 5,
+            ..Default::default()
+        })
         .await
         .unwrap_or_default();
     let mut recent: Vec<&herald_store::AuditEntry> = errors.iter().chain(dead.iter()).collect();

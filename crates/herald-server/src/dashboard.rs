@@ -322,11 +322,7 @@ pub(crate) async fn retry_dead_letter(
     State(state): State<SharedState>,
     Path(broadcast_id): Path<String>,
 ) -> Response {
-    // The store reads an empty id as "every dead letter": never let one through.
-    if broadcast_id.is_empty() {
-        return ApiError::NotFound("dead letter").into_response();
-    }
-    match state.store.replay_dead_letters(Some(&broadcast_id)).await {
+    match state.store.replay_dead_letters(herald_store::DeadLetters::One(&broadcast_id)).await {
         Ok(0) => ApiError::NotFound("dead letter").into_response(),
         Ok(replayed) => Json(json!({ "replayed": replayed, "broadcast_id": broadcast_id })).into_response(),
         Err(cause) => storage_error(cause).into_response(),

@@ -11,7 +11,7 @@ use herald_notify::{
     DeliveryError, Driver, IngestError, LocalPublish, Notifier, NotifySettings, PusherUpstream,
 };
 use herald_protocol::ChannelName;
-use herald_store::{AuditFilter, Store};
+use herald_store::{AuditFilter, AuditKind, Store};
 use serde_json::{json, Value};
 use tracing::error;
 
@@ -197,7 +197,12 @@ pub(crate) async fn audit(
     };
     let filter = AuditFilter {
         event_type: query.get("type").unwrap_or("").to_owned(),
-        kind: query.get("status").unwrap_or("").to_owned(),
+        kind: match query.get("status") {
+            None | Some("") => None,
+            Some(name) => {
+                Some(AuditKind::parse(name).map_err(|problem| ApiError::invalid("status", problem))?)
+            }
+        },
         event_id: query.get("event_id").unwrap_or("").to_owned(),
         since_ms,
         limit,
@@ -218,7 +223,7 @@ pub fn audit_json(entry: &herald_store::AuditEntry) -> Value {
         "event_id": entry.event_id,
         "type": entry.event_type,
         "broadcast_id": entry.broadcast_id,
-        "status": entry.kind,
+        "status": entry.kind.as_str(),
         "detail": serde_json::from_str::<Value>(&entry.detail).unwrap_or(Value::Null),
     })
 }

@@ -4,23 +4,88 @@ use sqlx::Row;
 
 use crate::{Store, StoreError};
 
+/// What an audit entry records. Stored (and shown) by its `as_str` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditKind {
+    /// A domain event was accepted.
+    Received,
+    /// An event was valid but below its threshold: nothing is sent.
+    Ignored,
+    /// An event id seen before: nothing new is stored or sent.
+    Duplicate,
+    /// A recipient's preferences kept a broadcast from them.
+    Suppressed,
+    /// A broadcast was queued for its channels.
+    Routed,
+    /// The driver delivered a broadcast.
+    Delivered,
+    /// A delivery attempt failed; another follows.
+    AttemptFailed,
+    /// Delivery failed for good.
+    DeadLettered,
+    /// A dead letter was put back in the queue.
+    Replayed,
+}
+
+impl AuditKind {
+    pub const ALL: [AuditKind; 9] = [
+        AuditKind::Received,
+        AuditKind::Ignored,
+        AuditKind::Duplicate,
+        AuditKind::Suppressed,
+        AuditKind::Routed,
+        AuditKind::Delivered,
+        AuditKind::AttemptFailed,
+        AuditKind::DeadLettered,
+        AuditKind::Replayed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Received => "received",
+            AuditKind::Ignored => "ignored",
+            AuditKind::Duplicate => "duplicate",
+            AuditKind::Suppressed => "suppressed",
+            AuditKind::Routed => "routed",
+            AuditKind::Delivered => "delivered",
+            AuditKind::AttemptFailed => "attempt_failed",
+            AuditKind::DeadLettered => "dead_lettered",
+            AuditKind::Replayed => "replayed",
+        }
+    }
+
+    /// The kind named `name`, or the list of names to choose from.
+    pub fn parse(name: &str) -> Result<AuditKind, String> {
+        AuditKind::ALL.into_iter().find(|kind| kind.as_str() == name).ok_or_else(|| {
+            let names: Vec<&str> = AuditKind::ALL.iter().map(|kind| kind.as_str()).collect();
+            format!("must be one of {}", names.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub seq: i64,
     pub event_id: String,
     pub event_type: String,
     pub broadcast_id: Option<String>,
-    pub kind: String,
+    pub kind: AuditKind,
     /// JSON text.
     pub detail: String,
     pub at: i64,
 }
 
-/// Filters of `herald audit` and `GET /apps/{id}/audit`; empty strings and 0 mean "any".
+/// Filters of `herald audit` and `GET /apps/{id}/audit`; empty strings, `None` and 0 mean "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     pub event_type: String,
-    pub kind: String,
+    pub kind: Option<AuditKind>,
     pub event_id: String,
     pub since_ms: i64,
     pub limit: i64,
@@ -37,7 +102,7 @@ impl Store {
                  AND at >= $4 ORDER BY seq DESC LIMIT $5",
             )
             .bind(&filter.event_type)
-            .bind(&filter.kind)
+            .bind(filter.kind.map_or("", AuditKind::as_str))
             .bind(&filter.event_id)
             .bind(filter.since_ms)
             .bind(limit)
@@ -50,7 +115,12 @@ impl Store {
                     event_id: row.try_get("event_id")?,
                     event_type: row.try_get("event_type")?,
                     broadcast_id: row.try_get("broadcast_id")?,
-                    kind: row.try_get("kind")?,
+                    kind: {
+                        let name: String = row.try_get("kind")?;
+                        AuditKind::parse(&name).map_err(|problem| {
+                            sqlx::Error::Decode(format!("audit kind {name:?}: {problem}").into())
+                        })?
+                    },
                     detail: row.try_get("detail")?,
                     at: row.try_get("at")?,
                 });
@@ -58,5 +128,20 @@ impl Store {
             entries
         });
         Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_stored_name() {
+        for kind in AuditKind::ALL {
+            assert_eq!(AuditKind::parse(kind.as_str()), Ok(kind));
+        }
+        let problem = AuditKind::parse("deliverd").expect_err("unknown");
+        assert!(problem.contains("attempt_failed") && problem.contains("replayed"), "{problem}");
+        assert_eq!(format!("[{:<12}]", AuditKind::Routed), "[routed      ]", "pads like a string");
     }
 }

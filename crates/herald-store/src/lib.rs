@@ -28,9 +28,9 @@ mod inbox;
 mod queue;
 mod records;
 
-pub use audit::{AuditEntry, AuditFilter};
+pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use inbox::{ChannelEvent, InboxNotification, InboxPage, Preference};
-pub use queue::{ClaimedJob, DeadLetter, LaneStats};
+pub use queue::{ClaimedJob, DeadLetter, DeadLetters, LaneStats};
 pub use records::{
     now_ms, EventRecord, IngestResult, Lane, NewAudit, NewBroadcast, NewEvent, NewNotification,
 };

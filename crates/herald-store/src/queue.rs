@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use crate::records::{now_ms, parse_json_list};
-use crate::{Lane, Store, StoreError};
+use crate::{AuditKind, Lane, Store, StoreError};
 
 /// A broadcast job a worker holds until its lease ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,25 @@ const AUDIT_FOR_BROADCAST: &str =
     "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
      SELECT b.event_id, d.event_type, b.id, $1, $2, $3 FROM broadcasts b \
      JOIN domain_events d ON d.id = b.event_id WHERE b.id = $4";
+
+/// Which dead letters `replay_dead_letters` and `purge_dead_letters` act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetters<'a> {
+    All,
+    /// The dead letter of this broadcast id (an empty id names none).
+    One(&'a str),
+}
+
+impl<'a> DeadLetters<'a> {
+    /// The queries' filter: `''` for all, the id for one; `None` when nothing can match.
+    fn filter(self) -> Option<&'a str> {
+        match self {
+            DeadLetters::All => Some(""),
+            DeadLetters::One("") => None,
+            DeadLetters::One(id) => Some(id),
+        }
+    }
+}
 
 impl Store {
     /// Claims up to `limit` due jobs, critical lane first, leasing them until `now + lease_ms`.
@@ -94,7 +113,7 @@ impl Store {
                 .bind(job_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(AUDIT_FOR_BROADCAST).bind("delivered").bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::Delivered.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -117,7 +136,7 @@ impl Store {
                 .bind(job_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(AUDIT_FOR_BROADCAST).bind("attempt_failed").bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::AttemptFailed.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -144,7 +163,7 @@ impl Store {
             .bind(job_id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(AUDIT_FOR_BROADCAST).bind("dead_lettered").bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::DeadLettered.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -210,19 +229,20 @@ impl Store {
         Ok(count)
     }
 
-    /// Puts dead letters back in the queue (one, or all with `None`); returns how many.
-    pub async fn replay_dead_letters(&self, broadcast_id: Option<&str>) -> Result<u64, StoreError> {
+    /// Puts dead letters back in the queue; returns how many.
+    pub async fn replay_dead_letters(&self, which: DeadLetters<'_>) -> Result<u64, StoreError> {
         let now = now_ms();
-        let only = broadcast_id.unwrap_or("");
+        let Some(only) = which.filter() else { return Ok(0) };
         let replayed = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
-                 SELECT d.event_id, e.event_type, d.broadcast_id, 'replayed', '{}', $1 FROM dead_letters d \
+                 SELECT d.event_id, e.event_type, d.broadcast_id, $3, '{}', $1 FROM dead_letters d \
                  JOIN domain_events e ON e.id = d.event_id WHERE $2 = '' OR d.broadcast_id = $2",
             )
             .bind(now)
             .bind(only)
+            .bind(AuditKind::Replayed.as_str())
             .execute(&mut *tx)
             .await?;
             let replayed = sqlx::query(
@@ -241,9 +261,9 @@ impl Store {
         Ok(replayed)
     }
 
-    /// Forgets dead letters (one, or all with `None`); their broadcasts stay `purged`.
-    pub async fn purge_dead_letters(&self, broadcast_id: Option<&str>) -> Result<u64, StoreError> {
-        let only = broadcast_id.unwrap_or("");
+    /// Forgets dead letters; their broadcasts stay `purged`.
+    pub async fn purge_dead_letters(&self, which: DeadLetters<'_>) -> Result<u64, StoreError> {
+        let Some(only) = which.filter() else { return Ok(0) };
         let purged = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(

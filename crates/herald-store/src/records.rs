@@ -76,8 +76,7 @@ pub struct NewBroadcast {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAudit {
     pub broadcast_id: Option<String>,
-    /// `received`, `routed`, `suppressed`, `ignored`, ...
-    pub kind: String,
+    pub kind: crate::AuditKind,
     pub detail: String,
 }
 
@@ -159,10 +158,11 @@ impl Store {
                         .await?;
                     sqlx::query(
                         "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
-                         SELECT id, event_type, NULL, 'duplicate', '{}', $1 FROM domain_events WHERE id = $2",
+                         SELECT id, event_type, NULL, $3, '{}', $1 FROM domain_events WHERE id = $2",
                     )
                     .bind(now)
                     .bind(&event.id)
+                    .bind(crate::AuditKind::Duplicate.as_str())
                     .execute(&mut *tx)
                     .await?;
                     results.push(IngestResult::Duplicate { outcome });
@@ -234,7 +234,7 @@ impl Store {
                     .bind(&event.id)
                     .bind(&event.event_type)
                     .bind(&audit.broadcast_id)
-                    .bind(&audit.kind)
+                    .bind(audit.kind.as_str())
                     .bind(&audit.detail)
                     .bind(now)
                     .execute(&mut *tx)

@@ -62,7 +62,11 @@ fn record(id: &str, lane: Lane, user: Option<&str>) -> EventRecord {
             payload: format!(r#"{{"id":"b-{id}"}}"#),
             lane,
         }],
-        audits: vec![NewAudit { broadcast_id: None, kind: "received".into(), detail: "{}".into() }],
+        audits: vec![NewAudit {
+            broadcast_id: None,
+            kind: herald_store::AuditKind::Received,
+            detail: "{}".into(),
+        }],
         outcome: format!(r#"{{"id":"{id}"}}"#),
         campaign: Some(("c1".into(), "o1".into())),
     }
@@ -114,12 +118,16 @@ async fn exercise(store: &Store) {
     let letters = store.dead_letters(10).await.expect("letters");
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].last_error, "upstream 400");
-    assert_eq!(store.replay_dead_letters(None).await.expect("replay"), 1);
+    assert_eq!(store.replay_dead_letters(herald_store::DeadLetters::All).await.expect("replay"), 1);
     assert_eq!(store.dead_letter_count().await.expect("count"), 0);
     let replayed = store.claim(10, 30_000).await.expect("claim");
     assert_eq!(replayed[0].id, "b-e4");
     store.dead_letter("b-e4", "again", "{}").await.expect("dead");
-    assert_eq!(store.purge_dead_letters(Some("b-e4")).await.expect("purge"), 1);
+    // An empty id names no dead letter (never "all of them").
+    assert_eq!(store.replay_dead_letters(herald_store::DeadLetters::One("")).await.expect("replay"), 0);
+    assert_eq!(store.purge_dead_letters(herald_store::DeadLetters::One("")).await.expect("purge"), 0);
+    assert_eq!(store.dead_letter_count().await.expect("count"), 1);
+    assert_eq!(store.purge_dead_letters(herald_store::DeadLetters::One("b-e4")).await.expect("purge"), 1);
     assert!(store.claim(10, 30_000).await.expect("claim").is_empty());
 
     // Inbox pages, catch-up and read marks.
@@ -155,7 +163,7 @@ async fn exercise(store: &Store) {
     let tail = store.channel_events("user.notifications.1", history[5].seq, 100).await.expect("history");
     assert_eq!(tail.len(), 2);
     let delivered = store
-        .audit(&AuditFilter { kind: "delivered".into(), ..AuditFilter::default() })
+        .audit(&AuditFilter { kind: Some(herald_store::AuditKind::Delivered), ..AuditFilter::default() })
         .await
         .expect("audit");
     assert_eq!(delivered.len(), 2);

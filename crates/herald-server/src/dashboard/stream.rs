@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::Stream;
-use herald_store::{AuditEntry, AuditFilter, Store, StoreError};
+use herald_store::{AuditEntry, AuditFilter, AuditKind, Store, StoreError};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,8 @@ use crate::admin::snapshot;
 use crate::state::SharedState;
 
 /// The audit entry kinds the feed shows.
-const FEED_KINDS: [&str; 4] = ["delivered", "dead_lettered", "attempt_failed", "suppressed"];
+const FEED_KINDS: [AuditKind; 4] =
+    [AuditKind::Delivered, AuditKind::DeadLettered, AuditKind::AttemptFailed, AuditKind::Suppressed];
 /// How long a browser waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(2000);
 const AUDIT_EVERY: Duration = Duration::from_millis(500);
@@ -194,9 +195,9 @@ impl AuditTail {
                 continue;
             }
             self.newest = self.newest.max(entry.at);
-            if entry.kind == "routed" {
+            if entry.kind == AuditKind::Routed {
                 self.routed.remember(&entry);
-            } else if FEED_KINDS.contains(&entry.kind.as_str()) {
+            } else if FEED_KINDS.contains(&entry.kind) {
                 let routed = self.routed.find(&state.store, &entry, &mut lookups).await;
                 items.push(feed_item(state, &entry, routed.as_ref()));
             }
@@ -211,7 +212,7 @@ impl AuditTail {
 async fn backfill(state: &SharedState) -> Result<Vec<Value>, StoreError> {
     let mut entries = Vec::new();
     for kind in FEED_KINDS {
-        let filter = AuditFilter { kind: kind.into(), limit: BACKFILL as i64, ..Default::default() };
+        let filter = AuditFilter { kind: Some(kind), limit: BACKFILL as i64, ..Default::default() };
         entries.extend(state.store.audit(&filter).await?);
     }
     entries.sort_by_key(|entry| std::cmp::Reverse(entry.seq));
@@ -262,7 +263,7 @@ impl RoutedCache {
         *lookups += 1;
         let filter = AuditFilter {
             event_id: entry.event_id.clone(),
-            kind: "routed".into(),
+            kind: Some(AuditKind::Routed),
             limit: 20,
             ..Default::default()
         };
@@ -289,7 +290,7 @@ fn feed_item(state: &SharedState, entry: &AuditEntry, routed: Option<&Value>) ->
         "seq": entry.seq,
         "at": herald_notify::rfc3339(entry.at),
         "at_ms": entry.at,
-        "status": entry.kind,
+        "status": entry.kind.as_str(),
         "type": entry.event_type,
         "event": from_routing("event"),
         "event_id": entry.event_id,

@@ -122,7 +122,7 @@ async fn every_event_type_reaches_every_channel(server: &TestServer) {
             .expect("audit")
             .into_iter()
             .rev()
-            .map(|entry| entry.kind)
+            .map(|entry| entry.kind.as_str().to_owned())
             .collect();
         assert_eq!(kinds.first().map(String::as_str), Some("received"), "{kinds:?}");
         assert!(kinds.contains(&"routed".to_owned()), "{kinds:?}");
@@ -140,8 +140,11 @@ async fn every_event_type_reaches_every_channel(server: &TestServer) {
 
 async fn wait_for_audit(server: &TestServer, event_id: &str, kind: &str) {
     for _ in 0..200 {
-        let filter =
-            herald_store::AuditFilter { event_id: event_id.into(), kind: kind.into(), ..Default::default() };
+        let filter = herald_store::AuditFilter {
+            event_id: event_id.into(),
+            kind: Some(herald_store::AuditKind::parse(kind).expect("a kind")),
+            ..Default::default()
+        };
         if !server.state.store.audit(&filter).await.expect("audit").is_empty() {
             return;
         }
@@ -272,7 +275,10 @@ async fn small_donations_are_ignored_with_a_reason() {
     let ignored = server
         .state
         .store
-        .audit(&herald_store::AuditFilter { kind: "ignored".into(), ..Default::default() })
+        .audit(&herald_store::AuditFilter {
+            kind: Some(herald_store::AuditKind::Ignored),
+            ..Default::default()
+        })
         .await
         .expect("audit");
     assert_eq!(ignored.len(), 1);
@@ -306,7 +312,10 @@ async fn preferences_mute_real_time_and_the_audit_says_so() {
     let suppressed = server
         .state
         .store
-        .audit(&herald_store::AuditFilter { kind: "suppressed".into(), ..Default::default() })
+        .audit(&herald_store::AuditFilter {
+            kind: Some(herald_store::AuditKind::Suppressed),
+            ..Default::default()
+        })
         .await
         .expect("audit");
     assert_eq!(suppressed[0].event_id, "muted");
@@ -395,6 +404,11 @@ async fn audit_api_filters_by_type_and_status() {
     assert_eq!(ignored["entries"][0]["event_id"], "d1");
     let (status, _) = server.signed("main", "GET", "/audit", &[("since", "last tuesday")], None).await;
     assert_eq!(status, 400);
+    // A status that is not an audit kind is a mistake, not an empty answer.
+    let (status, body) = server.signed("main", "GET", "/audit", &[("status", "deliverd")], None).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "status", "{body}");
+    assert!(body["error"].as_str().is_some_and(|error| error.contains("attempt_failed")), "{body}");
 }
 
 #[tokio::test]
@@ -480,7 +494,10 @@ async fn a_failing_upstream_is_retried_until_it_succeeds() {
     let failed = server
         .state
         .store
-        .audit(&herald_store::AuditFilter { kind: "attempt_failed".into(), ..Default::default() })
+        .audit(&herald_store::AuditFilter {
+            kind: Some(herald_store::AuditKind::AttemptFailed),
+            ..Default::default()
+        })
         .await
         .expect("audit");
     assert_eq!(failed.len(), 2);
@@ -497,7 +514,10 @@ async fn the_last_failed_attempt_dead_letters_and_replay_delivers() {
     let letters = server.state.store.dead_letters(10).await.expect("letters");
     assert_eq!(letters.len(), 1);
     assert!(letters[0].last_error.contains("502"));
-    assert_eq!(server.state.store.replay_dead_letters(None).await.expect("replay"), 1);
+    assert_eq!(
+        server.state.store.replay_dead_letters(herald_store::DeadLetters::All).await.expect("replay"),
+        1
+    );
     wait_for_audit(&server, "up-1", "delivered").await;
     let counted = calls.clone();
     wait_until(move || counted.load(Ordering::SeqCst) == 4).await;
@@ -580,7 +600,10 @@ async fn a_duplicate_is_audited_under_the_original_type() {
     let duplicates = server
         .state
         .store
-        .audit(&herald_store::AuditFilter { kind: "duplicate".into(), ..Default::default() })
+        .audit(&herald_store::AuditFilter {
+            kind: Some(herald_store::AuditKind::Duplicate),
+            ..Default::default()
+        })
         .await
         .expect("audit");
     assert_eq!(duplicates[0].event_type, "security.alert");
