@@ -12,3 +12,4 @@ mod notify;
 mod protocol;
 mod sessions;
 mod slow_clients;
+mod upstream;
