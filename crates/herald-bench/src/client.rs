@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{api_string_to_sign, body_md5_hex, channel_auth_string, hmac_sha256_hex};
+use herald_protocol::{channel_auth_string, hmac_sha256_hex, ApiSigner};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -143,21 +143,17 @@ impl Api {
 
     /// A `POST` of JSON `body` to `path`, signed like every Pusher HTTP API call.
     async fn post_signed(&self, path: &str, body: String) -> anyhow::Result<(u16, bytes::Bytes)> {
-        let timestamp =
-            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
-        let md5 = body_md5_hex(body.as_bytes());
-        let params = [
-            ("auth_key", APP_KEY),
-            ("auth_timestamp", timestamp.as_str()),
-            ("auth_version", "1.0"),
-            ("body_md5", md5.as_str()),
-        ];
-        let signature = hmac_sha256_hex(APP_SECRET, &api_string_to_sign("POST", path, params));
-        // Every value is URL-safe (hex, digits, the key), so no escaping is needed.
-        let url = format!(
-            "{}{path}?auth_key={APP_KEY}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}&auth_signature={signature}",
-            self.base
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let query = ApiSigner { key: APP_KEY, secret: APP_SECRET }.query(
+            "POST",
+            path,
+            body.as_bytes(),
+            timestamp,
+            &[],
         );
+        // Every value is URL-safe (hex, digits, the key), so no escaping is needed.
+        let query: Vec<String> = query.iter().map(|(key, value)| format!("{key}={value}")).collect();
+        let url = format!("{}{path}?{}", self.base, query.join("&"));
         let response = self
             .http
             .post(url)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
+use herald_protocol::ApiSigner;
 use serde_json::json;
 
 /// Why a delivery failed: retry later, or give up at once (dead letter).
@@ -34,6 +34,18 @@ pub struct PusherUpstream {
     pub app_id: String,
     pub key: String,
     pub secret: String,
+}
+
+impl PusherUpstream {
+    /// Signs requests with the upstream's key and secret.
+    fn signer(&self) -> ApiSigner<'_> {
+        ApiSigner { key: &self.key, secret: &self.secret }
+    }
+}
+
+/// Seconds since the Unix epoch: the `auth_timestamp` of a request signed now.
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 /// The closed set of delivery drivers.
@@ -106,29 +118,17 @@ impl Driver {
 /// Checks that the upstream answers and accepts the credentials (a signed `GET /channels`).
 pub async fn check_upstream(client: &reqwest::Client, upstream: &PusherUpstream) -> Result<String, String> {
     let path = format!("/apps/{}/channels", upstream.app_id);
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
-    let params = [
-        ("auth_key", upstream.key.as_str()),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", "1.0"),
-    ];
-    let signature = hmac_sha256_hex(&upstream.secret, &api_string_to_sign("GET", &path, params));
+    let query = upstream.signer().query("GET", &path, b"", unix_seconds(), &[]);
     let url = format!("{}://{}:{}{path}", upstream.scheme, upstream.host, upstream.port);
-    let response = client
-        .get(&url)
-        .query(&params)
-        .query(&[("auth_signature", signature.as_str())])
-        .send()
-        .await
-        .map_err(|error| {
-            format!(
-                "{}://{}:{}: unreachable: {}",
-                upstream.scheme,
-                upstream.host,
-                upstream.port,
-                error.without_url()
-            )
-        })?;
+    let response = client.get(&url).query(&query).send().await.map_err(|error| {
+        format!(
+            "{}://{}:{}: unreachable: {}",
+            upstream.scheme,
+            upstream.host,
+            upstream.port,
+            error.without_url()
+        )
+    })?;
     match response.status().as_u16() {
         200 => Ok(format!("{} accepts the credentials", upstream.host)),
         401 | 403 => Err(format!("{} refused the credentials ({})", upstream.host, response.status())),
@@ -146,20 +146,11 @@ async fn trigger_upstream(
 ) -> Result<(), DeliveryError> {
     let body = json!({ "name": event, "channels": channels, "data": data }).to_string();
     let path = format!("/apps/{}/events", upstream.app_id);
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
-    let md5 = body_md5_hex(body.as_bytes());
-    let params = [
-        ("auth_key", upstream.key.as_str()),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", "1.0"),
-        ("body_md5", md5.as_str()),
-    ];
-    let signature = hmac_sha256_hex(&upstream.secret, &api_string_to_sign("POST", &path, params));
+    let query = upstream.signer().query("POST", &path, body.as_bytes(), unix_seconds(), &[]);
     let url = format!("{}://{}:{}{path}", upstream.scheme, upstream.host, upstream.port);
     let response = client
         .post(url)
-        .query(&params)
-        .query(&[("auth_signature", signature.as_str())])
+        .query(&query)
         .header("content-type", "application/json")
         .body(body)
         .send()

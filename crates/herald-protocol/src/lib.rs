@@ -19,7 +19,7 @@ pub use frame::{
 pub use limits::Limits;
 pub use sign::{
     api_string_to_sign, body_md5_hex, channel_auth_string, hmac_sha256_hex, signin_auth_string, verify_auth,
-    verify_hex_signature, AuthError,
+    verify_hex_signature, ApiSigner, AuthError,
 };
 pub use socket_id::SocketId;
 

@@ -1,4 +1,5 @@
-//! HMAC-SHA256 signatures of the HTTP API, channel auth and user sign-in; body MD5.
+//! HMAC-SHA256 signatures of the HTTP API (both halves: [`ApiSigner`] signs a request, the server
+//! verifies with the same pieces), channel auth and user sign-in; body MD5.
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
@@ -41,6 +42,50 @@ pub fn api_string_to_sign<'a>(
     pairs.sort();
     let query: Vec<String> = pairs.iter().map(|(key, value)| format!("{key}={value}")).collect();
     format!("{}\n{}\n{}", method.to_ascii_uppercase(), path, query.join("&"))
+}
+
+/// An app's credentials on the HTTP API: the `auth_key` it sends and the secret that signs.
+/// The client's half of auth_version 1.0: every signed request Herald's tools, drivers, benchmark
+/// and tests send is signed here.
+#[derive(Clone, Copy)]
+pub struct ApiSigner<'a> {
+    pub key: &'a str,
+    pub secret: &'a str,
+}
+
+impl std::fmt::Debug for ApiSigner<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("ApiSigner").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+impl ApiSigner<'_> {
+    /// The whole query of a signed request, in the order sent: `auth_key`, `auth_timestamp`,
+    /// `auth_version=1.0`, `body_md5` when `body` is not empty, `params` as given (`info`,
+    /// `status`, ...: signed too), and `auth_signature` last. The string signed sorts them by key
+    /// ([`api_string_to_sign`]); values are sent as they are, for the HTTP client to escape.
+    pub fn query(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        timestamp: impl std::fmt::Display,
+        params: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut query = vec![
+            ("auth_key".to_owned(), self.key.to_owned()),
+            ("auth_timestamp".to_owned(), timestamp.to_string()),
+            ("auth_version".to_owned(), "1.0".to_owned()),
+        ];
+        if !body.is_empty() {
+            query.push(("body_md5".to_owned(), body_md5_hex(body)));
+        }
+        query.extend(params.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())));
+        let signed =
+            api_string_to_sign(method, path, query.iter().map(|(key, value)| (key.as_str(), value.as_str())));
+        query.push(("auth_signature".to_owned(), hmac_sha256_hex(self.secret, &signed)));
+        query
+    }
 }
 
 /// The string signed for a channel subscription: `socket_id:channel[:channel_data]`.
@@ -115,6 +160,73 @@ mod tests {
             hmac_sha256_hex(SECRET, &signed),
             "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"
         );
+    }
+
+    /// `pairs` as the owned query [`ApiSigner::query`] returns.
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
+    }
+
+    #[test]
+    fn api_signer_golden() {
+        let body = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+        let signer = ApiSigner { key: KEY, secret: SECRET };
+        assert_eq!(
+            signer.query("POST", "/apps/3/events", body.as_bytes(), 1_353_088_179, &[]),
+            owned(&[
+                ("auth_key", KEY),
+                ("auth_timestamp", "1353088179"),
+                ("auth_version", "1.0"),
+                ("body_md5", "ec365a775a4cd0599faeb73354201b6f"),
+                ("auth_signature", "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"),
+            ])
+        );
+    }
+
+    /// Vectors beyond `shared/PROTOCOL.md`, computed with Python's `hmac` and `hashlib` from the
+    /// strings in the comments: extra parameters are signed in key order and sent as given.
+    #[test]
+    fn api_signer_signs_extra_parameters_and_omits_body_md5_without_a_body() {
+        let signer = ApiSigner { key: KEY, secret: SECRET };
+        // GET\n/apps/3/channels\nauth_key=…&auth_timestamp=1353088179&auth_version=1.0&filter_by_prefix=presence-&info=user_count
+        assert_eq!(
+            signer.query(
+                "GET",
+                "/apps/3/channels",
+                b"",
+                "1353088179",
+                &[("info", "user_count"), ("filter_by_prefix", "presence-")]
+            ),
+            owned(&[
+                ("auth_key", KEY),
+                ("auth_timestamp", "1353088179"),
+                ("auth_version", "1.0"),
+                ("info", "user_count"),
+                ("filter_by_prefix", "presence-"),
+                ("auth_signature", "16819168891cb5dfd72b5c7a5d3d602605b26c6ba1930033b5e2eeeb65010291"),
+            ])
+        );
+        // POST\n/apps/3/domain-events\nauth_key=…&auth_timestamp=1353088179&auth_version=1.0&body_md5=ec36…&status=200
+        let body = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+        let query = signer.query(
+            "POST",
+            "/apps/3/domain-events",
+            body.as_bytes(),
+            1_353_088_179,
+            &[("status", "200")],
+        );
+        assert_eq!(query[3], ("body_md5".to_owned(), "ec365a775a4cd0599faeb73354201b6f".to_owned()));
+        assert_eq!(query[4], ("status".to_owned(), "200".to_owned()));
+        assert_eq!(
+            query.last().map(|(key, value)| (key.as_str(), value.as_str())),
+            Some(("auth_signature", "536177f625e5c875dbf93cc32358cd6b843eccb49f7c276262417c2a05133083"))
+        );
+    }
+
+    #[test]
+    fn api_signer_debug_never_shows_the_secret() {
+        let shown = format!("{:?}", ApiSigner { key: KEY, secret: SECRET });
+        assert!(shown.contains(KEY) && !shown.contains(SECRET), "{shown}");
     }
 
     #[test]

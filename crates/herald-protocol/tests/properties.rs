@@ -2,8 +2,8 @@
 //! Arbitrary input never panics; verdicts agree with the spec and with each other.
 
 use herald_protocol::{
-    api_string_to_sign, hmac_sha256_hex, verify_auth, verify_hex_signature, AuthError, ChannelName,
-    ChannelNameError, ClientEvent, FrameError,
+    api_string_to_sign, body_md5_hex, hmac_sha256_hex, verify_auth, verify_hex_signature, ApiSigner,
+    AuthError, ChannelName, ChannelNameError, ClientEvent, FrameError,
 };
 use proptest::prelude::*;
 
@@ -171,6 +171,30 @@ proptest! {
         if !auth.contains(':') {
             prop_assert_eq!(verify_auth(&key, &secret, &signed, &auth), Err(AuthError::Malformed));
         }
+    }
+
+    #[test]
+    fn a_signed_query_verifies_as_the_server_checks_it_and_only_with_its_secret(
+        key in "[a-z0-9]{1,20}",
+        secret in "[a-z0-9]{1,20}",
+        method in "GET|POST",
+        path in "/apps/[a-z0-9]{1,8}/[a-z/-]{0,20}",
+        body in prop::collection::vec(any::<u8>(), 0..64),
+        timestamp in any::<u64>(),
+        params in prop::collection::vec(("[a-z_]{1,10}", any::<String>()), 0..4),
+    ) {
+        let extra: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let query = ApiSigner { key: &key, secret: &secret }.query(&method, &path, &body, timestamp, &extra);
+        let (last, signature) = query.last().expect("a signature");
+        prop_assert_eq!(last, "auth_signature");
+        let signed = api_string_to_sign(&method, &path, query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        prop_assert!(verify_hex_signature(&secret, &signed, signature));
+        if key != secret {
+            prop_assert!(!verify_hex_signature(&key, &signed, signature));
+        }
+        let md5 = query.iter().find(|(k, _)| k == "body_md5").map(|(_, v)| v.clone());
+        prop_assert_eq!(md5, (!body.is_empty()).then(|| body_md5_hex(&body)));
+        prop_assert_eq!(query.len(), 4 + usize::from(!body.is_empty()) + extra.len());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
+use herald_protocol::ApiSigner;
 use herald_server::config::AppConfig;
 use herald_server::{Config, Loaded, Overrides, ProcessEnv};
 
@@ -139,24 +139,11 @@ impl Target {
     ) -> Result<(u16, Value), String> {
         let path = format!("/apps/{}{path}", self.app.id);
         let body = body.map(Value::to_string).unwrap_or_default();
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
-        let md5 = body_md5_hex(body.as_bytes());
-        let mut params = vec![
-            ("auth_key", self.app.key.as_str()),
-            ("auth_timestamp", timestamp.as_str()),
-            ("auth_version", "1.0"),
-        ];
-        if !body.is_empty() {
-            params.push(("body_md5", md5.as_str()));
-        }
-        let signature =
-            hmac_sha256_hex(&self.app.secret, &api_string_to_sign(method, &path, params.iter().copied()));
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let signer = ApiSigner { key: &self.app.key, secret: &self.app.secret };
+        let query = signer.query(method, &path, body.as_bytes(), timestamp, &[]);
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|error| error.to_string())?;
-        let mut request = self
-            .http_client
-            .request(method, format!("{}{path}", self.http))
-            .query(&params)
-            .query(&[("auth_signature", signature.as_str())]);
+        let mut request = self.http_client.request(method, format!("{}{path}", self.http)).query(&query);
         if !body.is_empty() {
             request = request.header("content-type", "application/json").body(body);
         }

@@ -68,27 +68,16 @@ pub fn read_banner(child: &mut Child) -> Banner {
 /// Posts `body` to `/apps/{app}/domain-events` of a server on 127.0.0.1, signed as the Pusher
 /// SDKs sign; returns the status.
 pub async fn signed_ingest(port: u16, app: (&str, &str, &str), body: &serde_json::Value) -> u16 {
-    use herald_protocol::{api_string_to_sign, body_md5_hex, hmac_sha256_hex};
     let (id, key, secret) = app;
     let body = body.to_string();
     let path = format!("/apps/{id}/domain-events");
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        .to_string();
-    let md5 = body_md5_hex(body.as_bytes());
-    let params = [
-        ("auth_key", key),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", "1.0"),
-        ("body_md5", md5.as_str()),
-    ];
-    let signature = hmac_sha256_hex(secret, &api_string_to_sign("POST", &path, params));
+    let timestamp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let query =
+        herald_protocol::ApiSigner { key, secret }.query("POST", &path, body.as_bytes(), timestamp, &[]);
     reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}{path}"))
-        .query(&params)
-        .query(&[("auth_signature", signature.as_str())])
+        .query(&query)
         .header("content-type", "application/json")
         .body(body)
         .send()

@@ -34,26 +34,13 @@ async fn signature_failures_answer_401() {
 }
 
 /// The query that signs `POST /apps/main/events` of `body` correctly, with any `auth_timestamp`.
-fn events_query(body: &str, timestamp: &str) -> Vec<(&'static str, String)> {
-    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
-    let mut query = vec![
-        ("auth_key", "main-key".to_owned()),
-        ("auth_timestamp", timestamp.to_owned()),
-        ("auth_version", "1.0".to_owned()),
-        ("body_md5", md5),
-    ];
-    let signed = herald_protocol::api_string_to_sign(
-        "POST",
-        "/apps/main/events",
-        query.iter().map(|(key, value)| (*key, value.as_str())),
-    );
-    query.push(("auth_signature", herald_protocol::hmac_sha256_hex("main-secret", &signed)));
-    query
+fn events_query(body: &str, timestamp: &str) -> Vec<(String, String)> {
+    let main = herald_protocol::ApiSigner { key: "main-key", secret: "main-secret" };
+    main.query("POST", "/apps/main/events", body.as_bytes(), timestamp, &[])
 }
 
-async fn post_events(server: &TestServer, query: &[(&'static str, String)], body: String) -> (u16, Value) {
-    let query: Vec<(&str, &str)> = query.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    server.raw("POST", "/apps/main/events", &query, body).await
+async fn post_events(server: &TestServer, query: &[(String, String)], body: String) -> (u16, Value) {
+    server.raw("POST", "/apps/main/events", query, body).await
 }
 
 /// Signs `POST /apps/main/events` correctly with any `auth_timestamp` text.
@@ -151,21 +138,7 @@ async fn invalid_triggers_answer_400_naming_the_field_and_publish_nothing() {
 async fn malformed_json_answers_400() {
     let server = TestServer::start().await;
     let body = "{not json";
-    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
-    let timestamp = now().to_string();
-    let params = [
-        ("auth_key", "main-key"),
-        ("auth_timestamp", timestamp.as_str()),
-        ("auth_version", "1.0"),
-        ("body_md5", md5.as_str()),
-    ];
-    let signature = herald_protocol::hmac_sha256_hex(
-        "main-secret",
-        &herald_protocol::api_string_to_sign("POST", "/apps/main/events", params.iter().copied()),
-    );
-    let mut query = params.to_vec();
-    query.push(("auth_signature", signature.as_str()));
-    let (status, reply) = server.raw("POST", "/apps/main/events", &query, body.into()).await;
+    let (status, reply) = post_events(&server, &events_query(body, &now().to_string()), body.into()).await;
     assert_eq!(status, 400);
     assert!(reply["error"].as_str().expect("text").contains("not valid JSON"));
 }

@@ -1,13 +1,13 @@
 //! The admin dashboard: the page and its policy, the login cookie, the Server-Sent Events stream
 //! (status, deliveries, shutdown), the test broadcast and dead-letter retries.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use herald_server::config::DriverName;
 use serde_json::{json, Value};
 
 use crate::harness::{TestServer, JWT_SECRET, WAIT};
+use crate::upstream::{upstream, Upstream};
 
 /// A client that neither follows redirects nor keeps cookies: every step is explicit.
 fn browser() -> reqwest::Client {
@@ -332,29 +332,9 @@ async fn test_broadcast_sends_a_sample_through_the_pipeline() {
     assert_eq!(post_json(&locked, "/admin/api/test-broadcast", None).await.0, 401);
 }
 
-/// A local stand-in for an upstream Pusher API: refuses the first `failures` calls with 400.
-async fn upstream(failures: usize) -> (u16, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let app = axum::Router::new().route(
-        "/apps/{id}/events",
-        axum::routing::post(move || {
-            let counter = counter.clone();
-            async move {
-                let refused = counter.fetch_add(1, Ordering::SeqCst) < failures;
-                (if refused { axum::http::StatusCode::BAD_REQUEST } else { axum::http::StatusCode::OK }, "{}")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, calls)
-}
-
 #[tokio::test]
 async fn a_dead_letter_is_listed_and_retried_from_the_dashboard() {
-    let (port, calls) = upstream(1).await;
+    let Upstream { port, calls } = upstream(1, 400).await;
     let server = TestServer::with_config(|config| {
         config.notifications.driver = DriverName::Pusher;
         config.notifications.upstream.host = "127.0.0.1".into();

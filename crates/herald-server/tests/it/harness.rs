@@ -3,9 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{
-    api_string_to_sign, body_md5_hex, channel_auth_string, hmac_sha256_hex, signin_auth_string,
-};
+use herald_protocol::{channel_auth_string, hmac_sha256_hex, signin_auth_string, ApiSigner};
 use herald_server::config::{AppConfig, Config};
 use herald_server::{App, SharedState};
 use serde_json::{json, Value};
@@ -156,20 +154,18 @@ impl TestServer {
     ) -> (u16, Value) {
         let path = format!("/apps/{app}{path}");
         let body = body.map(Value::to_string).unwrap_or_default();
-        let timestamp = timestamp.to_string();
-        let md5 = body_md5_hex(body.as_bytes());
-        let mut params: Vec<(&str, &str)> =
-            vec![("auth_key", key), ("auth_timestamp", timestamp.as_str()), ("auth_version", "1.0")];
-        if !body.is_empty() {
-            params.push(("body_md5", md5.as_str()));
-        }
-        params.extend_from_slice(query);
-        let signature = hmac_sha256_hex(secret, &api_string_to_sign(method, &path, params.iter().copied()));
-        params.push(("auth_signature", signature.as_str()));
+        let params = ApiSigner { key, secret }.query(method, &path, body.as_bytes(), timestamp, query);
         self.raw(method, &path, &params, body).await
     }
 
-    pub async fn raw(&self, method: &str, path: &str, params: &[(&str, &str)], body: String) -> (u16, Value) {
+    /// A request with exactly the query `params` (as [`ApiSigner::query`] makes them) and `body`.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(String, String)],
+        body: String,
+    ) -> (u16, Value) {
         let url = format!("http://{}{path}", self.address);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.http.request(method, url).query(params);

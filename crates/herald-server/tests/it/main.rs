@@ -13,3 +13,4 @@ mod protocol;
 mod routes;
 mod sessions;
 mod slow_clients;
+mod upstream;

@@ -2,8 +2,7 @@
 //! channel receives the event; inbox, preferences, history, audit; retries and dead letters
 //! against a local upstream; critical lane first; both SQLite and PostgreSQL.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use herald_auth::mint_hs256;
@@ -11,6 +10,7 @@ use herald_server::config::{Config, DriverName};
 use serde_json::{json, Value};
 
 use crate::harness::{data_of, Client, TestServer, JWT_SECRET};
+use crate::upstream::{upstream, Upstream};
 
 fn token(user: &str, organization: Option<&str>, roles: &[&str]) -> String {
     let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
@@ -443,31 +443,10 @@ async fn critical_broadcasts_go_first_under_a_backlog() {
     assert_eq!(&order[..3], &["critical", "critical", "critical"], "{order:?}");
 }
 
-/// A local stand-in for an upstream Pusher API: answers `failures` times with `status`, then 200.
-async fn upstream(failures: usize, status: u16) -> (String, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let app = axum::Router::new().route(
-        "/apps/{id}/events",
-        axum::routing::post(move || {
-            let counter = counter.clone();
-            async move {
-                let call = counter.fetch_add(1, Ordering::SeqCst);
-                let code = if call < failures { status } else { 200 };
-                (axum::http::StatusCode::from_u16(code).expect("status"), "{}")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (address.port().to_string(), calls)
-}
-
-fn pusher_driver(config: &mut Config, port: &str, attempts: i64) {
+fn pusher_driver(config: &mut Config, port: u16, attempts: i64) {
     config.notifications.driver = DriverName::Pusher;
     config.notifications.upstream.host = "127.0.0.1".into();
-    config.notifications.upstream.port = port.parse().expect("port");
+    config.notifications.upstream.port = port;
     config.notifications.upstream.scheme = "http".into();
     config.notifications.max_attempts = attempts;
 }
@@ -486,8 +465,8 @@ const ALERT: &str = r#"{"id": "up-1", "type": "security.alert", "data": {"alert_
 
 #[tokio::test]
 async fn a_failing_upstream_is_retried_until_it_succeeds() {
-    let (port, calls) = upstream(2, 503).await;
-    let server = TestServer::with_config(|config| pusher_driver(config, &port, 5)).await;
+    let Upstream { port, calls } = upstream(2, 503).await;
+    let server = TestServer::with_config(|config| pusher_driver(config, port, 5)).await;
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "delivered").await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -506,8 +485,8 @@ async fn a_failing_upstream_is_retried_until_it_succeeds() {
 
 #[tokio::test]
 async fn the_last_failed_attempt_dead_letters_and_replay_delivers() {
-    let (port, calls) = upstream(3, 502).await;
-    let server = TestServer::with_config(|config| pusher_driver(config, &port, 3)).await;
+    let Upstream { port, calls } = upstream(3, 502).await;
+    let server = TestServer::with_config(|config| pusher_driver(config, port, 3)).await;
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "dead_lettered").await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -525,11 +504,57 @@ async fn the_last_failed_attempt_dead_letters_and_replay_delivers() {
 
 #[tokio::test]
 async fn a_4xx_from_upstream_dead_letters_at_once() {
-    let (port, calls) = upstream(100, 400).await;
-    let server = TestServer::with_config(|config| pusher_driver(config, &port, 5)).await;
+    let Upstream { port, calls } = upstream(100, 400).await;
+    let server = TestServer::with_config(|config| pusher_driver(config, port, 5)).await;
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "dead_lettered").await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let letters = server.state.store.dead_letters(1).await.expect("letters");
+    assert!(letters[0].last_error.contains("upstream answered 400"), "{}", letters[0].last_error);
+}
+
+/// The `pusher` driver against another Herald, which checks its requests as it checks any SDK's:
+/// the broadcast reaches a socket of the upstream and the credentials check (a signed
+/// `GET /channels`) passes; signed with another secret, both are refused.
+#[tokio::test]
+async fn the_pusher_driver_delivers_through_another_herald_that_checks_its_signatures() {
+    let upstream = TestServer::start().await;
+    let port = upstream.address.port();
+    let mut client = listener(&upstream, "system-maintenance", "").await;
+    let maintenance = |id: &str| json!({ "id": id, "type": "system.maintenance", "data": { "maintenance_type": "started", "scheduled_for": "2026-12-01T02:00:00Z", "duration_minutes": 5, "affected_services": ["api"] } });
+
+    let server = TestServer::with_config(|config| pusher_driver(config, port, 1)).await;
+    assert_eq!(server.state.notifier.driver().name(), "pusher");
+    assert_eq!(server.ingest(&maintenance("through")).await.0, 202);
+    let received = client.recv().await;
+    assert_eq!(
+        (received["event"].as_str(), received["channel"].as_str()),
+        (Some("system.maintenance"), Some("system-maintenance"))
+    );
+    assert_eq!(data_of(&received)["maintenance_type"], "started", "{received}");
+    let check = upstream_check(&server).await;
+    assert_eq!(check, json!({ "ok": true, "detail": "127.0.0.1 accepts the credentials" }));
+
+    let wrong = TestServer::with_config(|config| {
+        pusher_driver(config, port, 1);
+        config.notifications.upstream.secret = "not-main-secret".into();
+    })
+    .await;
+    assert_eq!(wrong.ingest(&maintenance("refused")).await.0, 202);
+    wait_for_audit(&wrong, "refused", "dead_lettered").await;
+    let letters = wrong.state.store.dead_letters(1).await.expect("letters");
+    assert!(letters[0].last_error.contains("401"), "{}", letters[0].last_error);
+    client.expect_silence(Duration::from_millis(200)).await;
+    let check = upstream_check(&wrong).await;
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(check["detail"].as_str().expect("detail").contains("refused the credentials"), "{check}");
+}
+
+/// The admin status's verdict on the `pusher` driver's upstream.
+async fn upstream_check(server: &TestServer) -> Value {
+    let url = format!("http://{}/admin/api/status?check_deps=true", server.admin_address);
+    let status: Value = server.http().get(url).send().await.expect("answered").json().await.expect("json");
+    status["deps"]["upstream"].clone()
 }
 
 #[tokio::test]
@@ -612,9 +637,9 @@ async fn a_duplicate_is_audited_under_the_original_type() {
 #[tokio::test]
 async fn an_unreachable_upstream_is_reported_without_the_signed_url() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = closed.local_addr().expect("address").port().to_string();
+    let port = closed.local_addr().expect("address").port();
     drop(closed);
-    let server = TestServer::with_config(|config| pusher_driver(config, &port, 1)).await;
+    let server = TestServer::with_config(|config| pusher_driver(config, port, 1)).await;
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "dead_lettered").await;
     let letters = server.state.store.dead_letters(1).await.expect("letters");
@@ -631,7 +656,7 @@ async fn a_pusher_upstream_that_is_this_server_delivers_with_the_herald_driver()
         std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let server = TestServer::with_config(|config| {
         config.server.port = port;
-        pusher_driver(config, &port.to_string(), 1);
+        pusher_driver(config, port, 1);
         config.notifications.upstream.host = "localhost".into();
     })
     .await;

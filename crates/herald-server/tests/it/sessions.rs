@@ -403,28 +403,13 @@ async fn terminate_connections_without_the_app_prefix_finds_the_app_by_key() {
     client.signin("main", r#"{"id":"7"}"#).await;
     let path = "/users/7/terminate_connections";
     let body = "{}";
-    let timestamp = crate::harness::now().to_string();
-    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
-    let sign = |key: &'static str, secret: &str| {
-        let params = [
-            ("auth_key", key),
-            ("auth_timestamp", timestamp.as_str()),
-            ("auth_version", "1.0"),
-            ("body_md5", md5.as_str()),
-        ];
-        let signed = herald_protocol::api_string_to_sign("POST", path, params.iter().copied());
-        let signature = herald_protocol::hmac_sha256_hex(secret, &signed);
-        params
-            .iter()
-            .map(|(name, value)| (*name, value.to_string()))
-            .chain([("auth_signature", signature)])
-            .collect::<Vec<_>>()
+    let timestamp = crate::harness::now();
+    let sign = |key: &str, secret: &str| {
+        herald_protocol::ApiSigner { key, secret }.query("POST", path, body.as_bytes(), timestamp, &[])
     };
     let server = &server;
-    let post = |query: Vec<(&'static str, String)>| async move {
-        let pairs: Vec<(&str, &str)> = query.iter().map(|(name, value)| (*name, value.as_str())).collect();
-        server.raw("POST", path, &pairs, body.into()).await
-    };
+    let post =
+        |query: Vec<(String, String)>| async move { server.raw("POST", path, &query, body.into()).await };
     assert_eq!(post(sign("main-key", "wrong-secret")).await.0, 401);
     assert_eq!(post(sign("nobody-key", "x")).await.0, 401);
     let (status, reply) = post(sign("main-key", "main-secret")).await;
