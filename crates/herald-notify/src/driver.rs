@@ -24,8 +24,9 @@ pub trait LocalPublish: Send + Sync + std::fmt::Debug {
     fn publish(&self, channels: &[String], event: &str, data: &str) -> Result<usize, DeliveryError>;
 }
 
-/// Where an upstream Pusher-compatible API lives and the credentials that sign for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where an upstream Pusher-compatible API lives and the credentials that sign for it. Its
+/// `Debug` shows everything but the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PusherUpstream {
     /// `http` or `https`.
     pub scheme: String,
@@ -34,6 +35,19 @@ pub struct PusherUpstream {
     pub app_id: String,
     pub key: String,
     pub secret: String,
+}
+
+impl std::fmt::Debug for PusherUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PusherUpstream")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("app_id", &self.app_id)
+            .field("key", &self.key)
+            .field("secret", &"***")
+            .finish()
+    }
 }
 
 impl PusherUpstream {
@@ -169,5 +183,24 @@ async fn trigger_upstream(
         Err(DeliveryError::Permanent(message))
     } else {
         Err(DeliveryError::Retryable(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_upstream_secret() {
+        let upstream = PusherUpstream {
+            scheme: "https".into(),
+            host: "api.example".into(),
+            port: 443,
+            app_id: "1".into(),
+            key: "public-key".into(),
+            secret: "very-secret".into(),
+        };
+        let shown = format!("{upstream:?}");
+        assert!(shown.contains("public-key") && !shown.contains("very-secret"), "{shown}");
     }
 }
