@@ -1,10 +1,11 @@
 //! `herald dead-letters` and `herald audit`: read and repair the notification layer's records
 //! straight from the database the server uses.
 
-use herald_notify::{printable, AuditKind, DeadLetters};
+use herald_notify::{printable, AuditKind, DeadLetterView, DeadLetters};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use herald_server::config::AdminVisibility;
 use herald_server::{Config, Overrides, ProcessEnv};
 use herald_store::{AuditFilter, Store};
 
@@ -62,7 +63,8 @@ pub(crate) struct AuditArgs {
     limit: i64,
 }
 
-async fn open(args: &StoreArgs) -> Result<Store, ExitCode> {
+/// The store the configuration names, and the configuration.
+async fn open(args: &StoreArgs) -> Result<(Store, herald_server::Config), ExitCode> {
     let overrides = Overrides {
         config_file: args.config.clone(),
         database_url: args.database_url.clone(),
@@ -73,10 +75,13 @@ async fn open(args: &StoreArgs) -> Result<Store, ExitCode> {
         ExitCode::from(crate::EXIT_CONFIG)
     })?;
     let url = &loaded.config.database.url;
-    Store::connect(url).await.map_err(|error| {
-        eprintln!("herald: cannot open the database {}: {error}", herald_server::redact_url(url));
-        ExitCode::FAILURE
-    })
+    match Store::connect(url).await {
+        Ok(store) => Ok((store, loaded.config)),
+        Err(error) => {
+            eprintln!("herald: cannot open the database {}: {error}", herald_server::redact_url(url));
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn failed(error: herald_store::StoreError) -> ExitCode {
@@ -85,10 +90,11 @@ fn failed(error: herald_store::StoreError) -> ExitCode {
 }
 
 pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterCommand) -> ExitCode {
-    let store = match open(&store_args).await {
-        Ok(store) => store,
+    let (store, config) = match open(&store_args).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
+    let admin_channels_public = config.channels.admin_visibility == AdminVisibility::Public;
     let which = |id: Option<String>, all: bool| -> Result<Option<String>, ExitCode> {
         match (id, all) {
             (Some(id), false) => Ok(Some(id)),
@@ -102,17 +108,9 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
     match command {
         DeadLetterCommand::List { limit } => match store.dead_letters(limit).await {
             Ok(letters) if store_args.json => {
-                let list: Vec<serde_json::Value> = letters
-                    .iter()
-                    .map(|letter| {
-                        serde_json::json!({
-                            "broadcast_id": letter.broadcast_id, "event_id": letter.event_id,
-                            "event": letter.event_name, "channels": letter.channels, "attempts": letter.attempts,
-                            "last_error": letter.last_error, "failed_at": herald_notify::rfc3339(letter.failed_at),
-                        })
-                    })
-                    .collect();
-                out!("{}", serde_json::Value::Array(list));
+                let list: Vec<DeadLetterView> =
+                    letters.iter().map(|letter| DeadLetterView::new(letter, admin_channels_public)).collect();
+                out!("{}", serde_json::to_string(&list).unwrap_or_default());
                 ExitCode::SUCCESS
             }
             Ok(letters) if letters.is_empty() => {
@@ -194,8 +192,8 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match open(&store_args).await {
-        Ok(store) => store,
+    let (store, _) = match open(&store_args).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     let filter = AuditFilter {
@@ -208,7 +206,7 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
     match store.audit(&filter).await {
         Ok(entries) if store_args.json => {
             let list: Vec<serde_json::Value> = entries.iter().map(herald_server::audit_json).collect();
-            out!("{}", serde_json::Value::Array(list));
+            out!("{}", serde_json::to_string(&list).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Ok(entries) if entries.is_empty() => {

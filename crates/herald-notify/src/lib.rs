@@ -10,6 +10,7 @@ mod fields;
 mod lanes;
 mod printable;
 mod service;
+mod views;
 
 pub use amount::{Amount, AmountError};
 pub use broadcaster::{Campaign, Donation, NotificationBroadcaster, Payment, UserNotification};
@@ -26,3 +27,4 @@ pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
     MAX_FIELD_ERRORS, MAX_PAYLOAD_BYTES,
 };
+pub use views::DeadLetterView;

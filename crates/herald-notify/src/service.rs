@@ -209,6 +209,11 @@ impl Notifier {
     }
 
     /// The channel name on the wire: Pusher's `private-` prefix on private channels.
+    /// `[channels] admin_visibility = "public"`: admin channels go without `private-`.
+    pub fn admin_channels_public(&self) -> bool {
+        self.settings.admin_channels_public
+    }
+
     pub fn wire_channel(&self, logical: &str) -> String {
         crate::catalog::wire_channel(logical, self.settings.admin_channels_public)
     }

@@ -13,7 +13,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form, Json};
-use herald_notify::{Campaign, Donation, EventOutcome, IngestError, NotificationBroadcaster, Payment};
+use herald_notify::{
+    Campaign, DeadLetterView, Donation, EventOutcome, IngestError, NotificationBroadcaster, Payment,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::error;
@@ -302,18 +304,9 @@ pub(crate) async fn dead_letters(
     };
     let letters = state.store.dead_letters(limit).await.map_err(storage_error)?;
     let total = state.store.dead_letter_count().await.map_err(storage_error)?;
-    let letters: Vec<Value> = letters
-        .iter()
-        .map(|letter| {
-            let channels: Vec<String> =
-                letter.channels.iter().map(|channel| state.notifier.wire_channel(channel)).collect();
-            json!({
-                "broadcast_id": letter.broadcast_id, "event_id": letter.event_id, "event": letter.event_name,
-                "channels": channels, "attempts": letter.attempts, "last_error": letter.last_error,
-                "failed_at": herald_notify::rfc3339(letter.failed_at),
-            })
-        })
-        .collect();
+    let public = state.notifier.admin_channels_public();
+    let letters: Vec<DeadLetterView> =
+        letters.iter().map(|letter| DeadLetterView::new(letter, public)).collect();
     Ok(Json(json!({ "dead_letters": letters, "total": total })))
 }
 
