@@ -282,6 +282,15 @@ impl Client {
         }
     }
 
+    /// The next WebSocket message of any kind (pings and pongs included); panics after `WAIT`.
+    pub async fn recv_message(&mut self) -> Message {
+        tokio::time::timeout(WAIT, self.socket.next())
+            .await
+            .expect("a message arrives in time")
+            .expect("socket open")
+            .expect("message readable")
+    }
+
     /// Reads frames until one has `event`; returns it.
     pub async fn recv_event(&mut self, event: &str) -> Value {
         loop {
@@ -292,10 +301,14 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives within `wait`.
+    /// Asserts nothing arrives within `wait` and the socket is still open: a closed socket is
+    /// not silence.
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.socket.next()).await {
-            panic!("expected silence, got {message:?}");
+        match tokio::time::timeout(wait, self.socket.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(message))) => panic!("expected silence, got {message:?}"),
+            Ok(Some(Err(error))) => panic!("expected silence, the socket failed: {error}"),
+            Ok(None) => panic!("expected silence, the socket is closed"),
         }
     }
 

@@ -208,3 +208,43 @@ async fn shutdown_does_not_wait_for_a_client_that_never_reads() {
     server.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(4), "shutdown took {:?}", started.elapsed());
 }
+
+/// A subscriber that stops reading while broadcasts keep coming overflows its outbox and is
+/// closed as a slow consumer: on the wire, a `pusher:error` with code 4100 and a close frame with
+/// 4100 (reconnect after backing off), once it reads again.
+#[tokio::test]
+async fn a_slow_consumer_is_told_4100_on_the_wire() {
+    let server = TestServer::with_config(|config| config.server.outbox_capacity = 4).await;
+    let mut slow = RawClient::connect_with_buffer(&server, Some(4096)).await;
+    let subscribe = br#"{"event":"pusher:subscribe","data":{"channel":"slow-news"}}"#;
+    slow.send(&frame(0x81, subscribe, true)).await;
+    let (_, reply) = slow.frame().await.expect("subscription reply");
+    assert!(String::from_utf8_lossy(&reply).contains("subscription_succeeded"));
+    let app = server.state.app_by_id("main").expect("main app").clone();
+    let data = "x".repeat(8_000);
+    let started = Instant::now();
+    // Publish until the session gives up on the client; it reads nothing meanwhile.
+    while app.slow_consumers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        let (status, _) = server.trigger(&["slow-news"], "tick", &data).await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_secs(30), "the slow consumer was never closed");
+    }
+    // It reads again: behind the queued ticks come the error and the close, both 4100.
+    let mut error = None;
+    let code = loop {
+        match slow.frame().await {
+            Some((1, payload)) => {
+                let text = String::from_utf8_lossy(&payload).into_owned();
+                if text.contains("pusher:error") {
+                    error = Some(text);
+                }
+            }
+            Some((8, payload)) => break u16::from_be_bytes([payload[0], payload[1]]),
+            Some(_) => continue,
+            None => panic!("dropped without a close frame"),
+        }
+    };
+    assert_eq!(code, 4100);
+    let error = error.expect("a pusher:error before the close");
+    assert!(error.contains("4100"), "{error}");
+}

@@ -102,7 +102,12 @@ async fn websocket_ping_frames_get_pong_frames() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     client.send_raw(Message::Ping(b"hi".to_vec().into())).await;
-    // tungstenite answers pings itself; the socket stays usable afterwards.
+    // RFC 6455 5.5.3: the pong carries the ping's application data.
+    match client.recv_message().await {
+        Message::Pong(payload) => assert_eq!(&payload[..], b"hi"),
+        other => panic!("expected a pong frame, got {other:?}"),
+    }
+    // The socket stays usable afterwards.
     client.send(json!({ "event": "pusher:ping", "data": {} })).await;
     assert_eq!(client.recv().await["event"], "pusher:pong");
 }
