@@ -289,6 +289,42 @@ async fn small_donations_are_ignored_with_a_reason() {
     );
 }
 
+/// `in_app: false` keeps a type out of the inbox (no row, audited as suppressed) while the
+/// real-time broadcast still goes out; other types still reach the inbox.
+#[tokio::test]
+async fn the_in_app_switch_keeps_a_type_out_of_the_inbox_only() {
+    let server = TestServer::start().await;
+    let user = token("42", None, &[]);
+    let (status, _) = server
+        .with_token("PUT", "/api/v1/preferences", &user, Some(&json!({ "preferences": [{ "type": "donation_receipt", "realtime": true, "in_app": false }] })))
+        .await;
+    assert_eq!(status, 200);
+    let mut personal = listener(&server, "private-user.notifications.42", &user).await;
+    let note = |id: &str, kind: &str| json!({ "id": id, "type": "notification.created", "data": { "notification": { "user_id": 42, "type": kind, "title": "T", "message": "M" } } });
+    let (_, body) = server.ingest(&note("no-inbox", "donation_receipt")).await;
+    assert_eq!(body["events"][0]["broadcasts_queued"], 1, "still broadcast: {body}");
+    assert_eq!(body["events"][0]["notification_ids"], json!([]), "no inbox row: {body}");
+    assert_eq!(data_of(&personal.recv().await)["notification"]["type"], "donation_receipt");
+    let (_, body) = server.ingest(&note("to-inbox", "other_type")).await;
+    assert_eq!(body["events"][0]["notification_ids"].as_array().expect("ids").len(), 1);
+    let (status, inbox) = server.with_token("GET", "/api/v1/notifications", &user, None).await;
+    assert_eq!(status, 200);
+    let types: Vec<&str> =
+        inbox["data"].as_array().expect("list").iter().map(|n| n["type"].as_str().expect("type")).collect();
+    assert_eq!(types, ["other_type"]);
+    let suppressed = server
+        .state
+        .store
+        .audit(&herald_store::AuditFilter {
+            kind: Some(herald_store::AuditKind::Suppressed),
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(suppressed.len(), 1);
+    assert_eq!(suppressed[0].event_id, "no-inbox");
+}
+
 #[tokio::test]
 async fn preferences_mute_real_time_and_the_audit_says_so() {
     let server = TestServer::start().await;

@@ -204,6 +204,7 @@ async fn client_event_rate_limit_answers_4301_without_closing() {
     let mut receiver = server.client().await;
     sender.subscribe_signed("private-fast", None).await;
     receiver.subscribe_signed("private-fast", None).await;
+    let window = tokio::time::Instant::now();
     for index in 0..11 {
         sender.send(json!({ "event": "client-n", "channel": "private-fast", "data": { "i": index } })).await;
     }
@@ -216,6 +217,14 @@ async fn client_event_rate_limit_answers_4301_without_closing() {
     receiver.expect_silence(QUIET).await;
     sender.send(json!({ "event": "pusher:ping", "data": {} })).await;
     assert_eq!(sender.recv().await["event"], "pusher:pong", "still connected");
+    // The limit is per second: later in the same second it still holds…
+    tokio::time::sleep_until(window + Duration::from_millis(400)).await;
+    sender.send(json!({ "event": "client-n", "channel": "private-fast", "data": { "i": "late" } })).await;
+    assert_eq!(sender.recv().await["data"]["code"], 4301, "still the same second");
+    // …and the next second starts afresh.
+    tokio::time::sleep_until(window + Duration::from_millis(1100)).await;
+    sender.send(json!({ "event": "client-n", "channel": "private-fast", "data": { "i": "next" } })).await;
+    assert_eq!(data_of(&receiver.recv().await)["i"], "next");
 }
 
 #[tokio::test]
