@@ -14,7 +14,7 @@ async fn get(url: String, token: Option<&str>) -> (u16, String) {
     (response.status().as_u16(), response.text().await.expect("body"))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_connections_deliveries_queues_and_http() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -42,7 +42,7 @@ async fn metrics_expose_connections_deliveries_queues_and_http() {
     assert!(!text.contains("news"), "no channel names in labels");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_reports_503_when_the_database_is_down() {
     let server = TestServer::start().await;
     let (status, _) = get(format!("http://{}/up", server.address), None).await;
@@ -58,7 +58,7 @@ async fn up_reports_503_when_the_database_is_down() {
     assert!(metrics.contains("herald_database_up 0"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_needs_the_admin_token_when_one_is_set() {
     let server = TestServer::with_config(|config| config.admin.token = "s3cret-admin".into()).await;
     let url = format!("http://{}/admin/api/status?check_deps=true", server.admin_address);
@@ -75,7 +75,7 @@ async fn status_needs_the_admin_token_when_one_is_set() {
     assert_eq!(status["dead_letters"], 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_is_open_on_a_loopback_listener_without_a_token() {
     let server = TestServer::start().await;
     let (status, _) = get(format!("http://{}/admin/api/status", server.admin_address), None).await;
@@ -88,7 +88,7 @@ fn a_public_admin_listener_needs_a_token() {
     assert!(error.problems[0].starts_with("admin.token: required"), "{:?}", error.problems);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_rates_over_the_last_minute() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -103,7 +103,7 @@ async fn status_reports_rates_over_the_last_minute() {
     assert!(status["rates"]["messages_out"].as_f64().is_some());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_super_admin_jwt_does_not_bypass_the_admin_token() {
     let server = TestServer::with_config(|config| config.admin.token = "s3cret-admin".into()).await;
     let jwt =
@@ -118,7 +118,7 @@ async fn a_super_admin_jwt_does_not_bypass_the_admin_token() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_allow_jwt_a_super_admin_jwt_is_the_admin_credential() {
     let server = TestServer::with_config(|config| config.admin.allow_jwt = true).await;
     let mint = |roles: &[&str]| {
@@ -140,7 +140,7 @@ fn allow_jwt_cannot_be_combined_with_an_admin_token() {
         .expect("a JWT-protected admin listener may be public");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_host_header_is_refused_on_every_admin_route_but_the_probes() {
     let server = TestServer::start().await;
     let client =
@@ -189,7 +189,7 @@ async fn a_foreign_host_header_is_refused_on_every_admin_route_but_the_probes() 
     assert_eq!(response.status(), 200, "admin.allowed_hosts adds names");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failed_sign_ins_are_throttled_per_address() {
     let server = TestServer::with_config(|config| config.admin.token = "s3cret-admin".into()).await;
     let url = format!("http://{}/admin/api/status", server.admin_address);

@@ -8,7 +8,7 @@ fn event(channels: &[&str]) -> Value {
     json!({ "name": "e", "channels": channels, "data": "{}" })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_failures_answer_401() {
     let server = TestServer::start().await;
     let body = event(&["a"]);
@@ -49,7 +49,7 @@ async fn trigger_signed_at(server: &TestServer, timestamp: &str) -> (u16, Value)
     post_events(server, &events_query(&body, timestamp), body).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correctly_signed_timestamps_far_from_now_answer_401_without_wrapping() {
     let server = TestServer::start().await;
     let now = now() as i64;
@@ -72,7 +72,7 @@ async fn correctly_signed_timestamps_far_from_now_answer_401_without_wrapping() 
     assert_eq!(status, 200, "the same request signed now: {reply}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_match_its_md5_is_refused() {
     let server = TestServer::start().await;
     let signed_body = event(&["a"]).to_string();
@@ -87,7 +87,7 @@ async fn a_body_that_does_not_match_its_md5_is_refused() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_requests_with_the_empty_body_md5_are_accepted() {
     let server = TestServer::start().await;
     let empty_md5 = herald_protocol::body_md5_hex(b"");
@@ -96,7 +96,7 @@ async fn get_requests_with_the_empty_body_md5_are_accepted() {
     assert_eq!((status, body), (200, json!({ "channels": {} })));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apps_and_routes_answer_404_and_disabled_apps_403() {
     let server = TestServer::start().await;
     let (status, reply) = server.signed("ghost", "POST", "/events", &[], Some(&event(&["a"]))).await;
@@ -107,7 +107,7 @@ async fn unknown_apps_and_routes_answer_404_and_disabled_apps_403() {
     assert_eq!((status, reply["error"].as_str()), (403, Some("app is disabled")));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_triggers_answer_400_naming_the_field_and_publish_nothing() {
     let server = TestServer::start().await;
     let mut watcher = server.client().await;
@@ -134,7 +134,7 @@ async fn invalid_triggers_answer_400_naming_the_field_and_publish_nothing() {
     watcher.expect_silence(std::time::Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_answers_400() {
     let server = TestServer::start().await;
     let body = "{not json";
@@ -143,7 +143,7 @@ async fn malformed_json_answers_400() {
     assert!(reply["error"].as_str().expect("text").contains("not valid JSON"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_data_and_bodies_answer_413() {
     let server = TestServer::start().await;
     let big = "x".repeat(10 * 1024 + 1);
@@ -157,7 +157,7 @@ async fn oversized_data_and_bodies_answer_413() {
     assert_eq!(status, 413, "the body cap applies while reading, before authentication");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_rate_limit_answers_429() {
     let server = TestServer::start().await;
     let mut statuses = Vec::new();
@@ -168,7 +168,7 @@ async fn api_rate_limit_answers_429() {
     assert!(statuses.contains(&429), "{statuses:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_server_answers_503_to_triggers() {
     let server = TestServer::start().await;
     server.state.start_draining();
@@ -177,7 +177,7 @@ async fn a_draining_server_answers_503_to_triggers() {
     assert!(reply["error"].as_str().expect("text").contains("shutting down"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_channel_triggers_exclude_the_given_socket_and_report_info() {
     let server = TestServer::start().await;
     let mut a = server.client().await;
@@ -196,7 +196,7 @@ async fn multi_channel_triggers_exclude_the_given_socket_and_report_info() {
     b.expect_silence(std::time::Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_triggers_publish_every_event_or_none() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -222,7 +222,7 @@ async fn batch_triggers_publish_every_event_or_none() {
     client.expect_silence(std::time::Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_queries_report_occupied_channels() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -254,7 +254,7 @@ async fn channel_queries_report_occupied_channels() {
     assert_eq!(status, 400, "users are listed for presence channels only");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_alone_is_not_a_channel_name() {
     let server = TestServer::start().await;
     for bare in ["private-", "presence-", "private-encrypted-", "cache-", "presence-cache-"] {

@@ -45,7 +45,7 @@ async fn subscribe_as(server: &TestServer, token: &str, channel: &str) -> Value 
     client.recv().await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_default_policy_allows_and_denies() {
     let server = TestServer::start().await;
     server.state.store.learn_campaign("3", "7").await.expect("campaign learnt");
@@ -96,7 +96,7 @@ async fn every_default_policy_allows_and_denies() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_name_the_policy() {
     let server = TestServer::start().await;
     let (status, body) = auth(&server, &token("43", Some("8"), &[]), "private-organization.7").await;
@@ -110,7 +110,7 @@ async fn refusals_name_the_policy() {
         .any(|(policy, _, denied)| policy == "organization.{organizationId}" && *denied == 1));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_answers_carry_the_user_and_configured_claims() {
     let server = TestServer::start().await;
     let (status, body) = auth(&server, &token("42", Some("7"), &[]), "presence-organization.7").await;
@@ -122,7 +122,7 @@ async fn presence_answers_carry_the_user_and_configured_claims() {
     assert_eq!(data_of(&joined)["presence"]["hash"]["42"], json!({ "name": "Ada" }));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_user_info_over_the_limit_is_refused_before_it_is_signed() {
     let server = TestServer::with_config(|config| {
         config.apps[0].limits.max_presence_user_info_bytes = 40;
@@ -154,7 +154,7 @@ async fn presence_user_info_over_the_limit_is_refused_before_it_is_signed() {
     assert_eq!(status, 200, "private channels carry no user: {body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_channels_get_a_shared_secret_when_a_master_key_is_configured() {
     use base64::Engine as _;
     use sha2::Digest as _;
@@ -175,7 +175,7 @@ async fn encrypted_channels_get_a_shared_secret_when_a_master_key_is_configured(
     assert_eq!(status, 400, "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_authentication_signs_in_with_the_token_identity() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -198,7 +198,7 @@ async fn user_authentication_signs_in_with_the_token_identity() {
     assert_eq!(client.recv().await["event"], "pusher:signin_success");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_bodies_are_accepted_too() {
     let server = TestServer::start().await;
     let response = server
@@ -212,7 +212,7 @@ async fn json_bodies_are_accepted_too() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_attacks_answer_401() {
     let server = TestServer::start().await;
     let channel = "private-user.notifications.42";
@@ -259,7 +259,7 @@ async fn token_attacks_answer_401() {
     assert!(response.status().is_client_error(), "oversized header refused: {}", response.status());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_fields_answer_400() {
     let server = TestServer::start().await;
     let good = token("42", None, &[]);
@@ -288,7 +288,7 @@ async fn preflight(server: &TestServer, origin: &str) -> reqwest::Response {
         .expect("preflight sent")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflights_allow_the_configured_front_end_only() {
     let server = TestServer::start().await;
     let url = format!("http://{}/broadcasting/auth", server.address);
@@ -315,7 +315,7 @@ async fn cors_preflights_allow_the_configured_front_end_only() {
     assert_eq!(post.headers()["access-control-allow-origin"], FRONT_END);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_outage_answers_503_for_decisions_that_need_it() {
     let server = TestServer::start().await;
     server.state.store.close().await;
@@ -325,7 +325,7 @@ async fn a_storage_outage_answers_503_for_decisions_that_need_it() {
     assert_eq!(status, 200, "decisions that need no storage still work");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_wildcard_allows_any_origin_without_credentials() {
     let server = TestServer::with_config(|config| {
         config.auth.cors_origins = vec!["*".into(), FRONT_END.into()];

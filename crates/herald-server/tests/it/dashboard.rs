@@ -108,7 +108,7 @@ impl EventStream {
 
 const ALERT: &str = r#"{"id": "dash-1", "type": "security.alert", "data": {"alert_type": "x", "message": "m", "severity": "low"}}"#;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_assets_are_served_with_a_strict_content_security_policy() {
     let server = TestServer::start().await;
     let response = browser().get(admin_url(&server, "/dashboard")).send().await.expect("answered");
@@ -141,7 +141,7 @@ async fn the_page_and_its_assets_are_served_with_a_strict_content_security_polic
     assert_eq!(main.status(), 404, "the dashboard is on the admin listener only");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sets_an_http_only_cookie_that_opens_the_dashboard_and_the_api() {
     let server = TestServer::with_config(|config| config.admin.token = "s3cret-admin".into()).await;
     let (status, form) = get_with_cookie(&server, "/dashboard", None).await;
@@ -233,7 +233,7 @@ async fn login_sets_an_http_only_cookie_that_opens_the_dashboard_and_the_api() {
     assert!(form.contains("Your session has ended"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_allow_jwt_a_super_admin_token_signs_in_to_the_dashboard() {
     let server = TestServer::with_config(|config| config.admin.allow_jwt = true).await;
     assert_eq!(get_with_cookie(&server, "/dashboard", None).await.0, 401, "the login form");
@@ -259,7 +259,7 @@ async fn with_allow_jwt_a_super_admin_token_signs_in_to_the_dashboard() {
     assert_eq!(response.status(), 401, "other roles are refused");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_sends_status_every_second_and_each_delivery() {
     let server = TestServer::start().await;
     let mut stream = EventStream::open(&server).await;
@@ -292,7 +292,7 @@ async fn the_stream_sends_status_every_second_and_each_delivery() {
     assert_eq!(caught_up["seq"], delivered["seq"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_ends_when_the_server_shuts_down() {
     let mut server = TestServer::start().await;
     let mut stream = EventStream::open(&server).await;
@@ -304,7 +304,7 @@ async fn the_stream_ends_when_the_server_shuts_down() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_broadcast_sends_a_sample_through_the_pipeline() {
     let server = TestServer::start().await;
     let mut stream = EventStream::open(&server).await;
@@ -332,7 +332,7 @@ async fn test_broadcast_sends_a_sample_through_the_pipeline() {
     assert_eq!(post_json(&locked, "/admin/api/test-broadcast", None).await.0, 401);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_is_listed_and_retried_from_the_dashboard() {
     let Upstream { port, calls } = upstream(1, 400).await;
     let server = TestServer::with_config(|config| {

@@ -132,7 +132,7 @@ async fn ping_flooder(server: &TestServer) -> (RawClient, Vec<u8>) {
     (flooder, ping.iter().copied().cycle().take(ping.len() * 256).collect())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_violations_are_answered_with_rfc_6455_close_codes() {
     let server = TestServer::start().await;
     let cases: [(&str, Vec<u8>, u16); 6] = [
@@ -153,7 +153,7 @@ async fn protocol_violations_are_answered_with_rfc_6455_close_codes() {
     assert_eq!(healthy.recv().await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_flood_is_closed_with_4100() {
     let server = TestServer::with_config(|config| config.apps[0].limits.max_messages_per_second = 50).await;
     let mut client = server.client().await;
@@ -165,7 +165,7 @@ async fn a_message_flood_is_closed_with_4100() {
     assert_eq!(client.expect_close().await, 4100);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_that_never_reads_is_closed_by_the_write_deadline() {
     let server = TestServer::with_config(|config| {
         config.server.pong_timeout_secs = 1;
@@ -190,7 +190,7 @@ async fn a_ping_flood_that_never_reads_is_closed_by_the_write_deadline() {
     assert_eq!(healthy.recv().await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_for_a_client_that_never_reads() {
     let mut server = TestServer::with_config(|config| {
         config.server.shutdown_grace_secs = 5;
@@ -212,7 +212,7 @@ async fn shutdown_does_not_wait_for_a_client_that_never_reads() {
 /// A subscriber that stops reading while broadcasts keep coming overflows its outbox and is
 /// closed as a slow consumer: on the wire, a `pusher:error` with code 4100 and a close frame with
 /// 4100 (reconnect after backing off), once it reads again.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_told_4100_on_the_wire() {
     let server = TestServer::with_config(|config| config.server.outbox_capacity = 4).await;
     let mut slow = RawClient::connect_with_buffer(&server, Some(4096)).await;

@@ -35,7 +35,7 @@ fn notification(action_url: &str) -> Value {
         "user_id": 42, "type": "t", "title": "T", "message": "M", "action_url": action_url } } })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_422_names_every_missing_or_invalid_field_of_every_event() {
     let server = TestServer::start().await;
     let bad_alert = json!({ "id": "bad id!", "type": "security.alert", "data": { "severity": "apocalyptic", "details": [] } });
@@ -70,7 +70,7 @@ async fn a_422_names_every_missing_or_invalid_field_of_every_event() {
     assert_eq!((status, fields_of(&body)), (422, vec!["events"]), "every 422 has the list: {body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amounts_out_of_exact_range_or_signed_are_refused_naming_the_field() {
     let server = TestServer::start().await;
     let digits38 = "12345678901234567890123456789012345678";
@@ -97,7 +97,7 @@ async fn amounts_out_of_exact_range_or_signed_are_refused_naming_the_field() {
     nothing_stored(&server).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_amounts_reach_the_broadcast_and_the_inbox_digit_for_digit() {
     let server = TestServer::start().await;
     let mut dashboard = server.client().await;
@@ -146,7 +146,7 @@ async fn raw_event(client: &mut Client, event: &str) -> String {
     frame["data"].as_str().expect("data is a string").to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn action_urls_other_than_http_https_or_a_path_are_refused() {
     let server = TestServer::start().await;
     let hostile = [

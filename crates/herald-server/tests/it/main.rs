@@ -1,4 +1,5 @@
 //! Integration tests: the real `App` on 127.0.0.1:0, driven by real WebSocket and HTTP clients.
+//! Every test runs on a multi-thread runtime (two workers), as the server does in production.
 #![allow(unreachable_pub)]
 
 mod admin;

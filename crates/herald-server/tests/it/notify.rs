@@ -153,7 +153,7 @@ async fn wait_for_audit(server: &TestServer, event_id: &str, kind: &str) {
     panic!("no {kind} audit entry for {event_id}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_every_event_type_end_to_end() {
     let server = TestServer::start().await;
     every_event_type_reaches_every_channel(&server).await;
@@ -178,14 +178,14 @@ async fn postgres_url() -> Option<String> {
     Some(format!("{prefix}/{name}"))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_every_event_type_end_to_end() {
     let Some(url) = postgres_url().await else { return };
     let server = TestServer::with_config(|config| config.database.url = url).await;
     every_event_type_reaches_every_channel(&server).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeats_are_answered_with_the_original_outcome_and_not_broadcast() {
     let server = TestServer::start().await;
     let mut client = listener(&server, "system-maintenance", "").await;
@@ -202,7 +202,7 @@ async fn repeats_are_answered_with_the_original_outcome_and_not_broadcast() {
     client.expect_silence(Duration::from_millis(400)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_answer_422_naming_the_field_and_store_nothing() {
     let server = TestServer::start().await;
     let good = json!({ "id": "good", "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": "low" } });
@@ -244,7 +244,7 @@ async fn invalid_events_answer_422_naming_the_field_and_store_nothing() {
     assert_eq!(status, 202);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_needs_a_valid_signature() {
     let server = TestServer::start().await;
     let body = json!({ "type": "security.alert", "data": {} });
@@ -263,7 +263,7 @@ async fn ingest_needs_a_valid_signature() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_donations_are_ignored_with_a_reason() {
     let server = TestServer::start().await;
     let event = json!({ "id": "small", "type": "donation.large_received", "data": { "donation_id": 1, "amount": 20, "currency": "EUR", "campaign_id": 5, "organization_id": 6 } });
@@ -291,7 +291,7 @@ async fn small_donations_are_ignored_with_a_reason() {
 
 /// `in_app: false` keeps a type out of the inbox (no row, audited as suppressed) while the
 /// real-time broadcast still goes out; other types still reach the inbox.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_app_switch_keeps_a_type_out_of_the_inbox_only() {
     let server = TestServer::start().await;
     let user = token("42", None, &[]);
@@ -325,7 +325,7 @@ async fn the_in_app_switch_keeps_a_type_out_of_the_inbox_only() {
     assert_eq!(suppressed[0].event_id, "no-inbox");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferences_mute_real_time_and_the_audit_says_so() {
     let server = TestServer::start().await;
     let user = token("42", None, &[]);
@@ -366,7 +366,7 @@ async fn preferences_mute_real_time_and_the_audit_says_so() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_pages_catch_up_and_read_marks() {
     let server = TestServer::start().await;
     let user = token("7", None, &[]);
@@ -399,7 +399,7 @@ async fn inbox_pages_catch_up_and_read_marks() {
     assert_eq!(server.with_token("GET", "/api/v1/notifications?limit=1000", &user, None).await.0, 400);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_history_follows_the_subscription_policy() {
     let server = TestServer::start().await;
     for index in 0..3 {
@@ -424,7 +424,7 @@ async fn channel_history_follows_the_subscription_policy() {
     assert_eq!(status, 403);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_api_filters_by_type_and_status() {
     let server = TestServer::start().await;
     server.ingest(&json!({ "id": "a1", "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": "low" } })).await;
@@ -447,7 +447,7 @@ async fn audit_api_filters_by_type_and_status() {
     assert!(body["error"].as_str().is_some_and(|error| error.contains("attempt_failed")), "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_since_out_of_range_answers_400_naming_since() {
     let server = TestServer::start().await;
     for since in ["9223372036854775807d", "9223372036854775807s", "99999999999999999999999h", "36500000d"] {
@@ -460,7 +460,7 @@ async fn audit_since_out_of_range_answers_400_naming_since() {
     assert_eq!(status, 200, "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_broadcasts_go_first_under_a_backlog() {
     let server = TestServer::with_config(|config| config.notifications.workers = 1).await;
     let admin = token("1", None, &["super_admin"]);
@@ -499,7 +499,7 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 
 const ALERT: &str = r#"{"id": "up-1", "type": "security.alert", "data": {"alert_type": "x", "message": "m", "severity": "low"}}"#;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_upstream_is_retried_until_it_succeeds() {
     let Upstream { port, calls } = upstream(2, 503).await;
     let server = TestServer::with_config(|config| pusher_driver(config, port, 5)).await;
@@ -519,7 +519,7 @@ async fn a_failing_upstream_is_retried_until_it_succeeds() {
     assert!(failed[0].detail.contains("503"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_failed_attempt_dead_letters_and_replay_delivers() {
     let Upstream { port, calls } = upstream(3, 502).await;
     let server = TestServer::with_config(|config| pusher_driver(config, port, 3)).await;
@@ -538,7 +538,7 @@ async fn the_last_failed_attempt_dead_letters_and_replay_delivers() {
     wait_until(move || counted.load(Ordering::SeqCst) == 4).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_from_upstream_dead_letters_at_once() {
     let Upstream { port, calls } = upstream(100, 400).await;
     let server = TestServer::with_config(|config| pusher_driver(config, port, 5)).await;
@@ -552,7 +552,7 @@ async fn a_4xx_from_upstream_dead_letters_at_once() {
 /// The `pusher` driver against another Herald, which checks its requests as it checks any SDK's:
 /// the broadcast reaches a socket of the upstream and the credentials check (a signed
 /// `GET /channels`) passes; signed with another secret, both are refused.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pusher_driver_delivers_through_another_herald_that_checks_its_signatures() {
     let upstream = TestServer::start().await;
     let port = upstream.address.port();
@@ -593,7 +593,7 @@ async fn upstream_check(server: &TestServer) -> Value {
     status["deps"]["upstream"].clone()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_outage_answers_503_to_ingest() {
     let server = TestServer::start().await;
     server.state.store.close().await;
@@ -601,7 +601,7 @@ async fn a_storage_outage_answers_503_to_ingest() {
     assert_eq!(status, 503, "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_driver_writes_json_lines() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("broadcasts.log");
@@ -619,7 +619,7 @@ async fn the_log_driver_writes_json_lines() {
     assert_eq!(line["channels"], json!(["private-security-alerts"]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_id_sent_twice_is_refused_with_422() {
     let server = TestServer::start().await;
     let note = |event: &str| json!({ "id": event, "type": "notification.created", "data": { "notification": { "id": "n1", "user_id": 42, "type": "t", "title": "T", "message": "M" } } });
@@ -633,7 +633,7 @@ async fn a_notification_id_sent_twice_is_refused_with_422() {
     assert_eq!((status, body["events"][0]["status"].as_str()), (202, Some("duplicate")), "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_notification_app_may_ingest_or_read_the_audit() {
     let server = TestServer::start().await;
     let body: Value = serde_json::from_str(ALERT).expect("json");
@@ -643,7 +643,7 @@ async fn only_the_notification_app_may_ingest_or_read_the_audit() {
     assert_eq!(server.signed("noclient", "GET", "/audit", &[], None).await.0, 403);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_200_can_be_asked_for_the_php_sdk() {
     let server = TestServer::start().await;
     let body: Value = serde_json::from_str(ALERT).expect("json");
@@ -653,7 +653,7 @@ async fn status_200_can_be_asked_for_the_php_sdk() {
     assert_eq!(reply["events"][0]["status"], "accepted");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_is_audited_under_the_original_type() {
     let server = TestServer::start().await;
     server.ingest(&json!({ "id": "x", "type": "security.alert", "data": { "alert_type": "a", "message": "m", "severity": "low" } })).await;
@@ -670,7 +670,7 @@ async fn a_duplicate_is_audited_under_the_original_type() {
     assert_eq!(duplicates[0].event_type, "security.alert");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_reported_without_the_signed_url() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = closed.local_addr().expect("address").port();
@@ -686,7 +686,7 @@ async fn an_unreachable_upstream_is_reported_without_the_signed_url() {
 /// The Laravel `.env` copied into Herald's environment: `BROADCAST_CONNECTION=pusher` with
 /// `PUSHER_HOST`/`PUSHER_PORT` pointing at Herald itself. Herald delivers with its own driver
 /// instead of forwarding to itself.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pusher_upstream_that_is_this_server_delivers_with_the_herald_driver() {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();

@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{data_of, Client, TestServer};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_established_carries_socket_id_and_activity_timeout() {
     let server = TestServer::start().await;
     let mut client = Client::connect(&server.ws_url("main-key")).await;
@@ -30,7 +30,7 @@ async fn refused_with(_server: &TestServer, url: String) -> (Value, u16) {
     (error, code)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_version_is_checked() {
     let server = TestServer::start().await;
     let base = format!("ws://{}/app/main-key", server.address);
@@ -42,7 +42,7 @@ async fn protocol_version_is_checked() {
     assert_eq!(refused_with(&server, format!("{base}?protocol=1")).await.1, 4007);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_disabled_and_full_apps_are_refused_after_the_upgrade() {
     let server = TestServer::start().await;
     assert_eq!(refused_with(&server, server.ws_url("nobody")).await.1, 4001);
@@ -53,7 +53,7 @@ async fn unknown_disabled_and_full_apps_are_refused_after_the_upgrade() {
     assert_eq!(error["data"]["code"], 4004);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_quota_frees_up_when_a_client_leaves() {
     let server = TestServer::start().await;
     let first = server.client_for("quota-key").await;
@@ -71,7 +71,7 @@ async fn connection_quota_frees_up_when_a_client_leaves() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_outside_the_allow_list_are_refused() {
     let server = TestServer::start().await;
     let url = server.ws_url("origin-key");
@@ -82,14 +82,14 @@ async fn origins_outside_the_allow_list_are_refused() {
     assert_eq!(good.recv().await["event"], "pusher:connection_established");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_paths_are_refused_with_4005() {
     let server = TestServer::start().await;
     let (_, code) = refused_with(&server, format!("ws://{}/socket?protocol=7", server.address)).await;
     assert_eq!(code, 4005);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pusher_ping_is_answered_with_pong() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -97,7 +97,7 @@ async fn pusher_ping_is_answered_with_pong() {
     assert_eq!(client.recv().await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_ping_frames_get_pong_frames() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -112,7 +112,7 @@ async fn websocket_ping_frames_get_pong_frames() {
     assert_eq!(client.recv().await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_are_pinged_then_closed_with_4201() {
     let server = TestServer::with_config(|config| {
         config.server.activity_timeout_secs = 1;
@@ -124,7 +124,7 @@ async fn silent_clients_are_pinged_then_closed_with_4201() {
     assert_eq!(client.expect_close().await, 4201);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answering_the_server_ping_keeps_the_connection() {
     let server = TestServer::with_config(|config| {
         config.server.activity_timeout_secs = 1;
@@ -140,7 +140,7 @@ async fn answering_the_server_ping_keeps_the_connection() {
     assert_eq!(client.recv_event("pusher:pong").await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_closes_sockets_with_4200_and_drains_up() {
     let mut server = TestServer::start().await;
     let mut client = server.client().await;
@@ -154,7 +154,7 @@ async fn graceful_shutdown_closes_sockets_with_4200_and_drains_up() {
     assert_eq!(client.expect_close().await, 4200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_server_answers_up_with_503_and_refuses_new_sockets_with_4200() {
     let server = TestServer::start().await;
     server.state.start_draining();

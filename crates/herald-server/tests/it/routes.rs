@@ -16,7 +16,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "walk-1")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_signed_admin_and_bearer_route_refuses_an_unauthenticated_request() {
     let server = TestServer::with_config(|config| config.admin.token = "walk-admin-token".into()).await;
     let http = reqwest::Client::new();
@@ -57,7 +57,7 @@ async fn every_signed_admin_and_bearer_route_refuses_an_unauthenticated_request(
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_routes_are_the_documented_ones() {
     let open: Vec<(Listener, &str)> = table()
         .into_iter()

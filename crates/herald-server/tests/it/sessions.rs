@@ -9,7 +9,7 @@ use crate::harness::{auth_for, data_of, TestServer};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_channel_receives_triggered_events_with_string_data() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -22,7 +22,7 @@ async fn public_channel_receives_triggered_events_with_string_data() {
     assert_eq!(event, json!({ "event": "story", "channel": "news", "data": r#"{"title":"hi"}"# }));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_channels_need_a_valid_signature() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -44,7 +44,7 @@ async fn private_channels_need_a_valid_signature() {
     assert_eq!(client.recv().await["event"], "secret");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_members_are_listed_and_announced_once_per_user() {
     let server = TestServer::start().await;
     let channel = "presence-room";
@@ -82,7 +82,7 @@ async fn presence_members_are_listed_and_announced_once_per_user() {
     assert_eq!(data_of(&removed), json!({ "user_id": "2" }));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_subscriptions_need_valid_channel_data() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -97,7 +97,7 @@ async fn presence_subscriptions_need_valid_channel_data() {
     assert_eq!(client.subscribe_signed("presence-x", Some(&big)).await["event"], "pusher:subscription_error");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_channels_refuse_past_their_member_limit() {
     let server = TestServer::with_config(|config| config.apps[0].limits.max_presence_members = 1).await;
     let mut first = server.client().await;
@@ -108,7 +108,7 @@ async fn presence_channels_refuse_past_their_member_limit() {
     assert_eq!(data_of(&refused)["status"], 403);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_channels_relay_ciphertext_and_refuse_client_events() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -135,7 +135,7 @@ async fn encrypted_channels_relay_ciphertext_and_refuse_client_events() {
     assert_eq!(status, 400, "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_channels_replay_the_last_event_or_report_a_miss() {
     let server = TestServer::start().await;
     let mut early = server.client().await;
@@ -155,7 +155,7 @@ async fn cache_channels_replay_the_last_event_or_report_a_miss() {
     assert_eq!(private.recv().await["event"], "pusher:cache_miss");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_events_reach_other_members_but_never_the_sender() {
     let server = TestServer::start().await;
     let mut alice = server.client().await;
@@ -171,7 +171,7 @@ async fn client_events_reach_other_members_but_never_the_sender() {
     alice.expect_silence(QUIET).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_events_are_refused_where_the_rules_say() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -197,7 +197,7 @@ async fn client_events_are_refused_where_the_rules_say() {
     assert!(error["data"]["message"].as_str().expect("message").contains("not enabled"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_event_rate_limit_answers_4301_without_closing() {
     let server = TestServer::start().await;
     let mut sender = server.client().await;
@@ -227,7 +227,7 @@ async fn client_event_rate_limit_answers_4301_without_closing() {
     assert_eq!(data_of(&receiver.recv().await)["i"], "next");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_in_users_get_their_own_channel_and_can_be_terminated() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -254,7 +254,7 @@ async fn signed_in_users_get_their_own_channel_and_can_be_terminated() {
     assert_eq!(bystander.recv().await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_to_user_channels_need_a_sign_in() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -262,7 +262,7 @@ async fn server_to_user_channels_need_a_sign_in() {
     assert_eq!(data_of(&refused)["status"], 403);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_sign_in_closes_with_4009() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -270,7 +270,7 @@ async fn a_bad_sign_in_closes_with_4009() {
     assert_eq!(client.expect_close().await, 4009);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchlist_over_100_ids_is_an_error_without_closing() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -282,7 +282,7 @@ async fn watchlist_over_100_ids_is_an_error_without_closing() {
     assert_eq!(client.recv().await["event"], "pusher:signin_success");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_requiring_sign_in_close_idle_connections_with_4009() {
     let server = TestServer::start().await;
     let mut idle = server.client_for("signin-key").await;
@@ -293,7 +293,7 @@ async fn apps_requiring_sign_in_close_idle_connections_with_4009() {
     signed.expect_silence(Duration::from_millis(1500)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_unknown_events_are_rejected_not_relayed() {
     let server = TestServer::start().await;
     let mut attacker = server.client().await;
@@ -310,7 +310,7 @@ async fn forged_and_unknown_events_are_rejected_not_relayed() {
     victim.expect_silence(QUIET).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_get_errors_and_the_connection_survives() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -338,7 +338,7 @@ async fn malformed_frames_get_errors_and_the_connection_survives() {
     assert_eq!(client.recv().await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frames_close_with_1009_and_the_server_lives_on() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -350,7 +350,7 @@ async fn oversized_frames_close_with_1009_and_the_server_lives_on() {
     assert_eq!(next.recv().await["event"], "pusher:pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_connection_are_capped() {
     let server =
         TestServer::with_config(|config| config.apps[0].limits.max_channels_per_connection = 2).await;
@@ -366,7 +366,7 @@ async fn subscriptions_per_connection_are_capped() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumers_are_disconnected_without_slowing_others() {
     let server = TestServer::with_config(|config| config.server.outbox_capacity = 64).await;
     let mut slow = server.client().await;
@@ -405,7 +405,7 @@ async fn slow_consumers_are_disconnected_without_slowing_others() {
 
 /// The Python SDK's `terminate_user_connections` posts to `/users/{id}/terminate_connections`
 /// with no `/apps/{id}` prefix; the signed `auth_key` names the app.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_connections_without_the_app_prefix_finds_the_app_by_key() {
     let server = TestServer::start().await;
     let mut client = server.client().await;

@@ -34,7 +34,7 @@ async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, response)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_headers_are_closed_by_the_header_timeout() {
     let server = TestServer::with_config(|config| config.server.header_timeout_secs = 1).await;
     let mut tcp = TcpStream::connect(server.address).await.expect("connects");
@@ -45,7 +45,7 @@ async fn half_sent_headers_are_closed_by_the_header_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed() {
     let server = TestServer::with_config(|config| config.server.header_timeout_secs = 1).await;
     let mut tcp = TcpStream::connect(server.address).await.expect("connects");
@@ -56,7 +56,7 @@ async fn an_idle_kept_alive_connection_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_gets_408() {
     let server = TestServer::with_config(|config| config.server.body_timeout_secs = 1).await;
     let mut tcp = TcpStream::connect(server.address).await.expect("connects");
@@ -70,7 +70,7 @@ async fn a_trickled_body_gets_408() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_announced_with_expect_continue_gets_413_at_once() {
     let server = TestServer::start().await;
     let mut tcp = TcpStream::connect(server.address).await.expect("connects");
@@ -86,7 +86,7 @@ async fn an_oversized_body_announced_with_expect_continue_gets_413_at_once() {
     assert!(answer.starts_with("HTTP/1.1 413"), "no 100 Continue, straight 413: {answer}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_listener_refuses_quickly_and_the_admin_listener_still_answers() {
     let server = TestServer::with_config(|config| {
         config.server.max_connections = 4;
@@ -120,7 +120,7 @@ async fn a_full_listener_refuses_quickly_and_the_admin_listener_still_answers() 
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_may_not_take_every_connection() {
     let server = TestServer::with_config(|config| {
         config.server.max_connections_per_ip = 3;
@@ -142,7 +142,7 @@ async fn one_address_may_not_take_every_connection() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_connections_count_against_the_cap_until_they_close() {
     let server = TestServer::with_config(|config| config.server.max_connections = 2).await;
     let first = server.client().await;
