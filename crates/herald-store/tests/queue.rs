@@ -185,12 +185,22 @@ async fn postgres_notification_tables() {
     exercise(&store).await;
 }
 
-#[tokio::test]
-async fn release_leases_makes_claimed_jobs_due_again() {
-    let (store, _dir) = sqlite().await;
+async fn leases_released(store: &Store) {
     store.ingest(&[record("x", Lane::Normal, None)]).await.expect("ingest");
     assert_eq!(store.claim(1, 60_000).await.expect("claim").len(), 1);
     assert!(store.claim(1, 60_000).await.expect("claim").is_empty());
     assert_eq!(store.release_leases().await.expect("release"), 1);
     assert_eq!(store.claim(1, 60_000).await.expect("claim")[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn sqlite_release_leases_makes_claimed_jobs_due_again() {
+    let (store, _dir) = sqlite().await;
+    leases_released(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_release_leases_makes_claimed_jobs_due_again() {
+    let Some(store) = postgres().await else { return };
+    leases_released(&store).await;
 }

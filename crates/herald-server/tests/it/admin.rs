@@ -68,7 +68,11 @@ async fn status_needs_the_admin_token_when_one_is_set() {
     assert_eq!(status, 200, "{body}");
     let status: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(status["driver"], "herald");
-    assert_eq!(status["database"]["backend"], "sqlite");
+    let backend = match crate::harness::backend() {
+        crate::harness::Backend::Sqlite => "sqlite",
+        crate::harness::Backend::Postgres => "postgres",
+    };
+    assert_eq!(status["database"]["backend"], backend);
     assert_eq!(status["deps"]["database"]["ok"], true);
     assert_eq!(status["apps"][0]["id"], "main");
     assert_eq!(status["queue"]["critical-broadcasts"]["pending"], 0);

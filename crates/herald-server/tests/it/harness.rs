@@ -41,6 +41,51 @@ pub fn default_apps() -> Vec<AppConfig> {
     ]
 }
 
+/// The database engine the test servers run on: SQLite, or PostgreSQL with
+/// `HERALD_TEST_BACKEND=postgres` (`scripts/test` runs the suite once on each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("HERALD_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("HERALD_TEST_BACKEND={other:?}: sqlite or postgres"),
+    }
+}
+
+/// A fresh PostgreSQL database (`herald_it_…`) on `HERALD_TEST_POSTGRES_URL`'s server.
+pub async fn fresh_postgres_database() -> String {
+    postgres_database()
+        .await
+        .expect("PostgreSQL is required: HERALD_TEST_BACKEND=postgres or HERALD_REQUIRE_SERVICES=1")
+}
+
+/// A fresh PostgreSQL database, or `None` when PostgreSQL is absent and not required
+/// (`HERALD_REQUIRE_SERVICES=1` or `HERALD_TEST_BACKEND=postgres` make its absence a failure).
+pub async fn postgres_database() -> Option<String> {
+    let base = std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let required = std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|value| value == "1")
+        || backend() == Backend::Postgres;
+    let admin = match sqlx::PgPool::connect(&base).await {
+        Ok(pool) => pool,
+        Err(error) if !required => {
+            eprintln!("skipping PostgreSQL test: {error}");
+            return None;
+        }
+        Err(error) => panic!("PostgreSQL is required but unreachable at {base}: {error}"),
+    };
+    let name = format!("herald_it_{}", fastrand::u64(..));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("database created");
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("url has a database");
+    Some(format!("{prefix}/{name}"))
+}
+
 pub const JWT_SECRET: &str = "test-jwt-secret";
 pub const FRONT_END: &str = "https://csr.example";
 
@@ -67,7 +112,10 @@ impl TestServer {
         config.server.shutdown_grace_secs = 2;
         config.apps = default_apps();
         let data = tempfile::tempdir().expect("temp dir");
-        config.database.url = format!("sqlite://{}", data.path().join("herald.db").display());
+        config.database.url = match backend() {
+            Backend::Sqlite => format!("sqlite://{}", data.path().join("herald.db").display()),
+            Backend::Postgres => fresh_postgres_database().await,
+        };
         config.auth.jwt_secret = JWT_SECRET.into();
         config.auth.cors_origins = vec![FRONT_END.into()];
         config.notifications.workers = 2;

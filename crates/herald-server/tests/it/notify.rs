@@ -154,33 +154,14 @@ async fn wait_for_audit(server: &TestServer, event_id: &str, kind: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_every_event_type_end_to_end() {
+async fn every_event_type_end_to_end() {
     let server = TestServer::start().await;
     every_event_type_reaches_every_channel(&server).await;
 }
 
-/// A fresh PostgreSQL database for one test, or `None` when PostgreSQL is absent and not required.
-async fn postgres_url() -> Option<String> {
-    let base = std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let required = std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
-    let admin = match sqlx::PgPool::connect(&base).await {
-        Ok(pool) => pool,
-        Err(error) if !required => {
-            eprintln!("skipping PostgreSQL test: {error}");
-            return None;
-        }
-        Err(error) => panic!("PostgreSQL is required (HERALD_REQUIRE_SERVICES=1) but unreachable: {error}"),
-    };
-    let name = format!("herald_it_{}", fastrand::u64(..));
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("database created");
-    let (prefix, _) = base.rsplit_once('/').expect("url has a database");
-    Some(format!("{prefix}/{name}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_every_event_type_end_to_end() {
-    let Some(url) = postgres_url().await else { return };
+    let Some(url) = crate::harness::postgres_database().await else { return };
     let server = TestServer::with_config(|config| config.database.url = url).await;
     every_event_type_reaches_every_channel(&server).await;
 }
