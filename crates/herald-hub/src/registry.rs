@@ -523,7 +523,7 @@ mod tests {
         }
         assert_eq!(slow.close_requested(), None);
         hub.publish(&ch, &frame, "d", None);
-        assert_eq!(slow.close_requested(), Some(4100));
+        assert_eq!(slow.close_requested(), Some(CloseCode::OverCapacity));
     }
 
     #[tokio::test]

@@ -64,22 +64,19 @@ impl<F: Frame> SocketHandle<F> {
     }
 
     /// Resolves with the close code once someone asked for this socket to be closed.
-    pub async fn closed(&self) -> u16 {
+    pub async fn closed(&self) -> CloseCode {
         loop {
-            let code = self.kill.code.load(Ordering::Acquire);
-            if code != 0 {
+            if let Some(code) = self.close_requested() {
                 return code;
             }
             self.kill.notify.notified().await;
         }
     }
 
-    /// The close code asked for, if any.
-    pub fn close_requested(&self) -> Option<u16> {
-        match self.kill.code.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(code),
-        }
+    /// The close code asked for, if any. Only `close` stores one (a `CloseCode`'s number), so
+    /// every stored number reads back.
+    pub fn close_requested(&self) -> Option<CloseCode> {
+        CloseCode::from_code(self.kill.code.load(Ordering::Acquire))
     }
 }
 

@@ -41,6 +41,31 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    pub const ALL: [CloseCode; 17] = [
+        CloseCode::ProtocolViolation,
+        CloseCode::InvalidPayload,
+        CloseCode::MessageTooBig,
+        CloseCode::AppNotFound,
+        CloseCode::AppDisabled,
+        CloseCode::OverConnectionQuota,
+        CloseCode::PathNotFound,
+        CloseCode::InvalidVersionFormat,
+        CloseCode::UnsupportedProtocol,
+        CloseCode::NoProtocolVersion,
+        CloseCode::Unauthorized,
+        CloseCode::OverCapacity,
+        CloseCode::Reconnect,
+        CloseCode::PongNotReceived,
+        CloseCode::ClosedAfterInactivity,
+        CloseCode::ClientEventRateLimit,
+        CloseCode::WatchlistLimit,
+    ];
+
+    /// The code with this number, if Herald has one.
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        CloseCode::ALL.into_iter().find(|known| known.code() == code)
+    }
+
     pub fn code(self) -> u16 {
         match self {
             CloseCode::ProtocolViolation => 1002,
@@ -100,6 +125,15 @@ impl CloseCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_reads_back_from_its_number() {
+        for code in CloseCode::ALL {
+            assert_eq!(CloseCode::from_code(code.code()), Some(code));
+        }
+        assert_eq!(CloseCode::from_code(0), None);
+        assert_eq!(CloseCode::from_code(4999), None);
+    }
 
     #[test]
     fn ranges_match_pusher_js_reactions() {

@@ -268,7 +268,7 @@ impl Session {
             let deadline = self.next_deadline(started);
             let next = tokio::select! {
                 biased;
-                code = handle.closed() => Next::Close(close_code_from(code)),
+                code = handle.closed() => Next::Close(code),
                 _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
                 frame = outbox.recv() => match frame {
                     // A client that stops reading blocks this write: race it with the kill switch
@@ -288,7 +288,7 @@ impl Session {
                                 "slow consumer: the client stopped reading".into(),
                             ),
                         },
-                        code = handle.closed() => Next::Close(close_code_from(code)),
+                        code = handle.closed() => Next::Close(code),
                         _ = shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
                     },
                     None => return,
@@ -350,7 +350,7 @@ impl Session {
     async fn send(&self, socket: &mut WebSocket, frame: impl Into<Utf8Bytes>) -> Result<(), Next> {
         tokio::select! {
             biased;
-            code = self.handle.closed() => Err(Next::Close(close_code_from(code))),
+            code = self.handle.closed() => Err(Next::Close(code)),
             _ = self.state.shutdown.cancelled() => Err(Next::Close(CloseCode::Reconnect)),
             sent = tokio::time::timeout(self.write_stall(), socket.send(Message::Text(frame.into()))) => {
                 match sent {
@@ -689,14 +689,6 @@ async fn write_batch(
         }
     }
     socket.flush().await
-}
-
-fn close_code_from(code: u16) -> CloseCode {
-    match code {
-        4009 => CloseCode::Unauthorized,
-        4200 => CloseCode::Reconnect,
-        _ => CloseCode::OverCapacity,
-    }
 }
 
 /// The RFC 6455 close code for a frame the client got wrong; `None` when the socket just failed
