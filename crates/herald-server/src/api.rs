@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::signed::Signed;
-use crate::state::App;
+use crate::state::Tenant;
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -86,7 +86,7 @@ fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 /// Validates one event object (`name`, `data`, `channel`/`channels`, `socket_id`, `info`).
 fn parse_trigger(
-    app: &App,
+    app: &Tenant,
     object: &Map<String, Value>,
     query_info: Option<&str>,
 ) -> Result<Trigger, ApiError> {
@@ -184,7 +184,7 @@ fn check_encrypted_payload(data: &str) -> Result<(), ApiError> {
 }
 
 /// Publishes a validated trigger; returns the per-channel info the caller asked for.
-fn publish(app: &App, trigger: &Trigger) -> Map<String, Value> {
+fn publish(app: &Tenant, trigger: &Trigger) -> Map<String, Value> {
     let except = trigger.except.as_ref().map(SocketId::as_str);
     let mut info = Map::new();
     for channel in &trigger.channels {
@@ -196,7 +196,7 @@ fn publish(app: &App, trigger: &Trigger) -> Map<String, Value> {
     info
 }
 
-fn channel_attributes(app: &App, channel: &ChannelName, info: Info) -> Map<String, Value> {
+fn channel_attributes(app: &Tenant, channel: &ChannelName, info: Info) -> Map<String, Value> {
     let counts = app.hub.channel_info(channel);
     let mut attributes = Map::new();
     if info.subscription_count {
@@ -276,7 +276,7 @@ pub(crate) async fn list_channels(Signed { app, query, .. }: Signed) -> ApiResul
     Ok(Json(json!({ "channels": channels })))
 }
 
-fn channel_from_path(app: &App, name: &str) -> Result<ChannelName, ApiError> {
+fn channel_from_path(app: &Tenant, name: &str) -> Result<ChannelName, ApiError> {
     ChannelName::parse(name, app.config.limits.max_channel_name_len)
         .map_err(|error| ApiError::invalid("channel", format!("{name:?}: {error}")))
 }

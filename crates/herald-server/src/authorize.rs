@@ -23,7 +23,7 @@ use tracing::{debug, error};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::{App, SharedState};
+use crate::state::{SharedState, Tenant};
 
 /// Everything the authorization endpoints need, built once at start-up.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub struct Authorizer {
     verifier: TokenVerifier,
     policies: PolicySet,
     /// The app whose key and secret sign the answers.
-    app: Arc<App>,
+    app: Arc<Tenant>,
     master_key: Option<Vec<u8>>,
     user_info_claims: Vec<String>,
     cors_origins: Vec<String>,
@@ -44,7 +44,7 @@ const NO_POLICY: &str = "(no policy)";
 
 impl Authorizer {
     /// Built from a validated configuration; `apps` are the server's apps.
-    pub(crate) fn new(config: &Config, apps: &[Arc<App>]) -> anyhow::Result<Authorizer> {
+    pub(crate) fn new(config: &Config, apps: &[Arc<Tenant>]) -> anyhow::Result<Authorizer> {
         use anyhow::Context as _;
         let settings = config.auth.token_settings().map_err(anyhow::Error::msg)?;
         let verifier = TokenVerifier::new(&settings).context("auth")?;
@@ -213,7 +213,7 @@ fn request<'a>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<AuthRequest<'a>, ApiError> {
-    let authorizer = state.authorizer.as_ref().ok_or(ApiError::RouteNotFound)?;
+    let authorizer = &state.authorizer;
     let fields = fields(body)?;
     let identity = authorizer.identify(headers)?;
     let socket_id = socket_id(&fields)?;
@@ -336,10 +336,7 @@ enum CorsGrant {
 pub(crate) async fn cors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let origin =
         request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let grant = match (&origin, state.authorizer.as_ref()) {
-        (Some(origin), Some(authorizer)) => authorizer.cors_grant(origin),
-        _ => None,
-    };
+    let grant = origin.as_deref().and_then(|origin| state.authorizer.cors_grant(origin));
     let mut response = if request.method() == Method::OPTIONS {
         if grant.is_some() {
             StatusCode::NO_CONTENT.into_response()

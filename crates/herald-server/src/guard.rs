@@ -106,7 +106,7 @@ impl AdminGuard {
         if !self.allow_jwt {
             return false;
         }
-        let Some(authorizer) = &state.authorizer else { return false };
+        let authorizer = &state.authorizer;
         let mut bearer = HeaderMap::new();
         let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else { return false };
         bearer.insert(header::AUTHORIZATION, value);

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::state::SharedState;
 
 fn identify(state: &SharedState, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    state.authorizer.as_ref().ok_or(ApiError::RouteNotFound)?.identify(headers)
+    state.authorizer.identify(headers)
 }
 
 fn unavailable(cause: StoreError) -> ApiError {
@@ -188,7 +188,7 @@ pub(crate) async fn channel_history(
     Path(channel): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let authorizer = state.authorizer.as_ref().ok_or(ApiError::RouteNotFound)?;
+    let authorizer = &state.authorizer;
     let identity = authorizer.identify(&headers)?;
     let logical = crate::authorize::policy_name(&channel).to_owned();
     let wire = state.notifier.wire_channel(&logical);

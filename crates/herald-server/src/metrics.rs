@@ -238,28 +238,22 @@ pub(crate) async fn render(state: &SharedState) -> String {
         line(&mut out, "herald_dead_letters", "", dead);
     }
 
-    if let Some(authorizer) = &state.authorizer {
-        header(
+    let authorizer = &state.authorizer;
+    header(&mut out, "herald_auth_decisions_total", "counter", "Channel authorization decisions by policy.");
+    for (policy, allowed, denied) in authorizer.decision_counts() {
+        let policy = label(&policy);
+        line(
             &mut out,
             "herald_auth_decisions_total",
-            "counter",
-            "Channel authorization decisions by policy.",
+            &format!("policy=\"{policy}\",decision=\"allowed\""),
+            allowed,
         );
-        for (policy, allowed, denied) in authorizer.decision_counts() {
-            let policy = label(&policy);
-            line(
-                &mut out,
-                "herald_auth_decisions_total",
-                &format!("policy=\"{policy}\",decision=\"allowed\""),
-                allowed,
-            );
-            line(
-                &mut out,
-                "herald_auth_decisions_total",
-                &format!("policy=\"{policy}\",decision=\"denied\""),
-                denied,
-            );
-        }
+        line(
+            &mut out,
+            "herald_auth_decisions_total",
+            &format!("policy=\"{policy}\",decision=\"denied\""),
+            denied,
+        );
     }
 
     header(&mut out, "herald_http_requests_total", "counter", "HTTP requests by matched route and status.");

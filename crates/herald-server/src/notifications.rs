@@ -18,12 +18,12 @@ use tracing::error;
 use crate::config::{AdminVisibility, Config, DriverName};
 use crate::error::ApiError;
 use crate::signed::Signed;
-use crate::state::{App, SharedState};
+use crate::state::{SharedState, Tenant};
 
 /// The `herald` driver: publishes into one app's hub on this node.
 #[derive(Debug)]
 pub(crate) struct HubPublisher {
-    app: Arc<App>,
+    app: Arc<Tenant>,
 }
 
 impl LocalPublish for HubPublisher {
@@ -41,7 +41,7 @@ impl LocalPublish for HubPublisher {
 /// Builds the notifier from the configuration: driver, settings, store.
 pub(crate) fn notifier(
     config: &Config,
-    apps: &[Arc<App>],
+    apps: &[Arc<Tenant>],
     store: Store,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<Arc<Notifier>> {

@@ -9,7 +9,7 @@ use axum::http::{Method, Uri};
 use herald_protocol::{api_string_to_sign, body_md5_hex, verify_hex_signature};
 
 use crate::error::ApiError;
-use crate::state::{App, SharedState, State};
+use crate::state::{SharedState, State, Tenant};
 
 /// Seconds an `auth_timestamp` may differ from the server clock.
 pub(crate) const TIMESTAMP_WINDOW_SECS: i64 = 600;
@@ -46,7 +46,7 @@ impl Query {
 /// under the app's size cap; GET requests have none.
 #[derive(Debug)]
 pub(crate) struct Signed {
-    pub(crate) app: Arc<App>,
+    pub(crate) app: Arc<Tenant>,
     pub(crate) query: Query,
     pub(crate) body: Bytes,
 }
@@ -93,7 +93,7 @@ fn authenticate(
     method: &Method,
     uri: &Uri,
     body: &[u8],
-) -> Result<(Arc<App>, Query), ApiError> {
+) -> Result<(Arc<Tenant>, Query), ApiError> {
     let app = state.app_by_id(app_id).ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?.clone();
     let query = Query::parse(uri)?;
     let key = query.get("auth_key").ok_or(ApiError::Unauthenticated("auth_key is missing"))?;

@@ -15,9 +15,10 @@ use herald_store::Store;
 use crate::authorize::Authorizer;
 use crate::config::{AppConfig, Config, ServerConfig};
 
-/// One app at run time.
+/// A tenant: one configured Pusher app at run time (its hub, counters and API rate window).
+/// The server as a whole is `app::App`.
 #[derive(Debug)]
-pub struct App {
+pub struct Tenant {
     pub config: AppConfig,
     pub hub: Hub<Utf8Bytes>,
     /// Start of the current one-second window and the API requests counted in it.
@@ -31,9 +32,9 @@ pub struct App {
     pub bytes_out: AtomicU64,
 }
 
-impl App {
-    fn new(config: AppConfig, node: u64, outbox_capacity: usize) -> App {
-        App {
+impl Tenant {
+    fn new(config: AppConfig, node: u64, outbox_capacity: usize) -> Tenant {
+        Tenant {
             config,
             hub: Hub::with_outbox_capacity(node, outbox_capacity),
             api_window: Mutex::new((Instant::now(), 0)),
@@ -83,9 +84,9 @@ impl App {
 #[derive(Debug)]
 pub struct State {
     pub server: ServerConfig,
-    by_id: HashMap<String, Arc<App>>,
-    by_key: HashMap<String, Arc<App>>,
-    apps: Vec<Arc<App>>,
+    by_id: HashMap<String, Arc<Tenant>>,
+    by_key: HashMap<String, Arc<Tenant>>,
+    apps: Vec<Arc<Tenant>>,
     draining: AtomicBool,
     /// Cancelled when the server shuts down; every session watches it.
     pub shutdown: CancellationToken,
@@ -93,8 +94,8 @@ pub struct State {
     pub sessions: TaskTracker,
     /// Where notifications, queues and learnt campaign owners live.
     pub store: Store,
-    /// The `/broadcasting/*` endpoints; `None` only in states built without configuration.
-    pub authorizer: Option<Authorizer>,
+    /// Bearer tokens and channel policies: `/broadcasting/*` and the users' API.
+    pub authorizer: Authorizer,
     /// The notification layer: ingest, queue workers, driver.
     pub notifier: Arc<herald_notify::Notifier>,
     /// The app the notification layer belongs to.
@@ -121,12 +122,12 @@ impl State {
         addresses: (std::net::SocketAddr, std::net::SocketAddr),
     ) -> anyhow::Result<State> {
         let node = u64::from(fastrand::u32(1..1_000_000_000));
-        let apps: Vec<Arc<App>> = config
+        let apps: Vec<Arc<Tenant>> = config
             .apps
             .iter()
-            .map(|app| Arc::new(App::new(app.clone(), node, config.server.outbox_capacity)))
+            .map(|app| Arc::new(Tenant::new(app.clone(), node, config.server.outbox_capacity)))
             .collect();
-        let authorizer = Some(Authorizer::new(config, &apps)?);
+        let authorizer = Authorizer::new(config, &apps)?;
         let notifier = crate::notifications::notifier(config, &apps, store.clone(), addresses.0)?;
         Ok(State {
             server: config.server.clone(),
@@ -159,15 +160,15 @@ impl State {
         })
     }
 
-    pub fn app_by_id(&self, id: &str) -> Option<&Arc<App>> {
+    pub fn app_by_id(&self, id: &str) -> Option<&Arc<Tenant>> {
         self.by_id.get(id)
     }
 
-    pub fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {
+    pub fn app_by_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.by_key.get(key)
     }
 
-    pub fn apps(&self) -> &[Arc<App>] {
+    pub fn apps(&self) -> &[Arc<Tenant>] {
         &self.apps
     }
 

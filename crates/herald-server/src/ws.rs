@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, instrument, warn};
 
-use crate::state::{App, SharedState};
+use crate::state::{SharedState, Tenant};
 
 /// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
 /// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.
@@ -117,7 +117,7 @@ pub(crate) async fn path_not_found(ws: WebSocketUpgrade) -> Response {
 /// The checks made before a connection is accepted, in the order pusher-js expects.
 fn refusal(
     state: &SharedState,
-    app: Option<&App>,
+    app: Option<&Tenant>,
     query: Option<&str>,
     origin: Option<&str>,
 ) -> Option<CloseCode> {
@@ -170,7 +170,7 @@ fn close_message(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))
 }
 
-async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
+async fn start(state: SharedState, app: Arc<Tenant>, mut socket: WebSocket) {
     let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
     let Some((handle, outbox)) = app.hub.register(max) else {
         Box::pin(refuse(socket, CloseCode::OverConnectionQuota)).await;
@@ -198,7 +198,7 @@ async fn start(state: SharedState, app: Arc<App>, mut socket: WebSocket) {
 /// What one connection knows about itself.
 struct Session {
     state: SharedState,
-    app: Arc<App>,
+    app: Arc<Tenant>,
     handle: SocketHandle<Utf8Bytes>,
     /// Subscribed channels; for presence channels, the user id the socket joined as.
     channels: HashMap<ChannelName, Option<Arc<str>>>,
@@ -229,7 +229,7 @@ enum Next {
 type Handled = Result<Next, Next>;
 
 impl Session {
-    fn new(state: SharedState, app: Arc<App>, handle: SocketHandle<Utf8Bytes>) -> Session {
+    fn new(state: SharedState, app: Arc<Tenant>, handle: SocketHandle<Utf8Bytes>) -> Session {
         let now = Instant::now();
         Session {
             state,

@@ -104,7 +104,7 @@ async fn refusals_name_the_policy() {
     assert_eq!(body["policy"], "organization.{organizationId}");
     let (_, body) = auth(&server, &token("1", None, &["super_admin"]), "private-nothing").await;
     assert_eq!(body, json!({ "error": "no policy allows this channel", "policy": null }));
-    let counts = server.state.authorizer.as_ref().expect("authorizer").decision_counts();
+    let counts = server.state.authorizer.decision_counts();
     assert!(counts
         .iter()
         .any(|(policy, _, denied)| policy == "organization.{organizationId}" && *denied == 1));
