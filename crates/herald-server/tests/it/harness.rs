@@ -91,6 +91,8 @@ pub const FRONT_END: &str = "https://csr.example";
 
 pub struct TestServer {
     pub address: std::net::SocketAddr,
+    /// The database the server runs on (SQLite file or PostgreSQL), to read it after shutdown.
+    pub database_url: String,
     pub admin_address: std::net::SocketAddr,
     _data: tempfile::TempDir,
     pub state: SharedState,
@@ -123,6 +125,7 @@ impl TestServer {
         config.notifications.backoff_base_ms = 20;
         config.notifications.backoff_cap_ms = 100;
         change(&mut config);
+        let database_url = config.database.url.clone();
         let app = App::build(&config).await.expect("server binds");
         let address = app.address();
         let admin_address = app.admin_address();
@@ -133,6 +136,7 @@ impl TestServer {
         }));
         TestServer {
             address,
+            database_url,
             admin_address,
             _data: data,
             state,

@@ -10,7 +10,7 @@ use herald_server::config::{Config, DriverName};
 use serde_json::{json, Value};
 
 use crate::harness::{data_of, Client, TestServer, JWT_SECRET};
-use crate::upstream::{upstream, Upstream};
+use crate::upstream::{slow_upstream, upstream, Upstream};
 
 fn token(user: &str, organization: Option<&str>, roles: &[&str]) -> String {
     let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
@@ -683,4 +683,26 @@ async fn a_pusher_upstream_that_is_this_server_delivers_with_the_herald_driver()
     let (status, _) = server.ingest(&event).await;
     assert_eq!(status, 202);
     assert_eq!(client.recv().await["event"], "system.maintenance");
+}
+
+/// Graceful shutdown lets a worker finish the delivery in hand: the upstream is still answering
+/// when shutdown starts, and the broadcast is recorded as delivered, not left leased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_delivery_in_hand() {
+    let (Upstream { port, calls }, arrived) = slow_upstream(Duration::from_millis(800)).await;
+    let mut server = TestServer::with_config(|config| pusher_driver(config, port, 5)).await;
+    let waiting = arrived.notified();
+    server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
+    tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the delivery reaches the upstream");
+    server.shutdown().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "delivered once, not retried");
+    let store = herald_store::Store::connect(&server.database_url).await.expect("database opens");
+    let filter = herald_store::AuditFilter {
+        event_id: "up-1".into(),
+        kind: Some(herald_store::AuditKind::Delivered),
+        ..Default::default()
+    };
+    assert_eq!(store.audit(&filter).await.expect("audit").len(), 1, "recorded as delivered before the exit");
+    let pending: i64 = store.lane_stats().await.expect("lanes").iter().map(|lane| lane.pending).sum();
+    assert_eq!(pending, 0);
 }

@@ -46,6 +46,32 @@ pub async fn upstream(failures: usize, status: u16) -> Upstream {
     Upstream { port, calls }
 }
 
+/// An upstream that answers every correctly signed request with 200 after `delay`, and says
+/// when a request has arrived (the driver then has a delivery in hand).
+pub async fn slow_upstream(delay: std::time::Duration) -> (Upstream, Arc<tokio::sync::Notify>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let (counter, signal) = (calls.clone(), arrived.clone());
+    let app = axum::Router::new().route(
+        "/apps/main/events",
+        axum::routing::post(move |method: Method, uri: Uri, body: Bytes| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            signal.notify_one();
+            async move {
+                if let Err(problem) = check_signature(&method, &uri, &body) {
+                    return (StatusCode::UNAUTHORIZED, format!(r#"{{"error":"{problem}"}}"#));
+                }
+                tokio::time::sleep(delay).await;
+                (StatusCode::OK, "{}".to_owned())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (Upstream { port, calls }, arrived)
+}
+
 /// What `shared/PROTOCOL.md` asks of a signed request, checked with herald-protocol's pieces.
 fn check_signature(method: &Method, uri: &Uri, body: &[u8]) -> Result<(), &'static str> {
     let query: Vec<(String, String)> =
