@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -17,18 +17,6 @@ use crate::status::{
 };
 
 use crate::state::SharedState;
-
-/// Routes of the admin listener, behind `guard::guard` (Host allow-list, sign-in throttle). The
-/// listener (`listener::serve`) gives every request its peer address (`ConnectInfo`) for the
-/// throttle.
-pub(crate) fn router(state: SharedState) -> Router {
-    crate::routes::admin_router(&state)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::guard))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
-        .with_state(state)
-}
-
-pub(crate) use crate::guard::authorize;
 
 pub(crate) async fn metrics(State(state): State<SharedState>) -> Response {
     let body = crate::metrics::render(&state).await;

@@ -156,7 +156,7 @@ impl App {
         });
         let body_timeout = Duration::from_secs(state.server.body_timeout_secs);
         let admin_router =
-            crate::admin::router(state.clone()).layer(axum::middleware::from_fn(move |request, next| {
+            crate::routes::admin_listener(state.clone()).layer(axum::middleware::from_fn(move |request, next| {
                 read_body(ADMIN_BODY_LIMIT, body_timeout, request, next)
             }));
         let stop = state.shutdown.clone();

@@ -1,4 +1,4 @@
-//! The live admin dashboard on the admin listener, behind `admin::authorize`: the page and its
+//! The live admin dashboard on the admin listener, behind `guard::require_admin`: the page and its
 //! embedded assets (no build step, nothing from another origin), a login form that opens a
 //! server-side session (`guard`) kept in an HttpOnly cookie, the Server-Sent Events stream (`stream`), and the page's
 //! actions: a test broadcast through the real pipeline, the dead letters and their retry.
@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::error;
 
-use crate::admin::{authorize, snapshot};
+use crate::admin::snapshot;
 use crate::error::ApiError;
-use crate::guard::{self, cross_origin, cross_origin_refused, session_of, ClientAddress};
+use crate::guard::{self, authorize, cross_origin, cross_origin_refused, session_of, ClientAddress};
 use crate::state::SharedState;
 
 const INDEX: &str = include_str!("../assets/dashboard/index.html");

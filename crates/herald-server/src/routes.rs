@@ -119,8 +119,18 @@ pub(crate) fn main_router(state: &SharedState) -> Router<SharedState> {
     open.merge(browser.layer(from_fn_with_state(state.clone(), authorize::cors)))
 }
 
-/// The admin listener's routes; the caller adds the listener-wide layers.
-pub(crate) fn admin_router(state: &SharedState) -> Router<SharedState> {
+/// The admin listener: its routes behind `guard::guard` (Host allow-list, sign-in throttle) and
+/// the HTTP metrics. The listener (`listener::serve`) gives every request its peer address
+/// (`ConnectInfo`) for the throttle.
+pub(crate) fn admin_listener(state: SharedState) -> Router {
+    admin_router(&state)
+        .layer(from_fn_with_state(state.clone(), crate::guard::guard))
+        .layer(from_fn_with_state(state.clone(), crate::metrics::track))
+        .with_state(state)
+}
+
+/// The admin listener's routes; `admin_listener` adds the listener-wide layers.
+fn admin_router(state: &SharedState) -> Router<SharedState> {
     let mut open = Router::new();
     let mut guarded = Router::new();
     for (path, access, route) in admin_routes() {
