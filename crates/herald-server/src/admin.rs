@@ -1,11 +1,14 @@
-//! The admin listener (default 127.0.0.1:9601): Prometheus `/metrics`, health probes, and the
-//! admin API the `herald status` command and the dashboard use.
+//! The admin listener (default 127.0.0.1:9601): Prometheus `/metrics`, health probes, the admin
+//! API the `herald status` command and the dashboard use, and the middleware that guards it with
+//! `guard::AdminGuard` (Host allow-list, admin credential, sign-in throttle).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -16,7 +19,84 @@ use crate::status::{
     Refused, StatusDocument,
 };
 
+use crate::error::ApiError;
+use crate::guard::{
+    bearer, cross_origin, cross_origin_refused, session_of, too_many_failures, ClientAddress,
+};
 use crate::state::SharedState;
+
+/// Checks admin access: with no credential configured the listener is loopback-only and open;
+/// otherwise the credential in `Authorization: Bearer` (the admin token; or, with
+/// `admin.allow_jwt` and no admin token, a platform JWT with `super_admin`) or a dashboard
+/// session opened with it.
+pub(crate) fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let guard = &state.admin;
+    if !guard.requires_sign_in() {
+        return Ok(());
+    }
+    if let Some(given) = bearer(headers) {
+        if guard.accepts(&state.authorizer, given) {
+            return Ok(());
+        }
+        return Err(ApiError::Unauthenticated("invalid admin token"));
+    }
+    match session_of(headers) {
+        Some(id) if guard.session_valid(id) => Ok(()),
+        Some(_) => Err(ApiError::Unauthenticated("the dashboard session has ended: sign in again")),
+        None => Err(ApiError::Unauthenticated("admin token required")),
+    }
+}
+
+/// Middleware of the admin listener: refuses a `Host` not on the allow-list (every route but
+/// the `/up` and `/live` probes), throttles clients that failed to sign in too often, and counts
+/// a wrong bearer token as a failed sign-in.
+pub(crate) async fn guard(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    request.extensions_mut().insert(ClientAddress(client));
+    let path = request.uri().path();
+    if path == "/up" || path == "/live" {
+        return next.run(request).await;
+    }
+    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok());
+    match host {
+        Some(host) if state.admin.host_allowed(host) => {}
+        _ => {
+            let shown = host.map_or_else(|| "(none)".to_owned(), |host| format!("{host:?}"));
+            let body = json!({
+                "error": format!("the admin listener does not answer to the Host {shown}: add it to admin.allowed_hosts"),
+                "host": host,
+            });
+            return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
+        }
+    }
+    let presents_token = state.admin.requires_sign_in() && bearer(request.headers()).is_some();
+    if presents_token || (path == "/dashboard/login" && request.method() == axum::http::Method::POST) {
+        if let Some(retry_after) = state.admin.throttled(client) {
+            return too_many_failures(retry_after);
+        }
+    }
+    if presents_token && authorize(&state, request.headers()).is_err() {
+        state.admin.record_failure(client, "bearer token");
+    }
+    next.run(request).await
+}
+
+/// Layer of every admin route (`routes::Access::Admin`): the admin token or a dashboard session,
+/// and no state-changing request from another site's page. The handlers behind it never check.
+pub(crate) async fn require_admin(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(error) = authorize(&state, request.headers()) {
+        return error.into_response();
+    }
+    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !reads && cross_origin(request.headers()) {
+        return cross_origin_refused();
+    }
+    next.run(request).await
+}
 
 pub(crate) async fn metrics(State(state): State<SharedState>) -> Response {
     let body = crate::metrics::render(&state).await;
@@ -149,9 +229,33 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
             suppressed: counters.suppressed.load(Relaxed),
         },
         recent_errors: recent.into_iter().take(10).map(crate::notifications::audit_json).collect(),
-        rates: state.rates.read(state),
+        rates: state.rates.read(rate_sample(state)),
         connections,
         deps: if check_deps { Some(dependencies(state).await) } else { None },
+    }
+}
+
+/// The counters the rates follow, now.
+fn rate_sample(state: &SharedState) -> crate::rates::Sample {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = &state.notifier.counters;
+    crate::rates::Sample {
+        at: std::time::Instant::now(),
+        accepted: counters.accepted.load(Relaxed),
+        delivered: counters.delivered.load().total(),
+        failed: counters.retried.load().total() + counters.dead_lettered.load().total(),
+        messages_out: state.apps().iter().map(|app| app.messages_out.load(Relaxed)).sum(),
+    }
+}
+
+/// Samples the rates' counters every second until shutdown.
+pub(crate) async fn sample_rates(state: SharedState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => state.rates.record(rate_sample(&state)),
+        }
     }
 }
 

@@ -3,8 +3,6 @@
 //! Handlers validate everything before publishing anything, so bad input changes nothing.
 //! They never write to sockets: they publish to the app's hub.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::Path;
 use axum::Json;
 use herald_protocol::{valid_event_name, ChannelKind, ChannelName, SocketId};
@@ -13,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::signed::Signed;
-use crate::state::Tenant;
+use crate::tenant::Tenant;
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -56,24 +54,6 @@ impl Info {
     fn any(self) -> bool {
         self.subscription_count || self.user_count || self.cache
     }
-}
-
-/// The request body, refused with 413 past the app's `max_http_body_bytes` (the router's
-/// `DefaultBodyLimit` already stopped reading past the largest app's).
-pub(crate) fn body_of(
-    state: &crate::state::State,
-    app_id: &str,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, ApiError> {
-    let limit =
-        state.app_by_id(app_id).map_or(herald_protocol::Limits::default().max_http_body_bytes, |app| {
-            app.config.limits.max_http_body_bytes
-        });
-    let body = body.map_err(|_| ApiError::TooLarge { what: "request body", limit })?;
-    if body.len() > limit {
-        return Err(ApiError::TooLarge { what: "request body", limit });
-    }
-    Ok(body)
 }
 
 fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {

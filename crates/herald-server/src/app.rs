@@ -146,7 +146,7 @@ impl App {
         let workers = tokio_util::task::TaskTracker::new();
         state.notifier.start_workers(state.shutdown.clone(), &workers);
         workers.close();
-        tokio::spawn(crate::rates::Rates::run(state.clone()));
+        tokio::spawn(crate::admin::sample_rates(state.clone()));
         let drain = state.clone();
         let signal = tokio::spawn(async move {
             shutdown.await;
@@ -155,10 +155,9 @@ impl App {
             drain.shutdown.cancel();
         });
         let body_timeout = Duration::from_secs(state.server.body_timeout_secs);
-        let admin_router =
-            crate::routes::admin_listener(state.clone()).layer(axum::middleware::from_fn(move |request, next| {
-                read_body(ADMIN_BODY_LIMIT, body_timeout, request, next)
-            }));
+        let admin_router = crate::routes::admin_listener(state.clone()).layer(axum::middleware::from_fn(
+            move |request, next| read_body(ADMIN_BODY_LIMIT, body_timeout, request, next),
+        ));
         let stop = state.shutdown.clone();
         tokio::join!(
             crate::listener::serve(self.listener, router, self.gate, stop.clone()),

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::error;
 
-use crate::admin::snapshot;
+use crate::admin::{authorize, snapshot};
 use crate::error::ApiError;
-use crate::guard::{self, authorize, cross_origin, cross_origin_refused, session_of, ClientAddress};
+use crate::guard::{self, cross_origin, cross_origin_refused, session_of, ClientAddress};
 use crate::state::SharedState;
 
 const INDEX: &str = include_str!("../assets/dashboard/index.html");
@@ -143,7 +143,7 @@ pub(crate) async fn login(
     if !state.admin.requires_sign_in() {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     }
-    if !state.admin.accepts(&state, token) {
+    if !state.admin.accepts(&state.authorizer, token) {
         state.admin.record_failure(client, "dashboard login");
         return login_form(Some("That token is not valid."));
     }

@@ -4,21 +4,18 @@
 //! Every table here is bounded in memory.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tracing::warn;
 
+use crate::authorizer::Authorizer;
 use crate::config::AdminConfig;
-use crate::error::ApiError;
-use crate::state::SharedState;
 
 /// The dashboard's session cookie (its value is a random session id, never the token).
 pub(crate) const SESSION_COOKIE: &str = "herald_admin_session";
@@ -77,17 +74,17 @@ impl AdminGuard {
 
     /// Whether `given` is the configured credential: the admin token when one is set (then
     /// nothing else, ever), else with `admin.allow_jwt` a platform JWT with `super_admin`.
-    pub(crate) fn accepts(&self, state: &SharedState, given: &str) -> bool {
+    pub(crate) fn accepts(&self, authorizer: &Authorizer, given: &str) -> bool {
         if self.token.is_some() {
             self.is_token(given)
         } else {
-            self.is_admin_jwt(state, given)
+            self.is_admin_jwt(authorizer, given)
         }
     }
 
     /// Whether the admin listener answers to `host`: a listed name, or any IP address (DNS
     /// rebinding needs a name the attacker controls; Prometheus scraping a pod by IP needs none).
-    fn host_allowed(&self, host: &str) -> bool {
+    pub(crate) fn host_allowed(&self, host: &str) -> bool {
         let host = bare_host(host).to_ascii_lowercase();
         let ip = host.trim_start_matches('[').trim_end_matches(']');
         ip.parse::<IpAddr>().is_ok() || self.hosts.iter().any(|allowed| *allowed == host || allowed == "*")
@@ -102,11 +99,10 @@ impl AdminGuard {
     }
 
     /// Whether `token` is a platform JWT with `super_admin`, and JWTs are allowed.
-    fn is_admin_jwt(&self, state: &SharedState, token: &str) -> bool {
+    fn is_admin_jwt(&self, authorizer: &Authorizer, token: &str) -> bool {
         if !self.allow_jwt {
             return false;
         }
-        let authorizer = &state.authorizer;
         let mut bearer = HeaderMap::new();
         let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else { return false };
         bearer.insert(header::AUTHORIZATION, value);
@@ -132,7 +128,7 @@ impl AdminGuard {
         id
     }
 
-    fn session_valid(&self, id: &str) -> bool {
+    pub(crate) fn session_valid(&self, id: &str) -> bool {
         let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match sessions.get(id) {
             Some(expires) if *expires > Instant::now() => true,
@@ -207,7 +203,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     hex::encode(buffer)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -223,79 +219,6 @@ pub(crate) fn session_of(headers: &HeaderMap) -> Option<&str> {
         .flat_map(|cookies| cookies.split(';'))
         .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
         .filter(|id| !id.is_empty())
-}
-
-/// Checks admin access: with no credential configured the listener is loopback-only and open;
-/// otherwise the credential in `Authorization: Bearer` (the admin token; or, with
-/// `admin.allow_jwt` and no admin token, a platform JWT with `super_admin`) or a dashboard
-/// session opened with it.
-pub(crate) fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let guard = &state.admin;
-    if !guard.requires_sign_in() {
-        return Ok(());
-    }
-    if let Some(given) = bearer(headers) {
-        if guard.accepts(state, given) {
-            return Ok(());
-        }
-        return Err(ApiError::Unauthenticated("invalid admin token"));
-    }
-    match session_of(headers) {
-        Some(id) if guard.session_valid(id) => Ok(()),
-        Some(_) => Err(ApiError::Unauthenticated("the dashboard session has ended: sign in again")),
-        None => Err(ApiError::Unauthenticated("admin token required")),
-    }
-}
-
-/// Middleware of the admin listener: refuses a `Host` not on the allow-list (every route but
-/// the `/up` and `/live` probes), throttles clients that failed to sign in too often, and counts
-/// a wrong bearer token as a failed sign-in.
-pub(crate) async fn guard(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    request.extensions_mut().insert(ClientAddress(client));
-    let path = request.uri().path();
-    if path == "/up" || path == "/live" {
-        return next.run(request).await;
-    }
-    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok());
-    match host {
-        Some(host) if state.admin.host_allowed(host) => {}
-        _ => {
-            let shown = host.map_or_else(|| "(none)".to_owned(), |host| format!("{host:?}"));
-            let body = json!({
-                "error": format!("the admin listener does not answer to the Host {shown}: add it to admin.allowed_hosts"),
-                "host": host,
-            });
-            return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
-        }
-    }
-    let presents_token = state.admin.requires_sign_in() && bearer(request.headers()).is_some();
-    if presents_token || (path == "/dashboard/login" && request.method() == axum::http::Method::POST) {
-        if let Some(retry_after) = state.admin.throttled(client) {
-            return too_many_failures(retry_after);
-        }
-    }
-    if presents_token && authorize(&state, request.headers()).is_err() {
-        state.admin.record_failure(client, "bearer token");
-    }
-    next.run(request).await
-}
-
-/// Layer of every admin route (`routes::Access::Admin`): the admin token or a dashboard session,
-/// and no state-changing request from another site's page. The handlers behind it never check.
-pub(crate) async fn require_admin(
-    State(state): State<SharedState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Err(error) = authorize(&state, request.headers()) {
-        return error.into_response();
-    }
-    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if !reads && cross_origin(request.headers()) {
-        return cross_origin_refused();
-    }
-    next.run(request).await
 }
 
 /// Whether a state-changing request comes from another site's page (the cookie is

@@ -5,10 +5,13 @@ mod admin;
 mod api;
 mod app;
 mod authorize;
+mod authorizer;
 pub mod config;
 mod dashboard;
 mod error;
 mod guard;
+mod http_metrics;
+mod hub_driver;
 mod inbox;
 mod listener;
 mod metrics;
@@ -18,15 +21,17 @@ pub mod routes;
 mod signed;
 mod state;
 pub mod status;
+mod tenant;
 mod ws;
 
 pub use app::{redact_url, router, App, Capacity};
-pub use authorize::Authorizer;
+pub use authorizer::Authorizer;
 pub use config::{Config, ConfigError, EnvSource, Loaded, Overrides, ProcessEnv};
 pub use error::ApiError;
 pub use listener::raise_fd_limit;
 pub use notifications::audit_json;
 pub use state::{SharedState, State};
+pub use tenant::Tenant;
 pub use ws::conformance_echo_router;
 
 /// The short block printed at start-up: addresses, apps (keys, never secrets) and the Echo

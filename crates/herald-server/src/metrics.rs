@@ -2,10 +2,8 @@
 //! text rendering of every counter and gauge the server keeps. Labels are bounded: apps, lanes,
 //! channel kinds, routes, statuses and policies — never a channel name or socket id.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -13,43 +11,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use herald_store::Lane;
 
+use crate::http_metrics::{lock, BUCKETS};
 use crate::state::SharedState;
-
-/// Upper bounds (seconds) of the request latency histogram.
-const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
-
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-/// Request counts and latencies per matched route.
-#[derive(Debug, Default)]
-pub(crate) struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl HttpMetrics {
-    fn record(&self, route: &str, status: u16, seconds: f64) {
-        *lock(&self.requests).entry((route.to_owned(), status)).or_default() += 1;
-        let mut latency = lock(&self.latency);
-        let histogram = latency.entry(route.to_owned()).or_default();
-        for (index, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                histogram.counts[index] += 1;
-            }
-        }
-        histogram.count += 1;
-        histogram.sum += seconds;
-    }
-}
 
 /// Middleware: counts every request under its matched route (unmatched: `other`).
 pub(crate) async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {

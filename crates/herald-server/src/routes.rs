@@ -124,7 +124,7 @@ pub(crate) fn main_router(state: &SharedState) -> Router<SharedState> {
 /// (`ConnectInfo`) for the throttle.
 pub(crate) fn admin_listener(state: SharedState) -> Router {
     admin_router(&state)
-        .layer(from_fn_with_state(state.clone(), crate::guard::guard))
+        .layer(from_fn_with_state(state.clone(), crate::admin::guard))
         .layer(from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
 }
@@ -143,7 +143,7 @@ fn admin_router(state: &SharedState) -> Router<SharedState> {
         }
     }
     let guarded = guarded
-        .route_layer(from_fn_with_state(state.clone(), crate::guard::require_admin))
+        .route_layer(from_fn_with_state(state.clone(), crate::admin::require_admin))
         .layer(Extension(dashboard::feed()));
     open.merge(guarded)
 }

@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::{Method, Uri};
 use herald_protocol::{api_string_to_sign, body_md5_hex, verify_hex_signature};
 
 use crate::error::ApiError;
-use crate::state::{SharedState, State, Tenant};
+use crate::state::{SharedState, State};
+use crate::tenant::Tenant;
 
 /// Seconds an `auth_timestamp` may differ from the server clock.
 pub(crate) const TIMESTAMP_WINDOW_SECS: i64 = 600;
@@ -69,11 +71,29 @@ impl FromRequest<SharedState> for Signed {
             Bytes::new()
         } else {
             let bytes = Bytes::from_request(Request::from_parts(parts, body), state).await;
-            crate::api::body_of(state, &app_id, bytes)?
+            body_of(state, &app_id, bytes)?
         };
         let (app, query) = authenticate(state, &app_id, &method, &uri, &body)?;
         Ok(Signed { app, query, body })
     }
+}
+
+/// The request body, refused with 413 past the app's `max_http_body_bytes` (the router's
+/// `DefaultBodyLimit` already stopped reading past the largest app's).
+fn body_of(
+    state: &crate::state::State,
+    app_id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    let limit =
+        state.app_by_id(app_id).map_or(herald_protocol::Limits::default().max_http_body_bytes, |app| {
+            app.config.limits.max_http_body_bytes
+        });
+    let body = body.map_err(|_| ApiError::TooLarge { what: "request body", limit })?;
+    if body.len() > limit {
+        return Err(ApiError::TooLarge { what: "request body", limit });
+    }
+    Ok(body)
 }
 
 /// The app whose key signed the query, for routes without `{app_id}`.

@@ -1,84 +1,18 @@
 //! The apps this server serves, each with its configuration and its hub, found by id or key.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
-use herald_hub::Hub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use herald_store::Store;
 
-use crate::authorize::Authorizer;
-use crate::config::{AppConfig, Config, ServerConfig};
-
-/// A tenant: one configured Pusher app at run time (its hub, counters and API rate window).
-/// The server as a whole is `app::App`.
-#[derive(Debug)]
-pub struct Tenant {
-    pub config: AppConfig,
-    pub hub: Hub<Utf8Bytes>,
-    /// Start of the current one-second window and the API requests counted in it.
-    api_window: Mutex<(Instant, u32)>,
-    /// Sockets closed with 4100 because they did not read fast enough.
-    pub slow_consumers: AtomicU64,
-    /// Frames received from clients.
-    pub messages_in: AtomicU64,
-    /// Frames queued for sockets, and their bytes.
-    pub messages_out: AtomicU64,
-    pub bytes_out: AtomicU64,
-}
-
-impl Tenant {
-    fn new(config: AppConfig, node: u64, outbox_capacity: usize) -> Tenant {
-        Tenant {
-            config,
-            hub: Hub::with_outbox_capacity(node, outbox_capacity),
-            api_window: Mutex::new((Instant::now(), 0)),
-            slow_consumers: AtomicU64::new(0),
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-        }
-    }
-
-    /// Publishes one event on one channel: encoded once, queued for every subscriber but the
-    /// excluded socket, counted. `user_id` marks client events relayed on presence channels.
-    /// Returns the sockets it was queued for.
-    pub fn publish(
-        &self,
-        channel: &herald_protocol::ChannelName,
-        event: &str,
-        data: &str,
-        except: Option<&str>,
-        user_id: Option<&str>,
-    ) -> usize {
-        let frame = herald_protocol::encode_server_event(event, Some(channel.as_str()), data, user_id);
-        let bytes = frame.len() as u64;
-        let reached = self.hub.publish(channel, &Utf8Bytes::from(frame), data, except);
-        self.messages_out.fetch_add(reached as u64, Ordering::Relaxed);
-        self.bytes_out.fetch_add(reached as u64 * bytes, Ordering::Relaxed);
-        reached
-    }
-
-    /// Counts one API request; false when the app is over `max_api_requests_per_second`.
-    pub fn admit_api_request(&self) -> bool {
-        let limit = self.config.max_api_requests_per_second;
-        if limit == 0 {
-            return true;
-        }
-        let mut window = self.api_window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        if now.duration_since(window.0) >= Duration::from_secs(1) {
-            *window = (now, 0);
-        }
-        window.1 += 1;
-        window.1 <= limit
-    }
-}
+use crate::authorizer::Authorizer;
+use crate::config::{Config, ServerConfig};
+use crate::tenant::Tenant;
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -100,7 +34,7 @@ pub struct State {
     pub notifier: Arc<herald_notify::Notifier>,
     /// The app the notification layer belongs to.
     pub notify_app_id: String,
-    pub(crate) http_metrics: crate::metrics::HttpMetrics,
+    pub(crate) http_metrics: crate::http_metrics::HttpMetrics,
     pub(crate) rates: crate::rates::Rates,
     /// Who may use the admin listener: token, sessions, Host allow-list, sign-in throttle.
     pub(crate) admin: crate::guard::AdminGuard,
@@ -128,7 +62,7 @@ impl State {
             .map(|app| Arc::new(Tenant::new(app.clone(), node, config.server.outbox_capacity)))
             .collect();
         let authorizer = Authorizer::new(config, &apps)?;
-        let notifier = crate::notifications::notifier(config, &apps, store.clone(), addresses.0)?;
+        let notifier = crate::hub_driver::notifier(config, &apps, store.clone(), addresses.0)?;
         Ok(State {
             server: config.server.clone(),
             by_id: apps.iter().map(|app| (app.config.id.clone(), app.clone())).collect(),
@@ -145,7 +79,7 @@ impl State {
             } else {
                 config.notifications.app_id.clone()
             },
-            http_metrics: crate::metrics::HttpMetrics::default(),
+            http_metrics: crate::http_metrics::HttpMetrics::default(),
             rates: crate::rates::Rates::default(),
             admin: crate::guard::AdminGuard::new(&config.admin),
             started: Instant::now(),

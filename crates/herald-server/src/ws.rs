@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, instrument, warn};
 
-use crate::state::{SharedState, Tenant};
+use crate::state::SharedState;
+use crate::tenant::Tenant;
 
 /// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
 /// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.

@@ -7,8 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use sqlx::{Connection as _, PgConnection};
 
-use super::usage::Wal;
-
 /// Databases created and not dropped yet, for the watchdog: (admin URL, names).
 static CREATED: Mutex<Option<(String, Vec<String>)>> = Mutex::new(None);
 
@@ -70,6 +68,15 @@ fn split_postgres_url(url: &str) -> anyhow::Result<(String, String)> {
         bail!("the bench only talks to 127.0.0.1; {host:?} is not this machine");
     }
     Ok((format!("{scheme}://{authority}"), query))
+}
+
+/// PostgreSQL's write-ahead log counters (`pg_stat_wal`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wal {
+    pub(crate) records: i64,
+    pub(crate) bytes: i64,
+    pub(crate) writes: i64,
+    pub(crate) syncs: i64,
 }
 
 /// A connection to the PostgreSQL server, for creating and dropping the databases and reading

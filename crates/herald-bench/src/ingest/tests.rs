@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::latency::LatencyResult;
 use super::load::LoadResult;
-use super::usage::{Usage, Wal};
+use super::postgres::Wal;
+use super::usage::Usage;
 use super::{to_json, to_markdown, Backend, BackendResult, IngestConfig, IngestResults};
 use crate::phases::Cpu;
 use crate::server::LogSummary;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::postgres::Postgres;
+use super::postgres::{Postgres, Wal};
 use crate::phases::{Cpu, CpuClock};
 use crate::server::{cpu_secs, Server};
 
@@ -32,14 +32,6 @@ impl Usage {
         (self.cpu.others() - self.postgres_backends.unwrap_or(0.0) - self.postgres_aux.unwrap_or(0.0))
             .max(0.0)
     }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Wal {
-    pub(crate) records: i64,
-    pub(crate) bytes: i64,
-    pub(crate) writes: i64,
-    pub(crate) syncs: i64,
 }
 
 /// The server's threads: tid → (name, CPU seconds).
