@@ -78,6 +78,7 @@ pub struct Plan {
 
 /// A catalog channel's name on the wire: Pusher's `private-` prefix on the personal channels, and
 /// on the admin channels unless `admin_channels_public` (`channels.admin_visibility = "public"`).
+/// `herald_protocol::base_name` reads a wire name back (the policies match the logical name).
 pub fn wire_channel(logical: &str, admin_channels_public: bool) -> String {
     let admin = logical == "admin-dashboard"
         || logical.starts_with("admin-role-")
@@ -367,6 +368,27 @@ fn notification_created(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wire_name_reads_back_as_the_catalog_channel() {
+        let channels = [
+            "admin-dashboard",
+            "admin-role-csr_admin",
+            "security-alerts",
+            "compliance-notifications",
+            "payment-notifications",
+            "organization.7",
+            "campaign.3",
+            "user.notifications.42",
+            "system-maintenance",
+        ];
+        for public_admin in [false, true] {
+            for logical in channels {
+                let wire = wire_channel(logical, public_admin);
+                assert_eq!(herald_protocol::base_name(&wire), logical, "{wire}");
+            }
+        }
+    }
 
     fn planned(event_type: &str, data: Value) -> Result<Plan, Vec<FieldError>> {
         plan(event_type, &data, &CatalogSettings::default())

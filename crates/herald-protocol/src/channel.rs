@@ -62,6 +62,26 @@ pub const CHANNEL_PREFIXES: [&str; 7] = [
     "presence-cache-",
 ];
 
+/// A channel's name without Pusher's access prefix (`private-`, `presence-`,
+/// `private-encrypted-`, and their `-cache-` forms): the name the application gives it, as
+/// Laravel's `Echo.private('orders.1')` subscribes `private-orders.1`. Public names, `cache-`
+/// included, come back unchanged.
+pub fn base_name(name: &str) -> &str {
+    for prefix in [
+        "private-encrypted-cache-",
+        "private-encrypted-",
+        "private-cache-",
+        "presence-cache-",
+        "private-",
+        "presence-",
+    ] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return rest;
+        }
+    }
+    name
+}
+
 /// A validated channel name with its kind and whether it is a cache channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(String);
@@ -98,6 +118,11 @@ impl ChannelName {
     /// The server-to-user channel of a signed-in user.
     pub fn for_user(user_id: &str) -> Self {
         ChannelName(format!("{USER_CHANNEL_PREFIX}{user_id}"))
+    }
+
+    /// The name without Pusher's access prefix (`base_name`).
+    pub fn base_name(&self) -> &str {
+        base_name(&self.0)
     }
 
     pub fn as_str(&self) -> &str {
@@ -160,6 +185,19 @@ impl AsRef<str> for ChannelName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_names_drop_the_access_prefixes_only() {
+        assert_eq!(base_name("private-user.notifications.42"), "user.notifications.42");
+        assert_eq!(base_name("presence-campaign.3"), "campaign.3");
+        assert_eq!(base_name("private-encrypted-admin-dashboard"), "admin-dashboard");
+        assert_eq!(base_name("private-encrypted-cache-x"), "x");
+        assert_eq!(base_name("private-cache-organization.7"), "organization.7");
+        assert_eq!(base_name("presence-cache-room"), "room");
+        assert_eq!(base_name("cache-news"), "cache-news", "a public name stays whole");
+        assert_eq!(base_name("system-maintenance"), "system-maintenance");
+        assert_eq!(base_name("private-private-x"), "private-x", "one prefix only");
+    }
 
     fn kind(name: &str) -> ChannelKind {
         ChannelName::parse(name, 200).expect("valid name").kind()

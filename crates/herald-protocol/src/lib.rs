@@ -10,7 +10,9 @@ mod limits;
 mod sign;
 mod socket_id;
 
-pub use channel::{ChannelKind, ChannelName, ChannelNameError, CHANNEL_PREFIXES, USER_CHANNEL_PREFIX};
+pub use channel::{
+    base_name, ChannelKind, ChannelName, ChannelNameError, CHANNEL_PREFIXES, USER_CHANNEL_PREFIX,
+};
 pub use close::CloseCode;
 pub use frame::{
     encode_error, encode_server_event, ClientEvent, FrameError, PresenceChannelData, SigninData,

@@ -77,7 +77,7 @@ impl Authorizer {
         identity: &Identity,
         channel: &ChannelName,
     ) -> Result<(), ApiError> {
-        let base = policy_name(channel.as_str());
+        let base = channel.base_name();
         let Some(found) = self.policies.find(base) else {
             self.count(NO_POLICY, false);
             debug!(channel = %channel, user = ?identity.user_id, "no policy matches: denied");
@@ -145,23 +145,6 @@ impl Authorizer {
     }
 }
 
-/// The name a policy sees: without `private-`, `presence-`, `private-encrypted-` or `cache-` prefixes.
-pub(crate) fn policy_name(channel: &str) -> &str {
-    for prefix in [
-        "private-encrypted-cache-",
-        "private-encrypted-",
-        "private-cache-",
-        "presence-cache-",
-        "private-",
-        "presence-",
-    ] {
-        if let Some(rest) = channel.strip_prefix(prefix) {
-            return rest;
-        }
-    }
-    channel
-}
-
 /// How far CORS lets an origin in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CorsGrant {
@@ -169,17 +152,4 @@ pub(crate) enum CorsGrant {
     Exact,
     /// Allowed only through `*`: `Access-Control-Allow-Origin: *`, never with credentials.
     Any,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_names_drop_the_pusher_prefixes() {
-        assert_eq!(policy_name("private-user.notifications.42"), "user.notifications.42");
-        assert_eq!(policy_name("presence-campaign.3"), "campaign.3");
-        assert_eq!(policy_name("private-encrypted-admin-dashboard"), "admin-dashboard");
-        assert_eq!(policy_name("private-cache-organization.7"), "organization.7");
-    }
 }

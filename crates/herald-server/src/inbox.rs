@@ -190,7 +190,7 @@ pub(crate) async fn channel_history(
 ) -> Result<Json<Value>, ApiError> {
     let authorizer = &state.authorizer;
     let identity = authorizer.identify(&headers)?;
-    let logical = crate::authorizer::policy_name(&channel).to_owned();
+    let logical = herald_protocol::base_name(&channel).to_owned();
     let wire = state.notifier.wire_channel(&logical);
     let wire =
         ChannelName::parse(&wire, 200).map_err(|error| ApiError::invalid("channel", error.to_string()))?;
