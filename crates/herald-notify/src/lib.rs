@@ -3,6 +3,7 @@
 //! (critical lane first, retries with backoff, dead letters) through the configured driver.
 
 mod amount;
+mod audit;
 mod broadcaster;
 mod catalog;
 mod driver;
@@ -13,6 +14,7 @@ mod service;
 mod views;
 
 pub use amount::{Amount, AmountError};
+pub use audit::AuditDetail;
 pub use broadcaster::{Campaign, Donation, NotificationBroadcaster, Payment, UserNotification};
 pub use catalog::{
     plan, user_channel, wire_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification,

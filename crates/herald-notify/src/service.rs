@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, instrument, warn};
 
+use crate::audit::AuditDetail;
 use crate::catalog::{plan, CatalogSettings, Plan};
 use crate::driver::{DeliveryError, Driver};
 use crate::fields::{rfc3339, Check, FieldError, Fields};
@@ -296,7 +297,7 @@ impl Notifier {
         let mut audits = vec![NewAudit {
             broadcast_id: None,
             kind: AuditKind::Received,
-            detail: json!({ "type": event_type }).to_string(),
+            detail: AuditDetail::Received { event_type: event_type.clone() }.to_json(),
         }];
         let mut notifications = Vec::new();
         let mut broadcasts = Vec::new();
@@ -305,7 +306,7 @@ impl Notifier {
             audits.push(NewAudit {
                 broadcast_id: None,
                 kind: AuditKind::Ignored,
-                detail: json!({ "reason": reason }).to_string(),
+                detail: AuditDetail::Ignored { reason: reason.clone() }.to_json(),
             });
         }
         // A repeat of a stored event is answered by the store with its original outcome; only a
@@ -334,7 +335,13 @@ impl Notifier {
                 audits.push(NewAudit {
                     broadcast_id: None,
                     kind: AuditKind::Suppressed,
-                    detail: json!({ "what": "inbox", "user_id": planned.user_id, "reason": "in-app notifications are off for this type" }).to_string(),
+                    detail: AuditDetail::Suppressed {
+                        what: "inbox".into(),
+                        user_id: planned.user_id,
+                        channel: None,
+                        reason: "in-app notifications are off for this type".into(),
+                    }
+                    .to_json(),
                 });
             }
         }
@@ -348,7 +355,13 @@ impl Notifier {
                     audits.push(NewAudit {
                         broadcast_id: Some(broadcast_id.clone()),
                         kind: AuditKind::Suppressed,
-                        detail: json!({ "what": "realtime", "channel": channel, "user_id": user_id, "reason": "real-time notifications are off for this type" }).to_string(),
+                        detail: AuditDetail::Suppressed {
+                            what: "realtime".into(),
+                            user_id: user_id.clone(),
+                            channel: Some(channel.clone()),
+                            reason: "real-time notifications are off for this type".into(),
+                        }
+                        .to_json(),
                     });
                     self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -368,7 +381,12 @@ impl Notifier {
                 audits.push(NewAudit {
                     broadcast_id: Some(broadcast_id.clone()),
                     kind: AuditKind::Routed,
-                    detail: json!({ "event": planned.event_name, "channels": planned.channels, "lane": planned.lane.name() }).to_string(),
+                    detail: AuditDetail::Routed {
+                        event: planned.event_name.to_owned(),
+                        channels: planned.channels.clone(),
+                        lane: planned.lane.name().to_owned(),
+                    }
+                    .to_json(),
                 });
                 let payload = payload.to_string();
                 if payload.len() > MAX_PAYLOAD_BYTES {
@@ -470,27 +488,36 @@ impl Notifier {
         let took_ms = started.elapsed().as_millis() as i64;
         let outcome = match result {
             Ok(()) => {
-                let detail = json!({
-                    "attempt": job.attempts, "driver": self.driver.name(), "lane": job.lane.name(),
-                    "took_ms": took_ms, "latency_ms": now_ms() - job.created_at,
-                });
+                let detail = AuditDetail::Delivered {
+                    attempt: job.attempts,
+                    driver: self.driver.name().to_owned(),
+                    lane: job.lane.name().to_owned(),
+                    took_ms,
+                    latency_ms: now_ms() - job.created_at,
+                };
                 self.counters.delivered.add(job.lane);
                 debug!("delivered");
-                self.store.complete(&job.id, &detail.to_string()).await
+                self.store.complete(&job.id, &detail.to_json()).await
             }
             Err(DeliveryError::Retryable(error)) if job.attempts < self.settings.max_attempts => {
                 let next = now_ms() + backoff_ms(&self.settings, job.attempts);
-                let detail = json!({ "attempt": job.attempts, "error": error, "took_ms": took_ms, "next_attempt_at": rfc3339(next) });
+                let detail = AuditDetail::AttemptFailed {
+                    attempt: job.attempts,
+                    error: error.clone(),
+                    took_ms,
+                    next_attempt_at: rfc3339(next),
+                };
                 self.counters.retried.add(job.lane);
                 info!(?error, "delivery failed; will retry");
-                self.store.retry_later(&job.id, next, &error, &detail.to_string()).await
+                self.store.retry_later(&job.id, next, &error, &detail.to_json()).await
             }
             Err(error) => {
                 let error = error.to_string();
-                let detail = json!({ "attempts": job.attempts, "error": error, "took_ms": took_ms });
+                let detail =
+                    AuditDetail::DeadLettered { attempts: job.attempts, error: error.clone(), took_ms };
                 self.counters.dead_lettered.add(job.lane);
                 warn!(?error, "delivery failed for good; dead-lettered");
-                self.store.dead_letter(&job.id, &error, &detail.to_string()).await
+                self.store.dead_letter(&job.id, &error, &detail.to_json()).await
             }
         };
         if let Err(error) = outcome {

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::Stream;
+use herald_notify::AuditDetail;
 use herald_store::{AuditEntry, AuditFilter, AuditKind, Store, StoreError};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -231,7 +232,7 @@ async fn backfill(state: &SharedState) -> Result<Vec<Value>, StoreError> {
 /// The `routed` audit details (event name, channels, lane) by broadcast id, bounded.
 #[derive(Default)]
 struct RoutedCache {
-    details: HashMap<String, Value>,
+    details: HashMap<String, Routing>,
     order: VecDeque<String>,
 }
 
@@ -246,13 +247,17 @@ impl RoutedCache {
                 self.details.remove(&oldest);
             }
         }
-        let detail = serde_json::from_str(&entry.detail).unwrap_or(Value::Null);
-        self.details.insert(broadcast_id.clone(), detail);
+        let Some(AuditDetail::Routed { event, channels, lane }) =
+            AuditDetail::read(entry.kind, &entry.detail)
+        else {
+            return;
+        };
+        self.details.insert(broadcast_id.clone(), Routing { event, channels, lane });
         self.order.push_back(broadcast_id.clone());
     }
 
     /// The routing of `entry`'s broadcast: cached, or looked up (at most `LOOKUPS_PER_POLL`).
-    async fn find(&mut self, store: &Store, entry: &AuditEntry, lookups: &mut usize) -> Option<Value> {
+    async fn find(&mut self, store: &Store, entry: &AuditEntry, lookups: &mut usize) -> Option<Routing> {
         let broadcast_id = entry.broadcast_id.as_ref()?;
         if let Some(detail) = self.details.get(broadcast_id) {
             return Some(detail.clone());
@@ -274,32 +279,46 @@ impl RoutedCache {
     }
 }
 
+/// Where a broadcast went, from its `routed` entry.
+#[derive(Debug, Clone)]
+struct Routing {
+    event: String,
+    /// Logical channel names.
+    channels: Vec<String>,
+    lane: String,
+}
+
 /// One row of the dashboard's feed.
-fn feed_item(state: &SharedState, entry: &AuditEntry, routed: Option<&Value>) -> Value {
-    let detail: Value = serde_json::from_str(&entry.detail).unwrap_or(Value::Null);
-    let from_routing = |key: &str| routed.and_then(|routed| routed.get(key)).cloned();
-    let channels: Vec<String> = match from_routing("channels") {
-        Some(Value::Array(channels)) => {
-            channels.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-        }
-        _ => detail.get("channel").and_then(Value::as_str).map(str::to_owned).into_iter().collect(),
+fn feed_item(state: &SharedState, entry: &AuditEntry, routed: Option<&Routing>) -> Value {
+    let detail = AuditDetail::read(entry.kind, &entry.detail);
+    let channels: Vec<String> = match (routed, &detail) {
+        (Some(routing), _) => routing.channels.clone(),
+        (None, Some(AuditDetail::Suppressed { channel: Some(channel), .. })) => vec![channel.clone()],
+        _ => Vec::new(),
     };
     let channels: Vec<String> = channels.iter().map(|channel| state.notifier.wire_channel(channel)).collect();
-    let field = |key: &str| detail.get(key).cloned().unwrap_or(Value::Null);
+    let lane = match &detail {
+        Some(AuditDetail::Delivered { lane, .. }) => Some(lane.clone()),
+        _ => routed.map(|routing| routing.lane.clone()),
+    };
+    let latency_ms = match &detail {
+        Some(AuditDetail::Delivered { latency_ms, .. }) => Some(*latency_ms),
+        _ => None,
+    };
     json!({
         "seq": entry.seq,
         "at": herald_notify::rfc3339(entry.at),
         "at_ms": entry.at,
         "status": entry.kind.as_str(),
         "type": entry.event_type,
-        "event": from_routing("event"),
+        "event": routed.map(|routing| routing.event.clone()),
         "event_id": entry.event_id,
         "broadcast_id": entry.broadcast_id,
         "channels": channels,
-        "lane": detail.get("lane").cloned().or_else(|| from_routing("lane")),
-        "latency_ms": field("latency_ms"),
-        "attempt": detail.get("attempt").or_else(|| detail.get("attempts")).cloned(),
-        "error": field("error"),
-        "reason": field("reason"),
+        "lane": lane,
+        "latency_ms": latency_ms,
+        "attempt": detail.as_ref().and_then(AuditDetail::attempt),
+        "error": detail.as_ref().and_then(AuditDetail::error),
+        "reason": detail.as_ref().and_then(AuditDetail::reason),
     })
 }
