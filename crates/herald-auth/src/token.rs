@@ -432,4 +432,39 @@ mod tests {
         let bad_aud = serde_json::json!({ "sub": "1", "exp": exp, "iss": "acme", "aud": "other" });
         assert_eq!(verifier.verify(&sign(&bad_aud, "k")), Err(TokenError::WrongAudience));
     }
+
+    #[test]
+    fn tokens_up_to_8_kib_are_parsed() {
+        // docs/authorization.md: tokens over 8 KiB are refused before parsing.
+        let verifier = hs("k");
+        assert_eq!(verifier.verify(&"a".repeat(8 * 1024)), Err(TokenError::Malformed));
+        assert_eq!(verifier.verify(&"a".repeat(8 * 1024 + 1)), Err(TokenError::TooLong));
+        let padded = |pad: usize| {
+            sign(&serde_json::json!({ "sub": "1", "exp": now() + 60, "pad": "x".repeat(pad) }), "k")
+        };
+        let mut pad = (8 * 1024 - padded(0).len()) * 3 / 4 + 4;
+        while padded(pad).len() > 8 * 1024 {
+            pad -= 1;
+        }
+        let token = padded(pad);
+        assert!(token.len() > 8 * 1024 - 4, "{} bytes", token.len());
+        assert!(verifier.verify(&token).is_ok(), "a valid token of {} bytes", token.len());
+    }
+
+    #[test]
+    fn user_ids_are_required_and_at_most_128_characters() {
+        let verifier = hs("k");
+        let with_sub = |sub: &str| sign(&serde_json::json!({ "sub": sub, "exp": now() + 60 }), "k");
+        assert_eq!(verifier.verify(&with_sub("")), Err(TokenError::MissingClaim("sub")));
+        let longest = "u".repeat(128);
+        assert_eq!(verifier.verify(&with_sub(&longest)).expect("128 characters").user_id, longest);
+        assert_eq!(verifier.verify(&with_sub(&"u".repeat(129))), Err(TokenError::MissingClaim("sub")));
+    }
+
+    #[test]
+    fn a_verifier_prints_its_algorithm_never_its_secret() {
+        let printed = format!("{:?}", hs("s3cret-key"));
+        assert!(printed.contains("TokenVerifier") && printed.contains("HS256"), "{printed}");
+        assert!(!printed.contains("s3cret-key"), "{printed}");
+    }
 }
