@@ -533,4 +533,25 @@ mod tests {
         // Without an issuer or audience configured, neither claim is needed.
         assert!(hs("k").verify(&sign(&serde_json::json!({ "sub": "1", "exp": exp }), "k")).is_ok());
     }
+
+    #[test]
+    fn minting_for_settings_needs_hs256_and_a_secret() {
+        let settings = |algorithm, secret: Option<&str>| TokenSettings {
+            algorithm,
+            secret: secret.map(str::to_owned),
+            public_key_pem: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+        };
+        for (algorithm, secret) in
+            [(Algorithm::HS256, None), (Algorithm::HS256, Some("")), (Algorithm::RS256, Some("k"))]
+        {
+            let minted = mint_for(&settings(algorithm, secret), "42", None, &[], None, 60);
+            assert!(matches!(minted, Err(TokenError::Settings(_))), "{algorithm:?} {secret:?}");
+        }
+        let minted =
+            mint_for(&settings(Algorithm::HS256, Some("k")), "42", None, &[], None, 60).expect("mints");
+        assert_eq!(hs("k").verify(&minted).expect("verifies").user_id, "42");
+    }
 }

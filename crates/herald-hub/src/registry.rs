@@ -668,7 +668,8 @@ mod tests {
         hub.close_all(CloseCode::Reconnect);
         for (handle, _) in &sockets {
             assert_eq!(handle.close_requested(), Some(4200));
-            assert_eq!(handle.closed().await, 4200);
+            let closed = tokio::time::timeout(Duration::from_secs(5), handle.closed()).await;
+            assert_eq!(closed, Ok(4200));
         }
     }
 
