@@ -9,6 +9,6 @@ mod token;
 
 pub use policy::{default_policies, Decision, Match, PolicyError, PolicySet, PolicySpec, ADMIN_ROLES};
 pub use token::{
-    mint_hs256, Algorithm, Identity, TokenError, TokenSettings, TokenVerifier, MAX_LEEWAY_SECS,
+    mint_for, mint_hs256, Algorithm, Identity, TokenError, TokenSettings, TokenVerifier, MAX_LEEWAY_SECS,
     MAX_TOKEN_BYTES,
 };

@@ -383,4 +383,91 @@ mod tests {
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].to_string().starts_with("policies[0].allow: \"member:{teamId}\""));
     }
+
+    fn only(channel: &str, allow: &[&str]) -> Result<PolicySet, Vec<PolicyError>> {
+        let spec =
+            PolicySpec { channel: channel.into(), allow: allow.iter().map(|t| (*t).to_owned()).collect() };
+        PolicySet::new(&[spec], false)
+    }
+
+    #[test]
+    fn a_decision_names_the_policy_that_decided() {
+        let set = PolicySet::new(&[], true).expect("valid");
+        let found = set.find("organization.7").expect("matches");
+        // The 403 body and the per-policy counters carry this pattern (docs/authorization.md).
+        assert_eq!(found.policy(), "organization.{organizationId}");
+        assert_eq!(
+            found.decide(&user("1", Some("8"), &[]), None),
+            Decision::Denied { policy: Some("organization.{organizationId}".into()) }
+        );
+    }
+
+    #[test]
+    fn configured_policies_come_first_then_the_defaults_not_replaced() {
+        let team = PolicySpec { channel: "team.{teamId}".into(), allow: vec!["authenticated".into()] };
+        let dashboard = PolicySpec { channel: "admin-dashboard".into(), allow: vec!["admin".into()] };
+        let set = PolicySet::new(&[team, dashboard], true).expect("valid");
+        let patterns: Vec<&str> = set.patterns().collect();
+        assert_eq!(
+            patterns,
+            [
+                "team.{teamId}",
+                "admin-dashboard",
+                "user.notifications.{userId}",
+                "organization.{organizationId}",
+                "campaign.{campaignId}",
+                "admin-role-{role}",
+                "security-alerts",
+                "compliance-notifications",
+                "payment-notifications",
+            ]
+        );
+        assert!(PolicySet::new(&[], false).expect("valid").patterns().next().is_none(), "defaults dropped");
+    }
+
+    #[test]
+    fn placeholder_names_are_letters_digits_and_underscores() {
+        assert!(only("team.{team_id2}", &["user:{team_id2}"]).is_ok());
+        for pattern in ["team.{}", "team.{team-id}", "team.{team id}", "team.{a.b}"] {
+            let errors = only(pattern, &["admin"]).expect_err(pattern);
+            assert!(matches!(errors[..], [PolicyError::Pattern { index: 0, .. }]), "{pattern}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn authenticated_admits_any_token_and_admin_any_admin_role() {
+        let anyone = only("lobby", &["authenticated"]).expect("valid");
+        let found = anyone.find("lobby").expect("matches");
+        assert!(matches!(found.decide(&user("1", None, &[]), None), Decision::Allowed { .. }));
+        let admins = only("staff", &["admin"]).expect("valid");
+        let found = admins.find("staff").expect("matches");
+        assert!(matches!(found.decide(&user("1", None, &[]), None), Decision::Denied { .. }));
+        assert!(matches!(found.decide(&user("1", None, &["finance_admin"]), None), Decision::Allowed { .. }));
+    }
+
+    #[test]
+    fn unknown_and_incomplete_terms_are_refused() {
+        for term in ["everyone", "admins", "role:", "role:{teamId}", "user:teamId", "member:{teamId}"] {
+            let errors = only("team.{teamId}", &[term]).expect_err(term);
+            assert!(
+                matches!(&errors[..], [PolicyError::Term { index: 0, term: named, .. }] if named == term),
+                "{term}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_placeholder_is_one_segment_without_dots_up_to_the_next_literal() {
+        // As Laravel's channel routes: `{teamId}` matches `[^.]+`.
+        let set = only("team.{teamId}.chat", &["organization:{teamId}"]).expect("valid");
+        let found = set.find("team.7.chat").expect("matches");
+        assert!(matches!(found.decide(&user("1", Some("7"), &[]), None), Decision::Allowed { .. }));
+        assert!(matches!(found.decide(&user("1", Some("7.chat"), &[]), None), Decision::Denied { .. }));
+        assert!(set.find("team.7.x.chat").is_none(), "a dot inside the placeholder");
+        assert!(set.find("team..chat").is_none(), "an empty placeholder");
+        assert!(set.find("team.7.chat.x").is_none(), "text after the pattern");
+        let defaults = PolicySet::new(&[], true).expect("valid");
+        assert!(defaults.find("user.notifications.42.extra").is_none());
+        assert!(defaults.find("user.notifications.").is_none());
+    }
 }

@@ -151,8 +151,16 @@ impl TokenVerifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         // `sub` is checked below: platforms such as tymon/jwt-auth send numeric ids, which the
-        // library's own check refuses.
-        validation.set_required_spec_claims(&["exp"]);
+        // library's own check refuses. The library checks `iss` and `aud` only when the token has
+        // them, so a configured issuer or audience must also be required.
+        let mut required = vec!["exp"];
+        if settings.issuer.is_some() {
+            required.push("iss");
+        }
+        if settings.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &settings.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,
@@ -234,6 +242,40 @@ pub fn mint_hs256(
     name: Option<&str>,
     ttl_secs: u64,
 ) -> Result<String, TokenError> {
+    encode_hs256(secret, &identity_claims(user_id, organization_id, roles, name, ttl_secs))
+}
+
+/// Mints a token that a verifier with `settings` accepts: HS256 with their secret, and their
+/// issuer and audience when they are set (`herald token`, `herald test-broadcast`).
+pub fn mint_for(
+    settings: &TokenSettings,
+    user_id: &str,
+    organization_id: Option<&str>,
+    roles: &[String],
+    name: Option<&str>,
+    ttl_secs: u64,
+) -> Result<String, TokenError> {
+    let secret = match (settings.algorithm, settings.secret.as_deref()) {
+        (Algorithm::HS256, Some(secret)) if !secret.is_empty() => secret,
+        _ => return Err(TokenError::Settings("minting needs HS256 and its secret".into())),
+    };
+    let mut claims = identity_claims(user_id, organization_id, roles, name, ttl_secs);
+    if let Some(issuer) = &settings.issuer {
+        claims.insert("iss".into(), Value::String(issuer.clone()));
+    }
+    if let Some(audience) = &settings.audience {
+        claims.insert("aud".into(), Value::String(audience.clone()));
+    }
+    encode_hs256(secret, &claims)
+}
+
+fn identity_claims(
+    user_id: &str,
+    organization_id: Option<&str>,
+    roles: &[String],
+    name: Option<&str>,
+    ttl_secs: u64,
+) -> Map<String, Value> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let mut claims = Map::new();
     claims.insert("sub".into(), Value::String(user_id.to_owned()));
@@ -246,12 +288,12 @@ pub fn mint_hs256(
     }
     claims.insert("iat".into(), Value::from(now));
     claims.insert("exp".into(), Value::from(now.saturating_add(ttl_secs)));
-    encode(
-        &Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .map_err(|error| TokenError::Settings(error.to_string()))
+    claims
+}
+
+fn encode_hs256(secret: &str, claims: &Map<String, Value>) -> Result<String, TokenError> {
+    encode(&Header::new(jsonwebtoken::Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .map_err(|error| TokenError::Settings(error.to_string()))
 }
 
 #[cfg(test)]
@@ -431,5 +473,85 @@ mod tests {
         assert_eq!(verifier.verify(&sign(&bad_iss, "k")), Err(TokenError::WrongIssuer));
         let bad_aud = serde_json::json!({ "sub": "1", "exp": exp, "iss": "acme", "aud": "other" });
         assert_eq!(verifier.verify(&sign(&bad_aud, "k")), Err(TokenError::WrongAudience));
+    }
+
+    #[test]
+    fn tokens_up_to_8_kib_are_parsed() {
+        // docs/authorization.md: tokens over 8 KiB are refused before parsing.
+        let verifier = hs("k");
+        assert_eq!(verifier.verify(&"a".repeat(8 * 1024)), Err(TokenError::Malformed));
+        assert_eq!(verifier.verify(&"a".repeat(8 * 1024 + 1)), Err(TokenError::TooLong));
+        let padded = |pad: usize| {
+            sign(&serde_json::json!({ "sub": "1", "exp": now() + 60, "pad": "x".repeat(pad) }), "k")
+        };
+        let mut pad = (8 * 1024 - padded(0).len()) * 3 / 4 + 4;
+        while padded(pad).len() > 8 * 1024 {
+            pad -= 1;
+        }
+        let token = padded(pad);
+        assert!(token.len() > 8 * 1024 - 4, "{} bytes", token.len());
+        assert!(verifier.verify(&token).is_ok(), "a valid token of {} bytes", token.len());
+    }
+
+    #[test]
+    fn user_ids_are_required_and_at_most_128_characters() {
+        let verifier = hs("k");
+        let with_sub = |sub: &str| sign(&serde_json::json!({ "sub": sub, "exp": now() + 60 }), "k");
+        assert_eq!(verifier.verify(&with_sub("")), Err(TokenError::MissingClaim("sub")));
+        let longest = "u".repeat(128);
+        assert_eq!(verifier.verify(&with_sub(&longest)).expect("128 characters").user_id, longest);
+        assert_eq!(verifier.verify(&with_sub(&"u".repeat(129))), Err(TokenError::MissingClaim("sub")));
+    }
+
+    #[test]
+    fn a_verifier_prints_its_algorithm_never_its_secret() {
+        let printed = format!("{:?}", hs("s3cret-key"));
+        assert!(printed.contains("TokenVerifier") && printed.contains("HS256"), "{printed}");
+        assert!(!printed.contains("s3cret-key"), "{printed}");
+    }
+
+    #[test]
+    fn a_token_without_the_configured_issuer_or_audience_is_refused() {
+        let settings = TokenSettings {
+            algorithm: Algorithm::HS256,
+            secret: Some("k".into()),
+            public_key_pem: None,
+            issuer: Some("acme".into()),
+            audience: Some("herald".into()),
+            leeway_secs: 0,
+        };
+        let verifier = TokenVerifier::new(&settings).expect("valid");
+        let exp = now() + 60;
+        let no_iss = serde_json::json!({ "sub": "1", "exp": exp, "aud": "herald" });
+        assert_eq!(verifier.verify(&sign(&no_iss, "k")), Err(TokenError::MissingClaim("iss")));
+        let no_aud = serde_json::json!({ "sub": "1", "exp": exp, "iss": "acme" });
+        assert_eq!(verifier.verify(&sign(&no_aud, "k")), Err(TokenError::MissingClaim("aud")));
+        let numeric_iss = serde_json::json!({ "sub": "1", "exp": exp, "iss": 7, "aud": "herald" });
+        assert_eq!(verifier.verify(&sign(&numeric_iss, "k")), Err(TokenError::MissingClaim("iss")));
+        let minted = mint_for(&settings, "42", None, &[], None, 60).expect("mints");
+        assert_eq!(verifier.verify(&minted).expect("carries iss and aud").user_id, "42");
+        // Without an issuer or audience configured, neither claim is needed.
+        assert!(hs("k").verify(&sign(&serde_json::json!({ "sub": "1", "exp": exp }), "k")).is_ok());
+    }
+
+    #[test]
+    fn minting_for_settings_needs_hs256_and_a_secret() {
+        let settings = |algorithm, secret: Option<&str>| TokenSettings {
+            algorithm,
+            secret: secret.map(str::to_owned),
+            public_key_pem: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+        };
+        for (algorithm, secret) in
+            [(Algorithm::HS256, None), (Algorithm::HS256, Some("")), (Algorithm::RS256, Some("k"))]
+        {
+            let minted = mint_for(&settings(algorithm, secret), "42", None, &[], None, 60);
+            assert!(matches!(minted, Err(TokenError::Settings(_))), "{algorithm:?} {secret:?}");
+        }
+        let minted =
+            mint_for(&settings(Algorithm::HS256, Some("k")), "42", None, &[], None, 60).expect("mints");
+        assert_eq!(hs("k").verify(&minted).expect("verifies").user_id, "42");
     }
 }

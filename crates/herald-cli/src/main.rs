@@ -272,8 +272,15 @@ fn token(args: TokenArgs) -> ExitCode {
     } else if let Some(file) = &loaded.credentials_file {
         eprintln!("herald: note: signing with the token secret generated in {}", file.display());
     }
-    match herald_auth::mint_hs256(
-        &auth.jwt_secret,
+    let settings = match auth.token_settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match herald_auth::mint_for(
+        &settings,
         &args.user,
         args.org.as_deref(),
         &args.roles,

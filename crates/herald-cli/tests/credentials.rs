@@ -164,3 +164,23 @@ mod toml_free {
         }
     }
 }
+
+#[test]
+fn minted_tokens_carry_the_configured_issuer_and_audience() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = config(dir.path());
+    let mut text = std::fs::read_to_string(&file).expect("config read");
+    text.push_str("\n[auth]\njwt_secret = \"cli-secret\"\nissuer = \"acme\"\naudience = \"herald\"\n");
+    std::fs::write(&file, text).expect("config written");
+    let verifier = herald_auth::TokenVerifier::new(&herald_auth::TokenSettings {
+        algorithm: herald_auth::Algorithm::HS256,
+        secret: Some("cli-secret".into()),
+        public_key_pem: None,
+        issuer: Some("acme".into()),
+        audience: Some("herald".into()),
+        leeway_secs: 0,
+    })
+    .expect("valid settings");
+    let identity = verifier.verify(&token(&file, &[])).expect("the server's verifier accepts it");
+    assert_eq!(identity.user_id, "42");
+}

@@ -472,7 +472,7 @@ mod tests {
         hub.subscribe(&b, &ch, None, 100).expect("subscribed");
         let frame = Bytes::from_static(b"hello");
         assert_eq!(hub.publish(&ch, &frame, "d", Some(b.id.as_str())), 1);
-        assert_eq!(a_out.recv().await.expect("frame"), frame);
+        assert_eq!(a_out.try_recv().expect("frame"), frame);
         assert!(b_out.try_recv().is_err());
     }
 
@@ -549,5 +549,183 @@ mod tests {
         hub.publish(&ch, &Bytes::from_static(b"two"), "two", None);
         let (b, _ob) = hub.register(None).expect("room");
         assert_eq!(hub.subscribe(&b, &ch, None, 100).expect("ok").cached, Some(Bytes::from_static(b"two")));
+    }
+
+    fn text(frame: &Bytes) -> Value {
+        serde_json::from_slice(frame).expect("frames are JSON")
+    }
+
+    #[tokio::test]
+    async fn member_added_goes_to_the_other_members_not_the_joiner() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("presence-room");
+        let (watcher, mut watcher_out) = hub.register(None).expect("room");
+        hub.subscribe(&watcher, &ch, Some(("w".into(), Value::Null)), 100).expect("ok");
+        assert!(watcher_out.try_recv().is_err(), "nobody announces the first member to itself");
+        let (joiner, mut joiner_out) = hub.register(None).expect("room");
+        hub.subscribe(&joiner, &ch, Some(("7".into(), json!({"n": 1}))), 100).expect("ok");
+        let added = text(&watcher_out.try_recv().expect("member_added"));
+        assert_eq!(added["event"], "pusher_internal:member_added");
+        assert_eq!(added["channel"], "presence-room");
+        let data: Value = serde_json::from_str(added["data"].as_str().expect("string data")).expect("json");
+        assert_eq!(data, json!({"user_id": "7", "user_info": {"n": 1}}));
+        assert!(joiner_out.try_recv().is_err(), "the joiner learns the members from its snapshot");
+    }
+
+    #[test]
+    fn presence_snapshots_have_the_protocol_shape() {
+        let mut hash = Map::new();
+        hash.insert("7".into(), json!({"n": 1}));
+        hash.insert("w".into(), Value::Null);
+        let snapshot = PresenceSnapshot { ids: vec!["7".into(), "w".into()], hash };
+        let data: Value = serde_json::from_str(&snapshot.to_data()).expect("json");
+        assert_eq!(
+            data,
+            json!({ "presence": { "ids": ["7", "w"], "hash": { "7": {"n": 1}, "w": null }, "count": 2 } })
+        );
+    }
+
+    #[tokio::test]
+    async fn cache_channels_keep_their_last_event_for_30_minutes() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("cache-prices");
+        assert_eq!(hub.cached_event(&ch), None, "a cache miss before any event");
+        hub.publish(&ch, &Bytes::from_static(b"frame"), "last", None);
+        let (data, left) = hub.cached_event(&ch).expect("kept");
+        assert_eq!(&*data, "last");
+        assert!(left > Duration::from_secs(29 * 60) && left <= Duration::from_secs(30 * 60), "{left:?}");
+        assert_eq!(hub.cached_event(&channel("news")), None, "only cache channels keep events");
+    }
+
+    #[tokio::test]
+    async fn hundreds_of_connections_register_and_leave() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let sockets: Vec<_> = (0..300).map(|_| hub.register(None).expect("room")).collect();
+        assert_eq!(hub.connections(), 300);
+        let ids: std::collections::HashSet<&str> =
+            sockets.iter().map(|(handle, _)| handle.id.as_str()).collect();
+        assert_eq!(ids.len(), 300, "socket ids are unique");
+        for (handle, _) in &sockets {
+            hub.unregister(handle.key, [], None);
+        }
+        assert_eq!(hub.connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn publish_counts_every_socket_it_queued_for() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("news");
+        let (a, mut a_out) = hub.register(None).expect("room");
+        let (b, mut b_out) = hub.register(None).expect("room");
+        hub.subscribe(&a, &ch, None, 100).expect("subscribed");
+        hub.subscribe(&b, &ch, None, 100).expect("subscribed");
+        let frame = Bytes::from_static(b"hello");
+        assert_eq!(hub.publish(&ch, &frame, "d", None), 2);
+        assert_eq!(a_out.try_recv().expect("a's frame"), frame);
+        assert_eq!(b_out.try_recv().expect("b's frame"), frame);
+        assert_eq!(hub.publish(&ch, &frame, "d", Some(a.id.as_str())), 1, "the excluded socket is skipped");
+        assert!(a_out.try_recv().is_err());
+        assert_eq!(b_out.try_recv().expect("b's second frame"), frame);
+        assert_eq!(hub.publish(&channel("empty"), &frame, "d", None), 0);
+    }
+
+    #[tokio::test]
+    async fn terminating_a_user_closes_each_of_their_sockets_with_4009() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let (phone, _o1) = hub.register(None).expect("room");
+        let (laptop, _o2) = hub.register(None).expect("room");
+        let (other, _o3) = hub.register(None).expect("room");
+        hub.sign_in(phone.key, "ada");
+        hub.sign_in(phone.key, "ada");
+        hub.sign_in(laptop.key, "ada");
+        hub.sign_in(other.key, "bob");
+        assert_eq!(hub.terminate_user("ada"), 2, "two sockets, however often they signed in");
+        assert_eq!(phone.close_requested(), Some(4009));
+        assert_eq!(laptop.close_requested(), Some(4009));
+        assert_eq!(other.close_requested(), None, "another user's socket stays");
+        assert_eq!(hub.terminate_user("nobody"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_left_is_not_terminated_with_its_user() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let (gone, _o1) = hub.register(None).expect("room");
+        let (staying, _o2) = hub.register(None).expect("room");
+        hub.sign_in(gone.key, "ada");
+        hub.sign_in(staying.key, "ada");
+        hub.unregister_user(gone.key, "ada");
+        assert_eq!(hub.terminate_user("ada"), 1);
+        assert_eq!(gone.close_requested(), None);
+        assert_eq!(staying.close_requested(), Some(4009));
+        hub.unregister(staying.key, [], Some("ada"));
+        assert_eq!(hub.terminate_user("ada"), 0, "no signed-in socket left");
+    }
+
+    #[tokio::test]
+    async fn close_all_asks_every_connection_to_close_with_the_code() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let sockets: Vec<_> = (0..20).map(|_| hub.register(None).expect("room")).collect();
+        hub.close_all(CloseCode::Reconnect);
+        for (handle, _) in &sockets {
+            assert_eq!(handle.close_requested(), Some(4200));
+            let closed = tokio::time::timeout(Duration::from_secs(5), handle.closed()).await;
+            assert_eq!(closed, Ok(4200));
+        }
+    }
+
+    #[tokio::test]
+    async fn stats_and_channel_lists_count_what_is_subscribed() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let (a, _oa) = hub.register(None).expect("room");
+        let (b, _ob) = hub.register(None).expect("room");
+        let presence = channel("presence-room");
+        for name in ["news", "cache-prices", "private-orders"] {
+            hub.subscribe(&a, &channel(name), None, 100).expect("ok");
+        }
+        hub.subscribe(&b, &channel("news"), None, 100).expect("ok");
+        hub.subscribe(&a, &presence, Some(("7".into(), Value::Null)), 100).expect("ok");
+        hub.subscribe(&b, &presence, Some(("3".into(), Value::Null)), 100).expect("ok");
+        let stats = hub.stats();
+        assert_eq!(stats.connections, 2);
+        assert_eq!(stats.subscriptions, 6);
+        assert_eq!(stats.channels_by_kind, vec![("presence", 1), ("private", 1), ("public", 2)]);
+        let listed: Vec<(String, ChannelInfo)> =
+            hub.channels().into_iter().map(|(name, info)| (name.to_string(), info)).collect();
+        let info = |subscription_count, user_count| ChannelInfo { subscription_count, user_count };
+        assert_eq!(
+            listed,
+            vec![
+                ("cache-prices".into(), info(1, None)),
+                ("news".into(), info(2, None)),
+                ("presence-room".into(), info(2, Some(2))),
+                ("private-orders".into(), info(1, None)),
+            ]
+        );
+        assert_eq!(hub.presence_users(&presence), vec!["3", "7"]);
+        assert!(hub.presence_users(&channel("presence-empty")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn cache_memory_is_bounded_and_keeps_the_most_recent_channels() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        // More cache channels than the hub remembers: at least one shard overflows, most do.
+        let bound = SHARDS * CACHE_ENTRIES_PER_SHARD;
+        let names: Vec<ChannelName> =
+            (0..bound + bound / 32).map(|i| channel(&format!("cache-{i}"))).collect();
+        let frame = Bytes::from_static(b"x");
+        for name in &names {
+            hub.publish(name, &frame, "d", None);
+        }
+        let remembered =
+            |names: &[ChannelName]| names.iter().filter(|name| hub.cached_event(name).is_some()).count();
+        let kept = remembered(&names);
+        assert!(kept <= bound, "{kept} cache entries, more than {bound}");
+        let recent = &names[names.len() - CACHE_ENTRIES_PER_SHARD..];
+        assert_eq!(remembered(recent), recent.len(), "a full shard forgets its oldest entry first");
+        // Publishing again to channels it remembers forgets no other.
+        for name in recent {
+            hub.publish(name, &frame, "d", None);
+        }
+        assert_eq!(remembered(&names), kept);
     }
 }

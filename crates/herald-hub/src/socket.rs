@@ -90,3 +90,23 @@ impl<F> Clone for SocketHandle<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::time::timeout;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_resolves_once_a_close_is_asked_for_with_the_first_code() {
+        let (socket, _outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 4);
+        assert!(timeout(Duration::from_secs(1), socket.closed()).await.is_err(), "still open");
+        socket.close(CloseCode::PongNotReceived);
+        socket.close(CloseCode::Reconnect);
+        assert_eq!(timeout(Duration::from_secs(1), socket.closed()).await, Ok(4201));
+        assert_eq!(socket.close_requested(), Some(4201));
+    }
+}

@@ -197,4 +197,12 @@ mod tests {
         }
         assert_eq!(amount("1000.00").cmp(&amount("1000")), Ordering::Equal);
     }
+
+    #[test]
+    fn leading_zeros_do_not_count_up_to_the_longest_text_looked_at() {
+        let padded = format!("{}1", "0".repeat(MAX_TEXT - 1));
+        assert_eq!(amount(&padded).to_string(), "1", "{} characters", padded.len());
+        let longer = format!("{}1", "0".repeat(MAX_TEXT));
+        assert_eq!(Amount::parse(&longer), Err(AmountError::OutOfRange), "{} characters", longer.len());
+    }
 }

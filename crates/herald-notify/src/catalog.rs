@@ -528,4 +528,100 @@ mod tests {
         assert!(!donation("999.9999", "1000"));
         assert!(!donation("0.1", "0.1001"));
     }
+
+    #[test]
+    fn wire_channels_follow_the_documented_table() {
+        // docs/events.md, "Channels on the wire": (logical, default, admin_visibility = "public").
+        let table = [
+            ("admin-dashboard", "private-admin-dashboard", "admin-dashboard"),
+            ("admin-role-csr_admin", "private-admin-role-csr_admin", "admin-role-csr_admin"),
+            ("security-alerts", "private-security-alerts", "security-alerts"),
+            ("compliance-notifications", "private-compliance-notifications", "compliance-notifications"),
+            ("payment-notifications", "private-payment-notifications", "payment-notifications"),
+            ("organization.7", "private-organization.7", "private-organization.7"),
+            ("campaign.3", "private-campaign.3", "private-campaign.3"),
+            ("user.notifications.42", "private-user.notifications.42", "private-user.notifications.42"),
+            ("system-maintenance", "system-maintenance", "system-maintenance"),
+        ];
+        for (logical, private, public) in table {
+            assert_eq!(wire_channel(logical, false), private, "{logical}");
+            assert_eq!(wire_channel(logical, true), public, "{logical} with public admin channels");
+        }
+    }
+
+    #[test]
+    fn failed_payments_reach_finance_and_the_donor_at_once() {
+        let data = json!({ "payment_id": "p-7781", "donation_id": 9003, "amount": 25, "currency": "usd",
+            "reason": "card declined", "user_id": 42, "organization_id": 7 });
+        let plan = planned("payment.failed", data).expect("valid");
+        let broadcast = plan.broadcast.expect("broadcast");
+        assert_eq!(broadcast.event_name, "payment.failed");
+        assert_eq!(
+            broadcast.channels,
+            ["payment-notifications", "admin-role-finance_admin", "user.notifications.42"]
+        );
+        assert_eq!(user_channel("42"), "user.notifications.42");
+        assert_eq!((broadcast.lane, broadcast.priority.as_str()), (Lane::Critical, "urgent"));
+        assert_eq!(broadcast.personal, Some(("42".into(), "payment.failed".into())));
+        let inbox = plan.notification.expect("an inbox notification");
+        assert_eq!(inbox.user_id, "42");
+        assert_eq!(inbox.notification_type, "payment.failed");
+        assert_eq!(inbox.title, "Payment failed");
+        assert_eq!(inbox.message, "Your payment of 25.00 USD failed: card declined");
+        assert_eq!(inbox.priority, "urgent");
+        assert_eq!(inbox.action_url, None);
+        assert_eq!(inbox.data, Value::Object(broadcast.fields));
+    }
+
+    #[test]
+    fn priorities_follow_severity_for_alerts_and_compliance_issues() {
+        let severities = [("low", "low"), ("medium", "normal"), ("high", "high"), ("critical", "urgent")];
+        for (severity, priority) in severities {
+            let alert =
+                planned("security.alert", json!({ "alert_type": "x", "message": "m", "severity": severity }))
+                    .expect("valid")
+                    .broadcast
+                    .expect("broadcast");
+            assert_eq!(alert.priority, priority, "security.alert {severity}");
+            let issue = planned(
+                "compliance.issue",
+                json!({ "issue_type": "x", "message": "m", "severity": severity }),
+            )
+            .expect("valid")
+            .broadcast
+            .expect("broadcast");
+            assert_eq!(issue.priority, priority, "compliance.issue {severity}");
+            assert_eq!(issue.lane, Lane::Normal, "compliance.issue {severity}");
+        }
+    }
+
+    #[test]
+    fn only_the_full_milestone_is_high_priority() {
+        let milestone = |milestone: u32| {
+            let data = json!({ "campaign_id": 3, "campaign_title": "t", "organization_id": 7, "milestone": milestone,
+                "amount_raised": "7500.00", "goal_amount": 10000, "currency": "EUR" });
+            planned("campaign.milestone_reached", data).expect("valid").broadcast.expect("broadcast").priority
+        };
+        assert_eq!(milestone(100), "high");
+        for normal in [25, 50, 75] {
+            assert_eq!(milestone(normal), "normal", "{normal}");
+        }
+    }
+
+    #[test]
+    fn emergency_maintenance_is_urgent_on_the_critical_lane() {
+        let maintenance = |kind: &str| {
+            let data = json!({ "maintenance_type": kind, "scheduled_for": "2026-12-01T03:00:00+01:00",
+                "duration_minutes": 30, "affected_services": ["api", "dashboard"] });
+            planned("system.maintenance", data).expect("valid").broadcast.expect("broadcast")
+        };
+        let emergency = maintenance("emergency");
+        assert_eq!((emergency.lane, emergency.priority.as_str()), (Lane::Critical, "urgent"));
+        assert_eq!(emergency.channels, ["system-maintenance"]);
+        for kind in ["scheduled", "started", "completed"] {
+            let planned = maintenance(kind);
+            assert_eq!((planned.lane, planned.priority.as_str()), (Lane::Normal, "normal"), "{kind}");
+        }
+        assert_eq!(maintenance("scheduled").fields["scheduled_for"], "2026-12-01T02:00:00.000Z");
+    }
 }

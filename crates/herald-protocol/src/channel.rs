@@ -238,4 +238,57 @@ mod tests {
         assert!(ChannelName::parse("a_-=@,.;Z9", 200).is_ok());
         assert!(ChannelName::parse(&"a".repeat(200), 200).is_ok());
     }
+
+    #[test]
+    fn kinds_have_the_labels_the_metrics_document() {
+        // docs/operations.md: herald_channels{kind} is public, private, private-encrypted,
+        // presence or server-to-user.
+        let labels = [
+            ("news", "public"),
+            ("private-a", "private"),
+            ("private-encrypted-a", "private-encrypted"),
+            ("presence-a", "presence"),
+            ("#server-to-user-42", "server-to-user"),
+        ];
+        for (name, label) in labels {
+            assert_eq!(kind(name).label(), label, "{name}");
+        }
+    }
+
+    #[test]
+    fn private_encrypted_and_presence_channels_need_a_signed_auth() {
+        assert!(kind("private-a").requires_auth());
+        assert!(kind("private-encrypted-a").requires_auth());
+        assert!(kind("presence-a").requires_auth());
+        assert!(kind("private-cache-a").requires_auth());
+        assert!(!kind("news").requires_auth(), "public channels: anyone");
+        assert!(!kind("cache-a").requires_auth());
+        // Decided by the connection's sign-in, not by an auth signature.
+        assert!(!kind("#server-to-user-42").requires_auth());
+    }
+
+    #[test]
+    fn server_to_user_channels_name_their_user() {
+        let channel = ChannelName::parse("#server-to-user-42", 200).expect("valid");
+        assert_eq!(channel.server_to_user_id(), Some("42"));
+        assert_eq!(ChannelName::for_user("ada").server_to_user_id(), Some("ada"));
+        assert_eq!(ChannelName::parse("private-42", 200).expect("valid").server_to_user_id(), None);
+    }
+
+    #[test]
+    fn a_channel_name_reads_back_as_sent() {
+        let channel = ChannelName::parse("presence-room.7", 200).expect("valid");
+        assert_eq!(channel.to_string(), "presence-room.7");
+        assert_eq!(channel.as_ref(), "presence-room.7");
+        // Maps keyed by channel names are searched with the plain name.
+        let mut hashed = std::collections::HashMap::new();
+        hashed.insert(channel.clone(), 1);
+        assert_eq!(hashed.get("presence-room.7"), Some(&1));
+        assert_eq!(hashed.get("presence-room.8"), None);
+        let mut ordered = std::collections::BTreeMap::new();
+        ordered.insert(channel, 1);
+        ordered.insert(ChannelName::parse("news", 200).expect("valid"), 2);
+        assert_eq!(ordered.get("presence-room.7"), Some(&1));
+        assert_eq!(ordered.get("news"), Some(&2));
+    }
 }

@@ -143,4 +143,52 @@ mod tests {
         assert!(!CloseCode::ClientEventRateLimit.closes_connection());
         assert!(CloseCode::PongNotReceived.closes_connection());
     }
+
+    /// Every code with its number, from the close-code table of the protocol (docs/protocol.md).
+    const TABLE: [(CloseCode, u16); 17] = [
+        (CloseCode::ProtocolViolation, 1002),
+        (CloseCode::InvalidPayload, 1007),
+        (CloseCode::MessageTooBig, 1009),
+        (CloseCode::AppNotFound, 4001),
+        (CloseCode::AppDisabled, 4003),
+        (CloseCode::OverConnectionQuota, 4004),
+        (CloseCode::PathNotFound, 4005),
+        (CloseCode::InvalidVersionFormat, 4006),
+        (CloseCode::UnsupportedProtocol, 4007),
+        (CloseCode::NoProtocolVersion, 4008),
+        (CloseCode::Unauthorized, 4009),
+        (CloseCode::OverCapacity, 4100),
+        (CloseCode::Reconnect, 4200),
+        (CloseCode::PongNotReceived, 4201),
+        (CloseCode::ClosedAfterInactivity, 4202),
+        (CloseCode::ClientEventRateLimit, 4301),
+        (CloseCode::WatchlistLimit, 4302),
+    ];
+
+    #[test]
+    fn codes_are_the_protocol_numbers() {
+        for (code, number) in TABLE {
+            assert_eq!(code.code(), number, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn only_rfc_6455_codes_close_without_a_pusher_error() {
+        for (code, number) in TABLE {
+            let websocket_level = matches!(number, 1002 | 1007 | 1009);
+            assert_eq!(code.is_websocket_level(), websocket_level, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn each_code_has_its_own_message_that_fits_a_close_frame() {
+        let mut seen = std::collections::HashSet::new();
+        for (code, _) in TABLE {
+            let message = code.message();
+            assert!(!message.is_empty(), "{code:?}");
+            assert!(seen.insert(message), "{code:?} shares its message {message:?}");
+            // RFC 6455 5.5: a control frame carries at most 125 bytes, 2 of them the code.
+            assert!(message.len() <= 123, "{code:?}");
+        }
+    }
 }

@@ -248,4 +248,51 @@ mod tests {
         let value: Value = serde_json::from_str(&frame).expect("json");
         assert_eq!(value["data"], Value::String(r#"{"a":1}"#.into()));
     }
+
+    #[test]
+    fn pong_is_a_frame_clients_may_send() {
+        assert_eq!(ClientEvent::parse(r#"{"event":"pusher:pong","data":{}}"#), Ok(ClientEvent::Pong));
+    }
+
+    #[test]
+    fn presence_user_ids_are_required_and_at_most_the_limit() {
+        let data = |id: &str| format!(r#"{{"user_id":{id},"user_info":{{}}}}"#);
+        let parsed = PresenceChannelData::parse(&data(r#""ada""#), 128, 1024).expect("string id");
+        assert_eq!(parsed.user_id, "ada");
+        assert_eq!(
+            PresenceChannelData::parse(&data(r#""""#), 128, 1024),
+            Err(FrameError::BadField("channel_data.user_id")),
+            "an empty id names no user"
+        );
+        let longest = format!(r#""{}""#, "u".repeat(128));
+        assert!(PresenceChannelData::parse(&data(&longest), 128, 1024).is_ok(), "128 is the limit itself");
+        let too_long = format!(r#""{}""#, "u".repeat(129));
+        assert_eq!(
+            PresenceChannelData::parse(&data(&too_long), 128, 1024),
+            Err(FrameError::BadField("channel_data.user_id"))
+        );
+    }
+
+    #[test]
+    fn presence_user_info_may_fill_its_limit_exactly() {
+        // `{"n":"…"}` is 8 bytes of JSON around the string.
+        let info = |len: usize| format!(r#"{{"user_id":"1","user_info":{{"n":"{}"}}}}"#, "x".repeat(len - 8));
+        assert!(PresenceChannelData::parse(&info(1024), 128, 1024).is_ok());
+        assert_eq!(
+            PresenceChannelData::parse(&info(1025), 128, 1024),
+            Err(FrameError::BadField("channel_data.user_info"))
+        );
+    }
+
+    #[test]
+    fn errors_are_pusher_error_frames_with_code_and_message() {
+        let frame: Value =
+            serde_json::from_str(&encode_error(Some(4001), "app does not exist")).expect("json");
+        assert_eq!(frame["event"], "pusher:error");
+        assert_eq!(frame["data"]["code"], 4001);
+        assert_eq!(frame["data"]["message"], "app does not exist");
+        let without_code: Value = serde_json::from_str(&encode_error(None, "bad frame")).expect("json");
+        assert_eq!(without_code["data"]["code"], Value::Null);
+        assert_eq!(without_code["data"]["message"], "bad frame");
+    }
 }

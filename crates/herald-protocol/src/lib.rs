@@ -34,3 +34,16 @@ pub const MIN_PROTOCOL_VERSION: u32 = 5;
 pub fn valid_event_name(name: &str, max_len: usize) -> bool {
     !name.is_empty() && name.len() <= max_len
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_non_empty_and_at_most_the_limit() {
+        assert!(!valid_event_name("", 200), "an empty name names no event");
+        assert!(valid_event_name("my-event", 200));
+        assert!(valid_event_name(&"e".repeat(200), 200), "200 characters is the limit itself");
+        assert!(!valid_event_name(&"e".repeat(201), 200));
+    }
+}

@@ -44,4 +44,10 @@ mod tests {
         assert!(SocketId::parse("1.2.3").is_none());
         assert_eq!(SocketId::from_parts(7, 9).as_str(), "7.9");
     }
+
+    #[test]
+    fn a_socket_id_prints_as_pusher_js_sees_it() {
+        assert_eq!(SocketId::from_parts(1234, 5678).to_string(), "1234.5678");
+        assert_eq!(SocketId::parse("1.2").expect("valid").to_string(), "1.2");
+    }
 }

@@ -156,15 +156,9 @@ impl Target {
     /// A bearer token for a test identity, minted with the configured secret.
     pub(crate) fn token(&self, user: &str, organization: &str, roles: &[&str]) -> Result<String, String> {
         let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
-        herald_auth::mint_hs256(
-            &self.loaded.config.auth.jwt_secret,
-            user,
-            Some(organization),
-            &roles,
-            Some("Herald CLI"),
-            600,
-        )
-        .map_err(|error| error.to_string())
+        let settings = self.loaded.config.auth.token_settings()?;
+        herald_auth::mint_for(&settings, user, Some(organization), &roles, Some("Herald CLI"), 600)
+            .map_err(|error| error.to_string())
     }
 }
 
