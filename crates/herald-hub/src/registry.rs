@@ -640,8 +640,8 @@ mod tests {
         hub.sign_in(laptop.key, "ada");
         hub.sign_in(other.key, "bob");
         assert_eq!(hub.terminate_user("ada"), 2, "two sockets, however often they signed in");
-        assert_eq!(phone.close_requested(), Some(4009));
-        assert_eq!(laptop.close_requested(), Some(4009));
+        assert_eq!(phone.close_requested(), Some(CloseCode::Unauthorized));
+        assert_eq!(laptop.close_requested(), Some(CloseCode::Unauthorized));
         assert_eq!(other.close_requested(), None, "another user's socket stays");
         assert_eq!(hub.terminate_user("nobody"), 0);
     }
@@ -656,7 +656,7 @@ mod tests {
         hub.unregister_user(gone.key, "ada");
         assert_eq!(hub.terminate_user("ada"), 1);
         assert_eq!(gone.close_requested(), None);
-        assert_eq!(staying.close_requested(), Some(4009));
+        assert_eq!(staying.close_requested(), Some(CloseCode::Unauthorized));
         hub.unregister(staying.key, [], Some("ada"));
         assert_eq!(hub.terminate_user("ada"), 0, "no signed-in socket left");
     }
@@ -667,9 +667,9 @@ mod tests {
         let sockets: Vec<_> = (0..20).map(|_| hub.register(None).expect("room")).collect();
         hub.close_all(CloseCode::Reconnect);
         for (handle, _) in &sockets {
-            assert_eq!(handle.close_requested(), Some(4200));
+            assert_eq!(handle.close_requested(), Some(CloseCode::Reconnect));
             let closed = tokio::time::timeout(Duration::from_secs(5), handle.closed()).await;
-            assert_eq!(closed, Ok(4200));
+            assert_eq!(closed, Ok(CloseCode::Reconnect));
         }
     }
 

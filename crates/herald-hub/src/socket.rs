@@ -106,7 +106,7 @@ mod tests {
         assert!(timeout(Duration::from_secs(1), socket.closed()).await.is_err(), "still open");
         socket.close(CloseCode::PongNotReceived);
         socket.close(CloseCode::Reconnect);
-        assert_eq!(timeout(Duration::from_secs(1), socket.closed()).await, Ok(4201));
-        assert_eq!(socket.close_requested(), Some(4201));
+        assert_eq!(timeout(Duration::from_secs(1), socket.closed()).await, Ok(CloseCode::PongNotReceived));
+        assert_eq!(socket.close_requested(), Some(CloseCode::PongNotReceived));
     }
 }
