@@ -17,6 +17,17 @@ fn token(user: &str, organization: Option<&str>, roles: &[&str]) -> String {
     mint_hs256(JWT_SECRET, user, organization, &roles, Some("Tester"), 3600).expect("token")
 }
 
+/// The audit entries of one kind, newest first.
+async fn audit_of(server: &TestServer, kind: herald_store::AuditKind) -> Vec<herald_store::AuditEntry> {
+    let filter = herald_store::AuditFilter { kind: Some(kind), ..Default::default() };
+    server.state.store.audit(&filter).await.expect("audit")
+}
+
+/// A `notification.created` for user 42 of the notification type `kind`.
+fn user_note(id: &str, kind: &str) -> Value {
+    json!({ "id": id, "type": "notification.created", "data": { "notification": { "user_id": 42, "type": kind, "title": "T", "message": "M" } } })
+}
+
 /// A client subscribed to `channel` (wire name), authorized through Herald's own endpoint.
 async fn listener(server: &TestServer, channel: &str, token: &str) -> Client {
     let mut client = server.client().await;
@@ -253,15 +264,7 @@ async fn small_donations_are_ignored_with_a_reason() {
     assert_eq!(body["events"][0]["status"], "ignored");
     assert!(body["events"][0]["reason"].as_str().expect("reason").contains("below"));
     assert_eq!(body["events"][0]["broadcasts_queued"], 0);
-    let ignored = server
-        .state
-        .store
-        .audit(&herald_store::AuditFilter {
-            kind: Some(herald_store::AuditKind::Ignored),
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
+    let ignored = audit_of(&server, herald_store::AuditKind::Ignored).await;
     assert_eq!(ignored.len(), 1);
     assert_eq!(
         server.state.store.campaign_organization("5").await.expect("lookup").as_deref(),
@@ -281,27 +284,18 @@ async fn the_in_app_switch_keeps_a_type_out_of_the_inbox_only() {
         .await;
     assert_eq!(status, 200);
     let mut personal = listener(&server, "private-user.notifications.42", &user).await;
-    let note = |id: &str, kind: &str| json!({ "id": id, "type": "notification.created", "data": { "notification": { "user_id": 42, "type": kind, "title": "T", "message": "M" } } });
-    let (_, body) = server.ingest(&note("no-inbox", "donation_receipt")).await;
+    let (_, body) = server.ingest(&user_note("no-inbox", "donation_receipt")).await;
     assert_eq!(body["events"][0]["broadcasts_queued"], 1, "still broadcast: {body}");
     assert_eq!(body["events"][0]["notification_ids"], json!([]), "no inbox row: {body}");
     assert_eq!(data_of(&personal.recv().await)["notification"]["type"], "donation_receipt");
-    let (_, body) = server.ingest(&note("to-inbox", "other_type")).await;
+    let (_, body) = server.ingest(&user_note("to-inbox", "other_type")).await;
     assert_eq!(body["events"][0]["notification_ids"].as_array().expect("ids").len(), 1);
     let (status, inbox) = server.with_token("GET", "/api/v1/notifications", &user, None).await;
     assert_eq!(status, 200);
     let types: Vec<&str> =
         inbox["data"].as_array().expect("list").iter().map(|n| n["type"].as_str().expect("type")).collect();
     assert_eq!(types, ["other_type"]);
-    let suppressed = server
-        .state
-        .store
-        .audit(&herald_store::AuditFilter {
-            kind: Some(herald_store::AuditKind::Suppressed),
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
+    let suppressed = audit_of(&server, herald_store::AuditKind::Suppressed).await;
     assert_eq!(suppressed.len(), 1);
     assert_eq!(suppressed[0].event_id, "no-inbox");
 }
@@ -319,22 +313,13 @@ async fn preferences_mute_real_time_and_the_audit_says_so() {
         json!({ "type": "donation_receipt", "realtime": false, "in_app": true })
     );
     let mut personal = listener(&server, "private-user.notifications.42", &user).await;
-    let note = |id: &str, kind: &str| json!({ "id": id, "type": "notification.created", "data": { "notification": { "user_id": 42, "type": kind, "title": "T", "message": "M" } } });
-    let (_, body) = server.ingest(&note("muted", "donation_receipt")).await;
+    let (_, body) = server.ingest(&user_note("muted", "donation_receipt")).await;
     assert_eq!(body["events"][0]["broadcasts_queued"], 0);
     assert_eq!(body["events"][0]["notification_ids"].as_array().expect("ids").len(), 1, "still in the inbox");
-    server.ingest(&note("loud", "other_type")).await;
+    server.ingest(&user_note("loud", "other_type")).await;
     let frame = personal.recv().await;
     assert_eq!(data_of(&frame)["notification"]["type"], "other_type", "the muted one never arrived");
-    let suppressed = server
-        .state
-        .store
-        .audit(&herald_store::AuditFilter {
-            kind: Some(herald_store::AuditKind::Suppressed),
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
+    let suppressed = audit_of(&server, herald_store::AuditKind::Suppressed).await;
     assert_eq!(suppressed[0].event_id, "muted");
     let (status, _) = server
         .with_token(
@@ -487,15 +472,7 @@ async fn a_failing_upstream_is_retried_until_it_succeeds() {
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "delivered").await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let failed = server
-        .state
-        .store
-        .audit(&herald_store::AuditFilter {
-            kind: Some(herald_store::AuditKind::AttemptFailed),
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
+    let failed = audit_of(&server, herald_store::AuditKind::AttemptFailed).await;
     assert_eq!(failed.len(), 2);
     assert!(failed[0].detail.contains("503"));
 }
@@ -639,15 +616,7 @@ async fn a_duplicate_is_audited_under_the_original_type() {
     let server = TestServer::start().await;
     server.ingest(&json!({ "id": "x", "type": "security.alert", "data": { "alert_type": "a", "message": "m", "severity": "low" } })).await;
     server.ingest(&json!({ "id": "x", "type": "compliance.issue", "data": { "issue_type": "i", "severity": "low", "message": "m" } })).await;
-    let duplicates = server
-        .state
-        .store
-        .audit(&herald_store::AuditFilter {
-            kind: Some(herald_store::AuditKind::Duplicate),
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
+    let duplicates = audit_of(&server, herald_store::AuditKind::Duplicate).await;
     assert_eq!(duplicates[0].event_type, "security.alert");
 }
 
