@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so the cache's 30 minutes can be tested under a paused clock.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use herald_protocol::{encode_server_event, ChannelKind, ChannelName, CloseCode, SocketId};
@@ -595,6 +598,25 @@ mod tests {
         assert_eq!(&*data, "last");
         assert!(left > Duration::from_secs(29 * 60) && left <= Duration::from_secs(30 * 60), "{left:?}");
         assert_eq!(hub.cached_event(&channel("news")), None, "only cache channels keep events");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_event_expires_after_30_minutes() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("cache-prices");
+        hub.publish(&ch, &Bytes::from_static(b"frame"), "last", None);
+        tokio::time::advance(Duration::from_secs(30 * 60 - 1)).await;
+        let (_, left) = hub.cached_event(&ch).expect("still kept a second before");
+        assert_eq!(left, Duration::from_secs(1));
+        let (early, _early_out) = hub.register(None).expect("room");
+        assert_eq!(
+            hub.subscribe(&early, &ch, None, 100).expect("ok").cached,
+            Some(Bytes::from_static(b"frame"))
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(hub.cached_event(&ch), None, "gone after 30 minutes");
+        let (late, _late_out) = hub.register(None).expect("room");
+        assert_eq!(hub.subscribe(&late, &ch, None, 100).expect("ok").cached, None, "no replay once expired");
     }
 
     #[tokio::test]
