@@ -1,7 +1,7 @@
 //! `herald dead-letters` and `herald audit`: read and repair the notification layer's records
 //! straight from the database the server uses.
 
-use herald_notify::{printable, AuditKind, DeadLetterView, DeadLetters};
+use herald_notify::{printable, AuditKind, AuditRecord, DeadLetterView, DeadLetters};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -205,7 +205,7 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
     };
     match store.audit(&filter).await {
         Ok(entries) if store_args.json => {
-            let list: Vec<serde_json::Value> = entries.iter().map(herald_server::audit_json).collect();
+            let list: Vec<AuditRecord> = entries.iter().map(AuditRecord::new).collect();
             out!("{}", serde_json::to_string(&list).unwrap_or_default());
             ExitCode::SUCCESS
         }

@@ -29,4 +29,4 @@ pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
     MAX_FIELD_ERRORS, MAX_PAYLOAD_BYTES,
 };
-pub use views::DeadLetterView;
+pub use views::{AuditRecord, DeadLetterView};

@@ -228,7 +228,7 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
             dead_lettered: counters.dead_lettered.load(),
             suppressed: counters.suppressed.load(Relaxed),
         },
-        recent_errors: recent.into_iter().take(10).map(crate::notifications::audit_json).collect(),
+        recent_errors: recent.into_iter().take(10).map(herald_notify::AuditRecord::new).collect(),
         rates: state.rates.read(rate_sample(state)),
         connections,
         deps: if check_deps { Some(dependencies(state).await) } else { None },

@@ -29,7 +29,6 @@ pub use authorizer::Authorizer;
 pub use config::{Config, ConfigError, EnvSource, Loaded, Overrides, ProcessEnv};
 pub use error::ApiError;
 pub use listener::raise_fd_limit;
-pub use notifications::audit_json;
 pub use state::{SharedState, State};
 pub use tenant::Tenant;
 pub use ws::conformance_echo_router;

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use herald_notify::IngestError;
+use herald_notify::{AuditRecord, IngestError};
 use herald_store::{AuditFilter, AuditKind};
 use serde_json::{json, Value};
 use tracing::error;
@@ -123,19 +123,6 @@ pub(crate) async fn audit(
         error!(error = %cause, "audit query failed");
         ApiError::BackendUnavailable
     })?;
-    let entries: Vec<Value> = entries.into_iter().map(|entry| audit_json(&entry)).collect();
+    let entries: Vec<AuditRecord> = entries.iter().map(AuditRecord::new).collect();
     Ok(Json(json!({ "entries": entries })))
-}
-
-/// One audit entry as JSON (also used by `herald audit --json`).
-pub fn audit_json(entry: &herald_store::AuditEntry) -> Value {
-    json!({
-        "seq": entry.seq,
-        "at": herald_notify::rfc3339(entry.at),
-        "event_id": entry.event_id,
-        "type": entry.event_type,
-        "broadcast_id": entry.broadcast_id,
-        "status": entry.kind.as_str(),
-        "detail": serde_json::from_str::<Value>(&entry.detail).unwrap_or(Value::Null),
-    })
 }

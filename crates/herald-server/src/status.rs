@@ -5,9 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use herald_notify::PerLane;
+use herald_notify::{AuditRecord, PerLane};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -27,7 +26,7 @@ pub struct StatusDocument {
     pub delivery: Delivery,
     /// The latest failed attempts and dead letters, newest first (audit entries as the audit API
     /// shows them).
-    pub recent_errors: Vec<Value>,
+    pub recent_errors: Vec<AuditRecord>,
     pub rates: Rates,
     /// Both listeners' connections against their caps (absent before they listen).
     #[serde(skip_serializing_if = "Option::is_none")]

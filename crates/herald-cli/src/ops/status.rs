@@ -189,10 +189,10 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
             let _ = writeln!(
                 out,
                 "  {}  {:<14} {:<22} {}",
-                error["at"].as_str().unwrap_or("?"),
-                error["status"].as_str().unwrap_or("?"),
-                error["type"].as_str().unwrap_or("?"),
-                error["detail"]["error"].as_str().unwrap_or("")
+                error.at,
+                error.status,
+                error.event_type,
+                error.error().unwrap_or("")
             );
         }
     }
