@@ -40,6 +40,23 @@ async fn metrics_expose_connections_deliveries_queues_and_http() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     assert!(!text.contains("news"), "no channel names in labels");
+    // The accepted alert (severity low: the broadcasts lane) is counted once delivered.
+    let delivered = "herald_broadcasts_total{lane=\"broadcasts\",outcome=\"delivered\"} 1";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, text) = get(format!("http://{}/metrics", server.admin_address), None).await;
+        if text.contains(delivered) {
+            assert!(
+                text.contains(
+                    "herald_broadcasts_total{lane=\"critical-broadcasts\",outcome=\"delivered\"} 0"
+                ),
+                "{text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "missing {delivered} in\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
