@@ -4,7 +4,6 @@
 
 use herald_store::AuditKind;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// The detail of one audit entry; its JSON is what the store keeps and the audit API shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,9 +41,8 @@ impl AuditDetail {
     /// The detail stored for an entry of `kind`; `None` when the text is not that kind's shape
     /// (a row written by another version, or by hand).
     pub fn read(kind: AuditKind, text: &str) -> Option<AuditDetail> {
-        let value: Value = serde_json::from_str(text).ok()?;
-        let detail: AuditDetail = serde_json::from_value(value).ok()?;
-        (detail.kind_matches(kind)).then_some(detail)
+        let detail: AuditDetail = serde_json::from_str(text).ok()?;
+        detail.kind_matches(kind).then_some(detail)
     }
 
     fn kind_matches(&self, kind: AuditKind) -> bool {

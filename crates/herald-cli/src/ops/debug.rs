@@ -204,7 +204,7 @@ async fn test_connection(target: &Target, style: &Style) -> bool {
     let mut socket = match Socket::connect(&url).await {
         Ok(socket) => socket,
         Err(error) => {
-            out!("  {} {url}: {}", style.bad("FAIL"), printable(&error.to_string()));
+            out!("  {} {}", style.bad("FAIL"), printable(&error.to_string()));
             out!();
             return false;
         }
