@@ -25,13 +25,9 @@ pub(crate) struct Running {
     pub(crate) development: bool,
 }
 
-/// `http://` URL of a listener, as this machine reaches it (a wildcard address is localhost).
+/// `http://` URL of a listener, as this machine reaches it (`herald_server::reachable`).
 pub(crate) fn reachable(address: SocketAddr) -> String {
-    if address.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", address.port())
-    } else {
-        format!("http://{address}")
-    }
+    format!("http://{}", herald_server::reachable(address))
 }
 
 /// Writes the runtime file; it is removed when the guard drops (also on a failed run).

@@ -33,6 +33,16 @@ pub use state::{SharedState, State};
 pub use tenant::Tenant;
 pub use ws::conformance_echo_router;
 
+/// Where this machine reaches a listener: a wildcard address (`0.0.0.0`, `::`) is reached on
+/// 127.0.0.1; any other address as it is. The banner and the runtime file print these.
+pub fn reachable(address: std::net::SocketAddr) -> std::net::SocketAddr {
+    if address.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    }
+}
+
 /// The short block printed at start-up: addresses, apps (keys, never secrets) and the Echo
 /// snippet a front end needs.
 pub fn banner(
@@ -43,11 +53,7 @@ pub fn banner(
 ) -> String {
     use std::fmt::Write as _;
     // A listener on all addresses is reached at localhost from this machine: print URLs one can open.
-    let shown = if address.ip().is_unspecified() {
-        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
-    } else {
-        address
-    };
+    let shown = reachable(address);
     let shown_host =
         if address.ip().is_unspecified() { "localhost".to_owned() } else { address.ip().to_string() };
     let mut text = String::new();
