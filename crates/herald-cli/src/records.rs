@@ -1,13 +1,12 @@
 //! `herald dead-letters` and `herald audit`: read and repair the notification layer's records
 //! straight from the database the server uses.
 
-use herald_notify::{printable, AuditKind, AuditRecord, DeadLetterView, DeadLetters};
+use herald_notify::{printable, AuditFilter, AuditKind, AuditRecord, DeadLetters, Records};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use herald_server::config::AdminVisibility;
 use herald_server::{Config, Overrides, ProcessEnv};
-use herald_store::{AuditFilter, Store};
 
 /// Where the database is: the same configuration the server reads.
 #[derive(Debug, clap::Args)]
@@ -63,8 +62,8 @@ pub(crate) struct AuditArgs {
     limit: i64,
 }
 
-/// The store the configuration names, and the configuration.
-async fn open(args: &StoreArgs) -> Result<(Store, herald_server::Config), ExitCode> {
+/// The records in the database the configuration names, and the configuration.
+async fn open(args: &StoreArgs) -> Result<(Records, herald_server::Config), ExitCode> {
     let overrides = Overrides {
         config_file: args.config.clone(),
         database_url: args.database_url.clone(),
@@ -75,8 +74,8 @@ async fn open(args: &StoreArgs) -> Result<(Store, herald_server::Config), ExitCo
         ExitCode::from(crate::EXIT_CONFIG)
     })?;
     let url = &loaded.config.database.url;
-    match Store::connect(url).await {
-        Ok(store) => Ok((store, loaded.config)),
+    match Records::open(url).await {
+        Ok(records) => Ok((records, loaded.config)),
         Err(error) => {
             eprintln!("herald: cannot open the database {}: {error}", herald_server::redact_url(url));
             Err(ExitCode::FAILURE)
@@ -84,13 +83,13 @@ async fn open(args: &StoreArgs) -> Result<(Store, herald_server::Config), ExitCo
     }
 }
 
-fn failed(error: herald_store::StoreError) -> ExitCode {
+fn failed(error: herald_notify::StoreError) -> ExitCode {
     eprintln!("herald: {error}");
     ExitCode::FAILURE
 }
 
 pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterCommand) -> ExitCode {
-    let (store, config) = match open(&store_args).await {
+    let (records, config) = match open(&store_args).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -106,11 +105,9 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
         }
     };
     match command {
-        DeadLetterCommand::List { limit } => match store.dead_letters(limit).await {
+        DeadLetterCommand::List { limit } => match records.dead_letters(limit, admin_channels_public).await {
             Ok(letters) if store_args.json => {
-                let list: Vec<DeadLetterView> =
-                    letters.iter().map(|letter| DeadLetterView::new(letter, admin_channels_public)).collect();
-                out!("{}", serde_json::to_string(&list).unwrap_or_default());
+                out!("{}", serde_json::to_string(&letters).unwrap_or_default());
                 ExitCode::SUCCESS
             }
             Ok(letters) if letters.is_empty() => {
@@ -126,13 +123,13 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                     "FAILED AT"
                 );
                 for letter in letters {
-                    let at = herald_notify::rfc3339(letter.failed_at);
+                    let at = &letter.failed_at;
                     out!(
                         "{:<36}  {:<24}  {:>8}  {:<20}  {}",
                         printable(&letter.broadcast_id),
-                        printable(&letter.event_name),
+                        printable(&letter.event),
                         letter.attempts,
-                        at.get(..19).unwrap_or(&at),
+                        at.get(..19).unwrap_or(at),
                         printable(&letter.last_error)
                     );
                 }
@@ -145,7 +142,7 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                 Ok(id) => id,
                 Err(code) => return code,
             };
-            match store.replay_dead_letters(id.as_deref().map_or(DeadLetters::All, DeadLetters::One)).await {
+            match records.replay(id.as_deref().map_or(DeadLetters::All, DeadLetters::One)).await {
                 // `--all` with nothing to retry is done, as `purge --all` is; a named id that is
                 // not a dead letter is a mistake.
                 Ok(0) if id.is_none() => {
@@ -168,7 +165,7 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
                 Ok(id) => id,
                 Err(code) => return code,
             };
-            match store.purge_dead_letters(id.as_deref().map_or(DeadLetters::All, DeadLetters::One)).await {
+            match records.purge(id.as_deref().map_or(DeadLetters::All, DeadLetters::One)).await {
                 Ok(count) => {
                     out!("{count} dead letter(s) purged");
                     ExitCode::SUCCESS
@@ -192,7 +189,7 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (store, _) = match open(&store_args).await {
+    let (records, _) = match open(&store_args).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -203,9 +200,9 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
         since_ms,
         limit: args.limit,
     };
-    match store.audit(&filter).await {
+    match records.audit(&filter).await {
         Ok(entries) if store_args.json => {
-            let list: Vec<AuditRecord> = entries.iter().map(AuditRecord::new).collect();
+            let list: Vec<AuditRecord> = entries.iter().map(herald_notify::AuditEntry::record).collect();
             out!("{}", serde_json::to_string(&list).unwrap_or_default());
             ExitCode::SUCCESS
         }
@@ -216,14 +213,14 @@ pub(crate) async fn audit(store_args: StoreArgs, args: AuditArgs) -> ExitCode {
         Ok(entries) => {
             out!("{:<23}  {:<26}  {:<24}  {:<14}  DETAIL", "AT", "EVENT ID", "TYPE", "STATUS");
             for entry in entries.iter().rev() {
-                let at = herald_notify::rfc3339(entry.at);
+                let at = herald_notify::rfc3339(entry.at_ms);
                 out!(
                     "{:<23}  {:<26}  {:<24}  {:<14}  {}",
                     at.get(..23).unwrap_or(&at),
                     printable(&entry.event_id),
                     printable(&entry.event_type),
                     entry.kind,
-                    printable(&entry.detail)
+                    printable(&entry.raw_detail)
                 );
             }
             ExitCode::SUCCESS

@@ -24,6 +24,13 @@ impl<T> PerLane<T> {
         }
     }
 
+    pub fn get_mut(&mut self, lane: Lane) -> &mut T {
+        match lane {
+            Lane::Critical => &mut self.critical,
+            Lane::Normal => &mut self.normal,
+        }
+    }
+
     /// Each lane with its value, critical first.
     pub fn iter(&self) -> impl Iterator<Item = (Lane, &T)> {
         [(Lane::Critical, &self.critical), (Lane::Normal, &self.normal)].into_iter()

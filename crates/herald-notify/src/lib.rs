@@ -10,6 +10,7 @@ mod driver;
 mod fields;
 mod lanes;
 mod printable;
+mod records;
 mod service;
 mod views;
 
@@ -22,11 +23,19 @@ pub use catalog::{
 };
 pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};
+/// Milliseconds since the Unix epoch, the clock every record is written with.
+pub use herald_store::now_ms;
+/// The store's error: what a reader of `Records` answers 503 for.
+pub use herald_store::StoreError;
 pub use herald_store::{AuditKind, DeadLetters, Lane};
 pub use lanes::PerLane;
 pub use printable::{printable, printable_json};
+pub use records::{AuditFilter, InboxQuery, Preference, Records};
 pub use service::{
     backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
     MAX_FIELD_ERRORS, MAX_PAYLOAD_BYTES,
 };
-pub use views::{AuditRecord, DeadLetterView};
+pub use views::{
+    AuditEntry, AuditRecord, DeadLetterView, HistoryEvent, InboxItem, InboxPage, LaneView, PreferenceView,
+    Preferences,
+};

@@ -164,6 +164,7 @@ pub struct DeliveryCounters {
 #[derive(Debug)]
 pub struct Notifier {
     store: Store,
+    records: crate::Records,
     driver: Driver,
     settings: NotifySettings,
     wake: Notify,
@@ -180,9 +181,10 @@ pub fn new_id() -> String {
 }
 
 impl Notifier {
-    pub fn new(store: Store, driver: Driver, settings: NotifySettings) -> Notifier {
+    pub fn new(records: crate::Records, driver: Driver, settings: NotifySettings) -> Notifier {
         Notifier {
-            store,
+            store: records.store().clone(),
+            records,
             driver,
             settings,
             wake: Notify::new(),
@@ -191,8 +193,9 @@ impl Notifier {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The records this notifier writes, for their readers.
+    pub fn records(&self) -> &crate::Records {
+        &self.records
     }
 
     pub fn driver(&self) -> &Driver {

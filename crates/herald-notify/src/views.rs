@@ -2,11 +2,161 @@
 //! API and the `herald` command render these same serializable shapes, so no reader rebuilds
 //! them field by field (and none shows a logical channel name where another shows the wire one).
 
-use herald_store::DeadLetter;
+use herald_store::{AuditKind, ChannelEvent, DeadLetter, InboxNotification, Preference};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::audit::AuditDetail;
 use crate::catalog::wire_channel;
 use crate::fields::rfc3339;
+
+/// One notification in a user's inbox, as the users' API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub notification_type: String,
+    pub title: String,
+    pub message: String,
+    pub priority: String,
+    /// The notification's data object (`null` when the stored text is not JSON).
+    pub data: Value,
+    pub action_url: Option<String>,
+    /// RFC 3339, UTC, milliseconds.
+    pub created_at: String,
+    pub read_at: Option<String>,
+}
+
+impl InboxItem {
+    pub(crate) fn new(item: &InboxNotification) -> InboxItem {
+        InboxItem {
+            id: item.id.clone(),
+            notification_type: item.notification_type.clone(),
+            title: item.title.clone(),
+            message: item.message.clone(),
+            priority: item.priority.clone(),
+            data: serde_json::from_str(&item.data).unwrap_or(Value::Null),
+            action_url: item.action_url.clone(),
+            created_at: rfc3339(item.created_at),
+            read_at: item.read_at.map(rfc3339),
+        }
+    }
+}
+
+/// A page of an inbox: `next_cursor` continues below the last item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxPage {
+    pub data: Vec<InboxItem>,
+    pub next_cursor: Option<String>,
+}
+
+/// One notification type's switches, as the users' API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreferenceView {
+    #[serde(rename = "type")]
+    pub notification_type: String,
+    pub realtime: bool,
+    pub in_app: bool,
+}
+
+/// A user's stored preferences: `{"preferences": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preferences {
+    pub preferences: Vec<PreferenceView>,
+}
+
+impl Preferences {
+    pub(crate) fn new(stored: &[Preference]) -> Preferences {
+        Preferences {
+            preferences: stored
+                .iter()
+                .map(|p| PreferenceView {
+                    notification_type: p.notification_type.clone(),
+                    realtime: p.realtime,
+                    in_app: p.in_app,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One event a catalog channel was sent, for a client catching up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub seq: i64,
+    pub event: String,
+    pub data: Value,
+    /// RFC 3339, UTC, milliseconds.
+    pub created_at: String,
+}
+
+impl HistoryEvent {
+    pub(crate) fn new(event: &ChannelEvent) -> HistoryEvent {
+        HistoryEvent {
+            seq: event.seq,
+            event: event.event_name.clone(),
+            data: serde_json::from_str(&event.payload).unwrap_or(Value::Null),
+            created_at: rfc3339(event.created_at),
+        }
+    }
+}
+
+/// One lane's backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LaneView {
+    pub pending: i64,
+    /// Age of the oldest pending job, in seconds.
+    pub oldest_age_secs: Option<f64>,
+}
+
+/// One audit entry as the notification layer reads it back: its kind and its typed detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub event_id: String,
+    /// The domain event type.
+    pub event_type: String,
+    pub broadcast_id: Option<String>,
+    pub kind: AuditKind,
+    /// The kind's detail; `None` when the stored text is not this kind's shape (a row written by
+    /// another version, or by hand: `raw_detail` keeps it).
+    pub detail: Option<AuditDetail>,
+    pub raw_detail: String,
+}
+
+impl AuditEntry {
+    pub(crate) fn new(entry: herald_store::AuditEntry) -> AuditEntry {
+        AuditEntry {
+            detail: AuditDetail::read(entry.kind, &entry.detail),
+            seq: entry.seq,
+            at_ms: entry.at,
+            event_id: entry.event_id,
+            event_type: entry.event_type,
+            broadcast_id: entry.broadcast_id,
+            kind: entry.kind,
+            raw_detail: entry.detail,
+        }
+    }
+
+    /// The entry as every reader shows it.
+    pub fn record(&self) -> AuditRecord {
+        AuditRecord {
+            seq: self.seq,
+            at: rfc3339(self.at_ms),
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            broadcast_id: self.broadcast_id.clone(),
+            status: self.kind.as_str().to_owned(),
+            detail: match &self.detail {
+                Some(detail) => serde_json::to_value(detail).unwrap_or(Value::Null),
+                None => serde_json::from_str(&self.raw_detail).unwrap_or(Value::Null),
+            },
+        }
+    }
+}
 
 /// A broadcast that failed for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,14 +208,14 @@ mod tests {
                 .into(),
             at: 0,
         };
-        let record = AuditRecord::new(&entry);
+        let record = AuditEntry::new(entry.clone()).record();
         assert_eq!(record.status, "attempt_failed");
         assert_eq!(record.error(), Some("upstream answered 503"));
         let json = serde_json::to_value(&record).expect("json");
         assert_eq!(json["type"], "payment.failed");
         assert_eq!(json["at"], "1970-01-01T00:00:00.000Z");
         entry.detail = "not json".into();
-        assert_eq!(AuditRecord::new(&entry).detail, serde_json::Value::Null);
+        assert_eq!(AuditEntry::new(entry).record().detail, serde_json::Value::Null);
     }
 
     #[test]
@@ -107,18 +257,6 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    pub fn new(entry: &herald_store::AuditEntry) -> AuditRecord {
-        AuditRecord {
-            seq: entry.seq,
-            at: rfc3339(entry.at),
-            event_id: entry.event_id.clone(),
-            event_type: entry.event_type.clone(),
-            broadcast_id: entry.broadcast_id.clone(),
-            status: entry.kind.as_str().to_owned(),
-            detail: serde_json::from_str(&entry.detail).unwrap_or(serde_json::Value::Null),
-        }
-    }
-
     /// The error of a failed attempt or a dead letter, if the detail has one.
     pub fn error(&self) -> Option<&str> {
         self.detail.get("error").and_then(serde_json::Value::as_str)

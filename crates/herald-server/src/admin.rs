@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::status::{
-    AppStatus, Connections, DatabaseStatus, Delivery, Dependency, LaneStatus, Listen, ListenerStatus,
-    Refused, StatusDocument,
+    AppStatus, Connections, DatabaseStatus, Delivery, Dependency, Listen, ListenerStatus, Refused,
+    StatusDocument,
 };
 
 use crate::error::ApiError;
@@ -35,7 +35,7 @@ pub(crate) fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), 
         return Ok(());
     }
     if let Some(given) = bearer(headers) {
-        if guard.accepts(&state.authorizer, given) {
+        if guard.accepts(&state.auth.authorizer, given) {
             return Ok(());
         }
         return Err(ApiError::Unauthenticated("invalid admin token"));
@@ -106,10 +106,10 @@ pub(crate) async fn metrics(State(state): State<SharedState>) -> Response {
 /// Readiness: 200 while serving with the database answering; 503 while draining or when the
 /// database is down.
 pub(crate) async fn up(State(state): State<SharedState>) -> Response {
-    if state.is_draining() {
+    if state.lifecycle().is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
     }
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.records().ping()).await {
         Ok(Ok(())) => Json(json!({ "status": "ok" })).into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" })))
             .into_response(),
@@ -139,7 +139,8 @@ pub(crate) async fn status(
 pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDocument {
     use std::sync::atomic::Ordering::Relaxed;
     let apps = state
-        .apps()
+        .tenants()
+        .all()
         .iter()
         .map(|app| {
             let stats = app.hub.stats();
@@ -160,42 +161,24 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
             }
         })
         .collect();
-    let now = herald_store::now_ms();
-    let lanes = state.store.lane_stats().await;
+    let records = state.records();
+    let lanes = records.lanes().await;
     let queue = lanes
         .as_ref()
         .map(|lanes| {
             lanes
                 .iter()
-                .map(|lane| {
-                    let age = lane.oldest_created_at.map(|at| (now - at).max(0) as f64 / 1000.0);
-                    (lane.lane.name().to_owned(), LaneStatus { pending: lane.pending, oldest_age_secs: age })
-                })
+                .map(|(lane, view)| (lane.name().to_owned(), *view))
                 .collect()
         })
         .unwrap_or_default();
-    let dead_letters = state.store.dead_letter_count().await.ok();
-    let errors = state
-        .store
-        .audit(&herald_store::AuditFilter {
-            kind: Some(herald_store::AuditKind::AttemptFailed),
-            limit: 5,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_default();
-    let dead = state
-        .store
-        .audit(&herald_store::AuditFilter {
-            kind: Some(herald_store::AuditKind::DeadLettered),
-            limit: 5,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_default();
-    let mut recent: Vec<&herald_store::AuditEntry> = errors.iter().chain(dead.iter()).collect();
-    recent.sort_by_key(|entry| std::cmp::Reverse(entry.at));
-    let counters = &state.notifier.counters;
+    let dead_letters = records.dead_letter_count().await.ok();
+    let latest = |kind| herald_notify::AuditFilter { kind: Some(kind), limit: 5, ..Default::default() };
+    let errors = records.audit(&latest(herald_notify::AuditKind::AttemptFailed)).await.unwrap_or_default();
+    let dead = records.audit(&latest(herald_notify::AuditKind::DeadLettered)).await.unwrap_or_default();
+    let mut recent: Vec<&herald_notify::AuditEntry> = errors.iter().chain(dead.iter()).collect();
+    recent.sort_by_key(|entry| std::cmp::Reverse(entry.at_ms));
+    let counters = &state.notify.notifier.counters;
     let connections = state.gates.get().map(|gates| {
         let listener = |gate: &crate::listener::Gate| {
             let stats = gate.stats();
@@ -210,13 +193,10 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
     StatusDocument {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: state.started.elapsed().as_secs(),
-        draining: state.is_draining(),
-        driver: state.notifier.driver().name().to_owned(),
+        draining: state.lifecycle().is_draining(),
+        driver: state.notify.notifier.driver().name().to_owned(),
         listen: Listen { websocket: state.addresses.0.to_string(), admin: state.addresses.1.to_string() },
-        database: DatabaseStatus {
-            backend: format!("{:?}", state.store.backend()).to_lowercase(),
-            up: lanes.is_ok(),
-        },
+        database: DatabaseStatus { backend: records.backend().to_owned(), up: lanes.is_ok() },
         apps,
         queue,
         dead_letters,
@@ -228,7 +208,7 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
             dead_lettered: counters.dead_lettered.load(),
             suppressed: counters.suppressed.load(Relaxed),
         },
-        recent_errors: recent.into_iter().take(10).map(herald_notify::AuditRecord::new).collect(),
+        recent_errors: recent.into_iter().take(10).map(|entry| entry.record()).collect(),
         rates: state.rates.read(rate_sample(state)),
         connections,
         deps: if check_deps { Some(dependencies(state).await) } else { None },
@@ -238,13 +218,13 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
 /// The counters the rates follow, now.
 fn rate_sample(state: &SharedState) -> crate::rates::Sample {
     use std::sync::atomic::Ordering::Relaxed;
-    let counters = &state.notifier.counters;
+    let counters = &state.notify.notifier.counters;
     crate::rates::Sample {
         at: std::time::Instant::now(),
         accepted: counters.accepted.load(Relaxed),
         delivered: counters.delivered.load().total(),
         failed: counters.retried.load().total() + counters.dead_lettered.load().total(),
-        messages_out: state.apps().iter().map(|app| app.messages_out.load(Relaxed)).sum(),
+        messages_out: state.tenants().all().iter().map(|app| app.messages_out.load(Relaxed)).sum(),
     }
 }
 
@@ -253,7 +233,7 @@ pub(crate) async fn sample_rates(state: SharedState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.lifecycle().shutdown.cancelled() => return,
             _ = tick.tick() => state.rates.record(rate_sample(&state)),
         }
     }
@@ -261,13 +241,13 @@ pub(crate) async fn sample_rates(state: SharedState) {
 
 /// Checks the database and, with the `pusher` driver, the upstream API.
 async fn dependencies(state: &SharedState) -> BTreeMap<String, Dependency> {
-    let database = match tokio::time::timeout(Duration::from_secs(3), state.store.ping()).await {
+    let database = match tokio::time::timeout(Duration::from_secs(3), state.records().ping()).await {
         Ok(Ok(())) => Dependency { ok: true, detail: "answers".into() },
         Ok(Err(error)) => Dependency { ok: false, detail: error.to_string() },
         Err(_) => Dependency { ok: false, detail: "no answer within 3 s".into() },
     };
     let mut deps = BTreeMap::from([("database".to_owned(), database)]);
-    if let herald_notify::Driver::Pusher { upstream, client } = state.notifier.driver() {
+    if let herald_notify::Driver::Pusher { upstream, client } = state.notify.notifier.driver() {
         let upstream = match herald_notify::check_upstream(client, upstream).await {
             Ok(detail) => Dependency { ok: true, detail },
             Err(detail) => Dependency { ok: false, detail },

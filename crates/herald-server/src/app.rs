@@ -79,10 +79,10 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {admin_address} (admin.port; 0 picks a free port)"))?;
         let admin_address = admin_listener.local_addr().context("admin listener has no local address")?;
-        let store = herald_store::Store::connect(&config.database.url)
+        let records = herald_notify::Records::open(&config.database.url)
             .await
             .with_context(|| format!("cannot open the database {}", redact_url(&config.database.url)))?;
-        let state = ServerState::new(config, store, (address, admin_address))?;
+        let state = ServerState::new(config, records, (address, admin_address))?;
         let capacity = Capacity::of(config, crate::listener::fd_limit());
         let header_timeout = Duration::from_secs(config.server.header_timeout_secs);
         let drain_grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -137,44 +137,47 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.state.clone();
         let router = router(state.clone());
-        match state.notifier.recover().await {
+        match state.notify.notifier.recover().await {
             Ok(0) => {}
             Ok(released) => info!(released, "resuming broadcasts a previous run had claimed"),
             Err(error) => warn!(%error, "cannot release old job leases; they resume when the leases expire"),
         }
         hold_backlog_for_reconnections(&state).await;
         let workers = tokio_util::task::TaskTracker::new();
-        state.notifier.start_workers(state.shutdown.clone(), &workers);
+        state.notify.notifier.start_workers(state.lifecycle().shutdown.clone(), &workers);
         workers.close();
         tokio::spawn(crate::admin::sample_rates(state.clone()));
         let drain = state.clone();
         let signal = tokio::spawn(async move {
             shutdown.await;
             info!("shutting down: closing connections with 4200");
-            drain.start_draining();
-            drain.shutdown.cancel();
+            drain.lifecycle().start_draining();
+            drain.lifecycle().shutdown.cancel();
         });
-        let body_timeout = Duration::from_secs(state.server.body_timeout_secs);
+        let body_timeout = Duration::from_secs(state.pusher.server.body_timeout_secs);
         let admin_router = crate::routes::admin_listener(state.clone()).layer(axum::middleware::from_fn(
             move |request, next| read_body(ADMIN_BODY_LIMIT, body_timeout, request, next),
         ));
-        let stop = state.shutdown.clone();
+        let stop = state.lifecycle().shutdown.clone();
         tokio::join!(
             crate::listener::serve(self.listener, router, self.gate, stop.clone()),
             crate::listener::serve(self.admin_listener, admin_router, self.admin_gate, stop),
         );
         signal.abort();
-        state.sessions.close();
-        let grace = Duration::from_secs(state.server.shutdown_grace_secs);
-        if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
-            warn!(remaining = state.sessions.len(), "sessions still open after the shutdown grace period");
+        state.lifecycle().sessions.close();
+        let grace = Duration::from_secs(state.pusher.server.shutdown_grace_secs);
+        if tokio::time::timeout(grace, state.lifecycle().sessions.wait()).await.is_err() {
+            warn!(
+                remaining = state.lifecycle().sessions.len(),
+                "sessions still open after the shutdown grace period"
+            );
         }
         if tokio::time::timeout(grace, workers.wait()).await.is_err() {
             warn!(
                 "queue workers still delivering after the shutdown grace period; their jobs will be retried"
             );
         }
-        state.store.close().await;
+        state.records().close().await;
         Ok(())
     }
 }
@@ -188,8 +191,8 @@ async fn hold_backlog_for_reconnections(state: &SharedState) {
     if grace.is_zero() {
         return;
     }
-    let backlog = match state.store.lane_stats().await {
-        Ok(lanes) => lanes.iter().map(|lane| lane.pending).sum::<i64>(),
+    let backlog = match state.records().lanes().await {
+        Ok(lanes) => lanes.iter().map(|(_, lane)| lane.pending).sum::<i64>(),
         Err(error) => {
             warn!(%error, "cannot read the queue depth; delivering without a reconnection grace");
             return;
@@ -199,18 +202,18 @@ async fn hold_backlog_for_reconnections(state: &SharedState) {
         return;
     }
     info!(backlog, grace_secs = grace.as_secs(), "holding the queued broadcasts while clients reconnect");
-    state.notifier.set_paused(true);
+    state.notify.notifier.set_paused(true);
     let state = state.clone();
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
-        let mut seen = state.connections();
+        let mut seen = state.tenants().connections();
         let mut last_change = started;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = state.shutdown.cancelled() => break,
+                _ = state.lifecycle().shutdown.cancelled() => break,
             }
-            let now = state.connections();
+            let now = state.tenants().connections();
             if now != seen {
                 seen = now;
                 last_change = tokio::time::Instant::now();
@@ -224,7 +227,7 @@ async fn hold_backlog_for_reconnections(state: &SharedState) {
             waited_ms = started.elapsed().as_millis() as u64,
             "delivering the queued broadcasts"
         );
-        state.notifier.set_paused(false);
+        state.notify.notifier.set_paused(false);
     });
 }
 
@@ -234,12 +237,13 @@ const RECONNECT_QUIET: Duration = Duration::from_secs(1);
 /// Every route of the main listener.
 pub fn router(state: SharedState) -> Router {
     let body_limit = state
-        .apps()
+        .tenants()
+        .all()
         .iter()
         .map(|app| app.config.limits.max_http_body_bytes)
         .max()
         .unwrap_or(herald_protocol::Limits::default().max_http_body_bytes);
-    let body_timeout = Duration::from_secs(state.server.body_timeout_secs);
+    let body_timeout = Duration::from_secs(state.pusher.server.body_timeout_secs);
     crate::routes::main_router(&state)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))

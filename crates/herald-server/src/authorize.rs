@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::authorizer::{Authorizer, CorsGrant};
 use crate::error::ApiError;
-use crate::state::SharedState;
+use crate::state::AuthState;
 
 /// Reads `socket_id`, `channel_name` (and others) from a form-encoded or JSON body.
 fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
@@ -58,11 +58,7 @@ struct AuthRequest<'a> {
 }
 
 /// Reads the body's fields, verifies the caller's token and the socket id.
-fn request<'a>(
-    state: &'a SharedState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<AuthRequest<'a>, ApiError> {
+fn request<'a>(state: &'a AuthState, headers: &HeaderMap, body: &[u8]) -> Result<AuthRequest<'a>, ApiError> {
     let authorizer = &state.authorizer;
     let fields = fields(body)?;
     let identity = authorizer.identify(headers)?;
@@ -72,7 +68,7 @@ fn request<'a>(
 
 /// `POST /broadcasting/auth` with `socket_id` and `channel_name`.
 pub(crate) async fn channel_auth(
-    State(state): State<SharedState>,
+    State(state): State<AuthState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -103,7 +99,7 @@ pub(crate) async fn channel_auth(
         }
         _ => None,
     };
-    authorizer.decide(&state.store, &identity, &channel).await?;
+    authorizer.decide(&state.records, &identity, &channel).await?;
     let body = if kind == ChannelKind::Presence {
         let channel_data = presence_channel_data(
             &authorizer.app.config.limits,
@@ -162,7 +158,7 @@ fn presence_channel_data(limits: &Limits, user_id: &str, user_info: Value) -> Re
 
 /// `POST /broadcasting/user-auth` with `socket_id`: the answer pusher-js sends as `pusher:signin`.
 pub(crate) async fn user_auth(
-    State(state): State<SharedState>,
+    State(state): State<AuthState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -174,7 +170,7 @@ pub(crate) async fn user_auth(
 }
 
 /// CORS for the browser-facing routes: answers preflights, and allows configured origins.
-pub(crate) async fn cors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub(crate) async fn cors(State(state): State<AuthState>, request: Request, next: Next) -> Response {
     let origin =
         request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let grant = origin.as_deref().and_then(|origin| state.authorizer.cors_grant(origin));

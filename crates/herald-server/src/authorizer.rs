@@ -1,5 +1,5 @@
 //! The authorizer: bearer tokens checked against the configured algorithm, channel policies
-//! decided (with campaign owners looked up in the store), answers signed with the auth app's
+//! decided (with campaign owners looked up in the notification records), answers signed with the auth app's
 //! secret, and the CORS origins. Built once at start-up; the endpoints in `authorize` use it.
 
 use std::collections::BTreeMap;
@@ -73,7 +73,7 @@ impl Authorizer {
     /// name), looking up the campaign's organization when the policy needs it.
     pub async fn decide(
         &self,
-        store: &herald_store::Store,
+        records: &herald_notify::Records,
         identity: &Identity,
         channel: &ChannelName,
     ) -> Result<(), ApiError> {
@@ -84,7 +84,7 @@ impl Authorizer {
             return Err(ApiError::Forbidden { policy: None });
         };
         let organization = match found.campaign_to_look_up() {
-            Some(campaign) => store.campaign_organization(campaign).await.map_err(|cause| {
+            Some(campaign) => records.campaign_owner(campaign).await.map_err(|cause| {
                 error!(error = %cause, "campaign lookup failed");
                 ApiError::BackendUnavailable
             })?,

@@ -13,9 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form, Json};
-use herald_notify::{
-    Campaign, DeadLetterView, Donation, EventOutcome, IngestError, NotificationBroadcaster, Payment,
-};
+use herald_notify::{Campaign, Donation, EventOutcome, IngestError, NotificationBroadcaster, Payment};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::error;
@@ -143,7 +141,7 @@ pub(crate) async fn login(
     if !state.admin.requires_sign_in() {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     }
-    if !state.admin.accepts(&state.authorizer, token) {
+    if !state.admin.accepts(&state.auth.authorizer, token) {
         state.admin.record_failure(client, "dashboard login");
         return login_form(Some("That token is not valid."));
     }
@@ -213,7 +211,7 @@ pub(crate) async fn test_broadcast(State(state): State<SharedState>, body: Bytes
         return ApiError::invalid("type", format!("must be one of {}", TEST_TYPES.join(", ")))
             .into_response();
     }
-    match send_sample(&NotificationBroadcaster::new(state.notifier.clone()), kind).await {
+    match send_sample(&NotificationBroadcaster::new(state.notify.notifier.clone()), kind).await {
         Ok(outcome) => (StatusCode::ACCEPTED, Json(json!({ "event": outcome }))).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
@@ -231,7 +229,7 @@ async fn send_sample(broadcaster: &NotificationBroadcaster, kind: &str) -> Resul
     let source = json!({ "source": "herald dashboard" });
     match kind {
         "maintenance" => {
-            let when = herald_notify::rfc3339(herald_store::now_ms() + 3_600_000);
+            let when = herald_notify::rfc3339(herald_notify::now_ms() + 3_600_000);
             broadcaster.maintenance("scheduled", &when, 30, &["dashboard test"]).await
         }
         "donation" => {
@@ -278,7 +276,7 @@ async fn send_sample(broadcaster: &NotificationBroadcaster, kind: &str) -> Resul
     }
 }
 
-fn storage_error(cause: herald_store::StoreError) -> ApiError {
+fn storage_error(cause: herald_notify::StoreError) -> ApiError {
     error!(error = %cause, "dashboard query failed");
     ApiError::BackendUnavailable
 }
@@ -302,11 +300,9 @@ pub(crate) async fn dead_letters(
             .filter(|n| (1..=500).contains(n))
             .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 500"))?,
     };
-    let letters = state.store.dead_letters(limit).await.map_err(storage_error)?;
-    let total = state.store.dead_letter_count().await.map_err(storage_error)?;
-    let public = state.notifier.admin_channels_public();
-    let letters: Vec<DeadLetterView> =
-        letters.iter().map(|letter| DeadLetterView::new(letter, public)).collect();
+    let public = state.notifier().admin_channels_public();
+    let letters = state.records().dead_letters(limit, public).await.map_err(storage_error)?;
+    let total = state.records().dead_letter_count().await.map_err(storage_error)?;
     Ok(Json(json!({ "dead_letters": letters, "total": total })))
 }
 
@@ -315,7 +311,7 @@ pub(crate) async fn retry_dead_letter(
     State(state): State<SharedState>,
     Path(broadcast_id): Path<String>,
 ) -> Response {
-    match state.store.replay_dead_letters(herald_store::DeadLetters::One(&broadcast_id)).await {
+    match state.records().replay(herald_notify::DeadLetters::One(&broadcast_id)).await {
         Ok(0) => ApiError::NotFound("dead letter").into_response(),
         Ok(replayed) => Json(json!({ "replayed": replayed, "broadcast_id": broadcast_id })).into_response(),
         Err(cause) => storage_error(cause).into_response(),

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use herald_notify::{DeliveryError, Driver, LocalPublish, Notifier, NotifySettings, PusherUpstream};
+use herald_notify::{DeliveryError, Driver, LocalPublish, Notifier, NotifySettings, PusherUpstream, Records};
 use herald_protocol::ChannelName;
-use herald_store::Store;
 
 use crate::config::{AdminVisibility, Config, DriverName};
 use crate::tenant::Tenant;
@@ -28,11 +27,11 @@ impl LocalPublish for HubPublisher {
     }
 }
 
-/// Builds the notifier from the configuration: driver, settings, store.
+/// Builds the notifier from the configuration: driver, settings, records.
 pub(crate) fn notifier(
     config: &Config,
     apps: &[Arc<Tenant>],
-    store: Store,
+    records: Records,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<Arc<Notifier>> {
     use anyhow::Context as _;
@@ -89,5 +88,5 @@ pub(crate) fn notifier(
         poll_interval_ms: settings.poll_interval_ms,
         admin_channels_public: config.channels.admin_visibility == AdminVisibility::Public,
     };
-    Ok(Arc::new(Notifier::new(store, driver, notify)))
+    Ok(Arc::new(Notifier::new(records, driver, notify)))
 }

@@ -4,36 +4,22 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use herald_auth::Identity;
+use herald_notify::{InboxPage, InboxQuery as Page, Preference, Preferences, StoreError};
 use herald_protocol::ChannelName;
-use herald_store::{InboxNotification, Preference, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::error;
 
 use crate::error::ApiError;
-use crate::state::SharedState;
+use crate::state::NotifyState;
 
-fn identify(state: &SharedState, headers: &HeaderMap) -> Result<Identity, ApiError> {
+fn identify(state: &NotifyState, headers: &HeaderMap) -> Result<Identity, ApiError> {
     state.authorizer.identify(headers)
 }
 
 fn unavailable(cause: StoreError) -> ApiError {
     error!(error = %cause, "storage failed");
     ApiError::BackendUnavailable
-}
-
-fn notification_json(item: &InboxNotification) -> Value {
-    json!({
-        "id": item.id,
-        "type": item.notification_type,
-        "title": item.title,
-        "message": item.message,
-        "priority": item.priority,
-        "data": serde_json::from_str::<Value>(&item.data).unwrap_or(Value::Null),
-        "action_url": item.action_url,
-        "created_at": herald_notify::rfc3339(item.created_at),
-        "read_at": item.read_at.map(herald_notify::rfc3339),
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,10 +47,10 @@ fn limit_of(text: Option<&str>) -> Result<i64, ApiError> {
 
 /// `GET /api/v1/notifications?unread=true&cursor=&after=&limit=`
 pub(crate) async fn list(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     headers: HeaderMap,
     Query(query): Query<InboxQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InboxPage>, ApiError> {
     let identity = identify(&state, &headers)?;
     let unread = match query.unread.as_deref() {
         None | Some("false") | Some("0") => false,
@@ -79,23 +65,19 @@ pub(crate) async fn list(
         ),
     };
     let limit = limit_of(query.limit.as_deref())?;
-    let page = state
-        .store
-        .inbox(&identity.user_id, unread, cursor, query.after.as_deref(), limit)
-        .await
-        .map_err(unavailable)?;
-    let data: Vec<Value> = page.items.iter().map(notification_json).collect();
-    Ok(Json(json!({ "data": data, "next_cursor": page.next_cursor.map(|c| c.to_string()) })))
+    let page = Page { unread_only: unread, cursor, after: query.after.as_deref(), limit };
+    let page = state.notifier.records().inbox(&identity.user_id, page).await.map_err(unavailable)?;
+    Ok(Json(page))
 }
 
 /// `POST /api/v1/notifications/{id}/read`
 pub(crate) async fn mark_read(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let identity = identify(&state, &headers)?;
-    if state.store.mark_read(&identity.user_id, &id).await.map_err(unavailable)? {
+    if state.notifier.records().mark_read(&identity.user_id, &id).await.map_err(unavailable)? {
         Ok(Json(json!({ "id": id, "read": true })))
     } else {
         Err(ApiError::NotFound("notification"))
@@ -104,38 +86,30 @@ pub(crate) async fn mark_read(
 
 /// `POST /api/v1/notifications/read-all`
 pub(crate) async fn mark_all_read(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let identity = identify(&state, &headers)?;
-    let updated = state.store.mark_all_read(&identity.user_id).await.map_err(unavailable)?;
+    let updated = state.notifier.records().mark_all_read(&identity.user_id).await.map_err(unavailable)?;
     Ok(Json(json!({ "updated": updated })))
-}
-
-fn preferences_json(preferences: &[Preference]) -> Value {
-    let list: Vec<Value> = preferences
-        .iter()
-        .map(|p| json!({ "type": p.notification_type, "realtime": p.realtime, "in_app": p.in_app }))
-        .collect();
-    json!({ "preferences": list })
 }
 
 /// `GET /api/v1/preferences`
 pub(crate) async fn get_preferences(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Preferences>, ApiError> {
     let identity = identify(&state, &headers)?;
-    let preferences = state.store.preferences(&identity.user_id).await.map_err(unavailable)?;
-    Ok(Json(preferences_json(&preferences)))
+    let preferences = state.notifier.records().preferences(&identity.user_id).await.map_err(unavailable)?;
+    Ok(Json(preferences))
 }
 
 /// `PUT /api/v1/preferences` with `{"preferences": [{"type", "realtime", "in_app"}]}`
 pub(crate) async fn put_preferences(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Preferences>, ApiError> {
     let identity = identify(&state, &headers)?;
     let value: Value =
         serde_json::from_slice(&body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
@@ -167,9 +141,13 @@ pub(crate) async fn put_preferences(
             in_app: flag("in_app")?,
         });
     }
-    state.store.set_preferences(&identity.user_id, &preferences).await.map_err(unavailable)?;
-    let stored = state.store.preferences(&identity.user_id).await.map_err(unavailable)?;
-    Ok(Json(preferences_json(&stored)))
+    let stored = state
+        .notifier
+        .records()
+        .set_preferences(&identity.user_id, &preferences)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(stored))
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +161,7 @@ pub(crate) struct HistoryQuery {
 /// `GET /api/v1/channels/{channel}/events?after=<seq>`: what a catalog channel was sent, for a
 /// dashboard catching up after a reconnect. Authorized by the channel's subscription policy.
 pub(crate) async fn channel_history(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     headers: HeaderMap,
     Path(channel): Path<String>,
     Query(query): Query<HistoryQuery>,
@@ -195,25 +173,15 @@ pub(crate) async fn channel_history(
     let wire =
         ChannelName::parse(&wire, 200).map_err(|error| ApiError::invalid("channel", error.to_string()))?;
     if wire.kind().requires_auth() {
-        authorizer.decide(&state.store, &identity, &wire).await?;
+        authorizer.decide(state.notifier.records(), &identity, &wire).await?;
     }
     let after = match query.after.as_deref() {
         None => 0,
         Some(text) => text.parse::<i64>().map_err(|_| ApiError::invalid("after", "must be an event seq"))?,
     };
     let limit = limit_of(query.limit.as_deref())?;
-    let events = state.store.channel_events(&logical, after, limit).await.map_err(unavailable)?;
+    let events =
+        state.notifier.records().channel_history(&logical, after, limit).await.map_err(unavailable)?;
     let last = events.last().map(|event| event.seq);
-    let events: Vec<Value> = events
-        .into_iter()
-        .map(|event| {
-            json!({
-                "seq": event.seq,
-                "event": event.event_name,
-                "data": serde_json::from_str::<Value>(&event.payload).unwrap_or(Value::Null),
-                "created_at": herald_notify::rfc3339(event.created_at),
-            })
-        })
-        .collect();
     Ok(Json(json!({ "channel": wire.as_str(), "events": events, "next_after": last.unwrap_or(after) })))
 }

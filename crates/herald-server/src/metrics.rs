@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use herald_store::Lane;
+use herald_notify::Lane;
 
 use crate::http_metrics::{lock, BUCKETS};
 use crate::state::SharedState;
@@ -50,7 +50,7 @@ fn label(value: &str) -> String {
 pub(crate) async fn render(state: &SharedState) -> String {
     let mut out = String::with_capacity(8 * 1024);
     header(&mut out, "herald_connections", "gauge", "Open WebSocket connections.");
-    for app in state.apps() {
+    for app in state.tenants().all() {
         line(
             &mut out,
             "herald_connections",
@@ -94,7 +94,7 @@ pub(crate) async fn render(state: &SharedState) -> String {
     header(&mut out, "herald_subscriptions", "gauge", "Channel subscriptions of open connections.");
     header(&mut out, "herald_channels", "gauge", "Occupied channels by kind.");
     let mut channel_lines = Vec::new();
-    for app in state.apps() {
+    for app in state.tenants().all() {
         let stats = app.hub.stats();
         let app_label = format!("app=\"{}\"", label(&app.config.id));
         line(&mut out, "herald_subscriptions", &app_label, stats.subscriptions);
@@ -116,7 +116,7 @@ pub(crate) async fn render(state: &SharedState) -> String {
         ),
     ] {
         header(&mut out, name, "counter", help);
-        for app in state.apps() {
+        for app in state.tenants().all() {
             let value = match pick {
                 0 => app.messages_in.load(Ordering::Relaxed),
                 1 => app.messages_out.load(Ordering::Relaxed),
@@ -127,7 +127,7 @@ pub(crate) async fn render(state: &SharedState) -> String {
         }
     }
 
-    let counters = &state.notifier.counters;
+    let counters = &state.notify.notifier.counters;
     header(&mut out, "herald_domain_events_total", "counter", "Domain events ingested, by outcome.");
     line(
         &mut out,
@@ -170,15 +170,14 @@ pub(crate) async fn render(state: &SharedState) -> String {
     );
     line(&mut out, "herald_broadcasts_suppressed_total", "", counters.suppressed.load(Ordering::Relaxed));
 
-    let lanes = state.store.lane_stats().await;
-    let dead = state.store.dead_letter_count().await;
+    let lanes = state.records().lanes().await;
+    let dead = state.records().dead_letter_count().await;
     header(&mut out, "herald_database_up", "gauge", "1 when the database answered this scrape.");
     line(&mut out, "herald_database_up", "", u8::from(lanes.is_ok() && dead.is_ok()));
     if let Ok(lanes) = lanes {
-        let now = herald_store::now_ms();
         header(&mut out, "herald_queue_depth", "gauge", "Pending broadcast jobs per lane.");
-        for lane in &lanes {
-            line(&mut out, "herald_queue_depth", &format!("lane=\"{}\"", lane.lane.name()), lane.pending);
+        for (lane, view) in lanes.iter() {
+            line(&mut out, "herald_queue_depth", &format!("lane=\"{}\"", lane.name()), view.pending);
         }
         header(
             &mut out,
@@ -186,9 +185,9 @@ pub(crate) async fn render(state: &SharedState) -> String {
             "gauge",
             "Age of the oldest pending job per lane.",
         );
-        for lane in &lanes {
-            let age = lane.oldest_created_at.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
-            line(&mut out, "herald_queue_oldest_age_seconds", &format!("lane=\"{}\"", lane.lane.name()), age);
+        for (lane, view) in lanes.iter() {
+            let age = view.oldest_age_secs.unwrap_or(0.0);
+            line(&mut out, "herald_queue_oldest_age_seconds", &format!("lane=\"{}\"", lane.name()), age);
         }
     }
     if let Ok(dead) = dead {
@@ -201,7 +200,7 @@ pub(crate) async fn render(state: &SharedState) -> String {
         line(&mut out, "herald_dead_letters", "", dead);
     }
 
-    let authorizer = &state.authorizer;
+    let authorizer = &state.auth.authorizer;
     header(&mut out, "herald_auth_decisions_total", "counter", "Channel authorization decisions by policy.");
     for (policy, allowed, denied) in authorizer.decision_counts() {
         let policy = label(&policy);

@@ -5,14 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use herald_notify::{AuditFilter, AuditKind};
 use herald_notify::{AuditRecord, IngestError};
-use herald_store::{AuditFilter, AuditKind};
 use serde_json::{json, Value};
 use tracing::error;
 
 use crate::error::ApiError;
 use crate::signed::Signed;
-use crate::state::SharedState;
+use crate::state::NotifyState;
 
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
@@ -38,13 +38,13 @@ impl From<IngestError> for ApiError {
 
 /// The notification layer belongs to one app (`notifications.app_id`); other apps' credentials
 /// may not feed it or read its audit trail.
-fn notification_app(state: &SharedState, app_id: &str) -> Result<(), ApiError> {
-    if state.notify_app_id == app_id {
+fn notification_app(state: &NotifyState, app_id: &str) -> Result<(), ApiError> {
+    if *state.app_id == *app_id {
         Ok(())
     } else {
         Err(ApiError::WrongApp(format!(
             "the notification layer belongs to app {:?} (notifications.app_id); sign with its credentials",
-            state.notify_app_id
+            state.app_id
         )))
     }
 }
@@ -52,7 +52,7 @@ fn notification_app(state: &SharedState, app_id: &str) -> Result<(), ApiError> {
 /// `POST /apps/{app_id}/domain-events`: one event or `{"events": [...]}` (at most 100).
 /// 202 once every event and its jobs are committed.
 pub(crate) async fn ingest(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     Signed { app, query, body }: Signed,
 ) -> Result<Response, ApiError> {
     notification_app(&state, &app.config.id)?;
@@ -89,7 +89,7 @@ pub(crate) async fn ingest(
 
 /// `GET /apps/{app_id}/audit?type=&status=&event_id=&since=&limit=`
 pub(crate) async fn audit(
-    State(state): State<SharedState>,
+    State(state): State<NotifyState>,
     Signed { app, query, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
     notification_app(&state, &app.config.id)?;
@@ -119,10 +119,10 @@ pub(crate) async fn audit(
         since_ms,
         limit,
     };
-    let entries = state.store.audit(&filter).await.map_err(|cause| {
+    let entries = state.notifier.records().audit(&filter).await.map_err(|cause| {
         error!(error = %cause, "audit query failed");
         ApiError::BackendUnavailable
     })?;
-    let entries: Vec<AuditRecord> = entries.iter().map(AuditRecord::new).collect();
+    let entries: Vec<AuditRecord> = entries.iter().map(herald_notify::AuditEntry::record).collect();
     Ok(Json(json!({ "entries": entries })))
 }

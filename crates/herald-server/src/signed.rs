@@ -5,12 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::{Method, Uri};
 use herald_protocol::{api_string_to_sign, body_md5_hex, verify_hex_signature};
 
 use crate::error::ApiError;
-use crate::state::{SharedState, State};
+use crate::state::PusherState;
 use crate::tenant::Tenant;
 
 /// Seconds an `auth_timestamp` may differ from the server clock.
@@ -53,27 +53,32 @@ pub(crate) struct Signed {
     pub(crate) body: Bytes,
 }
 
-impl FromRequest<SharedState> for Signed {
+impl<S> FromRequest<S> for Signed
+where
+    S: Send + Sync,
+    PusherState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &SharedState) -> Result<Signed, ApiError> {
+    async fn from_request(request: Request, state: &S) -> Result<Signed, ApiError> {
         let method = request.method().clone();
         let uri = request.uri().clone();
+        let pusher = PusherState::from_ref(state);
         let (mut parts, body) = request.into_parts();
         let params = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|_| ApiError::invalid("path", "is not valid UTF-8"))?;
         let app_id = match params.iter().find(|(name, _)| *name == "app_id") {
             Some((_, id)) => id.to_owned(),
-            None => app_id_by_key(state, &uri)?,
+            None => app_id_by_key(&pusher, &uri)?,
         };
         let body = if method == Method::GET || method == Method::HEAD {
             Bytes::new()
         } else {
             let bytes = Bytes::from_request(Request::from_parts(parts, body), state).await;
-            body_of(state, &app_id, bytes)?
+            body_of(&pusher, &app_id, bytes)?
         };
-        let (app, query) = authenticate(state, &app_id, &method, &uri, &body)?;
+        let (app, query) = authenticate(&pusher, &app_id, &method, &uri, &body)?;
         Ok(Signed { app, query, body })
     }
 }
@@ -81,12 +86,12 @@ impl FromRequest<SharedState> for Signed {
 /// The request body, refused with 413 past the app's `max_http_body_bytes` (the router's
 /// `DefaultBodyLimit` already stopped reading past the largest app's).
 fn body_of(
-    state: &crate::state::State,
+    state: &PusherState,
     app_id: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, ApiError> {
     let limit =
-        state.app_by_id(app_id).map_or(herald_protocol::Limits::default().max_http_body_bytes, |app| {
+        state.tenants.by_id(app_id).map_or(herald_protocol::Limits::default().max_http_body_bytes, |app| {
             app.config.limits.max_http_body_bytes
         });
     let body = body.map_err(|_| ApiError::TooLarge { what: "request body", limit })?;
@@ -97,24 +102,25 @@ fn body_of(
 }
 
 /// The app whose key signed the query, for routes without `{app_id}`.
-fn app_id_by_key(state: &State, uri: &Uri) -> Result<String, ApiError> {
+fn app_id_by_key(state: &PusherState, uri: &Uri) -> Result<String, ApiError> {
     let query = Query::parse(uri)?;
     let key = query.get("auth_key").ok_or(ApiError::Unauthenticated("auth_key is missing"))?;
     state
-        .app_by_key(key)
+        .tenants
+        .by_key(key)
         .map(|app| app.config.id.clone())
         .ok_or(ApiError::Unauthenticated("auth_key does not belong to any app"))
 }
 
 /// Finds the app of the path and checks key, timestamp, body MD5 and signature.
 fn authenticate(
-    state: &State,
+    state: &PusherState,
     app_id: &str,
     method: &Method,
     uri: &Uri,
     body: &[u8],
 ) -> Result<(Arc<Tenant>, Query), ApiError> {
-    let app = state.app_by_id(app_id).ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?.clone();
+    let app = state.tenants.by_id(app_id).ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?.clone();
     let query = Query::parse(uri)?;
     let key = query.get("auth_key").ok_or(ApiError::Unauthenticated("auth_key is missing"))?;
     let timestamp =
@@ -156,7 +162,7 @@ fn authenticate(
     if !app.admit_api_request() {
         return Err(ApiError::RateLimited(app.config.max_api_requests_per_second));
     }
-    if state.is_draining() {
+    if state.lifecycle.is_draining() {
         return Err(ApiError::Unavailable);
     }
     Ok((app, query))

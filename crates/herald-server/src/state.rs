@@ -1,39 +1,113 @@
-//! The apps this server serves, each with its configuration and its hub, found by id or key.
+//! What the handlers share, cut by surface. Each surface's handlers take only their own part
+//! (axum `FromRef` substates): the Pusher surface (WebSocket, HTTP API) cannot reach the
+//! notification records, the users' API cannot reach the sessions. The admin surface reports on
+//! everything and takes the whole `State`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::FromRef;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use herald_store::Store;
+use herald_notify::{Notifier, Records};
 
 use crate::authorizer::Authorizer;
 use crate::config::{Config, ServerConfig};
 use crate::tenant::Tenant;
 
-/// Everything the handlers share.
+/// The apps this server serves, each with its configuration and its hub, found by id or key.
 #[derive(Debug)]
-pub struct State {
-    pub server: ServerConfig,
+pub struct Tenants {
     by_id: HashMap<String, Arc<Tenant>>,
     by_key: HashMap<String, Arc<Tenant>>,
-    apps: Vec<Arc<Tenant>>,
+    all: Vec<Arc<Tenant>>,
+}
+
+impl Tenants {
+    fn new(all: Vec<Arc<Tenant>>) -> Tenants {
+        Tenants {
+            by_id: all.iter().map(|app| (app.config.id.clone(), app.clone())).collect(),
+            by_key: all.iter().map(|app| (app.config.key.clone(), app.clone())).collect(),
+            all,
+        }
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.by_id.get(id)
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.by_key.get(key)
+    }
+
+    pub fn all(&self) -> &[Arc<Tenant>] {
+        &self.all
+    }
+
+    /// Sockets open on this node, across apps.
+    pub fn connections(&self) -> usize {
+        self.all.iter().map(|app| app.hub.connections()).sum()
+    }
+}
+
+/// Where the node is in its life: serving, draining, stopping; and the sessions it waits for.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
     draining: AtomicBool,
     /// Cancelled when the server shuts down; every session watches it.
     pub shutdown: CancellationToken,
     /// Every WebSocket session, so shutdown can wait for them.
     pub sessions: TaskTracker,
-    /// Where notifications, queues and learnt campaign owners live.
-    pub store: Store,
-    /// Bearer tokens and channel policies: `/broadcasting/*` and the users' API.
-    pub authorizer: Authorizer,
-    /// The notification layer: ingest, queue workers, driver.
-    pub notifier: Arc<herald_notify::Notifier>,
+}
+
+impl Lifecycle {
+    /// Set once shutdown starts: `/up` answers 503, the API 503 and new sockets get 4200.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The Pusher surface: the WebSocket endpoint and the signed HTTP API.
+#[derive(Debug, Clone)]
+pub struct PusherState {
+    pub tenants: Arc<Tenants>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub server: Arc<ServerConfig>,
+}
+
+/// Channel authorization (`/broadcasting/*`) and its CORS.
+#[derive(Debug, Clone)]
+pub struct AuthState {
+    /// Bearer tokens and channel policies.
+    pub authorizer: Arc<Authorizer>,
+    /// Where learnt campaign owners are.
+    pub records: Records,
+}
+
+/// The notification layer's surfaces: signed ingest and audit, the users' inbox API.
+#[derive(Debug, Clone)]
+pub struct NotifyState {
+    /// Ingest, queue workers, driver; and its records (`notifier.records()`).
+    pub notifier: Arc<Notifier>,
+    /// Bearer tokens and channel policies (the users' API, channel history).
+    pub authorizer: Arc<Authorizer>,
     /// The app the notification layer belongs to.
-    pub notify_app_id: String,
+    pub app_id: Arc<str>,
+}
+
+/// Everything the handlers share: the surfaces' parts, and what only the admin surface reads.
+#[derive(Debug)]
+pub struct State {
+    pub pusher: PusherState,
+    pub auth: AuthState,
+    pub notify: NotifyState,
     pub(crate) http_metrics: crate::http_metrics::HttpMetrics,
     pub(crate) rates: crate::rates::Rates,
     /// Who may use the admin listener: token, sessions, Host allow-list, sign-in throttle.
@@ -49,10 +123,28 @@ pub struct State {
 
 pub type SharedState = Arc<State>;
 
+impl FromRef<SharedState> for PusherState {
+    fn from_ref(state: &SharedState) -> PusherState {
+        state.pusher.clone()
+    }
+}
+
+impl FromRef<SharedState> for AuthState {
+    fn from_ref(state: &SharedState) -> AuthState {
+        state.auth.clone()
+    }
+}
+
+impl FromRef<SharedState> for NotifyState {
+    fn from_ref(state: &SharedState) -> NotifyState {
+        state.notify.clone()
+    }
+}
+
 impl State {
     pub fn new(
         config: &Config,
-        store: Store,
+        records: Records,
         addresses: (std::net::SocketAddr, std::net::SocketAddr),
     ) -> anyhow::Result<State> {
         let node = u64::from(fastrand::u32(1..1_000_000_000));
@@ -61,24 +153,21 @@ impl State {
             .iter()
             .map(|app| Arc::new(Tenant::new(app.clone(), node, config.server.outbox_capacity)))
             .collect();
-        let authorizer = Authorizer::new(config, &apps)?;
-        let notifier = crate::hub_driver::notifier(config, &apps, store.clone(), addresses.0)?;
+        let authorizer = Arc::new(Authorizer::new(config, &apps)?);
+        let notifier = crate::hub_driver::notifier(config, &apps, records.clone(), addresses.0)?;
+        let notify_app_id = if config.notifications.app_id.is_empty() {
+            config.apps.first().map(|app| app.id.clone()).unwrap_or_default()
+        } else {
+            config.notifications.app_id.clone()
+        };
         Ok(State {
-            server: config.server.clone(),
-            by_id: apps.iter().map(|app| (app.config.id.clone(), app.clone())).collect(),
-            by_key: apps.iter().map(|app| (app.config.key.clone(), app.clone())).collect(),
-            apps,
-            draining: AtomicBool::new(false),
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
-            store,
-            authorizer,
-            notifier,
-            notify_app_id: if config.notifications.app_id.is_empty() {
-                config.apps.first().map(|app| app.id.clone()).unwrap_or_default()
-            } else {
-                config.notifications.app_id.clone()
+            pusher: PusherState {
+                tenants: Arc::new(Tenants::new(apps)),
+                lifecycle: Arc::new(Lifecycle::default()),
+                server: Arc::new(config.server.clone()),
             },
+            auth: AuthState { authorizer: authorizer.clone(), records },
+            notify: NotifyState { notifier, authorizer, app_id: notify_app_id.into() },
             http_metrics: crate::http_metrics::HttpMetrics::default(),
             rates: crate::rates::Rates::default(),
             admin: crate::guard::AdminGuard::new(&config.admin),
@@ -94,29 +183,23 @@ impl State {
         })
     }
 
-    pub fn app_by_id(&self, id: &str) -> Option<&Arc<Tenant>> {
-        self.by_id.get(id)
+    pub fn tenants(&self) -> &Tenants {
+        &self.pusher.tenants
     }
 
-    pub fn app_by_key(&self, key: &str) -> Option<&Arc<Tenant>> {
-        self.by_key.get(key)
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.pusher.lifecycle
     }
 
-    pub fn apps(&self) -> &[Arc<Tenant>] {
-        &self.apps
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notify.notifier
     }
 
-    /// Set once shutdown starts: `/up` answers 503 and new connections are refused with 4200.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+    pub fn records(&self) -> &Records {
+        self.notify.notifier.records()
     }
 
-    /// Sockets open on this node, across apps.
-    pub fn connections(&self) -> usize {
-        self.apps.iter().map(|app| app.hub.connections()).sum()
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.auth.authorizer
     }
 }

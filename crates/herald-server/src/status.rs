@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use herald_notify::{AuditRecord, PerLane};
+use herald_notify::{AuditRecord, LaneView, PerLane};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub struct StatusDocument {
     pub database: DatabaseStatus,
     pub apps: Vec<AppStatus>,
     /// Pending jobs per lane, by the lane's queue name; empty when the database is down.
-    pub queue: BTreeMap<String, LaneStatus>,
+    pub queue: BTreeMap<String, LaneView>,
     /// `None` when the database did not answer.
     pub dead_letters: Option<i64>,
     pub delivery: Delivery,
@@ -73,14 +73,6 @@ pub struct AppStatus {
     pub messages_in: u64,
     pub messages_out: u64,
     pub slow_consumer_disconnects: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LaneStatus {
-    pub pending: i64,
-    /// Age of the oldest pending job, `None` when the lane is empty.
-    pub oldest_age_secs: Option<f64>,
 }
 
 /// The notification layer's counters since start.
@@ -145,7 +137,7 @@ mod tests {
         let mut document =
             StatusDocument { version: "1.2.3".into(), driver: "herald".into(), ..Default::default() };
         document.delivery.delivered = PerLane { critical: 2, normal: 5 };
-        document.queue.insert("broadcasts".into(), LaneStatus { pending: 3, oldest_age_secs: Some(1.5) });
+        document.queue.insert("broadcasts".into(), LaneView { pending: 3, oldest_age_secs: Some(1.5) });
         let json = serde_json::to_value(&document).expect("serializes");
         assert_eq!(json["delivery"]["delivered"]["critical-broadcasts"], 2);
         assert!(json.get("deps").is_none() && json.get("connections").is_none());

@@ -44,13 +44,13 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let app = state.app_by_key(&key).cloned();
+    let app = state.tenants().by_key(&key).cloned();
     let max_message = app.as_ref().map_or(herald_protocol::Limits::default().max_ws_message_bytes, |app| {
         app.config.limits.max_ws_message_bytes
     });
     let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
-    let tracker = state.sessions.clone();
+    let tracker = state.lifecycle().sessions.clone();
     configure(ws, max_message).on_upgrade(move |socket| {
         // The task is as large as its largest state for the connection's whole life: the
         // refusal and the hello (each with a write timer) are boxed so only the session's wait
@@ -147,7 +147,7 @@ fn refusal(
     if !app.config.origin_allowed(origin) {
         return Some(CloseCode::Unauthorized);
     }
-    if state.is_draining() {
+    if state.lifecycle().is_draining() {
         return Some(CloseCode::Reconnect);
     }
     None
@@ -179,11 +179,11 @@ async fn start(state: SharedState, app: Arc<Tenant>, mut socket: WebSocket) {
     };
     let established = json!({
         "socket_id": handle.id.as_str(),
-        "activity_timeout": state.server.activity_timeout_secs,
+        "activity_timeout": state.pusher.server.activity_timeout_secs,
     })
     .to_string();
     let hello = encode_server_event("pusher:connection_established", None, &established, None);
-    let stall = Duration::from_secs(state.server.pong_timeout_secs);
+    let stall = Duration::from_secs(state.pusher.server.pong_timeout_secs);
     if matches!(
         Box::pin(tokio::time::timeout(stall, socket.send(Message::Text(hello.into())))).await,
         Ok(Ok(()))
@@ -247,7 +247,7 @@ impl Session {
     }
 
     fn next_deadline(&self, started: Instant) -> Instant {
-        let server = &self.state.server;
+        let server = &self.state.pusher.server;
         let mut deadline = match self.ping_sent {
             Some(sent) => sent + Duration::from_secs(server.pong_timeout_secs),
             None => self.last_seen + Duration::from_secs(server.activity_timeout_secs),
@@ -263,7 +263,7 @@ impl Session {
     #[instrument(level = "debug", skip_all, fields(app = %self.app.config.id, socket = %self.handle.id))]
     async fn run(&mut self, socket: &mut WebSocket, mut outbox: Outbox<Utf8Bytes>) {
         let started = Instant::now();
-        let shutdown = self.state.shutdown.clone();
+        let shutdown = self.state.lifecycle().shutdown.clone();
         let handle = self.handle.clone();
         loop {
             let deadline = self.next_deadline(started);
@@ -342,7 +342,7 @@ impl Session {
     /// How long one write may wait for a client that does not read before the session gives up
     /// on it (4100): the pong deadline, the same patience the heartbeat has.
     fn write_stall(&self) -> Duration {
-        Duration::from_secs(self.state.server.pong_timeout_secs)
+        Duration::from_secs(self.state.pusher.server.pong_timeout_secs)
     }
 
     /// Writes a frame the session itself produces (a pong, an error, a subscription reply). A
@@ -352,7 +352,7 @@ impl Session {
         tokio::select! {
             biased;
             code = self.handle.closed() => Err(Next::Close(code)),
-            _ = self.state.shutdown.cancelled() => Err(Next::Close(CloseCode::Reconnect)),
+            _ = self.state.lifecycle().shutdown.cancelled() => Err(Next::Close(CloseCode::Reconnect)),
             sent = tokio::time::timeout(self.write_stall(), socket.send(Message::Text(frame.into()))) => {
                 match sent {
                     Ok(Ok(())) => Ok(()),
@@ -409,11 +409,13 @@ impl Session {
             return Next::Close(CloseCode::Unauthorized);
         }
         match self.ping_sent {
-            Some(sent) if now >= sent + Duration::from_secs(self.state.server.pong_timeout_secs) => {
+            Some(sent) if now >= sent + Duration::from_secs(self.state.pusher.server.pong_timeout_secs) => {
                 Next::Close(CloseCode::PongNotReceived)
             }
             Some(_) => Next::Continue,
-            None if now >= self.last_seen + Duration::from_secs(self.state.server.activity_timeout_secs) => {
+            None if now
+                >= self.last_seen + Duration::from_secs(self.state.pusher.server.activity_timeout_secs) =>
+            {
                 self.ping_sent = Some(now);
                 let ping = encode_server_event("pusher:ping", None, "{}", None);
                 match self.send(socket, ping).await {

@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::Stream;
 use herald_notify::AuditDetail;
-use herald_store::{AuditEntry, AuditFilter, AuditKind, Store, StoreError};
+use herald_notify::{AuditEntry, AuditFilter, AuditKind, Records, StoreError};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,7 @@ pub(crate) async fn stream(
         Ok(Err(error)) => debug!(%error, "dashboard backfill failed"),
         Err(_) => debug!("dashboard backfill timed out"),
     }
-    let subscriber = Subscriber { first, updates, shutdown: state.shutdown.clone() };
+    let subscriber = Subscriber { first, updates, shutdown: state.lifecycle().shutdown.clone() };
     Sse::new(futures_util::stream::unfold(subscriber, next_event)).keep_alive(KeepAlive::default())
 }
 
@@ -139,14 +139,14 @@ async fn next_event(mut subscriber: Subscriber) -> Option<(Result<Event, Infalli
 /// The poller: status every second, new audit outcomes every 500 ms, until nobody listens or the
 /// server shuts down.
 async fn poll(feed: Arc<Feed>, state: SharedState) {
-    let mut tail = AuditTail::new(herald_store::now_ms());
+    let mut tail = AuditTail::new(herald_notify::now_ms());
     let mut ticker = tokio::time::interval(AUDIT_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Status goes out every other audit poll: once a second.
     let mut status_due = true;
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.lifecycle().shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
         if feed.idle() {
@@ -187,19 +187,19 @@ impl AuditTail {
     async fn poll(&mut self, state: &SharedState) -> Result<Vec<Value>, StoreError> {
         let filter =
             AuditFilter { since_ms: self.newest - WINDOW_MS, limit: AUDIT_LIMIT, ..Default::default() };
-        let mut entries = state.store.audit(&filter).await?;
+        let mut entries = state.records().audit(&filter).await?;
         entries.reverse();
         let mut items = Vec::new();
         let mut lookups = 0;
         for entry in entries {
-            if self.seen.insert(entry.seq, entry.at).is_some() {
+            if self.seen.insert(entry.seq, entry.at_ms).is_some() {
                 continue;
             }
-            self.newest = self.newest.max(entry.at);
+            self.newest = self.newest.max(entry.at_ms);
             if entry.kind == AuditKind::Routed {
                 self.routed.remember(&entry);
             } else if FEED_KINDS.contains(&entry.kind) {
-                let routed = self.routed.find(&state.store, &entry, &mut lookups).await;
+                let routed = self.routed.find(state.records(), &entry, &mut lookups).await;
                 items.push(feed_item(state, &entry, routed.as_ref()));
             }
         }
@@ -214,7 +214,7 @@ async fn backfill(state: &SharedState) -> Result<Vec<Value>, StoreError> {
     let mut entries = Vec::new();
     for kind in FEED_KINDS {
         let filter = AuditFilter { kind: Some(kind), limit: BACKFILL as i64, ..Default::default() };
-        entries.extend(state.store.audit(&filter).await?);
+        entries.extend(state.records().audit(&filter).await?);
     }
     entries.sort_by_key(|entry| std::cmp::Reverse(entry.seq));
     entries.truncate(BACKFILL);
@@ -223,7 +223,7 @@ async fn backfill(state: &SharedState) -> Result<Vec<Value>, StoreError> {
     let mut lookups = 0;
     let mut items = Vec::with_capacity(entries.len());
     for entry in &entries {
-        let found = routed.find(&state.store, entry, &mut lookups).await;
+        let found = routed.find(state.records(), entry, &mut lookups).await;
         items.push(feed_item(state, entry, found.as_ref()));
     }
     Ok(items)
@@ -247,9 +247,7 @@ impl RoutedCache {
                 self.details.remove(&oldest);
             }
         }
-        let Some(AuditDetail::Routed { event, channels, lane }) =
-            AuditDetail::read(entry.kind, &entry.detail)
-        else {
+        let Some(AuditDetail::Routed { event, channels, lane }) = entry.detail.clone() else {
             return;
         };
         self.details.insert(broadcast_id.clone(), Routing { event, channels, lane });
@@ -257,7 +255,7 @@ impl RoutedCache {
     }
 
     /// The routing of `entry`'s broadcast: cached, or looked up (at most `LOOKUPS_PER_POLL`).
-    async fn find(&mut self, store: &Store, entry: &AuditEntry, lookups: &mut usize) -> Option<Routing> {
+    async fn find(&mut self, records: &Records, entry: &AuditEntry, lookups: &mut usize) -> Option<Routing> {
         let broadcast_id = entry.broadcast_id.as_ref()?;
         if let Some(detail) = self.details.get(broadcast_id) {
             return Some(detail.clone());
@@ -272,7 +270,7 @@ impl RoutedCache {
             limit: 20,
             ..Default::default()
         };
-        for routed in store.audit(&filter).await.ok()? {
+        for routed in records.audit(&filter).await.ok()? {
             self.remember(&routed);
         }
         self.details.get(broadcast_id).cloned()
@@ -290,25 +288,26 @@ struct Routing {
 
 /// One row of the dashboard's feed.
 fn feed_item(state: &SharedState, entry: &AuditEntry, routed: Option<&Routing>) -> Value {
-    let detail = AuditDetail::read(entry.kind, &entry.detail);
-    let channels: Vec<String> = match (routed, &detail) {
+    let detail = &entry.detail;
+    let channels: Vec<String> = match (routed, detail) {
         (Some(routing), _) => routing.channels.clone(),
         (None, Some(AuditDetail::Suppressed { channel: Some(channel), .. })) => vec![channel.clone()],
         _ => Vec::new(),
     };
-    let channels: Vec<String> = channels.iter().map(|channel| state.notifier.wire_channel(channel)).collect();
-    let lane = match &detail {
+    let channels: Vec<String> =
+        channels.iter().map(|channel| state.notify.notifier.wire_channel(channel)).collect();
+    let lane = match detail {
         Some(AuditDetail::Delivered { lane, .. }) => Some(lane.clone()),
         _ => routed.map(|routing| routing.lane.clone()),
     };
-    let latency_ms = match &detail {
+    let latency_ms = match detail {
         Some(AuditDetail::Delivered { latency_ms, .. }) => Some(*latency_ms),
         _ => None,
     };
     json!({
         "seq": entry.seq,
-        "at": herald_notify::rfc3339(entry.at),
-        "at_ms": entry.at,
+        "at": herald_notify::rfc3339(entry.at_ms),
+        "at_ms": entry.at_ms,
         "status": entry.kind.as_str(),
         "type": entry.event_type,
         "event": routed.map(|routing| routing.event.clone()),

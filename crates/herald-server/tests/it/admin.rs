@@ -64,7 +64,7 @@ async fn up_reports_503_when_the_database_is_down() {
     let server = TestServer::start().await;
     let (status, _) = get(format!("http://{}/up", server.address), None).await;
     assert_eq!(status, 200);
-    server.state.store.close().await;
+    server.state.records().close().await;
     let (status, body) = get(format!("http://{}/up", server.address), None).await;
     assert_eq!(status, 503, "{body}");
     let (status, _) = get(format!("http://{}/up", server.admin_address), None).await;

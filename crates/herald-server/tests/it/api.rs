@@ -171,7 +171,7 @@ async fn api_rate_limit_answers_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_server_answers_503_to_triggers() {
     let server = TestServer::start().await;
-    server.state.start_draining();
+    server.state.lifecycle().start_draining();
     let (status, reply) = server.trigger(&["a"], "e", "{}").await;
     assert_eq!(status, 503);
     assert!(reply["error"].as_str().expect("text").contains("shutting down"));

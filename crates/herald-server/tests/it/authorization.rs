@@ -48,7 +48,7 @@ async fn subscribe_as(server: &TestServer, token: &str, channel: &str) -> Value 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_default_policy_allows_and_denies() {
     let server = TestServer::start().await;
-    server.state.store.learn_campaign("3", "7").await.expect("campaign learnt");
+    server.store.learn_campaign("3", "7").await.expect("campaign learnt");
     let member = token("42", Some("7"), &[]);
     let outsider = token("43", Some("8"), &[]);
     let super_admin = token("1", None, &["super_admin"]);
@@ -104,7 +104,7 @@ async fn refusals_name_the_policy() {
     assert_eq!(body["policy"], "organization.{organizationId}");
     let (_, body) = auth(&server, &token("1", None, &["super_admin"]), "private-nothing").await;
     assert_eq!(body, json!({ "error": "no policy allows this channel", "policy": null }));
-    let counts = server.state.authorizer.decision_counts();
+    let counts = server.state.authorizer().decision_counts();
     assert!(counts
         .iter()
         .any(|(policy, _, denied)| policy == "organization.{organizationId}" && *denied == 1));
@@ -318,7 +318,7 @@ async fn cors_preflights_allow_the_configured_front_end_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_outage_answers_503_for_decisions_that_need_it() {
     let server = TestServer::start().await;
-    server.state.store.close().await;
+    server.state.records().close().await;
     let (status, body) = auth(&server, &token("42", Some("7"), &[]), "private-campaign.3").await;
     assert_eq!(status, 503, "{body}");
     let (status, _) = auth(&server, &token("42", Some("7"), &[]), "private-organization.7").await;

@@ -93,6 +93,8 @@ pub struct TestServer {
     pub address: std::net::SocketAddr,
     /// The database the server runs on (SQLite file or PostgreSQL), to read it after shutdown.
     pub database_url: String,
+    /// A connection of the test's own to the server's database, to seed and inspect it.
+    pub store: herald_store::Store,
     pub admin_address: std::net::SocketAddr,
     _data: tempfile::TempDir,
     pub state: SharedState,
@@ -130,6 +132,8 @@ impl TestServer {
         let address = app.address();
         let admin_address = app.admin_address();
         let state = app.state();
+        let store =
+            herald_store::Store::connect(&database_url).await.expect("the test opens the server's database");
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(app.run(async move {
             let _ = stopped.await;
@@ -137,6 +141,7 @@ impl TestServer {
         TestServer {
             address,
             database_url,
+            store,
             admin_address,
             _data: data,
             state,

@@ -174,7 +174,7 @@ async fn a_ping_flood_that_never_reads_is_closed_by_the_write_deadline() {
     })
     .await;
     let (mut flooder, burst) = ping_flooder(&server).await;
-    let app = server.state.app_by_id("main").expect("main app").clone();
+    let app = server.state.tenants().by_id("main").expect("main app").clone();
     let started = Instant::now();
     loop {
         // The flooder writes and never reads; once both kernel buffers are full its writes block.
@@ -220,7 +220,7 @@ async fn a_slow_consumer_is_told_4100_on_the_wire() {
     slow.send(&frame(0x81, subscribe, true)).await;
     let (_, reply) = slow.frame().await.expect("subscription reply");
     assert!(String::from_utf8_lossy(&reply).contains("subscription_succeeded"));
-    let app = server.state.app_by_id("main").expect("main app").clone();
+    let app = server.state.tenants().by_id("main").expect("main app").clone();
     let data = "x".repeat(8_000);
     let started = Instant::now();
     // Publish until the session gives up on the client; it reads nothing meanwhile.

@@ -12,7 +12,7 @@ fn token(user: &str, roles: &[&str]) -> String {
 }
 
 async fn nothing_stored(server: &TestServer) {
-    let stored = server.state.store.audit(&herald_store::AuditFilter::default()).await.expect("audit");
+    let stored = server.store.audit(&herald_store::AuditFilter::default()).await.expect("audit");
     assert!(stored.is_empty(), "nothing of a refused request is stored: {stored:?}");
 }
 

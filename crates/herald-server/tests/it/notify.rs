@@ -20,7 +20,7 @@ fn token(user: &str, organization: Option<&str>, roles: &[&str]) -> String {
 /// The audit entries of one kind, newest first.
 async fn audit_of(server: &TestServer, kind: herald_store::AuditKind) -> Vec<herald_store::AuditEntry> {
     let filter = herald_store::AuditFilter { kind: Some(kind), ..Default::default() };
-    server.state.store.audit(&filter).await.expect("audit")
+    server.store.audit(&filter).await.expect("audit")
 }
 
 /// A `notification.created` for user 42 of the notification type `kind`.
@@ -100,7 +100,7 @@ fn catalog() -> Vec<(Value, &'static str, Vec<&'static str>)> {
 
 async fn every_event_type_reaches_every_channel(server: &TestServer) {
     let all_roles = token("42", Some("7"), &["super_admin", "csr_admin", "finance_admin"]);
-    server.state.store.learn_campaign("3", "7").await.expect("learn");
+    server.store.learn_campaign("3", "7").await.expect("learn");
     for (index, (event, name, channels)) in catalog().into_iter().enumerate() {
         let mut listeners = Vec::new();
         for channel in &channels {
@@ -126,7 +126,6 @@ async fn every_event_type_reaches_every_channel(server: &TestServer) {
         }
         let filter = herald_store::AuditFilter { event_id: format!("evt-{index}"), ..Default::default() };
         let kinds: Vec<String> = server
-            .state
             .store
             .audit(&filter)
             .await
@@ -156,7 +155,7 @@ async fn wait_for_audit(server: &TestServer, event_id: &str, kind: &str) {
             kind: Some(herald_store::AuditKind::parse(kind).expect("a kind")),
             ..Default::default()
         };
-        if !server.state.store.audit(&filter).await.expect("audit").is_empty() {
+        if !server.store.audit(&filter).await.expect("audit").is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -230,7 +229,7 @@ async fn invalid_events_answer_422_naming_the_field_and_store_nothing() {
     assert_eq!((status, body["field"].as_str()), (422, Some("events")));
     let (status, _) = server.ingest(&json!({ "events": [] })).await;
     assert_eq!(status, 422);
-    let stored = server.state.store.audit(&herald_store::AuditFilter::default()).await.expect("audit");
+    let stored = server.store.audit(&herald_store::AuditFilter::default()).await.expect("audit");
     assert!(stored.is_empty(), "nothing of a refused batch is stored: {stored:?}");
     let (status, _) = server.ingest(&good).await;
     assert_eq!(status, 202);
@@ -267,7 +266,7 @@ async fn small_donations_are_ignored_with_a_reason() {
     let ignored = audit_of(&server, herald_store::AuditKind::Ignored).await;
     assert_eq!(ignored.len(), 1);
     assert_eq!(
-        server.state.store.campaign_organization("5").await.expect("lookup").as_deref(),
+        server.store.campaign_organization("5").await.expect("lookup").as_deref(),
         Some("6"),
         "campaign learnt anyway"
     );
@@ -431,13 +430,13 @@ async fn critical_broadcasts_go_first_under_a_backlog() {
     let server = TestServer::with_config(|config| config.notifications.workers = 1).await;
     let admin = token("1", None, &["super_admin"]);
     let mut client = listener(&server, "private-security-alerts", &admin).await;
-    server.state.notifier.set_paused(true);
+    server.state.notifier().set_paused(true);
     let alert = |id: String, severity: &str| json!({ "id": id, "type": "security.alert", "data": { "alert_type": "x", "message": "m", "severity": severity } });
     let normal: Vec<Value> = (0..20).map(|n| alert(format!("low-{n}"), "low")).collect();
     server.ingest(&json!({ "events": normal })).await;
     let critical: Vec<Value> = (0..3).map(|n| alert(format!("crit-{n}"), "critical")).collect();
     server.ingest(&json!({ "events": critical })).await;
-    server.state.notifier.set_paused(false);
+    server.state.notifier().set_paused(false);
     let mut order = Vec::new();
     for _ in 0..23 {
         order.push(data_of(&client.recv().await)["severity"].as_str().expect("severity").to_owned());
@@ -484,13 +483,10 @@ async fn the_last_failed_attempt_dead_letters_and_replay_delivers() {
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "dead_lettered").await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let letters = server.state.store.dead_letters(10).await.expect("letters");
+    let letters = server.store.dead_letters(10).await.expect("letters");
     assert_eq!(letters.len(), 1);
     assert!(letters[0].last_error.contains("502"));
-    assert_eq!(
-        server.state.store.replay_dead_letters(herald_store::DeadLetters::All).await.expect("replay"),
-        1
-    );
+    assert_eq!(server.store.replay_dead_letters(herald_store::DeadLetters::All).await.expect("replay"), 1);
     wait_for_audit(&server, "up-1", "delivered").await;
     let counted = calls.clone();
     wait_until(move || counted.load(Ordering::SeqCst) == 4).await;
@@ -503,7 +499,7 @@ async fn a_4xx_from_upstream_dead_letters_at_once() {
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "dead_lettered").await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let letters = server.state.store.dead_letters(1).await.expect("letters");
+    let letters = server.store.dead_letters(1).await.expect("letters");
     assert!(letters[0].last_error.contains("upstream answered 400"), "{}", letters[0].last_error);
 }
 
@@ -518,7 +514,7 @@ async fn the_pusher_driver_delivers_through_another_herald_that_checks_its_signa
     let maintenance = |id: &str| json!({ "id": id, "type": "system.maintenance", "data": { "maintenance_type": "started", "scheduled_for": "2026-12-01T02:00:00Z", "duration_minutes": 5, "affected_services": ["api"] } });
 
     let server = TestServer::with_config(|config| pusher_driver(config, port, 1)).await;
-    assert_eq!(server.state.notifier.driver().name(), "pusher");
+    assert_eq!(server.state.notifier().driver().name(), "pusher");
     assert_eq!(server.ingest(&maintenance("through")).await.0, 202);
     let received = client.recv().await;
     assert_eq!(
@@ -536,7 +532,7 @@ async fn the_pusher_driver_delivers_through_another_herald_that_checks_its_signa
     .await;
     assert_eq!(wrong.ingest(&maintenance("refused")).await.0, 202);
     wait_for_audit(&wrong, "refused", "dead_lettered").await;
-    let letters = wrong.state.store.dead_letters(1).await.expect("letters");
+    let letters = wrong.store.dead_letters(1).await.expect("letters");
     assert!(letters[0].last_error.contains("401"), "{}", letters[0].last_error);
     client.expect_silence(Duration::from_millis(200)).await;
     let check = upstream_check(&wrong).await;
@@ -554,7 +550,7 @@ async fn upstream_check(server: &TestServer) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_outage_answers_503_to_ingest() {
     let server = TestServer::start().await;
-    server.state.store.close().await;
+    server.state.records().close().await;
     let (status, body) = server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     assert_eq!(status, 503, "{body}");
 }
@@ -628,7 +624,7 @@ async fn an_unreachable_upstream_is_reported_without_the_signed_url() {
     let server = TestServer::with_config(|config| pusher_driver(config, port, 1)).await;
     server.ingest(&serde_json::from_str(ALERT).expect("json")).await;
     wait_for_audit(&server, "up-1", "dead_lettered").await;
-    let letters = server.state.store.dead_letters(1).await.expect("letters");
+    let letters = server.store.dead_letters(1).await.expect("letters");
     assert!(letters[0].last_error.contains("upstream unreachable"), "{}", letters[0].last_error);
     assert!(!letters[0].last_error.contains("auth_signature"), "{}", letters[0].last_error);
 }
@@ -646,7 +642,7 @@ async fn a_pusher_upstream_that_is_this_server_delivers_with_the_herald_driver()
         config.notifications.upstream.host = "localhost".into();
     })
     .await;
-    assert_eq!(server.state.notifier.driver().name(), "herald");
+    assert_eq!(server.state.notifier().driver().name(), "herald");
     let mut client = listener(&server, "system-maintenance", "").await;
     let event = json!({ "id": "self", "type": "system.maintenance", "data": { "maintenance_type": "started", "scheduled_for": "2026-12-01T02:00:00Z", "duration_minutes": 5, "affected_services": ["api"] } });
     let (status, _) = server.ingest(&event).await;

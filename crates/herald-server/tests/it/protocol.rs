@@ -148,7 +148,7 @@ async fn graceful_shutdown_closes_sockets_with_4200_and_drains_up() {
     let up = format!("http://{}/up", server.address);
     assert_eq!(reqwest::get(&up).await.expect("up answers").status(), 200);
     server.shutdown().await;
-    assert!(state.is_draining());
+    assert!(state.lifecycle().is_draining());
     let error = client.recv().await;
     assert_eq!(error["data"]["code"], 4200);
     assert_eq!(client.expect_close().await, 4200);
@@ -157,7 +157,7 @@ async fn graceful_shutdown_closes_sockets_with_4200_and_drains_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_server_answers_up_with_503_and_refuses_new_sockets_with_4200() {
     let server = TestServer::start().await;
-    server.state.start_draining();
+    server.state.lifecycle().start_draining();
     let up = reqwest::get(format!("http://{}/up", server.address)).await.expect("up answers");
     assert_eq!(up.status(), 503);
     let live = reqwest::get(format!("http://{}/live", server.address)).await.expect("live answers");
