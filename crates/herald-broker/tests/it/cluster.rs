@@ -81,3 +81,52 @@ async fn cluster_fan_out_uses_sharded_pub_sub_and_presence_spans_slots() {
     assert!(a.admit_api_request(APP, 100).await.expect("rate"));
     assert_eq!(c.nodes().await.expect("nodes").len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_master_is_resubscribed_and_resynced() {
+    if !redis_binaries() {
+        return;
+    }
+    let mut cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let prefix = prefix();
+    let connect = |node: &'static str| {
+        let mut config = config(&urls, &prefix, node);
+        config.cluster = true;
+        Broker::connect(config)
+    };
+    let (a, _a_in) = connect("a").await.expect("connect a");
+    let (_b, mut b_in) = connect("b").await.expect("connect b");
+
+    // The master keeps its slots in its nodes file and comes back empty on the same port.
+    cluster.servers[0].kill();
+    let down = crate::harness::eventually(Duration::from_secs(5), || async {
+        matches!(a.health(), herald_broker::Health::Down { .. })
+    })
+    .await;
+    assert!(down, "a notices that a master is gone");
+    cluster.servers[0].restart();
+    let resynced = crate::harness::eventually(Duration::from_secs(15), || {
+        let item = b_in.try_recv();
+        async move { matches!(item, Ok(herald_broker::Inbound::Resync)) }
+    })
+    .await;
+    assert!(resynced, "b resubscribes and asks for a resync");
+    assert!(
+        crate::harness::eventually(Duration::from_secs(10), || async {
+            matches!(a.health(), herald_broker::Health::Up { .. })
+        })
+        .await,
+        "a is up again"
+    );
+    // Every shard works again, including those of the restarted master.
+    for i in 0..40 {
+        a.publish(APP, &event(&format!("private-{i}"), &i.to_string())).await.expect("spublish");
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < 40 {
+        let (_, message) =
+            next_message(&mut b_in, Duration::from_secs(3)).await.expect("every message arrives");
+        seen.insert(format!("{message:?}"));
+    }
+}

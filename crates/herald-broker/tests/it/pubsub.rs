@@ -66,7 +66,7 @@ async fn a_full_inbound_channel_drops_and_counts_instead_of_growing() {
     let Some(url) = shared_redis() else { return };
     let prefix = prefix();
     let (a, _a_in) = node(&url, &prefix, "a").await;
-    let mut config = crate::harness::config(&[url.clone()], &prefix, "b");
+    let mut config = crate::harness::config(std::slice::from_ref(&url), &prefix, "b");
     config.inbound_capacity = 2;
     let (b, mut b_in) = Broker::connect(config).await.expect("connect");
     for i in 0..5 {
