@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use futures_util::stream::{self, StreamExt};
 
-use crate::broker::Inner;
+use crate::broker::{error_chain, Inner};
 use crate::keys::check_name;
 use crate::{Broker, BrokerError};
 
@@ -112,13 +112,15 @@ impl Broker {
                 tracing::warn!(channel, "leave named another user than the one that joined");
             }
         }
+        // The leave is done: a registration left behind by a failure here is harmless (the
+        // leave script finds nothing when reaping or restore runs it again), while an error
+        // would make the caller retry and lose `last_for_user`.
         let field = registration_field(app, channel, socket_id);
-        inner
-            .query::<()>(
-                "HDEL",
-                redis::cmd("HDEL").arg(inner.keys.registrations(&inner.config.node_id)).arg(field),
-            )
-            .await?;
+        let registrations = inner.keys.registrations(&inner.config.node_id);
+        if let Err(error) = inner.query::<()>("HDEL", redis::cmd("HDEL").arg(registrations).arg(field)).await
+        {
+            tracing::warn!(error = %error_chain(&error), "registration not removed after leave");
+        }
         Ok(removal.left)
     }
 
@@ -206,8 +208,12 @@ impl Inner {
             )
             .await?;
         // The index after the script, so that a concurrent `unindex` either sees this socket or
-        // runs before this SADD.
-        self.query::<()>("SADD", redis::cmd("SADD").arg(self.keys.channel_index(app)).arg(channel)).await?;
+        // runs before this SADD. The join is done either way: failing it now would make the
+        // caller retry and lose `first_for_user`, so a missed index entry is only logged.
+        let index = self.keys.channel_index(app);
+        if let Err(error) = self.query::<()>("SADD", redis::cmd("SADD").arg(index).arg(channel)).await {
+            tracing::warn!(error = %error_chain(&error), "channel not indexed after join");
+        }
         Ok(Joined { first_for_user: first == 1, subscription_count, user_count })
     }
 
@@ -233,7 +239,11 @@ impl Inner {
             )
             .await?;
         if subscription_count == 0 {
-            self.unindex(app, channel, &keys.sockets).await?;
+            // As in `join`: the removal is done, an index left stale is only logged (`channels`
+            // skips empty channels anyway).
+            if let Err(error) = self.unindex(app, channel, &keys.sockets).await {
+                tracing::warn!(error = %error_chain(&error), "emptied channel not unindexed");
+            }
         }
         Ok(Removal { left: Left { last_for_user: last == 1, subscription_count, user_count }, user_id })
     }
