@@ -41,6 +41,12 @@ pub struct Broker {
     _stop: Arc<DropGuard>,
 }
 
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("node_id", &self.node_id()).finish_non_exhaustive()
+    }
+}
+
 /// What every clone and the background tasks share.
 pub(crate) struct Inner {
     pub(crate) config: BrokerConfig,

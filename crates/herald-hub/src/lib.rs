@@ -8,5 +8,8 @@
 mod registry;
 mod socket;
 
-pub use registry::{ChannelInfo, Hub, HubStats, PresenceSnapshot, SubscribeError, SubscribeOutcome};
+pub use registry::{
+    member_added, member_removed, ChannelInfo, Hub, HubStats, PresenceSnapshot, Registration, SubscribeError,
+    SubscribeOutcome,
+};
 pub use socket::{Frame, Outbox, SocketHandle, SocketKey, OUTBOX_CAPACITY};

@@ -128,6 +128,18 @@ pub struct Hub<F = Bytes> {
     shards: Box<[Mutex<Shard<F>>]>,
     sockets: Box<[Mutex<SocketShard<F>>]>,
     users: Mutex<HashMap<String, Vec<SocketKey>>>,
+    /// Whether this hub announces `member_added` / `member_removed` itself (one node). In a
+    /// cluster, whether a user is new or gone is decided cluster-wide, and the server announces.
+    announces_presence: bool,
+}
+
+/// One socket's subscription, as a cluster's registry needs it to rebuild this node's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub channel: String,
+    pub socket_id: String,
+    /// `(user_id, user_info)` on presence channels.
+    pub member: Option<(String, Value)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,7 +163,15 @@ impl<F: Frame> Hub<F> {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             sockets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             users: Mutex::new(HashMap::new()),
+            announces_presence: true,
         }
+    }
+
+    /// A hub whose presence announcements are made by the server (a cluster decides who is new
+    /// or gone across nodes); it still keeps this node's members.
+    pub fn without_presence_announcements(mut self) -> Self {
+        self.announces_presence = false;
+        self
     }
 
     fn shard(&self, channel: &str) -> MutexGuard<'_, Shard<F>> {
@@ -217,19 +237,15 @@ impl<F: Frame> Hub<F> {
                 match entry.members.get_mut(user_key) {
                     Some(existing) => existing.sockets += 1,
                     None => {
-                        if entry.members.len() >= max_presence_members {
+                        if self.announces_presence && entry.members.len() >= max_presence_members {
                             if entry.subscribers.is_empty() {
                                 shard.channels.remove(channel.as_str());
                             }
                             return Err(SubscribeError::PresenceFull { max: max_presence_members });
                         }
-                        let data = json!({ "user_id": id, "user_info": info }).to_string();
-                        added = Some(F::from(encode_server_event(
-                            "pusher_internal:member_added",
-                            Some(channel.as_str()),
-                            &data,
-                            None,
-                        )));
+                        if self.announces_presence {
+                            added = Some(member_added(channel.as_str(), &id, &info));
+                        }
                         entry.members.insert(user_key.clone(), Member { info, sockets: 1 });
                     }
                 }
@@ -282,15 +298,11 @@ impl<F: Frame> Hub<F> {
             };
             if gone {
                 entry.members.remove(&user_id);
-                let data = json!({ "user_id": &*user_id }).to_string();
-                let frame = F::from(encode_server_event(
-                    "pusher_internal:member_removed",
-                    Some(channel.as_str()),
-                    &data,
-                    None,
-                ));
-                for subscriber in entry.subscribers.values() {
-                    subscriber.handle.send(&frame);
+                if self.announces_presence {
+                    let frame = member_removed(channel.as_str(), &user_id);
+                    for subscriber in entry.subscribers.values() {
+                        subscriber.handle.send(&frame);
+                    }
                 }
             }
         }
@@ -309,19 +321,35 @@ impl<F: Frame> Hub<F> {
             let cached = Cached { frame: frame.clone(), data: Arc::from(data), at: Instant::now() };
             remember(&mut shard.cache, channel.as_str(), cached);
         }
-        let Some(entry) = shard.channels.get(channel.as_str()) else {
-            return 0;
-        };
-        let mut delivered = 0;
-        for subscriber in entry.subscribers.values() {
-            if except.is_some_and(|id| subscriber.handle.id.as_str() == id) {
-                continue;
-            }
-            if subscriber.handle.send(frame) {
-                delivered += 1;
+        send_to(&shard, channel.as_str(), frame, except)
+    }
+
+    /// Delivers a frame to every subscriber of `channel` but `except`, without touching the
+    /// cache: presence announcements decided by a cluster.
+    pub fn send_to_channel(&self, channel: &str, frame: &F, except: Option<&str>) -> usize {
+        send_to(&self.shard(channel), channel, frame, except)
+    }
+
+    /// Every subscription on this node, for a cluster registry that lost them.
+    pub fn registrations(&self) -> Vec<Registration> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (name, entry) in &shard.channels {
+                for subscriber in entry.subscribers.values() {
+                    let member = subscriber.user_id.as_ref().and_then(|user_id| {
+                        let member = entry.members.get(user_id)?;
+                        Some((user_id.to_string(), member.info.clone()))
+                    });
+                    all.push(Registration {
+                        channel: name.clone(),
+                        socket_id: subscriber.handle.id.as_str().to_owned(),
+                        member,
+                    });
+                }
             }
         }
-        delivered
+        all
     }
 
     /// Counts of one channel, `None` when nobody is subscribed.
@@ -429,6 +457,35 @@ impl<F: Frame> Hub<F> {
         channels_by_kind.sort();
         HubStats { connections: self.connections(), subscriptions, channels_by_kind }
     }
+}
+
+/// The queued subscribers of `channel` in `shard`, but `except`: how many it reached.
+fn send_to<F: Frame>(shard: &Shard<F>, channel: &str, frame: &F, except: Option<&str>) -> usize {
+    let Some(entry) = shard.channels.get(channel) else {
+        return 0;
+    };
+    let mut delivered = 0;
+    for subscriber in entry.subscribers.values() {
+        if except.is_some_and(|id| subscriber.handle.id.as_str() == id) {
+            continue;
+        }
+        if subscriber.handle.send(frame) {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+/// `pusher_internal:member_added` for `user_id` on `channel`.
+pub fn member_added<F: Frame>(channel: &str, user_id: &str, user_info: &Value) -> F {
+    let data = json!({ "user_id": user_id, "user_info": user_info }).to_string();
+    F::from(encode_server_event("pusher_internal:member_added", Some(channel), &data, None))
+}
+
+/// `pusher_internal:member_removed` for `user_id` on `channel`.
+pub fn member_removed<F: Frame>(channel: &str, user_id: &str) -> F {
+    let data = json!({ "user_id": user_id }).to_string();
+    F::from(encode_server_event("pusher_internal:member_removed", Some(channel), &data, None))
 }
 
 fn info_of<F>(kind: ChannelKind, entry: &Channel<F>) -> ChannelInfo {

@@ -18,10 +18,16 @@ pub enum DeliveryError {
     Permanent(String),
 }
 
-/// Publishes into this server's own channels. Implemented by the server, which owns the hubs.
+/// What `LocalPublish::publish` returns: the sockets reached on this node.
+pub type Published<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<usize, DeliveryError>> + Send + 'a>>;
+
+/// Publishes into this server's own channels, on every node of a cluster. Implemented by the
+/// server, which owns the hubs and the broker.
 pub trait LocalPublish: Send + Sync + std::fmt::Debug {
-    /// Publishes `data` as `event` on each wire channel; returns the sockets reached.
-    fn publish(&self, channels: &[String], event: &str, data: &str) -> Result<usize, DeliveryError>;
+    /// Publishes `data` as `event` on each wire channel; returns the sockets reached on this
+    /// node. A `Retryable` error means the cluster did not take it (nothing was delivered).
+    fn publish<'a>(&'a self, channels: &'a [String], event: &'a str, data: &'a str) -> Published<'a>;
 }
 
 /// Where an upstream Pusher-compatible API lives and the credentials that sign for it. Its
@@ -97,7 +103,7 @@ impl Driver {
     /// Delivers one broadcast to its wire channels.
     pub async fn deliver(&self, channels: &[String], event: &str, data: &str) -> Result<(), DeliveryError> {
         match self {
-            Driver::Herald(local) => local.publish(channels, event, data).map(drop),
+            Driver::Herald(local) => local.publish(channels, event, data).await.map(drop),
             Driver::Pusher { upstream, client } => {
                 for chunk in channels.chunks(100) {
                     trigger_upstream(client, upstream, chunk, event, data).await?;

@@ -21,7 +21,7 @@ pub use catalog::{
     plan, user_channel, wire_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification,
     EVENT_TYPES,
 };
-pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, PusherUpstream};
+pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, Published, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};
 /// Milliseconds since the Unix epoch, the clock every record is written with.
 pub use herald_store::now_ms;

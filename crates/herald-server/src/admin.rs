@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::status::{
-    AppStatus, Connections, DatabaseStatus, Delivery, Dependency, Listen, ListenerStatus, Refused,
-    StatusDocument,
+    AppStatus, ClusterStatus, Connections, DatabaseStatus, Delivery, Dependency, Listen, ListenerStatus,
+    NodeStatus, RedisStatus, Refused, StatusDocument,
 };
 
 use crate::error::ApiError;
@@ -24,6 +24,7 @@ use crate::guard::{
     bearer, cross_origin, cross_origin_refused, session_of, too_many_failures, ClientAddress,
 };
 use crate::state::SharedState;
+use crate::tenant::Fanout;
 
 /// Checks admin access: with no credential configured the listener is loopback-only and open;
 /// otherwise the credential in `Authorization: Bearer` (the admin token; or, with
@@ -110,10 +111,49 @@ pub(crate) async fn up(State(state): State<SharedState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
     }
     match tokio::time::timeout(Duration::from_secs(2), state.records().ping()).await {
+        // Sockets stay up and local delivery goes on while Redis is away: the node is degraded,
+        // not out of service (taking every node out would end every connection).
+        Ok(Ok(())) if !redis_up(&state) => {
+            Json(json!({ "status": "degraded", "reason": "Redis unreachable" })).into_response()
+        }
         Ok(Ok(())) => Json(json!({ "status": "ok" })).into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" })))
             .into_response(),
     }
+}
+
+/// False when this node is one of a cluster and Redis is out of reach.
+fn redis_up(state: &SharedState) -> bool {
+    match &state.pusher.fanout {
+        Fanout::Local => true,
+        Fanout::Redis(broker) => matches!(broker.health(), herald_broker::Health::Up { .. }),
+    }
+}
+
+/// This node's view of the cluster, for the status document.
+async fn cluster_status(state: &SharedState) -> Option<ClusterStatus> {
+    let Fanout::Redis(broker) = &state.pusher.fanout else { return None };
+    let redis = match broker.health() {
+        herald_broker::Health::Up { latency } => {
+            RedisStatus { up: true, latency_ms: Some(latency.as_secs_f64() * 1000.0), error: None }
+        }
+        herald_broker::Health::Down { error, .. } => {
+            RedisStatus { up: false, latency_ms: None, error: Some(error) }
+        }
+    };
+    let nodes = broker
+        .nodes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|node| NodeStatus {
+            id: node.id,
+            address: node.address,
+            connections: node.connections,
+            last_heartbeat: herald_notify::rfc3339(i64::try_from(node.last_heartbeat).unwrap_or(i64::MAX)),
+        })
+        .collect();
+    Some(ClusterStatus { node: broker.node_id().to_owned(), redis, nodes, dropped: broker.dropped() })
 }
 
 /// Liveness: 200 while the process answers.
@@ -165,12 +205,7 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
     let lanes = records.lanes().await;
     let queue = lanes
         .as_ref()
-        .map(|lanes| {
-            lanes
-                .iter()
-                .map(|(lane, view)| (lane.name().to_owned(), *view))
-                .collect()
-        })
+        .map(|lanes| lanes.iter().map(|(lane, view)| (lane.name().to_owned(), *view)).collect())
         .unwrap_or_default();
     let dead_letters = records.dead_letter_count().await.ok();
     let latest = |kind| herald_notify::AuditFilter { kind: Some(kind), limit: 5, ..Default::default() };
@@ -211,6 +246,7 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
         recent_errors: recent.into_iter().take(10).map(|entry| entry.record()).collect(),
         rates: state.rates.read(rate_sample(state)),
         connections,
+        cluster: cluster_status(state).await,
         deps: if check_deps { Some(dependencies(state).await) } else { None },
     }
 }

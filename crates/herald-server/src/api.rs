@@ -164,20 +164,26 @@ fn check_encrypted_payload(data: &str) -> Result<(), ApiError> {
 }
 
 /// Publishes a validated trigger; returns the per-channel info the caller asked for.
-fn publish(app: &Tenant, trigger: &Trigger) -> Map<String, Value> {
+async fn publish(app: &Tenant, trigger: &Trigger) -> Result<Map<String, Value>, ApiError> {
     let except = trigger.except.as_ref().map(SocketId::as_str);
     let mut info = Map::new();
     for channel in &trigger.channels {
-        app.publish(channel, &trigger.name, &trigger.data, except, None);
+        app.publish(channel, &trigger.name, &trigger.data, except, None).await?;
         if trigger.info.any() {
-            info.insert(channel.to_string(), Value::Object(channel_attributes(app, channel, trigger.info)));
+            let attributes = channel_attributes(app, channel, trigger.info).await?;
+            info.insert(channel.to_string(), Value::Object(attributes));
         }
     }
-    info
+    Ok(info)
 }
 
-fn channel_attributes(app: &Tenant, channel: &ChannelName, info: Info) -> Map<String, Value> {
-    let counts = app.hub.channel_info(channel);
+async fn channel_attributes(
+    app: &Tenant,
+    channel: &ChannelName,
+    info: Info,
+) -> Result<Map<String, Value>, ApiError> {
+    let counts =
+        if info.subscription_count || info.user_count { app.channel_info(channel).await? } else { None };
     let mut attributes = Map::new();
     if info.subscription_count {
         attributes.insert("subscription_count".into(), json!(counts.map_or(0, |c| c.subscription_count)));
@@ -190,13 +196,13 @@ fn channel_attributes(app: &Tenant, channel: &ChannelName, info: Info) -> Map<St
             attributes.insert("cache".into(), json!({ "data": &*data, "ttl": ttl.as_secs() }));
         }
     }
-    attributes
+    Ok(attributes)
 }
 
 /// `POST /apps/{app_id}/events`
 pub(crate) async fn trigger(Signed { app, query, body }: Signed) -> ApiResult {
     let trigger = parse_trigger(&app, &parse_json(&body)?, query.get("info"))?;
-    let info = publish(&app, &trigger);
+    let info = publish(&app, &trigger).await?;
     Ok(Json(if trigger.info.any() { json!({ "channels": info }) } else { json!({}) }))
 }
 
@@ -225,7 +231,7 @@ pub(crate) async fn trigger_batch(Signed { app, body, .. }: Signed) -> ApiResult
     }
     let mut results = Vec::with_capacity(triggers.len());
     for trigger in &triggers {
-        let info = publish(&app, trigger);
+        let info = publish(&app, trigger).await?;
         results.push(info.into_iter().next().map_or(json!({}), |(_, attributes)| attributes));
     }
     let asked = triggers.iter().any(|trigger| trigger.info.any());
@@ -240,8 +246,8 @@ pub(crate) async fn list_channels(Signed { app, query, .. }: Signed) -> ApiResul
         return Err(ApiError::invalid("info", "user_count needs filter_by_prefix=presence-"));
     }
     let mut channels = Map::new();
-    for (channel, counts) in app.hub.channels() {
-        if !channel.as_str().starts_with(prefix) || channel.kind() == ChannelKind::ServerToUser {
+    for (channel, counts) in app.channels(prefix).await? {
+        if channel.kind() == ChannelKind::ServerToUser {
             continue;
         }
         let mut attributes = Map::new();
@@ -271,8 +277,8 @@ pub(crate) async fn channel_info(
     if info.user_count && channel.kind() != ChannelKind::Presence {
         return Err(ApiError::invalid("info", "user_count is only available for presence channels"));
     }
-    let occupied = app.hub.channel_info(&channel).is_some();
-    let mut body = channel_attributes(&app, &channel, info);
+    let occupied = app.channel_info(&channel).await?.is_some();
+    let mut body = channel_attributes(&app, &channel, info).await?;
     body.insert("occupied".into(), json!(occupied));
     Ok(Json(Value::Object(body)))
 }
@@ -287,7 +293,7 @@ pub(crate) async fn channel_users(
         return Err(ApiError::invalid("channel", "users can only be listed for presence channels"));
     }
     let users: Vec<Value> =
-        app.hub.presence_users(&channel).into_iter().map(|id| json!({ "id": id })).collect();
+        app.presence_users(&channel).await?.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(Json(json!({ "users": users })))
 }
 
@@ -300,7 +306,7 @@ pub(crate) async fn terminate_connections(
     if user_id.is_empty() || user_id.len() > 200 {
         return Err(ApiError::invalid("user_id", "must be 1 to 200 characters"));
     }
-    app.hub.terminate_user(&user_id);
+    app.terminate_user(&user_id).await?;
     Ok(Json(json!({})))
 }
 

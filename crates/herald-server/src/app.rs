@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::listener::{Gate, ListenerLimits};
 use crate::state::{SharedState, State as ServerState};
+use crate::tenant::Fanout;
 use crate::ws;
 
 /// Largest body the admin listener reads (a login form, a test broadcast).
@@ -32,6 +33,8 @@ pub struct App {
     gate: Arc<Gate>,
     admin_gate: Arc<Gate>,
     capacity: Capacity,
+    /// What other nodes send, when this node is one of a cluster.
+    inbound: Option<tokio::sync::mpsc::Receiver<herald_broker::Inbound>>,
 }
 
 /// How many connections the main listener takes, and why.
@@ -82,7 +85,12 @@ impl App {
         let records = herald_notify::Records::open(&config.database.url)
             .await
             .with_context(|| format!("cannot open the database {}", redact_url(&config.database.url)))?;
-        let state = ServerState::new(config, records, (address, admin_address))?;
+        let node = u64::from(fastrand::u32(1..1_000_000_000));
+        let (fanout, inbound) = match crate::cluster::connect(config, node, address).await? {
+            Some((broker, inbound)) => (Fanout::Redis(broker), Some(inbound)),
+            None => (Fanout::Local, None),
+        };
+        let state = ServerState::new(config, records, (node, fanout), (address, admin_address))?;
         let capacity = Capacity::of(config, crate::listener::fd_limit());
         let header_timeout = Duration::from_secs(config.server.header_timeout_secs);
         let drain_grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -110,6 +118,7 @@ impl App {
             gate,
             admin_gate,
             capacity,
+            inbound,
         })
     }
 
@@ -147,6 +156,9 @@ impl App {
         state.notify.notifier.start_workers(state.lifecycle().shutdown.clone(), &workers);
         workers.close();
         tokio::spawn(crate::admin::sample_rates(state.clone()));
+        if let (Fanout::Redis(broker), Some(inbound)) = (&state.pusher.fanout, self.inbound) {
+            tokio::spawn(crate::cluster::follow(state.clone(), broker.clone(), inbound));
+        }
         let drain = state.clone();
         let signal = tokio::spawn(async move {
             shutdown.await;
@@ -176,6 +188,10 @@ impl App {
             warn!(
                 "queue workers still delivering after the shutdown grace period; their jobs will be retried"
             );
+        }
+        if let Fanout::Redis(broker) = &state.pusher.fanout {
+            // Goodbye: this node's remaining registrations go, announcing the users now gone.
+            broker.shutdown().await;
         }
         state.records().close().await;
         Ok(())

@@ -34,6 +34,9 @@ pub enum ApiError {
     Forbidden { policy: Option<String> },
     #[error("storage is unavailable; retry later")]
     BackendUnavailable,
+    /// The cluster's Redis did not take a publication or a cluster-wide read: nothing was sent.
+    #[error("the cluster's Redis is unreachable; nothing was delivered, retry later")]
+    ClusterUnavailable,
     #[error("{problem}")]
     Unprocessable { field: String, problem: String },
     /// Several fields at fault: `(field, problem)`, never empty; answered like `Unprocessable`
@@ -75,7 +78,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable | ApiError::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::BackendUnavailable | ApiError::ClusterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -104,5 +109,12 @@ impl IntoResponse for ApiError {
             _ => json!({ "error": self.to_string() }),
         };
         (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<herald_broker::BrokerError> for ApiError {
+    fn from(error: herald_broker::BrokerError) -> ApiError {
+        tracing::warn!(%error, "cluster operation failed");
+        ApiError::ClusterUnavailable
     }
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use herald_notify::{DeliveryError, Driver, LocalPublish, Notifier, NotifySettings, PusherUpstream, Records};
+use herald_notify::{
+    DeliveryError, Driver, LocalPublish, Notifier, NotifySettings, Published, PusherUpstream, Records,
+};
 use herald_protocol::ChannelName;
 
 use crate::config::{AdminVisibility, Config, DriverName};
@@ -16,14 +18,25 @@ pub(crate) struct HubPublisher {
 }
 
 impl LocalPublish for HubPublisher {
-    fn publish(&self, channels: &[String], event: &str, data: &str) -> Result<usize, DeliveryError> {
-        let mut reached = 0;
-        for name in channels {
-            let channel = ChannelName::parse(name, usize::MAX)
-                .map_err(|error| DeliveryError::Permanent(format!("channel {name:?}: {error}")))?;
-            reached += self.app.publish(&channel, event, data, None, None);
-        }
-        Ok(reached)
+    fn publish<'a>(&'a self, channels: &'a [String], event: &'a str, data: &'a str) -> Published<'a> {
+        Box::pin(async move {
+            let mut parsed = Vec::with_capacity(channels.len());
+            for name in channels {
+                parsed.push(
+                    ChannelName::parse(name, usize::MAX)
+                        .map_err(|error| DeliveryError::Permanent(format!("channel {name:?}: {error}")))?,
+                );
+            }
+            let mut reached = 0;
+            for channel in &parsed {
+                reached += self
+                    .app
+                    .publish(channel, event, data, None, None)
+                    .await
+                    .map_err(|error| DeliveryError::Retryable(format!("the cluster's Redis: {error}")))?;
+            }
+            Ok(reached)
+        })
     }
 }
 

@@ -6,6 +6,7 @@ mod api;
 mod app;
 mod authorize;
 mod authorizer;
+mod cluster;
 pub mod config;
 mod dashboard;
 mod error;

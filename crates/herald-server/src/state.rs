@@ -16,7 +16,7 @@ use herald_notify::{Notifier, Records};
 
 use crate::authorizer::Authorizer;
 use crate::config::{Config, ServerConfig};
-use crate::tenant::Tenant;
+use crate::tenant::{Fanout, Tenant};
 
 /// The apps this server serves, each with its configuration and its hub, found by id or key.
 #[derive(Debug)]
@@ -78,6 +78,8 @@ impl Lifecycle {
 #[derive(Debug, Clone)]
 pub struct PusherState {
     pub tenants: Arc<Tenants>,
+    /// This node alone, or one of a cluster through Redis.
+    pub fanout: Fanout,
     pub lifecycle: Arc<Lifecycle>,
     pub server: Arc<ServerConfig>,
 }
@@ -142,16 +144,19 @@ impl FromRef<SharedState> for NotifyState {
 }
 
 impl State {
+    /// `node` is this node's number: the first half of its socket ids, and its id in a cluster.
     pub fn new(
         config: &Config,
         records: Records,
+        (node, fanout): (u64, Fanout),
         addresses: (std::net::SocketAddr, std::net::SocketAddr),
     ) -> anyhow::Result<State> {
-        let node = u64::from(fastrand::u32(1..1_000_000_000));
         let apps: Vec<Arc<Tenant>> = config
             .apps
             .iter()
-            .map(|app| Arc::new(Tenant::new(app.clone(), node, config.server.outbox_capacity)))
+            .map(|app| {
+                Arc::new(Tenant::new(app.clone(), node, config.server.outbox_capacity, fanout.clone()))
+            })
             .collect();
         let authorizer = Arc::new(Authorizer::new(config, &apps)?);
         let notifier = crate::hub_driver::notifier(config, &apps, records.clone(), addresses.0)?;
@@ -163,6 +168,7 @@ impl State {
         Ok(State {
             pusher: PusherState {
                 tenants: Arc::new(Tenants::new(apps)),
+                fanout,
                 lifecycle: Arc::new(Lifecycle::default()),
                 server: Arc::new(config.server.clone()),
             },

@@ -31,6 +31,9 @@ pub struct StatusDocument {
     /// Both listeners' connections against their caps (absent before they listen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<Connections>,
+    /// With the cluster on: this node, Redis and the other nodes (absent on one node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
     /// With `?check_deps=true`: the database and, with the `pusher` driver, the upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deps: Option<BTreeMap<String, Dependency>>,
@@ -41,6 +44,40 @@ impl StatusDocument {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("the status document serializes")
     }
+}
+
+/// This node's view of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node: String,
+    pub redis: RedisStatus,
+    /// Every node in the registry (empty while Redis is unreachable).
+    pub nodes: Vec<NodeStatus>,
+    /// Messages from other nodes dropped because this node fell behind.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisStatus {
+    pub up: bool,
+    /// Round trip of the last heartbeat, when up.
+    pub latency_ms: Option<f64>,
+    /// Why it is down.
+    pub error: Option<String>,
+}
+
+/// One node as the registry reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeStatus {
+    pub id: String,
+    pub address: String,
+    pub connections: u64,
+    /// RFC 3339.
+    pub last_heartbeat: String,
 }
 
 /// The listeners' bound addresses.

@@ -7,9 +7,19 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use herald_hub::Hub;
+use herald_broker::{Broker, BrokerError, Message};
+use herald_hub::{ChannelInfo, Hub};
+use herald_protocol::{ChannelKind, ChannelName};
 
 use crate::config::AppConfig;
+
+/// Where a tenant's publications go besides this node's hub: nowhere (one node), or to every
+/// other node through Redis. Every publisher goes through `Tenant::publish`, so none knows which.
+#[derive(Debug, Clone)]
+pub enum Fanout {
+    Local,
+    Redis(Broker),
+}
 
 /// A tenant: one configured Pusher app at run time (its hub, counters and API rate window).
 /// The server as a whole is `app::App`.
@@ -17,6 +27,7 @@ use crate::config::AppConfig;
 pub struct Tenant {
     pub config: AppConfig,
     pub hub: Hub<Utf8Bytes>,
+    pub fanout: Fanout,
     /// Start of the current one-second window and the API requests counted in it.
     api_window: Mutex<(Instant, u32)>,
     /// Sockets closed with 4100 because they did not read fast enough.
@@ -29,10 +40,15 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub(crate) fn new(config: AppConfig, node: u64, outbox_capacity: usize) -> Tenant {
+    pub(crate) fn new(config: AppConfig, node: u64, outbox_capacity: usize, fanout: Fanout) -> Tenant {
+        let hub = Hub::with_outbox_capacity(node, outbox_capacity);
         Tenant {
             config,
-            hub: Hub::with_outbox_capacity(node, outbox_capacity),
+            hub: match fanout {
+                Fanout::Local => hub,
+                Fanout::Redis(_) => hub.without_presence_announcements(),
+            },
+            fanout,
             api_window: Mutex::new((Instant::now(), 0)),
             slow_consumers: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
@@ -41,12 +57,55 @@ impl Tenant {
         }
     }
 
-    /// Publishes one event on one channel: encoded once, queued for every subscriber but the
-    /// excluded socket, counted. `user_id` marks client events relayed on presence channels.
-    /// Returns the sockets it was queued for.
-    pub fn publish(
+    /// Publishes one event on one channel, on every node: to the other nodes first (so a
+    /// Redis outage fails the publication before anything is delivered), then here.
+    /// `except` is a socket id, on any node; `user_id` marks client events relayed on presence
+    /// channels. Returns the sockets reached on this node.
+    pub async fn publish(
         &self,
-        channel: &herald_protocol::ChannelName,
+        channel: &ChannelName,
+        event: &str,
+        data: &str,
+        except: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<usize, BrokerError> {
+        if let Fanout::Redis(broker) = &self.fanout {
+            let message = Message::Event {
+                channel: channel.as_str().to_owned(),
+                event: event.to_owned(),
+                data: data.to_owned(),
+                except: except.map(str::to_owned),
+                user_id: user_id.map(str::to_owned),
+            };
+            broker.publish(&self.config.id, &message).await?;
+        }
+        Ok(self.deliver(channel, event, data, except, user_id))
+    }
+
+    /// Relays a client event: to the other nodes when Redis takes it, and here whatever happens
+    /// (nobody waits for an answer, and this node's subscribers can still have it).
+    pub async fn relay(
+        &self,
+        channel: &ChannelName,
+        event: &str,
+        data: &str,
+        from: &str,
+        user_id: Option<&str>,
+    ) {
+        match self.publish(channel, event, data, Some(from), user_id).await {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, channel = %channel, "client event reached this node only");
+                self.deliver(channel, event, data, Some(from), user_id);
+            }
+        }
+    }
+
+    /// Delivers one event to this node's subscribers only: encoded once, queued for every
+    /// subscriber but the excluded socket, counted.
+    pub fn deliver(
+        &self,
+        channel: &ChannelName,
         event: &str,
         data: &str,
         except: Option<&str>,
@@ -58,6 +117,69 @@ impl Tenant {
         self.messages_out.fetch_add(reached as u64, Ordering::Relaxed);
         self.bytes_out.fetch_add(reached as u64 * bytes, Ordering::Relaxed);
         reached
+    }
+
+    /// Closes every connection of `user_id`, on every node, with 4009.
+    pub async fn terminate_user(&self, user_id: &str) -> Result<usize, BrokerError> {
+        if let Fanout::Redis(broker) = &self.fanout {
+            broker.publish(&self.config.id, &Message::TerminateUser { user_id: user_id.to_owned() }).await?;
+        }
+        Ok(self.hub.terminate_user(user_id))
+    }
+
+    /// A channel's counts across the cluster, `None` when nobody is subscribed anywhere.
+    pub async fn channel_info(&self, channel: &ChannelName) -> Result<Option<ChannelInfo>, BrokerError> {
+        match &self.fanout {
+            Fanout::Local => Ok(self.hub.channel_info(channel)),
+            Fanout::Redis(broker) => {
+                let counts = broker.channel(&self.config.id, channel.as_str()).await?;
+                Ok(counts_info(channel.kind(), counts))
+            }
+        }
+    }
+
+    /// Every occupied channel whose name starts with `prefix`, with its counts across the
+    /// cluster, sorted by name.
+    pub async fn channels(&self, prefix: &str) -> Result<Vec<(ChannelName, ChannelInfo)>, BrokerError> {
+        match &self.fanout {
+            Fanout::Local => {
+                let mut all = self.hub.channels();
+                all.retain(|(channel, _)| channel.as_str().starts_with(prefix));
+                Ok(all)
+            }
+            Fanout::Redis(broker) => {
+                let prefix = (!prefix.is_empty()).then_some(prefix);
+                let mut all: Vec<(ChannelName, ChannelInfo)> = broker
+                    .channels(&self.config.id, prefix)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(name, counts)| {
+                        let channel = ChannelName::parse(&name, usize::MAX).ok()?;
+                        let info = counts_info(channel.kind(), counts)?;
+                        Some((channel, info))
+                    })
+                    .collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(all)
+            }
+        }
+    }
+
+    /// The user ids present in a presence channel across the cluster, sorted.
+    pub async fn presence_users(&self, channel: &ChannelName) -> Result<Vec<String>, BrokerError> {
+        match &self.fanout {
+            Fanout::Local => Ok(self.hub.presence_users(channel)),
+            Fanout::Redis(broker) => {
+                let mut ids: Vec<String> = broker
+                    .members(&self.config.id, channel.as_str())
+                    .await?
+                    .into_iter()
+                    .map(|(user_id, _)| user_id)
+                    .collect();
+                ids.sort();
+                Ok(ids)
+            }
+        }
     }
 
     /// Counts one API request; false when the app is over `max_api_requests_per_second`.
@@ -74,4 +196,12 @@ impl Tenant {
         window.1 += 1;
         window.1 <= limit
     }
+}
+
+/// The cluster's counts as the HTTP API reports them; `None` for an empty channel.
+fn counts_info(kind: ChannelKind, counts: herald_broker::ChannelCounts) -> Option<ChannelInfo> {
+    (counts.subscription_count > 0).then(|| ChannelInfo {
+        subscription_count: counts.subscription_count as usize,
+        user_count: (kind == ChannelKind::Presence).then_some(counts.user_count as usize),
+    })
 }

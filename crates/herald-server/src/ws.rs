@@ -671,7 +671,7 @@ impl Session {
             self.send_error(socket, None, &message).await?;
             return Ok(Next::Continue);
         }
-        self.app.publish(name, &event, &data, Some(self.handle.id.as_str()), user_id.as_deref());
+        self.app.relay(name, &event, &data, self.handle.id.as_str(), user_id.as_deref()).await;
         Ok(Next::Continue)
     }
 }

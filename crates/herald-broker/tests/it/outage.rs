@@ -101,7 +101,7 @@ async fn an_outage_fails_fast_then_heals_and_resyncs() {
 async fn connecting_to_nothing_fails_with_unavailable() {
     let urls = [format!("redis://127.0.0.1:{}", free_port())];
     let started = Instant::now();
-    let error = Broker::connect(config(&urls, &prefix(), "a")).await.err().expect("nothing listens");
+    let error = Broker::connect(config(&urls, &prefix(), "a")).await.expect_err("nothing listens");
     assert!(error.is_unavailable(), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }

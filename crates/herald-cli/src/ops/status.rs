@@ -111,7 +111,37 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
     let _ = writeln!(out, "  {:<14}{}", "Driver", status.driver);
     let database = if status.database.up { style.ok("up") } else { style.bad("DOWN") };
     let _ = writeln!(out, "  {:<14}{} ({database})", "Database", status.database.backend);
-    let _ = writeln!(out, "  {:<14}{}", "Redis", style.dim("not configured (single node)"));
+    match &status.cluster {
+        None => {
+            let _ = writeln!(out, "  {:<14}{}", "Redis", style.dim("not configured (single node)"));
+        }
+        Some(cluster) => {
+            let redis = match (cluster.redis.up, cluster.redis.latency_ms) {
+                (true, Some(ms)) => style.ok(&format!("up, {ms:.2} ms")),
+                (true, None) => style.ok("up"),
+                (false, _) => style.bad(&format!(
+                    "degraded: Redis unreachable ({})",
+                    cluster.redis.error.as_deref().unwrap_or("no answer")
+                )),
+            };
+            let _ = writeln!(out, "  {:<14}{redis}", "Redis");
+            let _ = writeln!(out, "\n{} (asked node {})", style.bold("Cluster"), cluster.node);
+            let _ = writeln!(out, "  {:<12} {:<22} {:>11}  LAST HEARTBEAT", "NODE", "ADDRESS", "CONNECTIONS");
+            for node in &cluster.nodes {
+                let mark = if node.id == cluster.node { " (this node)" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "  {:<12} {:<22} {:>11}  {}{mark}",
+                    node.id, node.address, node.connections, node.last_heartbeat
+                );
+            }
+            if cluster.dropped > 0 {
+                let dropped =
+                    format!("{} messages from other nodes dropped (this node fell behind)", cluster.dropped);
+                let _ = writeln!(out, "  {}", style.bad(&dropped));
+            }
+        }
+    }
     let _ = writeln!(out, "\n{}", style.bold("Apps"));
     let _ = writeln!(
         out,

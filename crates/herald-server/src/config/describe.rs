@@ -67,6 +67,7 @@ pub fn describe(loaded: &Loaded, env: &dyn EnvSource, overrides: &Overrides) -> 
     }
     for (variable, key) in [
         ("DATABASE_URL", "database.url"),
+        ("REDIS_URL", "cluster.redis_url"),
         ("BROADCAST_CONNECTION", "notifications.driver"),
         ("PUSHER_HOST", "notifications.upstream.host"),
         ("PUSHER_PORT", "notifications.upstream.port"),
@@ -116,8 +117,9 @@ pub fn describe(loaded: &Loaded, env: &dyn EnvSource, overrides: &Overrides) -> 
         .map(|(key, value)| {
             let shown = if is_secret(&key) && value.as_str().is_some_and(|text| !text.is_empty()) {
                 "\"***\"".to_owned()
-            } else if key == "database.url" {
-                format!("{:?}", crate::redact_url(value.as_str().unwrap_or_default()))
+            } else if key == "database.url" || key == "cluster.redis_url" {
+                let urls = value.as_str().unwrap_or_default().split(',').map(crate::redact_url);
+                format!("{:?}", urls.collect::<Vec<_>>().join(","))
             } else {
                 value.to_string()
             };

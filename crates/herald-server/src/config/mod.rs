@@ -12,11 +12,13 @@ use herald_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod cluster;
 mod credentials;
 mod describe;
 mod notifications;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
+pub use cluster::ClusterConfig;
 pub use credentials::{is_loopback_host, provision, sqlite_dir, Provisioned, CREDENTIALS_FILE};
 pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
@@ -34,6 +36,8 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub notifications: NotificationsConfig,
     pub admin: AdminConfig,
+    /// Several nodes sharing Redis and PostgreSQL; off unless `redis_url` is set.
+    pub cluster: ClusterConfig,
     /// Apps served; empty means the `PUSHER_APP_*` app, or the development app.
     pub apps: Vec<AppConfig>,
     /// Channel policies, before the platform's defaults (see docs/authorization.md).
@@ -293,6 +297,9 @@ impl Config {
         if let Some(url) = database_url {
             set_path(&mut tree, &["database", "url"], toml::Value::String(url));
         }
+        if let Some(url) = env.var("REDIS_URL") {
+            set_path(&mut tree, &["cluster", "redis_url"], toml::Value::String(url));
+        }
         for (variable, path) in [
             ("BROADCAST_CONNECTION", ["notifications", "driver"]),
             ("PUSHER_HOST", ["upstream", "host"]),
@@ -428,6 +435,7 @@ impl Config {
         let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         auth::validate(&self.auth, &self.policies, &app_ids, problems);
         notifications::validate(&self.notifications, &app_ids, problems);
+        cluster::validate(&self.cluster, &self.database.url, problems);
         if self.admin.allow_jwt && !self.admin.token.is_empty() {
             problems.push(
                 "admin.allow_jwt: cannot be combined with admin.token, which is then the only admin credential; unset one of them".into(),
