@@ -61,6 +61,23 @@ pub(crate) struct Inner {
     pub(crate) cancel: CancellationToken,
     /// Set while a reap runs on this node, so ticks do not start a second one.
     pub(crate) reaping: std::sync::atomic::AtomicBool,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+}
+
+/// What this node's broker has done since start, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Messages Redis took from this node.
+    pub published: u64,
+    /// Messages Redis did not take (the publisher was told: 503, a retried job).
+    pub publish_failures: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Of those, dropped because this node fell behind.
+    pub dropped: u64,
+    /// Sum of the received messages' lag (publish to receipt), milliseconds.
+    pub lag_ms_sum: u64,
 }
 
 impl Broker {
@@ -88,6 +105,8 @@ impl Broker {
             connections: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             reaping: std::sync::atomic::AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
             config,
         });
         if !inner.config.apps.is_empty() {
@@ -110,6 +129,19 @@ impl Broker {
     /// Whether Redis is reachable, as last seen by a heartbeat or a command.
     pub fn health(&self) -> Health {
         self.inner.health_now()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> BrokerStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (received, lag_ms_sum) = self.inner.receiver.received();
+        BrokerStats {
+            published: self.inner.published.load(Relaxed),
+            publish_failures: self.inner.publish_failures.load(Relaxed),
+            received,
+            dropped: self.inner.receiver.dropped(),
+            lag_ms_sum,
+        }
     }
 
     /// Messages from other nodes dropped because the [`Inbound`] channel was full.
@@ -250,14 +282,18 @@ impl Inner {
             origin: self.config.node_id.as_str().into(),
             app: app.into(),
             message: std::borrow::Cow::Borrowed(message),
+            sent_ms: crate::message::now_ms(),
         };
         let payload = envelope.encode().map_err(BrokerError::Encode)?;
-        if self.config.is_cluster() {
+        let published = if self.config.is_cluster() {
             let channel = self.keys.shard_channel(app, shard_of(message.routing_key(), self.config.shards));
             self.query::<()>("SPUBLISH", redis::cmd("SPUBLISH").arg(channel).arg(payload)).await
         } else {
             self.query::<()>("PUBLISH", redis::cmd("PUBLISH").arg(self.keys.pubsub(app)).arg(payload)).await
-        }
+        };
+        let counter = if published.is_ok() { &self.published } else { &self.publish_failures };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        published
     }
 }
 

@@ -70,7 +70,7 @@ mod presence;
 mod scripts;
 mod supervisor;
 
-pub use broker::{Broker, Health};
+pub use broker::{Broker, BrokerStats, Health};
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Unavailable};
 pub use message::{Inbound, Message};

@@ -57,17 +57,31 @@ pub(crate) struct Receiver {
     node_id: String,
     inbound: mpsc::Sender<Inbound>,
     dropped: AtomicU64,
+    received: AtomicU64,
+    lag_ms_sum: AtomicU64,
     lost: mpsc::Sender<u64>,
 }
 
 impl Receiver {
     pub(crate) fn new(node_id: String, inbound: mpsc::Sender<Inbound>, lost: mpsc::Sender<u64>) -> Self {
-        Self { node_id, inbound, dropped: AtomicU64::new(0), lost }
+        Self {
+            node_id,
+            inbound,
+            dropped: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            lag_ms_sum: AtomicU64::new(0),
+            lost,
+        }
     }
 
     /// Messages dropped because the `Inbound` channel was full.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages received from other nodes, and the sum of their lag in milliseconds.
+    pub(crate) fn received(&self) -> (u64, u64) {
+        (self.received.load(Ordering::Relaxed), self.lag_ms_sum.load(Ordering::Relaxed))
     }
 
     /// Hands a message to the server without waiting; counts it when the channel is full.
@@ -109,10 +123,17 @@ impl Receiver {
         };
         match Envelope::decode(payload) {
             Ok(envelope) if envelope.origin == self.node_id => {}
-            Ok(envelope) => self.offer(Inbound::Message {
-                app: envelope.app.into_owned(),
-                message: envelope.message.into_owned(),
-            }),
+            Ok(envelope) => {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                if envelope.sent_ms > 0 {
+                    let lag = crate::message::now_ms().saturating_sub(envelope.sent_ms);
+                    self.lag_ms_sum.fetch_add(lag, Ordering::Relaxed);
+                }
+                self.offer(Inbound::Message {
+                    app: envelope.app.into_owned(),
+                    message: envelope.message.into_owned(),
+                })
+            }
             Err(error) => tracing::warn!(%error, "undecodable broker message dropped"),
         }
     }

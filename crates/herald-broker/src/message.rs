@@ -91,6 +91,16 @@ pub(crate) struct Envelope<'a> {
     pub(crate) app: std::borrow::Cow<'a, str>,
     #[serde(rename = "m")]
     pub(crate) message: std::borrow::Cow<'a, Message>,
+    /// When it was published, milliseconds since the Unix epoch (for the lag the receivers see).
+    #[serde(rename = "s", default)]
+    pub(crate) sent_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 impl Envelope<'_> {
@@ -122,11 +132,12 @@ mod tests {
                 except: Some("1.2".into()),
                 user_id: None,
             }),
+            sent_ms: 1,
         };
         let bytes = envelope.encode().unwrap();
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
-            r#"{"o":"node-a","a":"app","m":{"t":"event","channel":"presence-room","event":"client-typing","data":"{\"x\":1}","except":"1.2"}}"#
+            r#"{"o":"node-a","a":"app","m":{"t":"event","channel":"presence-room","event":"client-typing","data":"{\"x\":1}","except":"1.2"},"s":1}"#
         );
         let back = Envelope::decode(&bytes).unwrap();
         assert_eq!(back.origin, "node-a");

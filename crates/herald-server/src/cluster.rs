@@ -31,7 +31,7 @@ pub(crate) async fn connect(
         cluster: cluster.redis_cluster,
         prefix: cluster.prefix.clone(),
         node_id: node.to_string(),
-        address: address.to_string(),
+        address: advertised(address),
         apps: config.apps.iter().map(|app| app.id.clone()).collect(),
         heartbeat: Duration::from_secs(cluster.heartbeat_secs),
         node_ttl: Duration::from_secs(cluster.node_ttl_secs),
@@ -113,4 +113,18 @@ async fn restore(state: &SharedState, broker: &Broker) {
             warn!(%error, "cannot register this node's sockets with Redis yet; retrying on the next resync")
         }
     }
+}
+
+/// The address other nodes and operators see for this node: the host name when the listener
+/// is on every address.
+fn advertised(address: SocketAddr) -> String {
+    if !address.ip().is_unspecified() {
+        return address.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", address.port())
 }

@@ -75,6 +75,11 @@ pub fn banner(
     };
     let _ = writeln!(text, "  Events     http://{shown}/apps/{{id}}/domain-events ({driver})");
     let _ = writeln!(text, "  Database   {}", redact_url(&config.database.url));
+    if config.cluster.enabled() {
+        let urls: Vec<String> = config.cluster.urls().iter().map(|url| redact_url(url)).collect();
+        let kind = if config.cluster.redis_cluster || urls.len() > 1 { "Redis Cluster" } else { "Redis" };
+        let _ = writeln!(text, "  Cluster    {kind} {} (prefix {:?})", urls.join(","), config.cluster.prefix);
+    }
     let _ = writeln!(text, "  Health     http://{shown}/up");
     let _ = writeln!(text, "  Admin      http://{admin}/metrics, http://{admin}/dashboard");
     match capacity.fd_limit {

@@ -45,6 +45,38 @@ fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// The broker's figures, with the cluster on.
+fn cluster(out: &mut String, broker: &herald_broker::Broker) {
+    let stats = broker.stats();
+    let up = matches!(broker.health(), herald_broker::Health::Up { .. });
+    header(out, "herald_redis_up", "gauge", "1 while this node reaches the cluster's Redis.");
+    line(out, "herald_redis_up", "", u8::from(up));
+    header(
+        out,
+        "herald_broker_publishes_total",
+        "counter",
+        "Messages this node sent to the other nodes, by outcome.",
+    );
+    line(out, "herald_broker_publishes_total", "outcome=\"ok\"", stats.published);
+    line(out, "herald_broker_publishes_total", "outcome=\"failed\"", stats.publish_failures);
+    header(out, "herald_broker_received_total", "counter", "Messages received from other nodes.");
+    line(out, "herald_broker_received_total", "", stats.received);
+    header(
+        out,
+        "herald_broker_dropped_total",
+        "counter",
+        "Messages from other nodes dropped because this node fell behind.",
+    );
+    line(out, "herald_broker_dropped_total", "", stats.dropped);
+    header(
+        out,
+        "herald_broker_lag_seconds_sum",
+        "counter",
+        "Sum of the received messages' lag from publish on another node to receipt here (divide by herald_broker_received_total).",
+    );
+    line(out, "herald_broker_lag_seconds_sum", "", stats.lag_ms_sum as f64 / 1000.0);
+}
+
 /// The whole exposition. Queue figures come from the database; when it is down they are
 /// omitted and `herald_database_up` is 0.
 pub(crate) async fn render(state: &SharedState) -> String {
@@ -198,6 +230,10 @@ pub(crate) async fn render(state: &SharedState) -> String {
             "Broadcasts that failed for good and wait for retry or purge.",
         );
         line(&mut out, "herald_dead_letters", "", dead);
+    }
+
+    if let crate::tenant::Fanout::Redis(broker) = &state.pusher.fanout {
+        cluster(&mut out, broker);
     }
 
     let authorizer = &state.auth.authorizer;

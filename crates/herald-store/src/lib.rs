@@ -101,7 +101,8 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options =
                 PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
-            Store::connect_postgres(options).await?
+            // Migrated by `connect_postgres`.
+            return Store::connect_postgres(options).await;
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
@@ -165,9 +166,22 @@ impl Store {
                 }
             }
             Store::Postgres(pool) => {
-                sqlx::query("CREATE TABLE IF NOT EXISTS herald_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
-                    .execute(pool)
+                // Under the lock too: nodes starting together on a new database would otherwise
+                // race on creating the table (a unique violation in PostgreSQL's catalog).
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7263017)").execute(&mut *tx).await?;
+                let exists: Option<String> =
+                    sqlx::query_scalar("SELECT to_regclass('herald_migrations')::text")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    sqlx::query(
+                        "CREATE TABLE herald_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+                    )
+                    .execute(&mut *tx)
                     .await?;
+                }
+                tx.commit().await?;
                 for &(version, name, sql) in POSTGRES_MIGRATIONS {
                     let mut tx = pool.begin().await?;
                     // One node migrates at a time; the others wait, then find the work done.
