@@ -144,7 +144,7 @@ pub fn conformance_echo_router() -> axum::Router {
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Close(_))) => return finish_close(&mut socket).await,
                         Some(Err(error)) => match violation(error) {
-                            Some(code) => close_message(code.code(), code.message()),
+                            Some(code) => close_message(code),
                             None => return,
                         },
                         None => return,
@@ -208,7 +208,7 @@ fn refusal(
 async fn refuse<S: Frames>(mut socket: S, code: CloseCode) {
     let goodbye = async {
         socket.send(error_message(code)).await?;
-        socket.send(close_message(code.code(), code.message())).await
+        socket.send(close_message(code)).await
     };
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
 }
@@ -217,8 +217,9 @@ fn error_message(code: CloseCode) -> Message {
     Message::Text(encode_error(Some(code.code()), code.message()).into())
 }
 
-fn close_message(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))
+/// The close frame of `code`, with its message as the reason.
+fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame { code: code.code(), reason: Utf8Bytes::from(code.message()) }))
 }
 
 /// The RFC 6455 close code for a frame the client got wrong; `None` when the socket just failed

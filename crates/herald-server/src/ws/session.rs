@@ -178,7 +178,7 @@ impl<'a> Session<'a> {
                     let error = encode_error(Some(code.code()), message);
                     socket.send(Message::Text(error.into())).await?;
                 }
-                socket.send(close_message(code.code(), code.message())).await
+                socket.send(close_message(code)).await
             };
             let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
             return;
