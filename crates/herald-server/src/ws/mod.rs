@@ -1,0 +1,251 @@
+//! The WebSocket endpoint `/app/{key}`: the upgrade, the connection checks and refusals, and the
+//! task of each connection.
+//!
+//! Each connection is one task: its session (session.rs) `select!`s over the client's frames, its
+//! outbox, its timers and shutdown, and is the only writer to its socket. The session works on
+//! any [`Frames`]: axum's `WebSocket` in the server, an in-memory pair in the tests.
+
+mod frames;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use herald_protocol::{encode_error, CloseCode, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::state::{SharedState, State as ServerState};
+use crate::tenant::Tenant;
+
+/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
+/// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.
+const READ_BUFFER_BYTES: usize = 1024;
+/// Bytes tungstenite may gather before writing to the socket; the buffer only grows when
+/// several frames are batched, so idle connections do not pay for it.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// How long the goodbye (error + close frame) may take before the socket is simply dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a session reads client frames from and writes its frames to: axum's `WebSocket` in the
+/// server, an in-memory pair in the tests. Sessions are generic over it (monomorphised, never
+/// `dyn`), so the server's instance costs nothing.
+pub(crate) trait Frames:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+{
+}
+
+impl<S> Frames for S where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+{
+}
+
+/// What a session needs of the server around it: its timing settings and the shutdown signal.
+/// Everything else it needs is its app (`Tenant`: hub and app config).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionContext {
+    /// Silence after which the server pings (`server.activity_timeout_secs`); announced in the
+    /// hello.
+    pub(crate) activity_timeout: Duration,
+    /// How long a ping waits for an answer, and a write for a client that does not read
+    /// (`server.pong_timeout_secs`).
+    pub(crate) pong_timeout: Duration,
+    /// Cancelled when the server shuts down: every session closes with 4200.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl SessionContext {
+    fn of(state: &ServerState) -> SessionContext {
+        SessionContext {
+            activity_timeout: Duration::from_secs(state.pusher.server.activity_timeout_secs),
+            pong_timeout: Duration::from_secs(state.pusher.server.pong_timeout_secs),
+            shutdown: state.lifecycle().shutdown.clone(),
+        }
+    }
+}
+
+/// `GET /app/{key}`: always upgrades, so that refusals reach pusher-js as close codes.
+pub(crate) async fn upgrade(
+    State(state): State<SharedState>,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let app = state.tenants().by_key(&key).cloned();
+    let max_message = app.as_ref().map_or(herald_protocol::Limits::default().max_ws_message_bytes, |app| {
+        app.config.limits.max_ws_message_bytes
+    });
+    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
+    let tracker = state.lifecycle().sessions.clone();
+    let context = SessionContext::of(&state);
+    configure(ws, max_message)
+        .on_upgrade(move |socket| tracker.track_future(connection(context, app, refusal, socket)))
+}
+
+/// The task of one upgraded connection: the refusal, or the session.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block captures its arguments once: 8 bytes less than an async fn"
+)]
+fn connection<S: Frames>(
+    context: SessionContext,
+    app: Option<Arc<Tenant>>,
+    refusal: Option<CloseCode>,
+    socket: S,
+) -> impl std::future::Future<Output = ()> + Send {
+    // The task is as large as its largest state for the connection's whole life: the
+    // refusal and the hello (each with a write timer) are boxed so only the session's wait
+    // is carried inline (see docs/benchmarks.md).
+    async move {
+        match (refusal, app) {
+            (None, Some(app)) => session::start(&context, app, socket).await,
+            (Some(code), _) => Box::pin(refuse(socket, code)).await,
+            (None, None) => Box::pin(refuse(socket, CloseCode::AppNotFound)).await,
+        }
+    }
+}
+
+/// The WebSocket settings of every session: small buffers, and messages over `max_message`
+/// refused before they are buffered.
+fn configure(ws: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+}
+
+/// Sends the close reply queued after the client's close frame (the next read flushes it), never
+/// waiting long on a client that does not read.
+async fn finish_close<S: Frames>(socket: &mut S) {
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.next()).await;
+}
+
+/// An echo endpoint on any path with exactly the sessions' WebSocket settings and protocol-error
+/// handling, for the Autobahn conformance run (`scripts/autobahn`); never part of a server.
+pub fn conformance_echo_router() -> axum::Router {
+    async fn echo(ws: WebSocketUpgrade) -> Response {
+        configure(ws, herald_protocol::Limits::default().max_ws_message_bytes).on_upgrade(
+            |mut socket| async move {
+                loop {
+                    let reply = match socket.recv().await {
+                        Some(Ok(Message::Text(text))) => Message::Text(text),
+                        Some(Ok(Message::Binary(bytes))) => Message::Binary(bytes),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) => return finish_close(&mut socket).await,
+                        Some(Err(error)) => match violation(error) {
+                            Some(code) => close_message(code),
+                            None => return,
+                        },
+                        None => return,
+                    };
+                    let closing = matches!(reply, Message::Close(_));
+                    if socket.send(reply).await.is_err() || closing {
+                        return;
+                    }
+                }
+            },
+        )
+    }
+    axum::Router::new().fallback(echo)
+}
+
+/// Any WebSocket upgrade on another path: 4005.
+pub(crate) async fn path_not_found(ws: WebSocketUpgrade) -> Response {
+    ws.read_buffer_size(READ_BUFFER_BYTES).on_upgrade(|socket| refuse(socket, CloseCode::PathNotFound))
+}
+
+/// The checks made before a connection is accepted, in the order pusher-js expects.
+fn refusal(
+    state: &ServerState,
+    app: Option<&Tenant>,
+    query: Option<&str>,
+    origin: Option<&str>,
+) -> Option<CloseCode> {
+    let protocol = query.and_then(|query| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(name, _)| name == "protocol")
+            .map(|(_, value)| value)
+    });
+    let Some(protocol) = protocol else {
+        return Some(CloseCode::NoProtocolVersion);
+    };
+    let Ok(version) = protocol.parse::<u32>() else {
+        return Some(CloseCode::InvalidVersionFormat);
+    };
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+        return Some(CloseCode::UnsupportedProtocol);
+    }
+    let Some(app) = app else {
+        return Some(CloseCode::AppNotFound);
+    };
+    if !app.config.enabled {
+        return Some(CloseCode::AppDisabled);
+    }
+    if !app.config.origin_allowed(origin) {
+        return Some(CloseCode::Unauthorized);
+    }
+    if state.lifecycle().is_draining() {
+        return Some(CloseCode::Reconnect);
+    }
+    None
+}
+
+/// Sends the refusal (error + close frame); a peer that does not read cannot hold it longer than
+/// [`CLOSE_WRITE_TIMEOUT`].
+async fn refuse<S: Frames>(mut socket: S, code: CloseCode) {
+    let goodbye = async {
+        socket.send(error_message(code)).await?;
+        socket.send(close_message(code)).await
+    };
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
+}
+
+fn error_message(code: CloseCode) -> Message {
+    Message::Text(encode_error(Some(code.code()), code.message()).into())
+}
+
+/// The close frame of `code`, with its message as the reason.
+fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame { code: code.code(), reason: Utf8Bytes::from(code.message()) }))
+}
+
+/// The RFC 6455 close code for a frame the client got wrong; `None` when the socket just failed
+/// (reset, closed) and there is nobody to tell.
+fn violation(error: axum::Error) -> Option<CloseCode> {
+    use tungstenite::error::ProtocolError;
+    let error = error.into_inner();
+    let Some(error) = error.downcast_ref::<tungstenite::Error>() else {
+        debug!(?error, "socket read failed");
+        return None;
+    };
+    match error {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::MessageTooBig),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::InvalidPayload),
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::ReceivedAfterClosing
+            | ProtocolError::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(protocol) => {
+            debug!(error = %protocol, "websocket protocol violation");
+            Some(CloseCode::ProtocolViolation)
+        }
+        other => {
+            debug!(error = %other, "socket read failed");
+            None
+        }
+    }
+}

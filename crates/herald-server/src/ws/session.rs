@@ -1,0 +1,278 @@
+//! One connection's session: the hello, the loop that is the only writer to its socket, its
+//! timers (activity ping, pong deadline, sign-in deadline), its writes (each raced against the
+//! kill switch, shutdown and the stall deadline) and the goodbye.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::{SinkExt as _, StreamExt as _};
+use herald_hub::{Outbox, SocketHandle};
+use herald_protocol::{encode_error, encode_server_event, ChannelName, CloseCode};
+use serde_json::json;
+use tokio::time::{sleep_until, Instant};
+use tracing::{instrument, warn};
+
+use super::{close_message, finish_close, refuse, violation, Frames, SessionContext, CLOSE_WRITE_TIMEOUT};
+use crate::tenant::Tenant;
+
+/// Frames written in one go (one flush) when the outbox holds several.
+const WRITE_BATCH: usize = 64;
+
+/// Why a write was given up on (4100).
+const SLOW_CONSUMER: &str = "slow consumer: the client stopped reading";
+
+/// Registers the connection, says hello (`pusher:connection_established`), runs the session and
+/// leaves the hub when it ends.
+pub(super) async fn start<S: Frames>(context: &SessionContext, app: Arc<Tenant>, mut socket: S) {
+    let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
+    let Some((handle, outbox)) = app.hub.register(max) else {
+        Box::pin(refuse(socket, CloseCode::OverConnectionQuota)).await;
+        return;
+    };
+    let established = json!({
+        "socket_id": handle.id.as_str(),
+        "activity_timeout": context.activity_timeout.as_secs(),
+    })
+    .to_string();
+    let hello = encode_server_event("pusher:connection_established", None, &established, None);
+    if matches!(
+        Box::pin(tokio::time::timeout(context.pong_timeout, socket.send(Message::Text(hello.into())))).await,
+        Ok(Ok(()))
+    ) {
+        let mut session = Session::new(context, app.clone(), handle);
+        session.run(&mut socket, outbox).await;
+        session.finish();
+    } else {
+        app.hub.unregister(handle.key, std::iter::empty(), None);
+    }
+}
+
+/// What one connection knows about itself.
+pub(super) struct Session<'a> {
+    pub(super) context: &'a SessionContext,
+    pub(super) app: Arc<Tenant>,
+    pub(super) handle: SocketHandle<Utf8Bytes>,
+    /// Subscribed channels; for presence channels, the user id the socket joined as.
+    pub(super) channels: HashMap<ChannelName, Option<Arc<str>>>,
+    /// Set by `pusher:signin`.
+    pub(super) user_id: Option<String>,
+    /// Signed in, or subscribed to a channel that needed auth.
+    pub(super) authorized: bool,
+    pub(super) last_seen: Instant,
+    pub(super) ping_sent: Option<Instant>,
+    pub(super) client_events_window: (Instant, u32),
+    /// Messages of any kind received in the current one-second window.
+    pub(super) messages_window: (Instant, u32),
+}
+
+/// What the session loop does after handling a frame.
+pub(super) enum Next {
+    Continue,
+    Close(CloseCode),
+    /// Close, explaining why in the `pusher:error` instead of the code's generic message.
+    CloseBecause(CloseCode, String),
+    /// End the session without a goodbye: the socket is gone.
+    End,
+    /// The client sent a close frame: send the reply the WebSocket library queued, then end.
+    ClientClosed,
+}
+
+/// What a frame handler ends with; `Err` stops the handling early with what the loop must do.
+pub(super) type Handled = Result<Next, Next>;
+
+impl<'a> Session<'a> {
+    fn new(context: &'a SessionContext, app: Arc<Tenant>, handle: SocketHandle<Utf8Bytes>) -> Session<'a> {
+        let now = Instant::now();
+        Session {
+            context,
+            app,
+            handle,
+            channels: HashMap::new(),
+            user_id: None,
+            authorized: false,
+            last_seen: now,
+            ping_sent: None,
+            client_events_window: (now, 0),
+            messages_window: (now, 0),
+        }
+    }
+
+    fn next_deadline(&self, started: Instant) -> Instant {
+        let mut deadline = match self.ping_sent {
+            Some(sent) => sent + self.context.pong_timeout,
+            None => self.last_seen + self.context.activity_timeout,
+        };
+        if self.app.config.user_authentication_required && !self.authorized {
+            deadline =
+                deadline.min(started + Duration::from_secs(self.app.config.user_authentication_timeout_secs));
+        }
+        deadline
+    }
+
+    // A debug-level span: at the default level it is disabled and costs an idle connection nothing.
+    #[instrument(level = "debug", skip_all, fields(app = %self.app.config.id, socket = %self.handle.id))]
+    async fn run<S: Frames>(&mut self, socket: &mut S, mut outbox: Outbox<Utf8Bytes>) {
+        let started = Instant::now();
+        let context = self.context;
+        loop {
+            let deadline = self.next_deadline(started);
+            let next = tokio::select! {
+                biased;
+                code = self.handle.closed() => Next::Close(code),
+                _ = context.shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
+                frame = outbox.recv() => match frame {
+                    // A client that stops reading blocks this write: race it with the kill switch
+                    // and the stall deadline so a slow consumer is still closed (4100) and its
+                    // memory freed.
+                    // The stall timer lives in the boxed write, so an idle session does not
+                    // carry it.
+                    Some(frame) => tokio::select! {
+                        sent = Box::pin(tokio::time::timeout(
+                            context.pong_timeout,
+                            write_batch(socket, frame, &mut outbox),
+                        )) => match sent {
+                            Ok(Ok(())) => Next::Continue,
+                            Ok(Err(_)) => return,
+                            Err(_) => Next::CloseBecause(CloseCode::OverCapacity, SLOW_CONSUMER.into()),
+                        },
+                        code = self.handle.closed() => Next::Close(code),
+                        _ = context.shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
+                    },
+                    None => return,
+                },
+                incoming = socket.next() => match incoming {
+                    // Boxed: the handling of a frame is rare next to waiting, and an idle connection should
+                    // not carry its state inline.
+                    Some(Ok(message)) => {
+                        let handled = Box::pin(self.on_message(socket, message)).await;
+                        handled.unwrap_or_else(|stop| stop)
+                    }
+                    Some(Err(error)) => match violation(error) {
+                        Some(code) => Next::Close(code),
+                        None => return,
+                    },
+                    None => return,
+                },
+                _ = sleep_until(deadline) => Box::pin(self.on_timer(socket, started)).await,
+            };
+            let (code, reason) = match next {
+                Next::Continue => continue,
+                Next::End => return,
+                Next::ClientClosed => {
+                    finish_close(socket).await;
+                    return;
+                }
+                Next::Close(code) => (code, None),
+                Next::CloseBecause(code, reason) => (code, Some(reason)),
+            };
+            if code == CloseCode::OverCapacity {
+                self.app.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(reason = reason.as_deref().unwrap_or("outbox full"), "closing with 4100");
+            }
+            // The peer may not be reading at all (a slow consumer): never wait long on it.
+            let goodbye = async {
+                if !code.is_websocket_level() {
+                    let message = reason.as_deref().unwrap_or(code.message());
+                    let error = encode_error(Some(code.code()), message);
+                    socket.send(Message::Text(error.into())).await?;
+                }
+                socket.send(close_message(code)).await
+            };
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
+            return;
+        }
+    }
+
+    /// Writes a frame the session itself produces (a pong, an error, a subscription reply). A
+    /// client that sends without reading cannot hold the session here: the write is raced
+    /// against the kill switch, shutdown and the stall deadline (`pong_timeout`, the same
+    /// patience the heartbeat has).
+    pub(super) async fn send<S: Frames>(
+        &self,
+        socket: &mut S,
+        frame: impl Into<Utf8Bytes>,
+    ) -> Result<(), Next> {
+        tokio::select! {
+            biased;
+            code = self.handle.closed() => Err(Next::Close(code)),
+            _ = self.context.shutdown.cancelled() => Err(Next::Close(CloseCode::Reconnect)),
+            sent = tokio::time::timeout(self.context.pong_timeout, socket.send(Message::Text(frame.into()))) => {
+                match sent {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(Next::End),
+                    Err(_) => Err(Next::CloseBecause(CloseCode::OverCapacity, SLOW_CONSUMER.into())),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn send_error<S: Frames>(
+        &self,
+        socket: &mut S,
+        code: Option<u16>,
+        message: &str,
+    ) -> Result<(), Next> {
+        self.send(socket, encode_error(code, message)).await
+    }
+
+    pub(super) async fn send_subscription_error<S: Frames>(
+        &self,
+        socket: &mut S,
+        channel: &str,
+        kind: &str,
+        error: &str,
+        status: u16,
+    ) -> Result<(), Next> {
+        let data = json!({ "type": kind, "error": error, "status": status }).to_string();
+        self.send(socket, encode_server_event("pusher:subscription_error", Some(channel), &data, None)).await
+    }
+
+    /// Leaves every channel and the user registry.
+    fn finish(self) {
+        self.app.hub.unregister(self.handle.key, self.channels.keys(), self.user_id.as_deref());
+    }
+
+    async fn on_timer<S: Frames>(&mut self, socket: &mut S, started: Instant) -> Next {
+        let now = Instant::now();
+        let config = &self.app.config;
+        if config.user_authentication_required
+            && !self.authorized
+            && now >= started + Duration::from_secs(config.user_authentication_timeout_secs)
+        {
+            return Next::Close(CloseCode::Unauthorized);
+        }
+        match self.ping_sent {
+            Some(sent) if now >= sent + self.context.pong_timeout => Next::Close(CloseCode::PongNotReceived),
+            Some(_) => Next::Continue,
+            None if now >= self.last_seen + self.context.activity_timeout => {
+                self.ping_sent = Some(now);
+                let ping = encode_server_event("pusher:ping", None, "{}", None);
+                match self.send(socket, ping).await {
+                    Ok(()) => Next::Continue,
+                    Err(Next::End) => Next::Close(CloseCode::PongNotReceived),
+                    Err(stop) => stop,
+                }
+            }
+            None => Next::Continue,
+        }
+    }
+}
+
+/// Writes `first` and whatever else the outbox already holds (up to a batch), then flushes once:
+/// one syscall for a burst instead of one per frame.
+async fn write_batch<S: Frames>(
+    socket: &mut S,
+    first: Utf8Bytes,
+    outbox: &mut Outbox<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match outbox.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
