@@ -79,6 +79,9 @@ where
             body_of(&pusher, &app_id, bytes)?
         };
         let (app, query) = authenticate(&pusher, &app_id, &method, &uri, &body)?;
+        if !app.admit_api_call().await {
+            return Err(ApiError::RateLimited(app.config.max_api_requests_per_second));
+        }
         Ok(Signed { app, query, body })
     }
 }
@@ -158,9 +161,6 @@ fn authenticate(
     }
     if !app.config.enabled {
         return Err(ApiError::AppDisabled);
-    }
-    if !app.admit_api_request() {
-        return Err(ApiError::RateLimited(app.config.max_api_requests_per_second));
     }
     if state.lifecycle.is_draining() {
         return Err(ApiError::Unavailable);

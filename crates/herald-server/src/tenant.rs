@@ -8,10 +8,29 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use herald_broker::{Broker, BrokerError, Message};
-use herald_hub::{ChannelInfo, Hub};
+use herald_hub::{ChannelInfo, Hub, PresenceSnapshot};
 use herald_protocol::{ChannelKind, ChannelName};
 
 use crate::config::AppConfig;
+
+/// A closed socket's subscriptions, for the cluster to be told: each channel with the presence
+/// user it joined as.
+#[derive(Debug)]
+pub(crate) struct Departure {
+    pub(crate) tenant: std::sync::Arc<Tenant>,
+    pub(crate) socket_id: String,
+    pub(crate) channels: Vec<(ChannelName, Option<std::sync::Arc<str>>)>,
+}
+
+impl Departure {
+    /// The socket's goodbye to the cluster: it left its channels, and its connection closed.
+    pub(crate) async fn tell(self) {
+        for (channel, user_id) in &self.channels {
+            self.tenant.left(channel, &self.socket_id, user_id.as_deref()).await;
+        }
+        self.tenant.connection_closed().await;
+    }
+}
 
 /// Where a tenant's publications go besides this node's hub: nowhere (one node), or to every
 /// other node through Redis. Every publisher goes through `Tenant::publish`, so none knows which.
@@ -182,7 +201,130 @@ impl Tenant {
         }
     }
 
-    /// Counts one API request; false when the app is over `max_api_requests_per_second`.
+    /// Whether this tenant is one of a cluster's (its sessions register with Redis).
+    pub fn clustered(&self) -> bool {
+        matches!(self.fanout, Fanout::Redis(_))
+    }
+
+    /// A socket the hub just subscribed, told to the cluster: counted there, and for presence
+    /// channels a user new to the whole cluster is announced (here and on the other nodes).
+    /// Returns the cluster-wide members for `subscription_succeeded` (`None`: the hub's own),
+    /// or `Err(max)` when the presence channel is full across the cluster (the subscription was
+    /// taken back there; the caller takes it back from the hub).
+    pub async fn joined(
+        &self,
+        channel: &ChannelName,
+        socket_id: &str,
+        member: Option<&(String, serde_json::Value)>,
+        max_presence_members: usize,
+    ) -> Result<Option<PresenceSnapshot>, usize> {
+        let Fanout::Redis(broker) = &self.fanout else { return Ok(None) };
+        let app = self.config.id.as_str();
+        let info_text = member.map(|(_, info)| info.to_string());
+        let as_member = member
+            .zip(info_text.as_deref())
+            .map(|((user_id, _), user_info)| herald_broker::Member { user_id: user_id.as_str(), user_info });
+        let joined = match broker.join(app, channel.as_str(), socket_id, as_member).await {
+            Ok(joined) => joined,
+            Err(error) => {
+                // Re-registered with the rest of this node's state when Redis is back.
+                tracing::warn!(%error, channel = %channel, "subscription not registered with the cluster yet");
+                return Ok(None);
+            }
+        };
+        let Some((user_id, info)) = member else { return Ok(None) };
+        if joined.first_for_user && joined.user_count as usize > max_presence_members {
+            let _ = broker.leave(app, channel.as_str(), socket_id, Some(user_id)).await;
+            return Err(max_presence_members);
+        }
+        if joined.first_for_user {
+            let frame = herald_hub::member_added(channel.as_str(), user_id, info);
+            self.hub.send_to_channel(channel.as_str(), &frame, Some(socket_id));
+            let added = Message::MemberAdded {
+                channel: channel.as_str().to_owned(),
+                user_id: user_id.clone(),
+                user_info: info_text.unwrap_or_default(),
+            };
+            if let Err(error) = broker.publish(app, &added).await {
+                tracing::warn!(%error, channel = %channel, "member_added reached this node only");
+            }
+        }
+        match broker.members(app, channel.as_str()).await {
+            Ok(members) => {
+                let mut ids = Vec::with_capacity(members.len());
+                let mut hash = serde_json::Map::new();
+                for (id, info) in members {
+                    hash.insert(id.clone(), serde_json::from_str(&info).unwrap_or(serde_json::Value::Null));
+                    ids.push(id);
+                }
+                ids.sort();
+                Ok(Some(PresenceSnapshot { ids, hash }))
+            }
+            Err(error) => {
+                tracing::warn!(%error, channel = %channel, "presence members of this node only");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A socket the hub just let go of, told to the cluster: a presence user whose last socket
+    /// anywhere it was is announced gone (here and on the other nodes).
+    pub async fn left(&self, channel: &ChannelName, socket_id: &str, user_id: Option<&str>) {
+        let Fanout::Redis(broker) = &self.fanout else { return };
+        let app = self.config.id.as_str();
+        let left = match broker.leave(app, channel.as_str(), socket_id, user_id).await {
+            Ok(left) => left,
+            Err(error) => {
+                tracing::warn!(%error, channel = %channel, "unsubscription not told to the cluster yet");
+                return;
+            }
+        };
+        if let (true, Some(user_id)) = (left.last_for_user, user_id) {
+            let frame = herald_hub::member_removed(channel.as_str(), user_id);
+            self.hub.send_to_channel(channel.as_str(), &frame, None);
+            let removed =
+                Message::MemberRemoved { channel: channel.as_str().to_owned(), user_id: user_id.to_owned() };
+            if let Err(error) = broker.publish(app, &removed).await {
+                tracing::warn!(%error, channel = %channel, "member_removed reached this node only");
+            }
+        }
+    }
+
+    /// A new connection, counted against the app's `max_connections` across the cluster;
+    /// false when the cluster is full (this node's own count is the hub's). A Redis outage
+    /// leaves the node's own limit in force.
+    pub async fn admit_connection(&self) -> bool {
+        let (Fanout::Redis(broker), max) = (&self.fanout, self.config.max_connections) else { return true };
+        if max == 0 {
+            return true;
+        }
+        broker.connection_opened(&self.config.id, Some(max as u64)).await.unwrap_or(true)
+    }
+
+    /// A connection admitted by `admit_connection` closed.
+    pub async fn connection_closed(&self) {
+        if let (Fanout::Redis(broker), 1..) = (&self.fanout, self.config.max_connections) {
+            let _ = broker.connection_closed(&self.config.id).await;
+        }
+    }
+
+    /// Counts one API request across the cluster; false when the app is over
+    /// `max_api_requests_per_second`. A Redis outage leaves this node's own window in force.
+    pub async fn admit_api_call(&self) -> bool {
+        let limit = self.config.max_api_requests_per_second;
+        match &self.fanout {
+            Fanout::Redis(broker) if limit > 0 => {
+                match broker.admit_api_request(&self.config.id, limit).await {
+                    Ok(admitted) => admitted,
+                    Err(_) => self.admit_api_request(),
+                }
+            }
+            _ => self.admit_api_request(),
+        }
+    }
+
+    /// Counts one API request in this node's window; false when the app is over
+    /// `max_api_requests_per_second`.
     pub fn admit_api_request(&self) -> bool {
         let limit = self.config.max_api_requests_per_second;
         if limit == 0 {

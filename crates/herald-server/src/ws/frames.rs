@@ -54,8 +54,9 @@ impl Session<'_> {
             ClientEvent::Pong => Ok(Next::Continue),
             ClientEvent::Subscribe(data) => self.on_subscribe(socket, data).await,
             ClientEvent::Unsubscribe { channel } => {
-                if let Some((name, _)) = self.channels.remove_entry(channel.as_str()) {
+                if let Some((name, user_id)) = self.channels.remove_entry(channel.as_str()) {
                     self.app.hub.unsubscribe(self.handle.key, &name);
+                    self.app.left(&name, self.handle.id.as_str(), user_id.as_deref()).await;
                 }
                 Ok(Next::Continue)
             }
@@ -112,6 +113,8 @@ impl Session<'_> {
             }
         };
         let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
+        // In a cluster the member is told to Redis after the hub has it.
+        let cluster_member = if self.app.clustered() { member.clone() } else { None };
         let outcome =
             match self.app.hub.subscribe(&self.handle, &channel, member, limits.max_presence_members) {
                 Ok(outcome) => outcome,
@@ -123,13 +126,29 @@ impl Session<'_> {
                 }
                 Err(SubscribeError::SocketGone) => return Ok(Next::End),
             };
+        let mut presence = outcome.presence;
+        if self.app.clustered() {
+            let socket_id = self.handle.id.as_str();
+            let max = limits.max_presence_members;
+            match self.app.joined(&channel, socket_id, cluster_member.as_ref(), max).await {
+                Ok(Some(members)) => presence = Some(members),
+                Ok(None) => {}
+                Err(max) => {
+                    self.app.hub.unsubscribe(self.handle.key, &channel);
+                    let message = format!("presence channel is full ({max} members)");
+                    self.send_subscription_error(socket, channel.as_str(), "LimitReached", &message, 403)
+                        .await?;
+                    return Ok(Next::Continue);
+                }
+            }
+        }
         // Recorded before any reply is written, so that a session ending mid-reply still leaves
         // the channel (and its presence) when it finishes.
         self.channels.insert(channel.clone(), user_id);
         if channel.kind().requires_auth() {
             self.authorized = true;
         }
-        let succeeded_data = outcome.presence.map_or_else(|| "{}".to_owned(), |presence| presence.to_data());
+        let succeeded_data = presence.map_or_else(|| "{}".to_owned(), |presence| presence.to_data());
         let succeeded = encode_server_event(
             "pusher_internal:subscription_succeeded",
             Some(channel.as_str()),

@@ -101,7 +101,7 @@ fn connection<S: Frames>(
     context: SessionContext,
     app: Option<Arc<Tenant>>,
     refusal: Option<CloseCode>,
-    socket: S,
+    mut socket: S,
 ) -> impl std::future::Future<Output = ()> + Send {
     // The task is as large as its largest state for the connection's whole life: the
     // refusal and the hello (each with a write timer) are boxed so only the session's wait
@@ -109,8 +109,8 @@ fn connection<S: Frames>(
     async move {
         match (refusal, app) {
             (None, Some(app)) => session::start(&context, app, socket).await,
-            (Some(code), _) => Box::pin(refuse(socket, code)).await,
-            (None, None) => Box::pin(refuse(socket, CloseCode::AppNotFound)).await,
+            (Some(code), _) => Box::pin(refuse(&mut socket, code)).await,
+            (None, None) => Box::pin(refuse(&mut socket, CloseCode::AppNotFound)).await,
         }
     }
 }
@@ -162,7 +162,8 @@ pub fn conformance_echo_router() -> axum::Router {
 
 /// Any WebSocket upgrade on another path: 4005.
 pub(crate) async fn path_not_found(ws: WebSocketUpgrade) -> Response {
-    ws.read_buffer_size(READ_BUFFER_BYTES).on_upgrade(|socket| refuse(socket, CloseCode::PathNotFound))
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .on_upgrade(|mut socket| async move { refuse(&mut socket, CloseCode::PathNotFound).await })
 }
 
 /// The checks made before a connection is accepted, in the order pusher-js expects.
@@ -205,7 +206,7 @@ fn refusal(
 
 /// Sends the refusal (error + close frame); a peer that does not read cannot hold it longer than
 /// [`CLOSE_WRITE_TIMEOUT`].
-async fn refuse<S: Frames>(mut socket: S, code: CloseCode) {
+async fn refuse<S: Frames>(socket: &mut S, code: CloseCode) {
     let goodbye = async {
         socket.send(error_message(code)).await?;
         socket.send(close_message(code)).await

@@ -15,7 +15,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{instrument, warn};
 
 use super::{close_message, finish_close, refuse, violation, Frames, SessionContext, CLOSE_WRITE_TIMEOUT};
-use crate::tenant::Tenant;
+use crate::tenant::{Departure, Tenant};
 
 /// Frames written in one go (one flush) when the outbox holds several.
 const WRITE_BATCH: usize = 64;
@@ -28,7 +28,7 @@ const SLOW_CONSUMER: &str = "slow consumer: the client stopped reading";
 pub(super) async fn start<S: Frames>(context: &SessionContext, app: Arc<Tenant>, mut socket: S) {
     let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
     let Some((handle, outbox)) = app.hub.register(max) else {
-        Box::pin(refuse(socket, CloseCode::OverConnectionQuota)).await;
+        Box::pin(refuse(&mut socket, CloseCode::OverConnectionQuota)).await;
         return;
     };
     let established = json!({
@@ -37,16 +37,44 @@ pub(super) async fn start<S: Frames>(context: &SessionContext, app: Arc<Tenant>,
     })
     .to_string();
     let hello = encode_server_event("pusher:connection_established", None, &established, None);
-    if matches!(
-        Box::pin(tokio::time::timeout(context.pong_timeout, socket.send(Message::Text(hello.into())))).await,
-        Ok(Ok(()))
-    ) {
-        let mut session = Session::new(context, app.clone(), handle);
-        session.run(&mut socket, outbox).await;
-        session.finish();
-    } else {
-        app.hub.unregister(handle.key, std::iter::empty(), None);
+    // In a cluster the app's connections are counted across nodes first. One boxed step, so
+    // an idle session's task does not carry it.
+    let greeted = Box::pin(async {
+        if app.clustered() && !app.admit_connection().await {
+            refuse(&mut socket, CloseCode::OverConnectionQuota).await;
+            return Greeting::Full;
+        }
+        match tokio::time::timeout(context.pong_timeout, socket.send(Message::Text(hello.into()))).await {
+            Ok(Ok(())) => Greeting::Sent,
+            _ => {
+                app.connection_closed().await;
+                Greeting::Failed
+            }
+        }
+    })
+    .await;
+    match greeted {
+        Greeting::Sent => {
+            let mut session = Session::new(context, app.clone(), handle);
+            session.run(&mut socket, outbox).await;
+            if let Some(departure) = session.finish() {
+                Box::pin(departure.tell()).await;
+            }
+        }
+        Greeting::Failed => {
+            app.hub.unregister(handle.key, std::iter::empty(), None);
+        }
+        Greeting::Full => app.hub.unregister(handle.key, std::iter::empty(), None),
     }
+}
+
+/// How the hello went.
+enum Greeting {
+    Sent,
+    /// The client did not take it: it is gone.
+    Failed,
+    /// The app is at `max_connections` across the cluster: refused with 4004.
+    Full,
 }
 
 /// What one connection knows about itself.
@@ -229,9 +257,15 @@ impl<'a> Session<'a> {
         self.send(socket, encode_server_event("pusher:subscription_error", Some(channel), &data, None)).await
     }
 
-    /// Leaves every channel and the user registry.
-    fn finish(self) {
+    /// Leaves every channel and the user registry. In a cluster, answers the socket id and the
+    /// channels it left, for the cluster to be told.
+    fn finish(self) -> Option<Departure> {
         self.app.hub.unregister(self.handle.key, self.channels.keys(), self.user_id.as_deref());
+        self.app.clustered().then(|| Departure {
+            socket_id: self.handle.id.as_str().to_owned(),
+            channels: self.channels.into_iter().collect(),
+            tenant: self.app,
+        })
     }
 
     async fn on_timer<S: Frames>(&mut self, socket: &mut S, started: Instant) -> Next {
