@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod authorization;
+mod cluster;
 mod dashboard;
 mod harness;
 mod hostile;
