@@ -76,25 +76,51 @@ pub struct Plan {
     pub campaign: Option<(String, String)>,
 }
 
-/// A catalog channel's name on the wire: Pusher's `private-` prefix on the personal channels, and
-/// on the admin channels unless `admin_channels_public` (`channels.admin_visibility = "public"`).
-/// `herald_protocol::base_name` reads a wire name back (the policies match the logical name).
-pub fn wire_channel(logical: &str, admin_channels_public: bool) -> String {
-    let admin = logical == "admin-dashboard"
-        || logical.starts_with("admin-role-")
-        || matches!(logical, "security-alerts" | "compliance-notifications" | "payment-notifications");
-    let personal =
-        ["user.notifications.", "organization.", "campaign."].iter().any(|p| logical.starts_with(p));
-    if personal || (admin && !admin_channels_public) {
-        format!("private-{logical}")
-    } else {
-        logical.to_owned()
-    }
-}
+/// A channel of the catalog by its logical name (`payment-notifications`,
+/// `user.notifications.42`): what the notification layer stores and the policies match. Clients
+/// subscribe to its `wire` name; `from_wire` reads a wire name back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CatalogChannel(String);
 
-/// The personal channel of a user.
-pub fn user_channel(user_id: &str) -> String {
-    format!("user.notifications.{user_id}")
+impl CatalogChannel {
+    /// The channel of this logical name.
+    pub fn new(logical: impl Into<String>) -> CatalogChannel {
+        CatalogChannel(logical.into())
+    }
+
+    /// The personal channel of a user.
+    pub fn user(user_id: &str) -> CatalogChannel {
+        CatalogChannel(format!("user.notifications.{user_id}"))
+    }
+
+    /// The channel a wire name (`private-payment-notifications`) or a logical name stands for.
+    pub fn from_wire(name: &str) -> CatalogChannel {
+        CatalogChannel(herald_protocol::base_name(name).to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The name on the wire: Pusher's `private-` prefix on the personal channels, and on the
+    /// admin channels unless `admin_channels_public` (`channels.admin_visibility = "public"`).
+    pub fn wire(&self, admin_channels_public: bool) -> String {
+        let logical = self.0.as_str();
+        let admin = logical == "admin-dashboard"
+            || logical.starts_with("admin-role-")
+            || matches!(logical, "security-alerts" | "compliance-notifications" | "payment-notifications");
+        let personal =
+            ["user.notifications.", "organization.", "campaign."].iter().any(|p| logical.starts_with(p));
+        if personal || (admin && !admin_channels_public) {
+            format!("private-{logical}")
+        } else {
+            logical.to_owned()
+        }
+    }
 }
 
 /// Validates `data` for `event_type` and plans what it becomes. On refusal, every field at fault
@@ -250,8 +276,11 @@ fn payment_failed(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
         "payment_id": payment_id, "donation_id": donation_id, "amount": amount.to_json(), "currency": currency,
         "reason": reason, "user_id": user_id, "organization_id": organization_id,
     });
-    let channels =
-        vec!["payment-notifications".into(), "admin-role-finance_admin".into(), user_channel(&user_id)];
+    let channels = vec![
+        "payment-notifications".into(),
+        "admin-role-finance_admin".into(),
+        CatalogChannel::user(&user_id).into_string(),
+    ];
     let mut planned = broadcast("payment.failed", channels, Lane::Critical, "urgent", fields.clone());
     planned.personal = Some((user_id.clone(), "payment.failed".into()));
     Some(Plan {
@@ -342,7 +371,7 @@ fn notification_created(data: &Fields<'_>, check: &mut Check) -> Option<Plan> {
     });
     let mut planned = broadcast(
         "notification.created",
-        vec![user_channel(&user_id)],
+        vec![CatalogChannel::user(&user_id).into_string()],
         lane,
         &priority,
         json!({ "notification": body }),
@@ -384,8 +413,8 @@ mod tests {
         ];
         for public_admin in [false, true] {
             for logical in channels {
-                let wire = wire_channel(logical, public_admin);
-                assert_eq!(herald_protocol::base_name(&wire), logical, "{wire}");
+                let wire = CatalogChannel::new(logical).wire(public_admin);
+                assert_eq!(CatalogChannel::from_wire(&wire).as_str(), logical, "{wire}");
             }
         }
     }
@@ -544,8 +573,10 @@ mod tests {
             ("system-maintenance", "system-maintenance", "system-maintenance"),
         ];
         for (logical, private, public) in table {
-            assert_eq!(wire_channel(logical, false), private, "{logical}");
-            assert_eq!(wire_channel(logical, true), public, "{logical} with public admin channels");
+            let channel = CatalogChannel::new(logical);
+            assert_eq!(channel.wire(false), private, "{logical}");
+            assert_eq!(channel.wire(true), public, "{logical} with public admin channels");
+            assert_eq!(CatalogChannel::from_wire(&channel.wire(false)), channel, "{logical} read back");
         }
     }
 
@@ -560,7 +591,7 @@ mod tests {
             broadcast.channels,
             ["payment-notifications", "admin-role-finance_admin", "user.notifications.42"]
         );
-        assert_eq!(user_channel("42"), "user.notifications.42");
+        assert_eq!(CatalogChannel::user("42").as_str(), "user.notifications.42");
         assert_eq!((broadcast.lane, broadcast.priority.as_str()), (Lane::Critical, "urgent"));
         assert_eq!(broadcast.personal, Some(("42".into(), "payment.failed".into())));
         let inbox = plan.notification.expect("an inbox notification");

@@ -18,8 +18,7 @@ pub use amount::{Amount, AmountError};
 pub use audit::AuditDetail;
 pub use broadcaster::{Campaign, Donation, NotificationBroadcaster, Payment, UserNotification};
 pub use catalog::{
-    plan, user_channel, wire_channel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification,
-    EVENT_TYPES,
+    plan, CatalogChannel, CatalogSettings, Plan, PlannedBroadcast, PlannedNotification, EVENT_TYPES,
 };
 pub use driver::{check_upstream, DeliveryError, Driver, LocalPublish, Published, PusherUpstream};
 pub use fields::{parse_since, rfc3339, FieldError};

@@ -219,7 +219,7 @@ impl Notifier {
     }
 
     pub fn wire_channel(&self, logical: &str) -> String {
-        crate::catalog::wire_channel(logical, self.settings.admin_channels_public)
+        crate::CatalogChannel::new(logical).wire(self.settings.admin_channels_public)
     }
 
     /// Validates every event of the batch, then stores the accepted ones with their jobs in one
@@ -353,7 +353,7 @@ impl Notifier {
             if let Some((user_id, notification_type)) = &planned.personal {
                 let preference = self.store.preference(user_id, notification_type).await?;
                 if !preference.realtime {
-                    let channel = crate::catalog::user_channel(user_id);
+                    let channel = crate::CatalogChannel::user(user_id).into_string();
                     planned.channels.retain(|name| *name != channel);
                     audits.push(NewAudit {
                         broadcast_id: Some(broadcast_id.clone()),

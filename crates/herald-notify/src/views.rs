@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::AuditDetail;
-use crate::catalog::wire_channel;
+use crate::catalog::CatalogChannel;
 use crate::fields::rfc3339;
 
 /// One notification in a user's inbox, as the users' API shows it.
@@ -183,7 +183,7 @@ impl DeadLetterView {
             channels: letter
                 .channels
                 .iter()
-                .map(|channel| wire_channel(channel, admin_channels_public))
+                .map(|channel| CatalogChannel::new(channel.as_str()).wire(admin_channels_public))
                 .collect(),
             attempts: letter.attempts,
             last_error: letter.last_error.clone(),

@@ -168,8 +168,8 @@ pub(crate) async fn channel_history(
 ) -> Result<Json<Value>, ApiError> {
     let authorizer = &state.authorizer;
     let identity = authorizer.identify(&headers)?;
-    let logical = herald_protocol::base_name(&channel).to_owned();
-    let wire = state.notifier.wire_channel(&logical);
+    let logical = herald_notify::CatalogChannel::from_wire(&channel);
+    let wire = state.notifier.wire_channel(logical.as_str());
     let wire =
         ChannelName::parse(&wire, 200).map_err(|error| ApiError::invalid("channel", error.to_string()))?;
     if wire.kind().requires_auth() {
@@ -180,8 +180,12 @@ pub(crate) async fn channel_history(
         Some(text) => text.parse::<i64>().map_err(|_| ApiError::invalid("after", "must be an event seq"))?,
     };
     let limit = limit_of(query.limit.as_deref())?;
-    let events =
-        state.notifier.records().channel_history(&logical, after, limit).await.map_err(unavailable)?;
+    let events = state
+        .notifier
+        .records()
+        .channel_history(logical.as_str(), after, limit)
+        .await
+        .map_err(unavailable)?;
     let last = events.last().map(|event| event.seq);
     Ok(Json(json!({ "channel": wire.as_str(), "events": events, "next_after": last.unwrap_or(after) })))
 }

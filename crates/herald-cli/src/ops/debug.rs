@@ -268,7 +268,7 @@ async fn test_channels(target: &Target, style: &Style) -> bool {
         "payment-notifications".to_owned(),
     ]
     .iter()
-    .map(|logical| herald_notify::wire_channel(logical, public_admin))
+    .map(|logical| herald_notify::CatalogChannel::new(logical.as_str()).wire(public_admin))
     .collect();
     channels.push(format!("presence-organization.{org}"));
     let mut socket = match Socket::connect(&target.ws_url()).await {

@@ -88,7 +88,7 @@ fn sample(kind: &str, marker: &str) -> (Value, &'static str, Vec<String>) {
 
 fn wire(target: &Target, logical: &str) -> String {
     let public_admin = target.loaded.config.channels.admin_visibility == AdminVisibility::Public;
-    herald_notify::wire_channel(logical, public_admin)
+    herald_notify::CatalogChannel::new(logical).wire(public_admin)
 }
 
 pub(crate) async fn run(args: TestBroadcastArgs) -> ExitCode {
