@@ -197,6 +197,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("herald: cannot raise the open-file limit: {error}");
     }
     let result = runtime.block_on(async move {
+        // Listening for SIGTERM/SIGINT from here on: a signal that comes while the server starts
+        // (it has joined the cluster before the banner) still means a graceful stop.
+        let shutdown = shutdown_signal();
         let app = App::build(&loaded.config).await?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
@@ -219,7 +222,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::debug!(file = %guard.path().display(), "runtime file written");
         }
         out!("{}", banner(&loaded.config, app.address(), app.admin_address(), app.capacity()));
-        let result = app.run(shutdown_signal()).await;
+        let result = app.run(shutdown).await;
         drop(runtime_file);
         result
     });
@@ -299,23 +302,31 @@ fn token(args: TokenArgs) -> ExitCode {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let wait = |signal: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
