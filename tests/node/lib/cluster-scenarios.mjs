@@ -29,6 +29,21 @@ export function memberIds(channel) {
   return ids.sort();
 }
 
+/**
+ * A connected client on node `nodeName` that joins presence channels as `user_id`, with its raw
+ * frames recorded; `channel` is set once `join(name)` resolves.
+ */
+export async function presenceMember(cluster, nodeName, user_id) {
+  const client = cluster.client(nodeName, { presence: { user_id, user_info: { name: `User ${user_id}` } } });
+  await connected(client);
+  const member = { client, frames: rawFrames(client), channel: null };
+  member.join = async (name) => {
+    member.channel = (await subscribe(client, name)).channel;
+    return member.channel;
+  };
+  return member;
+}
+
 /** One connected client per node (by name), subscribed to `name`. */
 async function onEveryNode(cluster, name, options = {}) {
   const result = {};
@@ -108,7 +123,7 @@ export async function exclusion(cluster) {
 /** The counts every node must agree on, asked of each node. */
 async function countsOnEveryNode(cluster, name) {
   const views = {};
-  for (const node of cluster.nodes) {
+  for (const node of cluster.nodes.filter((n) => n.running)) {
     const sdk = node.sdk();
     views[node.name] = {
       info: await getJson(sdk, `/channels/${name}`, { info: 'subscription_count,user_count' }),
@@ -119,7 +134,7 @@ async function countsOnEveryNode(cluster, name) {
   return views;
 }
 
-/** Waits until every node reports `expected` (`{subscription_count, user_count, users}`). */
+/** Waits until every running node reports `expected` (`{subscription_count, user_count, users}`). */
 export async function untilCountsAgree(cluster, name, expected, ms = 5000) {
   const want = {
     info: expected.user_count
@@ -128,7 +143,7 @@ export async function untilCountsAgree(cluster, name, expected, ms = 5000) {
     list: expected.user_count ? { user_count: expected.user_count } : null,
     users: expected.users.slice().sort(),
   };
-  const wanted = Object.fromEntries(cluster.nodes.map((node) => [node.name, want]));
+  const wanted = Object.fromEntries(cluster.nodes.filter((n) => n.running).map((node) => [node.name, want]));
   let views;
   try {
     views = await until(
@@ -149,18 +164,12 @@ export async function untilCountsAgree(cluster, name, expected, ms = 5000) {
  */
 export async function presence(cluster, t) {
   const name = unique('presence-cluster');
-  const member = async (nodeName, user_id) => {
-    const client = cluster.client(nodeName, { presence: { user_id, user_info: { name: `User ${user_id}` } } });
-    await connected(client);
-    const frames = rawFrames(client);
-    return { client, frames };
-  };
-  const a1 = await member('A', '1');
-  a1.channel = (await subscribe(a1.client, name)).channel;
-  const b2 = await member('B', '2');
-  b2.channel = (await subscribe(b2.client, name)).channel;
-  const c1 = await member('C', '1');
-  c1.channel = (await subscribe(c1.client, name)).channel;
+  const a1 = await presenceMember(cluster, 'A', '1');
+  await a1.join(name);
+  const b2 = await presenceMember(cluster, 'B', '2');
+  await b2.join(name);
+  const c1 = await presenceMember(cluster, 'C', '1');
+  await c1.join(name);
   const everyone = { A: a1, B: b2, C: c1 };
 
   await t.test('every member list shows {1, 2}, with one member_added per user', async () => {
