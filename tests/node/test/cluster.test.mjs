@@ -5,7 +5,7 @@
 // Needs Redis and PostgreSQL (see lib/cluster.mjs): skipped with the reason when they are not
 // reachable, unless HERALD_REQUIRE_SERVICES=1.
 
-import { after, afterEach, before, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { barrier, connected, errorCode, record, subscribe, unique, waitFor, waitForEvent } from '../lib/harness.mjs';
@@ -21,13 +21,24 @@ before(async () => {
   database = await createDatabase();
   cluster = await startCluster({ databaseUrl: database.url });
 });
-afterEach(() => cluster?.disconnectAll());
+
+/**
+ * Runs a test and disconnects its clients afterwards. (Not an `afterEach` hook: node:test runs
+ * those after every subtest too, which would disconnect the clients in the middle of a test.)
+ */
+const cleaned = (fn) => async (t) => {
+  try {
+    await fn(t);
+  } finally {
+    cluster?.disconnectAll();
+  }
+};
 after(async () => {
   await cluster?.stop();
   await database?.drop();
 });
 
-test('every node lists the three nodes, Redis up, in /admin/api/status; /up is ok', { skip }, async () => {
+test('every node lists the three nodes, Redis up, in /admin/api/status; /up is ok', { skip }, cleaned(async () => {
   const ids = [];
   for (const node of cluster.nodes) {
     const view = await node.cluster();
@@ -45,17 +56,17 @@ test('every node lists the three nodes, Redis up, in /admin/api/status; /up is o
   assert.equal(new Set(ids).size, 3, 'three distinct node ids');
   const listed = (await cluster.node('A').cluster()).nodes.map((n) => n.id).sort();
   assert.deepEqual(listed, ids.slice().sort());
-});
+}));
 
-test('1. a trigger (and a batch) on A reaches clients on A, B and C exactly once', { skip }, async () => {
+test('1. a trigger (and a batch) on A reaches clients on A, B and C exactly once', { skip }, cleaned(async () => {
   await fanOut(cluster);
-});
+}));
 
-test('2. socket_id of a client on B given to a trigger on A: that client gets nothing, C does', { skip }, async () => {
+test('2. socket_id of a client on B given to a trigger on A: that client gets nothing, C does', { skip }, cleaned(async () => {
   await exclusion(cluster);
-});
+}));
 
-test('3. terminateUserConnections through A closes the user\'s socket on B with 4009', { skip }, async () => {
+test('3. terminateUserConnections through A closes the user\'s socket on B with 4009', { skip }, cleaned(async () => {
   const id = unique('cluster-terminated');
   const victim = await signedIn(cluster.client('B', { user: { id } }));
   const victimOnC = await signedIn(cluster.client('C', { user: { id } }));
@@ -76,9 +87,9 @@ test('3. terminateUserConnections through A closes the user\'s socket on B with 
   await cluster.node('A').sdk().sendToUser(bystander.user.user_data.id, 'still-there', { ok: true });
   assert.deepEqual(await still, { ok: true });
   assert.equal(bystander.connection.state, 'connected');
-});
+}));
 
-test('4. sendToUser through A reaches the user signed in on C (and on B), no one else', { skip }, async () => {
+test('4. sendToUser through A reaches the user signed in on C (and on B), no one else', { skip }, cleaned(async () => {
   const id = unique('cluster-user');
   const onC = await signedIn(cluster.client('C', { user: { id, name: 'on C' } }));
   const onB = await signedIn(cluster.client('B', { user: { id, name: 'on B' } }));
@@ -105,9 +116,9 @@ test('4. sendToUser through A reaches the user signed in on C (and on B), no one
   assert.deepEqual(gotC.events, [{ text: 'you have mail' }]);
   assert.deepEqual(gotB.events, [{ text: 'you have mail' }]);
   assert.deepEqual(strangerGot.events, []);
-});
+}));
 
-test('5. a client event on a private channel from A reaches B and C once, not the sender', { skip }, async () => {
+test('5. a client event on a private channel from A reaches B and C once, not the sender', { skip }, cleaned(async () => {
   const name = unique('private-cluster');
   const clients = {};
   for (const n of NAMES) {
@@ -138,13 +149,13 @@ test('5. a client event on a private channel from A reaches B and C once, not th
   assert.deepEqual(got.A.events, [{ from: 'B' }]);
   assert.deepEqual(got.B.events, [{ from: 'A' }]);
   assert.deepEqual(got.C.events, [{ from: 'A' }, { from: 'B' }]);
-});
+}));
 
-test('6. presence across nodes: members, one member_added/removed per user, counts on every node', { skip }, async (t) => {
+test('6. presence across nodes: members, one member_added/removed per user, counts on every node', { skip }, cleaned(async (t) => {
   await presence(cluster, t);
-});
+}));
 
-test('nodes started together on a fresh database all come up (migrations do not race)', { skip }, async () => {
+test('nodes started together on a fresh database all come up (migrations do not race)', { skip }, cleaned(async () => {
   // An orchestrator starts every replica at once. Five rounds, each on a new database: the race
   // (if any) is between processes, so one round may pass by luck.
   for (let round = 1; round <= 5; round += 1) {
@@ -160,4 +171,4 @@ test('nodes started together on a fresh database all come up (migrations do not 
       await fresh.drop();
     }
   }
-});
+}));
