@@ -8,9 +8,19 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { barrier, connected, errorCode, record, subscribe, unique, waitFor, waitForEvent } from '../lib/harness.mjs';
-import { createDatabase, servicesSkip, signedIn, startCluster } from '../lib/cluster.mjs';
-import { NAMES, barrierAll, exclusion, fanOut, presence } from '../lib/cluster-scenarios.mjs';
+import {
+  barrier,
+  connected,
+  errorCode,
+  rawFrames,
+  record,
+  subscribe,
+  unique,
+  waitFor,
+  waitForEvent,
+} from '../lib/harness.mjs';
+import { createDatabase, getJson, servicesSkip, signedIn, startCluster, until } from '../lib/cluster.mjs';
+import { NAMES, barrierAll, exclusion, fanOut, presence, presenceMember } from '../lib/cluster-scenarios.mjs';
 
 const skip = await servicesSkip();
 
@@ -149,6 +159,87 @@ test('5. a client event on a private channel from A reaches B and C once, not th
   assert.deepEqual(got.A.events, [{ from: 'B' }]);
   assert.deepEqual(got.B.events, [{ from: 'A' }]);
   assert.deepEqual(got.C.events, [{ from: 'A' }, { from: 'B' }]);
+}));
+
+test('5b. a client event on a presence channel from A carries the sender\'s user_id on B', { skip }, cleaned(async () => {
+  const name = unique('presence-client-events');
+  const sender = await presenceMember(cluster, 'A', 'sender');
+  await sender.join(name);
+  const receiver = await presenceMember(cluster, 'B', 'receiver');
+  await receiver.join(name);
+  const got = [];
+  receiver.channel.bind('client-wave', (data, meta) => got.push({ data, meta }));
+  const echoed = record(sender.channel, 'client-wave');
+  assert.equal(sender.channel.trigger('client-wave', { hi: 1 }), true);
+  await waitFor(() => got.length >= 1);
+  await barrierAll(cluster, receiver.channel);
+  await barrierAll(cluster, sender.channel);
+  assert.deepEqual(got, [{ data: { hi: 1 }, meta: { user_id: 'sender' } }]);
+  assert.deepEqual(echoed.events, []);
+}));
+
+test('cache channel across nodes: an event triggered on A is the cached event for a subscriber on C', { skip }, cleaned(async () => {
+  const name = unique('cache-cluster');
+  assert.equal((await cluster.node('A').sdk().trigger(name, 'score', { home: 1, away: 0 })).status, 200);
+  assert.equal((await cluster.node('B').sdk().trigger(name, 'score', { home: 2, away: 0 })).status, 200);
+  for (const node of cluster.nodes) {
+    const info = await until(
+      () => getJson(node.sdk(), `/channels/${name}`, { info: 'cache' }),
+      (seen) => seen.cache?.data === JSON.stringify({ home: 2, away: 0 }),
+      { label: `the cached event on ${node.name}` },
+    );
+    assert.ok(info.cache.ttl > 0 && info.cache.ttl <= 1800, JSON.stringify(info));
+  }
+  const client = cluster.client('C');
+  await connected(client);
+  const frames = rawFrames(client);
+  const channel = client.subscribe(name);
+  const misses = record(channel, 'pusher:cache_miss');
+  const cached = waitForEvent(channel, 'score');
+  await subscribe(client, name);
+  assert.deepEqual(await cached, { home: 2, away: 0 });
+  assert.deepEqual(frames.map((f) => f.event), ['pusher_internal:subscription_succeeded', 'score']);
+  assert.deepEqual(misses.events, []);
+}));
+
+test('1b. subscription_count and the channel list of a public channel agree on every node', { skip }, cleaned(async () => {
+  const prefix = unique('cluster-counted');
+  const name = `${prefix}-room`;
+  const clients = [];
+  for (const n of [...NAMES, 'C']) {
+    const client = cluster.client(n);
+    await connected(client);
+    await subscribe(client, name);
+    clients.push(client);
+  }
+  const views = async () => {
+    const seen = {};
+    for (const node of cluster.nodes) {
+      const sdk = node.sdk();
+      seen[node.name] = {
+        info: await getJson(sdk, `/channels/${name}`, { info: 'subscription_count' }),
+        list: await getJson(sdk, '/channels', { filter_by_prefix: prefix, info: 'subscription_count' }),
+      };
+    }
+    return seen;
+  };
+  const want = (count) => {
+    const one = count
+      ? { info: { occupied: true, subscription_count: count }, list: { channels: { [name]: { subscription_count: count } } } }
+      : { info: { occupied: false, subscription_count: 0 }, list: { channels: {} } };
+    return Object.fromEntries(NAMES.map((n) => [n, one]));
+  };
+  const agree = async (count) => {
+    const seen = await until(views, (v) => JSON.stringify(v) === JSON.stringify(want(count)), {
+      label: `subscription_count ${count} on every node`,
+    }).catch(() => views());
+    assert.deepEqual(seen, want(count), `one client on A, one on B, two on C, ${4 - count} gone`);
+  };
+  await agree(4);
+  clients[3].disconnect();
+  await agree(3);
+  clients[0].disconnect();
+  await agree(2);
 }));
 
 test('6. presence across nodes: members, one member_added/removed per user, counts on every node', { skip }, cleaned(async (t) => {
