@@ -118,6 +118,47 @@ test('7. kill -9 of node B: one member_removed on A and C within node_ttl + hear
   });
 });
 
+test('7b. SIGTERM of node B: it leaves the registry at once; its presence member is removed once on A and C', { skip }, async (t) => {
+  const cluster = await startCluster({ databaseUrl: database.url });
+  t.after(() => cluster.stop());
+  const [A, B, C] = NAMES.map((n) => cluster.node(n));
+  const name = unique('presence-leave');
+  const wa = await presenceMember(cluster, 'A', 'wa');
+  const wc = await presenceMember(cluster, 'C', 'wc');
+  const vb = await presenceMember(cluster, 'B', 'vb');
+  for (const m of [wa, wc, vb]) await m.join(name);
+  const before = await untilCountsAgree(cluster, name, { subscription_count: 3, user_count: 3, users: ['vb', 'wa', 'wc'] }).then(
+    () => null,
+    (error) => error,
+  );
+
+  const stoppedAt = Date.now();
+  const { code, signal } = await B.terminate();
+  vb.client.disconnect(); // pusher-js would retry B's port after 4200; nothing listens there now.
+  assert.deepEqual({ code, signal }, { code: 0, signal: null });
+
+  await t.test('A and C list two nodes well before node_ttl (the goodbye, not the reaper)', async () => {
+    await until(() => Promise.all([A.cluster(), C.cluster()]), (views) => views.every((v) => v.nodes.length === 2), {
+      ms: (NODE_TTL_SECS * 1000) / 2,
+      label: 'A and C to list two nodes after B said goodbye',
+    });
+  });
+
+  await t.test('every node agreed on the three members before; vb is removed exactly once on A and on C', async () => {
+    for (const [n, m] of [['A', wa], ['C', wc]]) {
+      await waitFor(() => wireEvents(m.frames, 'pusher_internal:member_removed', name).length >= 1, 3000).catch(() => {});
+      await barrierAll(cluster, m.channel);
+      assert.deepEqual(
+        wireEvents(m.frames, 'pusher_internal:member_removed', name),
+        [{ user_id: 'vb' }],
+        `member_removed on ${n}, ${Date.now() - stoppedAt} ms after SIGTERM`,
+      );
+    }
+    await untilCountsAgree(cluster, name, { subscription_count: 2, user_count: 2, users: ['wa', 'wc'] });
+    if (before) throw before;
+  });
+});
+
 test('8. Redis outage: 503 and degraded while cut, sockets stay; after restore, fan-out and presence recover, nothing twice', { skip }, async (t) => {
   const redis = new URL(REDIS_URL);
   const proxy = await tcpProxy({ host: redis.hostname, port: Number(redis.port || 6379) });
