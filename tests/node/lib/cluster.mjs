@@ -488,6 +488,7 @@ export async function startCluster({
       cluster.disconnectAll();
       await Promise.all(nodes.map((node) => node.stop()));
       rmSync(dir, { recursive: true, force: true });
+      await forgetPrefix(redisUrl, prefix);
     },
   };
   try {
@@ -497,6 +498,24 @@ export async function startCluster({
     throw error;
   }
   return cluster;
+}
+
+/**
+ * Best effort: deletes the keys of a test prefix from a single Redis (`redis-cli --scan`), so a
+ * developer's Redis does not collect them (the `apps` set has no TTL by design). Skipped for a
+ * Redis Cluster (its servers are thrown away) and without redis-cli.
+ */
+async function forgetPrefix(redisUrl, prefix) {
+  if (redisUrl.includes(',')) return;
+  try {
+    const { stdout } = await execFileAsync('redis-cli', ['-u', redisUrl, '--scan', '--pattern', `*${prefix}*`], { timeout: 5000 });
+    const keys = stdout.split('\n').filter(Boolean);
+    for (let i = 0; i < keys.length; i += 100) {
+      await execFileAsync('redis-cli', ['-u', redisUrl, 'DEL', ...keys.slice(i, i + 100)], { timeout: 5000 });
+    }
+  } catch {
+    // redis-cli missing, or Redis cut away by a test: the keys stay, harmlessly prefixed.
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -162,9 +162,14 @@ test('7b. SIGTERM of node B: it leaves the registry at once; its presence member
 test('8. Redis outage: 503 and degraded while cut, sockets stay; after restore, fan-out and presence recover, nothing twice', { skip }, async (t) => {
   const redis = new URL(REDIS_URL);
   const proxy = await tcpProxy({ host: redis.hostname, port: Number(redis.port || 6379) });
-  t.after(() => proxy.close());
-  const cluster = await startCluster({ databaseUrl: database.url, redisUrl: proxy.url });
-  t.after(() => cluster.stop());
+  let cluster;
+  // The nodes go first, while Redis is reachable, so that they can say goodbye.
+  t.after(async () => {
+    await proxy.restore();
+    await cluster?.stop();
+    proxy.close();
+  });
+  cluster = await startCluster({ databaseUrl: database.url, redisUrl: proxy.url });
   const [A, B, C] = NAMES.map((n) => cluster.node(n));
   const publicName = unique('outage');
   const presenceName = unique('presence-outage');

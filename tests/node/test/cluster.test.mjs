@@ -5,6 +5,9 @@
 // Needs Redis and PostgreSQL (see lib/cluster.mjs): skipped with the reason when they are not
 // reachable, unless HERALD_REQUIRE_SERVICES=1.
 
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -19,7 +22,7 @@ import {
   waitFor,
   waitForEvent,
 } from '../lib/harness.mjs';
-import { createDatabase, getJson, servicesSkip, signedIn, startCluster, until } from '../lib/cluster.mjs';
+import { createDatabase, getJson, servicesSkip, signedIn, startCluster, startNode, until } from '../lib/cluster.mjs';
 import { NAMES, barrierAll, exclusion, fanOut, presence, presenceMember } from '../lib/cluster-scenarios.mjs';
 
 const skip = await servicesSkip();
@@ -263,3 +266,31 @@ test('nodes started together on a fresh database all come up (migrations do not 
     }
   }
 }));
+
+test('a SIGTERM right after the ready banner is a graceful shutdown: exit 0, and the node leaves the registry', { skip }, async () => {
+  // An orchestrator may stop a node as soon as it said it was ready. Node X prints its banner and
+  // gets SIGTERM at once; node Y then joins the same prefix and must not list X.
+  const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-early-'));
+  try {
+    for (let round = 1; round <= 3; round += 1) {
+      const prefix = `${cluster.prefix}-early-${round}`;
+      const options = { dir, redisUrl: cluster.redisUrl, prefix, databaseUrl: database.url };
+      const x = await startNode({ name: `X${round}`, ...options });
+      const exit = await x.kill('SIGTERM');
+      const y = await startNode({ name: `Y${round}`, ...options });
+      let view;
+      try {
+        view = await y.cluster();
+      } finally {
+        await y.stop();
+      }
+      assert.deepEqual(
+        { exit, nodesListedByY: view.nodes.length },
+        { exit: { code: 0, signal: null }, nodesListedByY: 1 },
+        `round ${round}: X exits cleanly (not killed by the signal), and Y lists only itself, not the stopped X: ${JSON.stringify(view.nodes)}`,
+      );
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
