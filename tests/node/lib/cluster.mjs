@@ -451,6 +451,7 @@ export async function startCluster({
   if (failed) {
     await Promise.all(nodes.map((node) => node.stop()));
     rmSync(dir, { recursive: true, force: true });
+    await forgetPrefix(redisUrl, prefix);
     throw failed.reason;
   }
   const byName = Object.fromEntries(nodes.map((node) => [node.name, node]));
