@@ -184,3 +184,23 @@ fn minted_tokens_carry_the_configured_issuer_and_audience() {
     let identity = verifier.verify(&token(&file, &[])).expect("the server's verifier accepts it");
     assert_eq!(identity.user_id, "42");
 }
+
+#[test]
+fn the_read_only_tools_never_create_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config(dir.path());
+    for tool in ["status", "debug", "test-broadcast"] {
+        let output = clean(herald())
+            .arg(tool)
+            .arg("--config")
+            .arg(&config)
+            .args(["--url", "http://127.0.0.1:9"])
+            .output()
+            .expect("the tool runs");
+        assert!(!output.status.success(), "{tool}: nothing answers there");
+    }
+    assert!(
+        !dir.path().join("herald-secrets.toml").exists(),
+        "a tool created the credentials a server would generate"
+    );
+}

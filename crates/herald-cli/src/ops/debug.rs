@@ -200,7 +200,14 @@ async fn test_connection(target: &Target, style: &Style) -> bool {
             target.loaded.data_dir().display()
         ),
     }
-    let url = target.ws_url();
+    let url = match target.ws_url() {
+        Ok(url) => url,
+        Err(error) => {
+            out!("  {} {error}", style.bad("FAIL"));
+            out!();
+            return false;
+        }
+    };
     let mut socket = match Socket::connect(&url).await {
         Ok(socket) => socket,
         Err(error) => {
@@ -271,7 +278,14 @@ async fn test_channels(target: &Target, style: &Style) -> bool {
     .map(|logical| herald_notify::CatalogChannel::new(logical.as_str()).wire(public_admin))
     .collect();
     channels.push(format!("presence-organization.{org}"));
-    let mut socket = match Socket::connect(&target.ws_url()).await {
+    let url = match target.ws_url() {
+        Ok(url) => url,
+        Err(error) => {
+            out!("  {} {error}", style.bad("FAIL"));
+            return false;
+        }
+    };
+    let mut socket = match Socket::connect(&url).await {
         Ok(socket) => socket,
         Err(error) => {
             out!("  {} cannot connect: {}", style.bad("FAIL"), printable(&error.to_string()));

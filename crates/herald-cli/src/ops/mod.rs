@@ -45,7 +45,8 @@ pub(crate) struct Target {
     /// `http://host:port` of the WebSocket + API listener.
     pub(crate) http: String,
     pub(crate) admin: String,
-    pub(crate) app: AppConfig,
+    /// The app the tools speak for; `None` when nothing is configured and no server generated one here.
+    pub(crate) app: Option<AppConfig>,
     pub(crate) http_client: reqwest::Client,
     /// The runtime file the server was found through, if any.
     pub(crate) running: Option<Running>,
@@ -63,11 +64,8 @@ impl Target {
     pub(crate) fn load(args: &TargetArgs) -> Result<Target, String> {
         let mut overrides =
             Overrides { config_file: args.config.clone(), development: args.dev, ..Overrides::default() };
-        let load = |overrides: &Overrides| {
-            Config::load_provisioned(&ProcessEnv, overrides)
-                .map(|(loaded, _)| loaded)
-                .map_err(|e| e.to_string())
-        };
+        let load =
+            |overrides: &Overrides| Config::load_for_tools(&ProcessEnv, overrides).map_err(|e| e.to_string());
         let mut loaded = load(&overrides)?;
         let running = runtime::read(&loaded);
         if running.as_ref().is_some_and(|running| running.development) && !overrides.development {
@@ -99,8 +97,7 @@ impl Target {
         } else {
             config.apps.iter().find(|app| app.id == config.notifications.app_id)
         }
-        .cloned()
-        .ok_or("no app configured")?;
+        .cloned();
         let http_client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -121,13 +118,20 @@ impl Target {
         self.running.as_ref().map(|running| format!("{} (pid {})", running.path.display(), running.pid))
     }
 
-    pub(crate) fn ws_url(&self) -> String {
+    /// The app the tools speak for, or why there is none.
+    pub(crate) fn app(&self) -> Result<&AppConfig, String> {
+        self.app.as_ref().ok_or_else(|| {
+            "no app configured: set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET (or --config), or run the tool where `herald serve` keeps its database".to_owned()
+        })
+    }
+
+    pub(crate) fn ws_url(&self) -> Result<String, String> {
         let base = self.http.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
-        format!(
+        Ok(format!(
             "{base}/app/{}?protocol=7&client=herald-cli&version={}",
-            self.app.key,
+            self.app()?.key,
             env!("CARGO_PKG_VERSION")
-        )
+        ))
     }
 
     /// A signed request to the app's HTTP API (`path` below `/apps/{id}`).
@@ -137,10 +141,11 @@ impl Target {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), String> {
-        let path = format!("/apps/{}{path}", self.app.id);
+        let app = self.app()?;
+        let path = format!("/apps/{}{path}", app.id);
         let body = body.map(Value::to_string).unwrap_or_default();
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let signer = ApiSigner { key: &self.app.key, secret: &self.app.secret };
+        let signer = ApiSigner { key: &app.key, secret: &app.secret };
         let query = signer.query(method, &path, body.as_bytes(), timestamp, &[]);
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|error| error.to_string())?;
         let mut request = self.http_client.request(method, format!("{}{path}", self.http)).query(&query);

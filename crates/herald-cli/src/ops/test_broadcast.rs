@@ -115,7 +115,14 @@ pub(crate) async fn run(args: TestBroadcastArgs) -> ExitCode {
     channels.dedup();
     let (arrivals, mut arrived) = mpsc::channel::<(String, String, Instant)>(4096);
     for channel in &channels {
-        let mut socket = match Socket::connect(&target.ws_url()).await {
+        let url = match target.ws_url() {
+            Ok(url) => url,
+            Err(error) => {
+                eprintln!("herald: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut socket = match Socket::connect(&url).await {
             Ok(socket) => socket,
             Err(error) => {
                 eprintln!(

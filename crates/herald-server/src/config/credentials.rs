@@ -117,6 +117,39 @@ pub fn sqlite_dir(url: &str) -> Option<PathBuf> {
     Some(directory.unwrap_or(Path::new(".")).to_path_buf())
 }
 
+/// For the read-only tools (`herald status`, `debug`, `test-broadcast`): the credentials a
+/// server generated beside the database, when there are some and the configuration has none.
+/// Never creates the file: a tool run in an empty directory leaves it empty.
+pub fn read_generated(loaded: &mut Loaded) -> Result<(), ConfigError> {
+    let config = &mut loaded.config;
+    let needs_secret =
+        config.auth.jwt_secret.is_empty() && config.auth.algorithm == herald_auth::Algorithm::HS256;
+    let needs_app = config.apps.is_empty();
+    if !needs_secret && !needs_app {
+        return Ok(());
+    }
+    let Ok(path) = credentials_path(&config.database.url) else { return Ok(()) };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(ConfigError { problems: vec![format!("{}: {error}", path.display())] }),
+    };
+    let stored = parse(&path, &text).map_err(|problem| ConfigError { problems: vec![problem] })?;
+    if needs_secret {
+        config.auth.jwt_secret = stored.jwt_secret;
+    }
+    if needs_app {
+        config.apps.push(AppConfig {
+            id: stored.app.id,
+            key: stored.app.key,
+            secret: stored.app.secret,
+            ..AppConfig::default()
+        });
+    }
+    loaded.credentials_file = Some(path);
+    Ok(())
+}
+
 fn load_or_create(path: &Path) -> Result<(Stored, bool), String> {
     match std::fs::read_to_string(path) {
         Ok(text) => return parse(path, &text).map(|stored| (stored, false)),

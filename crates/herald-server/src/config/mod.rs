@@ -19,7 +19,9 @@ mod notifications;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
 pub use cluster::ClusterConfig;
-pub use credentials::{is_loopback_host, provision, sqlite_dir, Provisioned, CREDENTIALS_FILE};
+pub use credentials::{
+    is_loopback_host, provision, read_generated, sqlite_dir, Provisioned, CREDENTIALS_FILE,
+};
 pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
 
@@ -377,6 +379,14 @@ impl Config {
         let mut loaded = Config::load(env, overrides)?;
         let provisioned = provision(&mut loaded)?;
         Ok((loaded, provisioned))
+    }
+
+    /// `load`, then the credentials a server generated, if any, without ever creating them
+    /// (`credentials::read_generated`): what the read-only tools use.
+    pub fn load_for_tools(env: &dyn EnvSource, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+        let mut loaded = Config::load(env, overrides)?;
+        read_generated(&mut loaded)?;
+        Ok(loaded)
     }
 
     /// Parses a TOML document alone (no environment), as the documented example is checked.
