@@ -22,9 +22,9 @@ import {
   ENCRYPTION_MASTER_KEY_BASE64,
   HERALD_BIN,
   JWT_SECRET,
-  Pusher,
   PusherServer,
   TIMEOUT_MS,
+  pusherClient,
   connected,
   waitFor,
   waitForEvent,
@@ -176,23 +176,6 @@ export async function createDatabase() {
 // ---------------------------------------------------------------------------------------------
 // pusher-js clients and SDK instances
 
-/** See harness.mjs: faye-websocket's close timer would hold the process open for 30 s. */
-function unrefFayeCloseTimer(client) {
-  const socket = client.connection.connection?.transport?.socket;
-  if (!socket) return;
-  let owner = socket;
-  while (owner && !Object.prototype.hasOwnProperty.call(owner, 'close')) owner = Object.getPrototypeOf(owner);
-  if (!owner || owner.close.heraldUnref) return;
-  const original = owner.close;
-  const patched = function close(...args) {
-    const result = original.apply(this, args);
-    this._closeTimer?.unref?.();
-    return result;
-  };
-  patched.heraldUnref = true;
-  owner.close = patched;
-}
-
 /** A `pusher` server SDK instance talking to the HTTP API on `port`. */
 export function sdkFor(port, app = 'main', overrides = {}) {
   const config = APPS[app];
@@ -217,7 +200,7 @@ export function sdkFor(port, app = 'main', overrides = {}) {
 export function clientFor(port, clients, { app = 'main', presence, user, ...options } = {}) {
   const config = APPS[app];
   const signer = sdkFor(port, app);
-  const client = new Pusher(config.key, {
+  const base = {
     cluster: 'mt1',
     wsHost: '127.0.0.1',
     wsPort: port,
@@ -225,30 +208,8 @@ export function clientFor(port, clients, { app = 'main', presence, user, ...opti
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) => {
-        try {
-          const data = channelName.startsWith('presence-') ? presence : undefined;
-          callback(null, signer.authorizeChannel(socketId, channelName, data));
-        } catch (error) {
-          callback(error, null);
-        }
-      },
-    },
-    userAuthentication: {
-      customHandler: ({ socketId }, callback) => {
-        try {
-          callback(null, signer.authenticateUser(socketId, user));
-        } catch (error) {
-          callback(error, null);
-        }
-      },
-    },
-    ...options,
-  });
-  clients.add(client);
-  client.connection.bind('connected', () => unrefFayeCloseTimer(client));
-  return client;
+  };
+  return pusherClient(config.key, base, signer, { presence, user, options }, clients);
 }
 
 /** A connected client signed in as `user` (`{id, ...}`) with its `#server-to-user-` channel. */

@@ -173,7 +173,7 @@ export function errorCode(error) {
  * would keep each test process alive for 30 s after its last test. The timer is unref'd here:
  * behaviour is unchanged, it just no longer holds the process open.
  */
-function unrefFayeCloseTimer(client) {
+export function unrefFayeCloseTimer(client) {
   const socket = client.connection.connection?.transport?.socket;
   if (!socket) return;
   let owner = socket;
@@ -187,6 +187,42 @@ function unrefFayeCloseTimer(client) {
   };
   patched.heraldUnref = true;
   owner.close = patched;
+}
+
+/**
+ * A pusher-js client (already connecting) with `base` options, signing channel authorizations
+ * (`presence`: `{user_id, user_info}`; `authorize` replaces the handler) and sign-ins (`user`)
+ * with the `signer` SDK; added to `clients` for the caller's clean-up.
+ */
+export function pusherClient(key, base, signer, { presence, user, authorize, options = {} }, clients) {
+  const client = new Pusher(key, {
+    ...base,
+    channelAuthorization: {
+      customHandler:
+        authorize ??
+        (({ socketId, channelName }, callback) => {
+          try {
+            const data = channelName.startsWith('presence-') ? presence : undefined;
+            callback(null, signer.authorizeChannel(socketId, channelName, data));
+          } catch (error) {
+            callback(error, null);
+          }
+        }),
+    },
+    userAuthentication: {
+      customHandler: ({ socketId }, callback) => {
+        try {
+          callback(null, signer.authenticateUser(socketId, user));
+        } catch (error) {
+          callback(error, null);
+        }
+      },
+    },
+    ...options,
+  });
+  clients.add(client);
+  client.connection.bind('connected', () => unrefFayeCloseTimer(client));
+  return client;
 }
 
 /** Waits until a pusher-js client is connected; resolves with its socket id. */
@@ -383,34 +419,7 @@ export async function startServer(options = {}) {
       const config = typeof app === 'string' ? APPS[app] : app;
       const signer = server.sdk(config);
       const base = server.clientOptions(config);
-      const client = new Pusher(key ?? config.key, {
-        ...base,
-        channelAuthorization: {
-          customHandler:
-            authorize ??
-            (({ socketId, channelName }, callback) => {
-              try {
-                const data = channelName.startsWith('presence-') ? presence : undefined;
-                callback(null, signer.authorizeChannel(socketId, channelName, data));
-              } catch (error) {
-                callback(error, null);
-              }
-            }),
-        },
-        userAuthentication: {
-          customHandler: ({ socketId }, callback) => {
-            try {
-              callback(null, signer.authenticateUser(socketId, user));
-            } catch (error) {
-              callback(error, null);
-            }
-          },
-        },
-        ...options,
-      });
-      clients.add(client);
-      client.connection.bind('connected', () => unrefFayeCloseTimer(client));
-      return client;
+      return pusherClient(key ?? config.key, base, signer, { presence, user, authorize, options }, clients);
     },
 
     /** A laravel-echo instance on the pusher broadcaster, authorizing through the SDK. */
