@@ -500,7 +500,7 @@ impl Notifier {
                 };
                 self.counters.delivered.add(job.lane);
                 debug!("delivered");
-                self.store.complete(&job.id, &detail.to_json()).await
+                self.store.complete(&job.id, job.attempts, &detail.to_json()).await
             }
             Err(DeliveryError::Retryable(error)) if job.attempts < self.settings.max_attempts => {
                 let next = now_ms() + backoff_ms(&self.settings, job.attempts);
@@ -512,7 +512,7 @@ impl Notifier {
                 };
                 self.counters.retried.add(job.lane);
                 info!(?error, "delivery failed; will retry");
-                self.store.retry_later(&job.id, next, &error, &detail.to_json()).await
+                self.store.retry_later(&job.id, job.attempts, next, &error, &detail.to_json()).await
             }
             Err(error) => {
                 let error = error.to_string();
@@ -520,12 +520,16 @@ impl Notifier {
                     AuditDetail::DeadLettered { attempts: job.attempts, error: error.clone(), took_ms };
                 self.counters.dead_lettered.add(job.lane);
                 warn!(?error, "delivery failed for good; dead-lettered");
-                self.store.dead_letter(&job.id, &error, &detail.to_json()).await
+                self.store.dead_letter(&job.id, job.attempts, &error, &detail.to_json()).await
             }
         };
-        if let Err(error) = outcome {
+        match outcome {
+            Ok(true) => {}
+            // This worker's lease ran out before it finished and another attempt took the job:
+            // that attempt's outcome is the one recorded.
+            Ok(false) => info!("a later attempt took this job over; its outcome is the one recorded"),
             // The lease will expire and the job be delivered again: at-least-once.
-            warn!(%error, "cannot record the delivery outcome; the job will be retried");
+            Err(error) => warn!(%error, "cannot record the delivery outcome; the job will be retried"),
         }
     }
 

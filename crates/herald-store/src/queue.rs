@@ -65,6 +65,12 @@ impl<'a> DeadLetters<'a> {
     }
 }
 
+/// An outcome counts only for the job's current attempt, still pending: a worker whose lease
+/// expired (a stall, a pause) must not overwrite the outcome of the attempt that took over.
+const CURRENT_ATTEMPT: &str = "status = 'pending' AND attempts = $3";
+/// The same, where the attempt is the statement's fourth parameter.
+const CURRENT_ATTEMPT_4: &str = "status = 'pending' AND attempts = $4";
+
 impl Store {
     /// Claims up to `limit` due jobs, critical lane first, leasing them until `now + lease_ms`.
     pub async fn claim(&self, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedJob>, StoreError> {
@@ -104,54 +110,81 @@ impl Store {
     }
 
     /// Marks a job delivered and audits it with `detail` (JSON).
-    pub async fn complete(&self, job_id: &str, detail: &str) -> Result<(), StoreError> {
+    /// False, and nothing recorded, when `attempt` is no longer the job's current attempt: its
+    /// lease expired and another worker claimed it again, whose outcome counts.
+    pub async fn complete(&self, job_id: &str, attempt: i64, detail: &str) -> Result<bool, StoreError> {
         let now = now_ms();
-        with_pool!(self, pool => {
+        let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL WHERE id = $2")
+            let changed = sqlx::query(&format!("UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL WHERE id = $2 AND {CURRENT_ATTEMPT}"))
                 .bind(now)
                 .bind(job_id)
+                .bind(attempt)
                 .execute(&mut *tx)
-                .await?;
-            sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::Delivered.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+                .await?
+                .rows_affected();
+            if changed > 0 {
+                sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::Delivered.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
+            changed > 0
         });
-        Ok(())
+        Ok(recorded)
     }
 
-    /// Schedules another attempt at `next_attempt_at` after a failed one.
+    /// Schedules another attempt at `next_attempt_at` after a failed one (false, and nothing
+    /// recorded, when `attempt` is no longer current: see `complete`).
     pub async fn retry_later(
         &self,
         job_id: &str,
+        attempt: i64,
         next_attempt_at: i64,
         error: &str,
         detail: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
-        with_pool!(self, pool => {
+        let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE broadcasts SET next_attempt_at = $1, locked_until = 0, last_error = $2 WHERE id = $3")
+            let changed = sqlx::query(&format!("UPDATE broadcasts SET next_attempt_at = $1, locked_until = 0, last_error = $2 WHERE id = $3 AND {CURRENT_ATTEMPT_4}"))
                 .bind(next_attempt_at)
                 .bind(error)
                 .bind(job_id)
+                .bind(attempt)
                 .execute(&mut *tx)
-                .await?;
-            sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::AttemptFailed.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+                .await?
+                .rows_affected();
+            if changed > 0 {
+                sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::AttemptFailed.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
+            changed > 0
         });
-        Ok(())
+        Ok(recorded)
     }
 
-    /// Moves a job to the dead letters.
-    pub async fn dead_letter(&self, job_id: &str, error: &str, detail: &str) -> Result<(), StoreError> {
+    /// Moves a job to the dead letters (false, and nothing recorded, when `attempt` is no longer
+    /// current: see `complete`).
+    pub async fn dead_letter(
+        &self,
+        job_id: &str,
+        attempt: i64,
+        error: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
-        with_pool!(self, pool => {
+        let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $1 WHERE id = $2")
+            let changed = sqlx::query(&format!("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $1 WHERE id = $2 AND {CURRENT_ATTEMPT}"))
                 .bind(error)
                 .bind(job_id)
+                .bind(attempt)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if changed == 0 {
+                tx.commit().await?;
+                return Ok(false);
+            }
             sqlx::query(
                 "INSERT INTO dead_letters (broadcast_id, event_id, attempts, last_error, failed_at) \
                  SELECT id, event_id, attempts, $1, $2 FROM broadcasts WHERE id = $3 \
@@ -165,8 +198,9 @@ impl Store {
             .await?;
             sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::DeadLettered.as_str()).bind(detail).bind(now).bind(job_id).execute(&mut *tx).await?;
             tx.commit().await?;
+            true
         });
-        Ok(())
+        Ok(recorded)
     }
 
     /// Frees every lease at once: a single-node (SQLite) server calls it at start-up, since no

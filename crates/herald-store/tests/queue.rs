@@ -107,13 +107,13 @@ async fn exercise(store: &Store) {
     let stats = store.lane_stats().await.expect("stats");
     assert_eq!(stats.iter().map(|s| s.pending).sum::<i64>(), 3);
 
-    store.complete("b-e2", r#"{"ms":1}"#).await.expect("complete");
-    store.retry_later("b-e1", 0, "upstream 503", "{}").await.expect("retry");
-    store.dead_letter("b-e4", "upstream 400", "{}").await.expect("dead");
+    assert!(store.complete("b-e2", 1, r#"{"ms":1}"#).await.expect("complete"));
+    assert!(store.retry_later("b-e1", 1, 0, "upstream 503", "{}").await.expect("retry"));
+    assert!(store.dead_letter("b-e4", 1, "upstream 400", "{}").await.expect("dead"));
     let retried = store.claim(10, 30_000).await.expect("claim");
     assert_eq!(retried.len(), 1);
     assert_eq!((retried[0].id.as_str(), retried[0].attempts), ("b-e1", 2));
-    store.complete("b-e1", "{}").await.expect("complete");
+    assert!(store.complete("b-e1", 2, "{}").await.expect("complete"));
 
     let letters = store.dead_letters(10).await.expect("letters");
     assert_eq!(letters.len(), 1);
@@ -122,7 +122,7 @@ async fn exercise(store: &Store) {
     assert_eq!(store.dead_letter_count().await.expect("count"), 0);
     let replayed = store.claim(10, 30_000).await.expect("claim");
     assert_eq!(replayed[0].id, "b-e4");
-    store.dead_letter("b-e4", "again", "{}").await.expect("dead");
+    assert!(store.dead_letter("b-e4", replayed[0].attempts, "again", "{}").await.expect("dead"));
     // An empty id names no dead letter (never "all of them").
     assert_eq!(store.replay_dead_letters(herald_store::DeadLetters::One("")).await.expect("replay"), 0);
     assert_eq!(store.purge_dead_letters(herald_store::DeadLetters::One("")).await.expect("purge"), 0);
@@ -203,4 +203,48 @@ async fn sqlite_release_leases_makes_claimed_jobs_due_again() {
 async fn postgres_release_leases_makes_claimed_jobs_due_again() {
     let Some(store) = postgres().await else { return };
     leases_released(&store).await;
+}
+
+/// A worker whose lease ran out (a stall) finishes after another worker claimed the job again:
+/// only the current attempt's outcome is recorded, so a stale failure cannot dead-letter a job
+/// the other attempt delivered, and the audit has one outcome.
+async fn stale_outcomes_are_not_recorded(store: &Store) {
+    store.ingest(&[record("s", Lane::Normal, None)]).await.expect("ingest");
+    let first = store.claim(1, 0).await.expect("claim").remove(0);
+    let second = store.claim(1, 60_000).await.expect("claim again once the lease ran out").remove(0);
+    assert_eq!((first.attempts, second.attempts), (1, 2));
+    assert!(store.complete(&second.id, second.attempts, "{}").await.expect("complete"));
+    assert!(!store.dead_letter(&first.id, first.attempts, "stalled", "{}").await.expect("stale dead letter"));
+    assert!(!store.retry_later(&first.id, first.attempts, 0, "stalled", "{}").await.expect("stale retry"));
+    assert!(!store.complete(&first.id, first.attempts, "{}").await.expect("stale complete"));
+    assert_eq!(store.dead_letter_count().await.expect("count"), 0);
+    let filter = AuditFilter { event_id: "s".into(), ..Default::default() };
+    let outcomes: Vec<_> = store
+        .audit(&filter)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|entry| {
+            matches!(
+                entry.kind,
+                herald_store::AuditKind::Delivered
+                    | herald_store::AuditKind::DeadLettered
+                    | herald_store::AuditKind::AttemptFailed
+            )
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert!(store.claim(1, 60_000).await.expect("claim").is_empty(), "delivered stays delivered");
+}
+
+#[tokio::test]
+async fn sqlite_stale_outcomes_are_not_recorded() {
+    let (store, _dir) = sqlite().await;
+    stale_outcomes_are_not_recorded(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_stale_outcomes_are_not_recorded() {
+    let Some(store) = postgres().await else { return };
+    stale_outcomes_are_not_recorded(&store).await;
 }
