@@ -22,7 +22,9 @@ use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::ingest::{Backend, IngestConfig, IngestResults};
-use crate::phases::{mib, percentile, LatencyResult, MemoryResult, ThroughputResult};
+use crate::phases::{
+    mib, percentile, LatencyLoad, LatencyResult, MemoryResult, ThroughputLoad, ThroughputResult,
+};
 use crate::server::{LogSummary, Server};
 
 /// The target of the issue: server memory per idle subscribed connection, bytes (8 KiB).
@@ -269,6 +271,28 @@ pub(crate) fn load_average() -> String {
         .join(" ")
 }
 
+/// The latency phase's load, from the command line (the cluster phase uses it too).
+fn latency_load(cli: &Cli) -> LatencyLoad {
+    LatencyLoad {
+        subscribers: cli.subscribers,
+        rounds: cli.rounds,
+        warmup_rounds: cli.warmup_rounds,
+        connect_concurrency: cli.connect_concurrency,
+        pause: Duration::from_millis(cli.pause_ms),
+        round_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The throughput phase's load, from the command line (the cluster phase uses it too).
+fn throughput_load(cli: &Cli) -> ThroughputLoad {
+    ThroughputLoad {
+        subscribers: cli.throughput_subscribers,
+        concurrency: cli.concurrency,
+        duration: Duration::from_secs_f64(cli.duration.clamp(0.1, 600.0)),
+        connect_concurrency: cli.connect_concurrency,
+    }
+}
+
 async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
     let api = client::Api::new(server.port)?;
     let idle_rss = server.memory()?.rss;
@@ -300,34 +324,12 @@ async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
             .await?,
         );
     }
+    let nodes = std::slice::from_ref(server);
     if cli.only.contains(&Phase::Latency) {
-        results.latency = Some(
-            phases::latency(
-                server,
-                &api,
-                cli.subscribers,
-                cli.rounds,
-                cli.warmup_rounds,
-                cli.connect_concurrency,
-                Duration::from_millis(cli.pause_ms),
-                Duration::from_secs(10),
-            )
-            .await?,
-        );
+        results.latency = Some(phases::latency(nodes, &api, &latency_load(cli)).await?);
     }
     if cli.only.contains(&Phase::Throughput) {
-        let duration = Duration::from_secs_f64(cli.duration.clamp(0.1, 600.0));
-        results.throughput = Some(
-            phases::throughput(
-                server,
-                &api,
-                cli.throughput_subscribers,
-                cli.concurrency,
-                duration,
-                cli.connect_concurrency,
-            )
-            .await?,
-        );
+        results.throughput = Some(phases::throughput(nodes, &api, &throughput_load(cli)).await?);
     }
     results.load_end = load_average();
     Ok(results)
@@ -556,7 +558,7 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
             "| Events delivered to the subscribers | {} of {} ({:.0} messages/s) |",
             throughput.delivered,
             throughput.expected,
-            throughput.delivered as f64 / throughput.seconds.max(1e-9)
+            throughput.deliveries_per_second()
         );
         if throughput.ok != throughput.requests
             || throughput.delivered != throughput.expected
