@@ -11,6 +11,7 @@
 mod client;
 mod ingest;
 mod phases;
+mod postgres;
 mod server;
 
 use std::path::PathBuf;
@@ -199,7 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         std::thread::sleep(max_runtime);
         eprintln!("herald-bench: --max-runtime reached; killing the servers and exiting");
         server::kill_all();
-        ingest::drop_leftover_databases();
+        postgres::drop_leftover_databases();
         std::process::exit(3);
     });
 

@@ -102,9 +102,11 @@ impl Server {
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config)
             .env_remove("HERALD_CONFIG")
-            // These would override the config's [database] url and [auth] jwt_secret.
+            // These would override the config's [database] url and [auth] jwt_secret, and this
+            // one would join the server to a cluster (the cluster phase sets it on purpose).
             .env_remove("DATABASE_URL")
             .env_remove("HERALD_JWT_SECRET")
+            .env_remove("REDIS_URL")
             .env("HERALD_LOG", log_filter)
             .env("NO_COLOR", "1")
             .envs(extra_env.iter().map(|(key, value)| (key, value)))

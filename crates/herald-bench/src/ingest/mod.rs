@@ -13,7 +13,6 @@
 mod json;
 mod latency;
 mod load;
-mod postgres;
 mod report;
 mod subscriber;
 #[cfg(test)]
@@ -25,15 +24,14 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use crate::postgres::Postgres;
 use crate::server::{LogSummary, Server};
 
 pub(crate) use json::to_json;
-pub(crate) use postgres::drop_leftover_databases;
 pub(crate) use report::to_markdown;
 
 use latency::LatencyResult;
 use load::LoadResult;
-use postgres::Postgres;
 use usage::Probe;
 
 /// Errors kept to show per step.
