@@ -62,6 +62,17 @@ pub(crate) struct LogSummary {
     pub(crate) samples: Vec<String>,
 }
 
+impl LogSummary {
+    /// Adds `other`'s counts, and its samples while fewer than 8 are kept.
+    pub(crate) fn merge(&mut self, other: LogSummary) {
+        self.warnings += other.warnings;
+        self.errors += other.errors;
+        self.panics += other.panics;
+        let room = 8usize.saturating_sub(self.samples.len());
+        self.samples.extend(other.samples.into_iter().take(room));
+    }
+}
+
 impl Server {
     /// Writes a config for one app on 127.0.0.1, port 0, starts `bin serve` with it and reads the
     /// bound port from the banner's `WebSocket  ws://127.0.0.1:PORT/app/{key}` line. The store is

@@ -209,7 +209,7 @@ async fn run_backend(config: &IngestConfig, backend: Backend) -> BackendResult {
                 if let Err(error) = outcome {
                     result.failures.push((label, format!("{error:#}")));
                 }
-                merge_log(&mut result.log, log);
+                result.log.merge(log);
             }
             Err(error) => result.failures.push((label, format!("{error:#}"))),
         }
@@ -219,15 +219,4 @@ async fn run_backend(config: &IngestConfig, backend: Backend) -> BackendResult {
     }
     result.load_end = load_average();
     result
-}
-
-fn merge_log(into: &mut LogSummary, log: LogSummary) {
-    into.warnings += log.warnings;
-    into.errors += log.errors;
-    into.panics += log.panics;
-    for sample in log.samples {
-        if into.samples.len() < 8 {
-            into.samples.push(sample);
-        }
-    }
 }
