@@ -92,6 +92,7 @@ impl Server {
         let config = dir.join("herald.toml");
         // The server opens its store at start-up: keep the SQLite file in the temp dir (never in
         // the working directory), and set a JWT secret so it does not warn about the development one.
+        // The admin listener takes a free port too, so that several servers (a cluster) can run.
         let database = match database_url {
             Some(url) => url.to_owned(),
             None => format!("sqlite://{}", dir.join("herald.db").display()),
@@ -101,6 +102,7 @@ impl Server {
             format!(
                 "[server]\nhost = \"127.0.0.1\"\nport = 0\nshutdown_grace_secs = 2\n\n\
                  [database]\nurl = \"{}\"\n\n\
+                 [admin]\nhost = \"127.0.0.1\"\nport = 0\n\n\
                  [auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
                  [[apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\n",
                 toml_escape(&database)
