@@ -16,9 +16,11 @@ fn setup_json(s: &SetupResult) -> Value {
         let (first, others) = (on_first(l), on_others(l));
         value["node_a_p50_us"] = json!(percentile(&first, 50.0));
         value["node_a_p99_us"] = json!(percentile(&first, 99.0));
+        // Null with one node: no subscriber is on another node.
+        let on_others = |p: f64| (!others.is_empty()).then(|| percentile(&others, p));
         value["other_nodes_samples"] = json!(others.len());
-        value["other_nodes_p50_us"] = json!(percentile(&others, 50.0));
-        value["other_nodes_p99_us"] = json!(percentile(&others, 99.0));
+        value["other_nodes_p50_us"] = json!(on_others(50.0));
+        value["other_nodes_p99_us"] = json!(on_others(99.0));
         value["redis_cpu_seconds"] = json!(s.redis_cpu.latency.map(round));
         value
     });
