@@ -4,13 +4,18 @@
 //! 3. HTTP trigger throughput,
 //! 4. the notification layer: accepted domain events per second and ingest → subscriber latency,
 //!    each on a server of its own with a fresh SQLite file and a fresh PostgreSQL database,
+//! 5. cross-node delivery in a cluster (`--only cluster`, not run by default): the latency and
+//!    throughput of 2 and 3 on one node, on one node with Redis, and on several nodes sharing
+//!    Redis and a fresh PostgreSQL database,
 //!
 //! then prints a Markdown table (or JSON with `--json`) and kills the server.
 //! Every loop is bounded in count and time; a watchdog kills everything after `--max-runtime`.
 
 mod client;
+mod cluster;
 mod ingest;
 mod phases;
+mod postgres;
 mod server;
 
 use std::path::PathBuf;
@@ -21,8 +26,11 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 
+use crate::cluster::{ClusterConfig, ClusterResults};
 use crate::ingest::{Backend, IngestConfig, IngestResults};
-use crate::phases::{mib, percentile, LatencyResult, MemoryResult, ThroughputResult};
+use crate::phases::{
+    mib, percentile, LatencyLoad, LatencyResult, MemoryResult, ThroughputLoad, ThroughputResult,
+};
 use crate::server::{LogSummary, Server};
 
 /// The target of the issue: server memory per idle subscribed connection, bytes (8 KiB).
@@ -34,6 +42,7 @@ enum Phase {
     Latency,
     Throughput,
     Ingest,
+    Cluster,
 }
 
 #[derive(Debug, Parser)]
@@ -41,13 +50,14 @@ enum Phase {
     name = "herald-bench",
     version,
     about = "Benchmark a herald binary: memory per idle connection, broadcast latency, trigger throughput, \
-             domain-event ingest"
+             domain-event ingest, cross-node delivery in a cluster"
 )]
 struct Cli {
     /// The herald binary to run [default: `herald` next to this executable]
     #[arg(long, value_name = "PATH")]
     herald_bin: Option<PathBuf>,
-    /// Which measurements to run (comma-separated)
+    /// Which measurements to run (comma-separated); `cluster` (needs Redis and PostgreSQL) only
+    /// when named
     #[arg(long, value_delimiter = ',', default_value = "memory,latency,throughput,ingest")]
     only: Vec<Phase>,
     /// Memory: idle subscribed connections to open
@@ -120,6 +130,14 @@ struct Cli {
     /// Ingest latency: milliseconds between one event's broadcast arriving and the next ingest
     #[arg(long, default_value_t = 50)]
     ingest_interval_ms: u64,
+    /// Cluster: nodes sharing Redis in the cluster set-up (subscribers spread evenly over them,
+    /// triggers sent to the first); the latency and throughput loads are those of phases 2 and 3
+    #[arg(long, default_value_t = 3)]
+    cluster_nodes: usize,
+    /// Cluster: the Redis the nodes share (127.0.0.1, no password); each run uses a key prefix
+    /// of its own and removes its keys afterwards. The database is a fresh one on --postgres-url
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
     /// Extra environment for the server, KEY=VALUE (repeatable); e.g. MALLOC_ARENA_MAX=2 or
     /// LD_PRELOAD=... to compare allocators
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -177,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (cli.only.contains(&Phase::Memory), cli.connections),
         (cli.only.contains(&Phase::Latency), cli.subscribers),
         (cli.only.contains(&Phase::Throughput), cli.throughput_subscribers),
+        (cli.only.contains(&Phase::Cluster), cli.subscribers.max(cli.throughput_subscribers)),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -197,7 +216,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         std::thread::sleep(max_runtime);
         eprintln!("herald-bench: --max-runtime reached; killing the servers and exiting");
         server::kill_all();
-        ingest::drop_leftover_databases();
+        postgres::drop_leftover_databases();
+        cluster::delete_leftover_keys();
         std::process::exit(3);
     });
 
@@ -240,14 +260,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         interval: Duration::from_millis(cli.ingest_interval_ms.min(10_000)),
     };
     let ingest = cli.only.contains(&Phase::Ingest).then(|| runtime.block_on(ingest::run(&ingest_config)));
+    let cluster_config = ClusterConfig {
+        bin: bin.clone(),
+        server_log: cli.server_log.clone(),
+        server_env: cli.server_env.clone(),
+        postgres_url: cli.postgres_url.clone(),
+        redis_url: cli.redis_url.clone(),
+        nodes: cli.cluster_nodes.clamp(1, 26),
+        latency: latency_load(&cli),
+        throughput: throughput_load(&cli),
+    };
+    let cluster = cli.only.contains(&Phase::Cluster).then(|| runtime.block_on(cluster::run(&cluster_config)));
+    let other = Other {
+        ingest_config: &ingest_config,
+        ingest: ingest.as_ref(),
+        cluster_config: &cluster_config,
+        cluster: cluster.as_ref(),
+    };
     // Give the connection tasks' sockets back before printing.
     runtime.shutdown_timeout(Duration::from_secs(5));
     if cli.json {
-        println!("{:#}", to_json(&cli, main.as_ref(), &ingest_config, ingest.as_ref(), &bin));
+        println!("{:#}", to_json(&cli, main.as_ref(), &other, &bin));
     } else {
-        print!("{}", to_markdown(&cli, main.as_ref(), &ingest_config, ingest.as_ref()));
+        print!("{}", to_markdown(&cli, main.as_ref(), &other));
     }
     Ok(())
+}
+
+/// The phases that start servers of their own, with their configurations.
+struct Other<'a> {
+    ingest_config: &'a IngestConfig,
+    ingest: Option<&'a IngestResults>,
+    cluster_config: &'a ClusterConfig,
+    cluster: Option<&'a ClusterResults>,
 }
 
 struct Results {
@@ -267,6 +312,28 @@ pub(crate) fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The latency phase's load, from the command line (the cluster phase uses it too).
+fn latency_load(cli: &Cli) -> LatencyLoad {
+    LatencyLoad {
+        subscribers: cli.subscribers,
+        rounds: cli.rounds,
+        warmup_rounds: cli.warmup_rounds,
+        connect_concurrency: cli.connect_concurrency,
+        pause: Duration::from_millis(cli.pause_ms),
+        round_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The throughput phase's load, from the command line (the cluster phase uses it too).
+fn throughput_load(cli: &Cli) -> ThroughputLoad {
+    ThroughputLoad {
+        subscribers: cli.throughput_subscribers,
+        concurrency: cli.concurrency,
+        duration: Duration::from_secs_f64(cli.duration.clamp(0.1, 600.0)),
+        connect_concurrency: cli.connect_concurrency,
+    }
 }
 
 async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
@@ -300,34 +367,12 @@ async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
             .await?,
         );
     }
+    let nodes = std::slice::from_ref(server);
     if cli.only.contains(&Phase::Latency) {
-        results.latency = Some(
-            phases::latency(
-                server,
-                &api,
-                cli.subscribers,
-                cli.rounds,
-                cli.warmup_rounds,
-                cli.connect_concurrency,
-                Duration::from_millis(cli.pause_ms),
-                Duration::from_secs(10),
-            )
-            .await?,
-        );
+        results.latency = Some(phases::latency(nodes, &api, &latency_load(cli)).await?);
     }
     if cli.only.contains(&Phase::Throughput) {
-        let duration = Duration::from_secs_f64(cli.duration.clamp(0.1, 600.0));
-        results.throughput = Some(
-            phases::throughput(
-                server,
-                &api,
-                cli.throughput_subscribers,
-                cli.concurrency,
-                duration,
-                cli.connect_concurrency,
-            )
-            .await?,
-        );
+        results.throughput = Some(phases::throughput(nodes, &api, &throughput_load(cli)).await?);
     }
     results.load_end = load_average();
     Ok(results)
@@ -364,23 +409,24 @@ fn statuses_text(statuses: &std::collections::BTreeMap<String, u64>) -> String {
     statuses.iter().map(|(status, count)| format!("{status}: {count}")).collect::<Vec<_>>().join(", ")
 }
 
-fn to_markdown(
-    cli: &Cli,
-    main: Option<&(Results, LogSummary)>,
-    ingest_config: &IngestConfig,
-    ingest: Option<&IngestResults>,
-) -> String {
+fn to_markdown(cli: &Cli, main: Option<&(Results, LogSummary)>, other: &Other<'_>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let mut notes: Vec<String> = Vec::new();
     if let Some((results, log)) = main {
         main_table(&mut out, &mut notes, results, log);
     }
-    if let Some(ingest) = ingest {
-        if main.is_some() {
+    if let Some(ingest) = other.ingest {
+        if !out.is_empty() {
             let _ = writeln!(out);
         }
-        out.push_str(&ingest::to_markdown(ingest_config, ingest, &mut notes));
+        out.push_str(&ingest::to_markdown(other.ingest_config, ingest, &mut notes));
+    }
+    if let Some(cluster) = other.cluster {
+        if !out.is_empty() {
+            let _ = writeln!(out);
+        }
+        out.push_str(&cluster::to_markdown(other.cluster_config, cluster, &mut notes));
     }
     if !notes.is_empty() {
         let _ = writeln!(out, "\nNotes:");
@@ -391,8 +437,9 @@ fn to_markdown(
     let _ = writeln!(
         out,
         "\n(`herald-bench` with --only {} --connections {} --channels {} --subscribers {} --rounds {} --concurrency {} --duration {} \
+         --throughput-subscribers {} \
          --ingest-backends {} --ingest-clients {} --ingest-duration {} --ingest-batch {} --ingest-events {} --ingest-interval-ms {} \
-         --server-log {})",
+         --cluster-nodes {} --server-log {})",
         cli.only.iter().map(|phase| format!("{phase:?}").to_lowercase()).collect::<Vec<_>>().join(","),
         cli.connections,
         cli.channels,
@@ -400,12 +447,14 @@ fn to_markdown(
         cli.rounds,
         cli.concurrency,
         cli.duration,
+        cli.throughput_subscribers,
         cli.ingest_backends.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>().join(","),
         cli.ingest_clients,
         cli.ingest_duration,
         cli.ingest_batch.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","),
         cli.ingest_events,
         cli.ingest_interval_ms,
+        cli.cluster_nodes,
         cli.server_log
     );
     out
@@ -556,7 +605,7 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
             "| Events delivered to the subscribers | {} of {} ({:.0} messages/s) |",
             throughput.delivered,
             throughput.expected,
-            throughput.delivered as f64 / throughput.seconds.max(1e-9)
+            throughput.deliveries_per_second()
         );
         if throughput.ok != throughput.requests
             || throughput.delivered != throughput.expected
@@ -585,15 +634,16 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
 fn to_json(
     cli: &Cli,
     main: Option<&(Results, LogSummary)>,
-    ingest_config: &IngestConfig,
-    ingest: Option<&IngestResults>,
+    other: &Other<'_>,
     bin: &std::path::Path,
 ) -> Value {
     let mut value = match main {
         Some((results, log)) => main_json(cli, results, log, bin),
         None => json!({ "herald_bin": bin.display().to_string() }),
     };
-    value["ingest"] = ingest.map_or(Value::Null, |ingest| ingest::to_json(ingest_config, ingest));
+    value["ingest"] = other.ingest.map_or(Value::Null, |ingest| ingest::to_json(other.ingest_config, ingest));
+    value["cluster"] =
+        other.cluster.map_or(Value::Null, |cluster| cluster::to_json(other.cluster_config, cluster));
     value
 }
 
@@ -628,48 +678,8 @@ fn main_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Pa
             })),
         })
     });
-    let latency = results.latency.as_ref().map(|latency| {
-        json!({
-            "subscribers": latency.subscribers,
-            "connect_seconds": latency.connect_secs,
-            "rounds": latency.rounds,
-            "warmup_rounds": latency.warmup_rounds,
-            "samples": latency.samples_us.len(),
-            "p50_us": percentile(&latency.samples_us, 50.0),
-            "p99_us": percentile(&latency.samples_us, 99.0),
-            "max_us": percentile(&latency.samples_us, 100.0),
-            "last_subscriber_p50_us": percentile(&latency.last_us, 50.0),
-            "last_subscriber_p99_us": percentile(&latency.last_us, 99.0),
-            "last_subscriber_max_us": percentile(&latency.last_us, 100.0),
-            "trigger_call_p50_us": percentile(&latency.trigger_us, 50.0),
-            "trigger_call_max_us": percentile(&latency.trigger_us, 100.0),
-            "statuses": latency.statuses,
-            "missing_deliveries": latency.missing,
-            "incomplete_rounds": latency.incomplete_rounds,
-            "dropped_subscribers": latency.dropped,
-            "handshake_failures": latency.failed,
-            "errors": latency.errors,
-            "cpu": cpu_json(&latency.cpu),
-        })
-    });
-    let throughput = results.throughput.as_ref().map(|throughput| {
-        json!({
-            "concurrency": throughput.concurrency,
-            "seconds": throughput.seconds,
-            "subscribers": throughput.subscribers,
-            "requests": throughput.requests,
-            "requests_per_second": throughput.per_second(),
-            "statuses": throughput.statuses,
-            "latency_p50_us": percentile(&throughput.latencies_us, 50.0),
-            "latency_p99_us": percentile(&throughput.latencies_us, 99.0),
-            "delivered": throughput.delivered,
-            "expected_deliveries": throughput.expected,
-            "dropped_subscribers": throughput.dropped,
-            "handshake_failures": throughput.failed,
-            "errors": throughput.errors,
-            "cpu": cpu_json(&throughput.cpu),
-        })
-    });
+    let latency = results.latency.as_ref().map(latency_json);
+    let throughput = results.throughput.as_ref().map(throughput_json);
     json!({
         "herald_bin": bin.display().to_string(),
         "arguments": {
@@ -696,5 +706,53 @@ fn main_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Pa
             "panics": log.panics,
             "samples": log.samples,
         },
+    })
+}
+
+/// The latency measurement in the JSON report (the cluster phase's too).
+fn latency_json(latency: &LatencyResult) -> Value {
+    json!({
+        "subscribers": latency.subscribers,
+        "connect_seconds": latency.connect_secs,
+        "rounds": latency.rounds,
+        "warmup_rounds": latency.warmup_rounds,
+        "samples": latency.samples_us.len(),
+        "p50_us": percentile(&latency.samples_us, 50.0),
+        "p99_us": percentile(&latency.samples_us, 99.0),
+        "max_us": percentile(&latency.samples_us, 100.0),
+        "last_subscriber_p50_us": percentile(&latency.last_us, 50.0),
+        "last_subscriber_p99_us": percentile(&latency.last_us, 99.0),
+        "last_subscriber_max_us": percentile(&latency.last_us, 100.0),
+        "trigger_call_p50_us": percentile(&latency.trigger_us, 50.0),
+        "trigger_call_p99_us": percentile(&latency.trigger_us, 99.0),
+        "trigger_call_max_us": percentile(&latency.trigger_us, 100.0),
+        "statuses": latency.statuses,
+        "missing_deliveries": latency.missing,
+        "incomplete_rounds": latency.incomplete_rounds,
+        "dropped_subscribers": latency.dropped,
+        "handshake_failures": latency.failed,
+        "errors": latency.errors,
+        "cpu": cpu_json(&latency.cpu),
+    })
+}
+
+/// The throughput measurement in the JSON report (the cluster phase's too).
+fn throughput_json(throughput: &ThroughputResult) -> Value {
+    json!({
+        "concurrency": throughput.concurrency,
+        "seconds": throughput.seconds,
+        "subscribers": throughput.subscribers,
+        "requests": throughput.requests,
+        "requests_per_second": throughput.per_second(),
+        "statuses": throughput.statuses,
+        "latency_p50_us": percentile(&throughput.latencies_us, 50.0),
+        "latency_p99_us": percentile(&throughput.latencies_us, 99.0),
+        "delivered": throughput.delivered,
+        "expected_deliveries": throughput.expected,
+        "deliveries_per_second": throughput.deliveries_per_second(),
+        "dropped_subscribers": throughput.dropped,
+        "handshake_failures": throughput.failed,
+        "errors": throughput.errors,
+        "cpu": cpu_json(&throughput.cpu),
     })
 }

@@ -1,4 +1,6 @@
 //! The three measurements. Each opens its own connections and closes them before returning.
+//! Latency and throughput run against one node or several (the cluster phase): their
+//! subscribers are spread evenly over the nodes, and the triggers go to the `Api` given.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -60,10 +62,20 @@ fn machine_busy_secs() -> f64 {
     busy as f64 / 100.0
 }
 
+/// CPU seconds the servers have used so far, together.
+fn servers_cpu_secs(servers: &[Server]) -> f64 {
+    servers.iter().map(Server::cpu_secs).sum()
+}
+
 impl CpuClock {
     pub(crate) fn start(server: &Server) -> CpuClock {
+        CpuClock::start_all(std::slice::from_ref(server))
+    }
+
+    /// Starts the clock for several servers: their CPU is counted together as the server's.
+    pub(crate) fn start_all(servers: &[Server]) -> CpuClock {
         CpuClock {
-            server: server.cpu_secs(),
+            server: servers_cpu_secs(servers),
             bench: cpu_secs("self"),
             machine: machine_busy_secs(),
             wall: Instant::now(),
@@ -71,8 +83,12 @@ impl CpuClock {
     }
 
     pub(crate) fn stop(&self, server: &Server) -> Cpu {
+        self.stop_all(std::slice::from_ref(server))
+    }
+
+    pub(crate) fn stop_all(&self, servers: &[Server]) -> Cpu {
         Cpu {
-            server: server.cpu_secs() - self.server,
+            server: servers_cpu_secs(servers) - self.server,
             bench: cpu_secs("self") - self.bench,
             machine: machine_busy_secs() - self.machine,
             wall: self.wall.elapsed().as_secs_f64(),
@@ -91,33 +107,35 @@ struct Opened<T> {
     elapsed: Duration,
 }
 
-/// Opens `count` subscribed connections, at most `concurrency` handshakes at a time, and hands
-/// each to `spawn` (which starts the task that owns it).
+/// Opens `count` subscribed connections, at most `concurrency` handshakes at a time, connection
+/// `i` to the node on `ports[i % ports.len()]`, and hands each with its node's index to `spawn`
+/// (which starts the task that owns it).
 async fn open_connections<T: Send + 'static>(
     label: &str,
-    port: u16,
+    ports: &[u16],
     count: usize,
     concurrency: usize,
     channel_of: impl Fn(usize) -> Option<String>,
-    mut spawn: impl FnMut(Ws) -> JoinHandle<T>,
+    mut spawn: impl FnMut(usize, Ws) -> JoinHandle<T>,
 ) -> Opened<T> {
-    let url = ws_url(port);
+    let urls: Vec<String> = ports.iter().map(|&port| ws_url(port)).collect();
     let started = Instant::now();
     let mut handshakes = futures_util::stream::iter(0..count)
         .map(|index| {
-            let url = url.clone();
+            let node = index % urls.len().max(1);
+            let url = urls[node].clone();
             let channel = channel_of(index);
-            async move { connect_subscribed(&url, channel.as_deref()).await }
+            async move { (node, connect_subscribed(&url, channel.as_deref()).await) }
         })
         .buffer_unordered(concurrency.max(1));
     let mut opened =
         Opened { tasks: Vec::with_capacity(count), failed: 0, errors: Vec::new(), elapsed: Duration::ZERO };
     let step = (count / 10).max(1);
     let mut done = 0;
-    while let Some(result) = handshakes.next().await {
+    while let Some((node, result)) = handshakes.next().await {
         done += 1;
         match result {
-            Ok(ws) => opened.tasks.push(spawn(ws)),
+            Ok(ws) => opened.tasks.push(spawn(node, ws)),
             Err(error) => {
                 opened.failed += 1;
                 if opened.errors.len() < KEEP_ERRORS {
@@ -345,11 +363,11 @@ pub(crate) async fn memory(
     let burst_received = Arc::new(AtomicU64::new(0));
     let opened = open_connections(
         "memory",
-        server.port,
+        &[server.port],
         count,
         concurrency,
         |index| (channels > 0).then(|| format!("bench-idle-{}", index % channels)),
-        |ws| tokio::spawn(hold(ws, burst_received.clone(), stopped.clone())),
+        |_, ws| tokio::spawn(hold(ws, burst_received.clone(), stopped.clone())),
     )
     .await;
     eprintln!(
@@ -418,6 +436,8 @@ impl RoundGate {
 
 /// What one latency subscriber saw.
 struct Received {
+    /// The node it was connected to (index into the nodes).
+    node: usize,
     /// (round, nanoseconds from just before the trigger was sent to arrival)
     samples: Vec<(u32, u64)>,
     ending: Ending,
@@ -438,6 +458,7 @@ fn parse_tick(text: &str) -> Option<(u32, u64)> {
 
 async fn latency_subscriber(
     mut ws: Ws,
+    node: usize,
     epoch: Instant,
     rounds: usize,
     gate: Arc<RoundGate>,
@@ -458,16 +479,30 @@ async fn latency_subscriber(
                     }
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    return Received { samples, ending: Ending::Dropped };
+                    return Received { node, samples, ending: Ending::Dropped };
                 }
                 Some(Ok(_)) => {}
             },
             _ = stopped(&mut stop) => {
                 close(ws).await;
-                return Received { samples, ending: Ending::Stopped };
+                return Received { node, samples, ending: Ending::Stopped };
             }
         }
     }
+}
+
+/// The load of the latency measurement (`--subscribers`, `--rounds`, …).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LatencyLoad {
+    pub(crate) subscribers: usize,
+    pub(crate) rounds: usize,
+    pub(crate) warmup_rounds: usize,
+    /// WebSocket handshakes in flight at once.
+    pub(crate) connect_concurrency: usize,
+    /// Between one round reaching everyone and the next trigger.
+    pub(crate) pause: Duration,
+    /// How long a round waits for every subscriber at most.
+    pub(crate) round_timeout: Duration,
 }
 
 pub(crate) struct LatencyResult {
@@ -479,6 +514,8 @@ pub(crate) struct LatencyResult {
     pub(crate) warmup_rounds: usize,
     /// Every (subscriber, measured round) latency, microseconds, sorted.
     pub(crate) samples_us: Vec<u64>,
+    /// The same samples per node (subscribers connected to `nodes[i]`), each sorted.
+    pub(crate) node_samples_us: Vec<Vec<u64>>,
     /// Per measured round: latency of the last subscriber to receive it, microseconds, sorted.
     pub(crate) last_us: Vec<u64>,
     /// Per measured round: time the HTTP trigger call took, microseconds, sorted.
@@ -491,22 +528,29 @@ pub(crate) struct LatencyResult {
     pub(crate) dropped: usize,
     /// The slowest samples: (round, microseconds).
     pub(crate) worst: Vec<(u32, u64)>,
-    /// CPU used while the rounds ran.
+    /// CPU used while the rounds ran (the servers' together).
     pub(crate) cpu: Cpu,
 }
 
-#[allow(clippy::too_many_arguments)]
+impl LatencyResult {
+    /// The samples of the subscribers on the nodes in `nodes` (indices), sorted.
+    pub(crate) fn samples_on(&self, nodes: std::ops::Range<usize>) -> Vec<u64> {
+        let mut samples: Vec<u64> =
+            self.node_samples_us.get(nodes).unwrap_or_default().iter().flatten().copied().collect();
+        samples.sort_unstable();
+        samples
+    }
+}
+
+/// Rounds of one trigger each, sent to `api`, received by `load.subscribers` subscribers spread
+/// over `nodes`; the next round starts once everyone has the last one (or it timed out).
 pub(crate) async fn latency(
-    server: &Server,
+    nodes: &[Server],
     api: &Api,
-    subscribers: usize,
-    rounds: usize,
-    warmup_rounds: usize,
-    concurrency: usize,
-    pause: Duration,
-    round_timeout: Duration,
+    load: &LatencyLoad,
 ) -> anyhow::Result<LatencyResult> {
     const CHANNEL: &str = "bench-latency";
+    let LatencyLoad { subscribers, rounds, warmup_rounds, connect_concurrency, pause, round_timeout } = *load;
     let total = warmup_rounds + rounds;
     let epoch = Instant::now();
     let gate = Arc::new(RoundGate {
@@ -515,14 +559,15 @@ pub(crate) async fn latency(
         notify: Notify::new(),
     });
     let (stop, stopped) = watch::channel(false);
-    eprintln!("latency: opening {subscribers} subscribers on {CHANNEL}");
+    eprintln!("latency: opening {subscribers} subscribers on {CHANNEL} ({} nodes)", nodes.len());
+    let ports: Vec<u16> = nodes.iter().map(|server| server.port).collect();
     let opened = open_connections(
         "latency",
-        server.port,
+        &ports,
         subscribers,
-        concurrency,
+        connect_concurrency,
         |_| Some(CHANNEL.to_owned()),
-        |ws| tokio::spawn(latency_subscriber(ws, epoch, total, gate.clone(), stopped.clone())),
+        |node, ws| tokio::spawn(latency_subscriber(ws, node, epoch, total, gate.clone(), stopped.clone())),
     )
     .await;
     let connected = opened.tasks.len();
@@ -530,7 +575,7 @@ pub(crate) async fn latency(
     tokio::time::sleep(Duration::from_millis(500)).await;
     eprintln!("latency: {connected} subscribers; {warmup_rounds} warm-up + {rounds} measured rounds");
 
-    let clock = CpuClock::start(server);
+    let clock = CpuClock::start_all(nodes);
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut trigger_us = Vec::with_capacity(rounds);
     let mut incomplete_rounds = 0;
@@ -567,11 +612,12 @@ pub(crate) async fn latency(
         }
         tokio::time::sleep(pause).await;
     }
-    let cpu = clock.stop(server);
+    let cpu = clock.stop_all(nodes);
     let _ = stop.send(true);
     let received = join_all(opened.tasks, Duration::from_secs(30)).await;
 
     let mut samples_us = Vec::with_capacity(connected * rounds);
+    let mut node_samples_us = vec![Vec::new(); nodes.len()];
     let mut last_ns = vec![0u64; total];
     let mut all: Vec<(u32, u64)> = Vec::new();
     let mut dropped = 0;
@@ -591,11 +637,15 @@ pub(crate) async fn latency(
             }
             seen += 1;
             samples_us.push(nanos / 1000);
+            node_samples_us[received.node].push(nanos / 1000);
             last_ns[round_index] = last_ns[round_index].max(nanos);
             all.push((round, nanos / 1000));
         }
     }
     samples_us.sort_unstable();
+    for samples in &mut node_samples_us {
+        samples.sort_unstable();
+    }
     let mut last_us: Vec<u64> = last_ns[warmup_rounds..].iter().map(|nanos| nanos / 1000).collect();
     last_us.sort_unstable();
     trigger_us.sort_unstable();
@@ -610,6 +660,7 @@ pub(crate) async fn latency(
         rounds,
         warmup_rounds,
         samples_us,
+        node_samples_us,
         last_us,
         trigger_us,
         statuses,
@@ -624,9 +675,11 @@ pub(crate) async fn latency(
 // ---------------------------------------------------------------------------------------------
 // 3. HTTP trigger throughput
 
+/// Counts the load events one subscriber receives into `delivered[node]`.
 async fn counting_subscriber(
     mut ws: Ws,
-    delivered: Arc<AtomicU64>,
+    node: usize,
+    delivered: Arc<Vec<AtomicU64>>,
     mut stop: watch::Receiver<bool>,
 ) -> Ending {
     loop {
@@ -635,7 +688,7 @@ async fn counting_subscriber(
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
                     if text.as_str().contains("\"bench-load\"") {
-                        delivered.fetch_add(1, Ordering::Relaxed);
+                        delivered[node].fetch_add(1, Ordering::Relaxed);
                     } else {
                         answer_ping(&mut ws, text.as_str()).await;
                     }
@@ -677,6 +730,17 @@ async fn trigger_worker(api: Api, worker: usize, deadline: Instant, max_requests
 
 const THROUGHPUT_CHANNEL: &str = "bench-throughput";
 
+/// The load of the throughput measurement (`--throughput-subscribers`, `--concurrency`, …).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ThroughputLoad {
+    pub(crate) subscribers: usize,
+    /// Trigger requests in flight at once (one keep-alive connection each).
+    pub(crate) concurrency: usize,
+    pub(crate) duration: Duration,
+    /// WebSocket handshakes in flight at once.
+    pub(crate) connect_concurrency: usize,
+}
+
 pub(crate) struct ThroughputResult {
     pub(crate) subscribers: usize,
     pub(crate) failed: usize,
@@ -691,8 +755,10 @@ pub(crate) struct ThroughputResult {
     /// Events the subscribers received, and how many they should have.
     pub(crate) delivered: u64,
     pub(crate) expected: u64,
+    /// The deliveries per node (subscribers connected to `nodes[i]`).
+    pub(crate) node_delivered: Vec<u64>,
     pub(crate) dropped: usize,
-    /// CPU used while the triggers were fired.
+    /// CPU used while the triggers were fired (the servers' together).
     pub(crate) cpu: Cpu,
 }
 
@@ -700,31 +766,43 @@ impl ThroughputResult {
     pub(crate) fn per_second(&self) -> f64 {
         self.requests as f64 / self.seconds.max(1e-9)
     }
+
+    /// Events delivered to the subscribers per second of firing.
+    pub(crate) fn deliveries_per_second(&self) -> f64 {
+        self.delivered as f64 / self.seconds.max(1e-9)
+    }
 }
 
+/// `load.concurrency` workers fire triggers at `api` for `load.duration`; `load.subscribers`
+/// subscribers spread over `nodes` count what they receive (until everything arrived, or 15 s
+/// after the firing stopped).
 pub(crate) async fn throughput(
-    server: &Server,
+    nodes: &[Server],
     api: &Api,
-    subscribers: usize,
-    concurrency: usize,
-    duration: Duration,
-    connect_concurrency: usize,
+    load: &ThroughputLoad,
 ) -> anyhow::Result<ThroughputResult> {
-    let delivered = Arc::new(AtomicU64::new(0));
+    let ThroughputLoad { subscribers, concurrency, duration, connect_concurrency } = *load;
+    let delivered: Arc<Vec<AtomicU64>> = Arc::new(nodes.iter().map(|_| AtomicU64::new(0)).collect());
+    let total =
+        |delivered: &[AtomicU64]| delivered.iter().map(|count| count.load(Ordering::Relaxed)).sum::<u64>();
     let (stop, stopped) = watch::channel(false);
-    eprintln!("throughput: opening {subscribers} subscribers on {THROUGHPUT_CHANNEL}");
+    eprintln!(
+        "throughput: opening {subscribers} subscribers on {THROUGHPUT_CHANNEL} ({} nodes)",
+        nodes.len()
+    );
+    let ports: Vec<u16> = nodes.iter().map(|server| server.port).collect();
     let opened = open_connections(
         "throughput",
-        server.port,
+        &ports,
         subscribers,
         connect_concurrency,
         |_| Some(THROUGHPUT_CHANNEL.to_owned()),
-        |ws| tokio::spawn(counting_subscriber(ws, delivered.clone(), stopped.clone())),
+        |node, ws| tokio::spawn(counting_subscriber(ws, node, delivered.clone(), stopped.clone())),
     )
     .await;
     let connected = opened.tasks.len();
     eprintln!("throughput: {concurrency} workers for {:.0} s", duration.as_secs_f64());
-    let clock = CpuClock::start(server);
+    let clock = CpuClock::start_all(nodes);
     let started = Instant::now();
     let deadline = started + duration;
     // A cap on the count too, far above what a loopback server answers in the time.
@@ -734,7 +812,7 @@ pub(crate) async fn throughput(
         .collect();
     let outputs = join_all(workers, duration + Duration::from_secs(30)).await;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = clock.stop(server);
+    let cpu = clock.stop_all(nodes);
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut latencies_us = Vec::new();
     for output in outputs.into_iter().flatten() {
@@ -749,10 +827,10 @@ pub(crate) async fn throughput(
     let expected = ok * connected as u64;
     eprintln!(
         "throughput: {requests} requests in {seconds:.1} s; waiting for deliveries ({}/{expected})",
-        delivered.load(Ordering::Relaxed)
+        total(&delivered)
     );
     let drain_deadline = Instant::now() + Duration::from_secs(15);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+    while total(&delivered) < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop.send(true);
@@ -768,8 +846,9 @@ pub(crate) async fn throughput(
         ok,
         statuses,
         latencies_us,
-        delivered: delivered.load(Ordering::Relaxed),
+        delivered: total(&delivered),
         expected,
+        node_delivered: delivered.iter().map(|count| count.load(Ordering::Relaxed)).collect(),
         dropped,
         cpu,
     })

@@ -62,6 +62,17 @@ pub(crate) struct LogSummary {
     pub(crate) samples: Vec<String>,
 }
 
+impl LogSummary {
+    /// Adds `other`'s counts, and its samples while fewer than 8 are kept.
+    pub(crate) fn merge(&mut self, other: LogSummary) {
+        self.warnings += other.warnings;
+        self.errors += other.errors;
+        self.panics += other.panics;
+        let room = 8usize.saturating_sub(self.samples.len());
+        self.samples.extend(other.samples.into_iter().take(room));
+    }
+}
+
 impl Server {
     /// Writes a config for one app on 127.0.0.1, port 0, starts `bin serve` with it and reads the
     /// bound port from the banner's `WebSocket  ws://127.0.0.1:PORT/app/{key}` line. The store is
@@ -81,6 +92,7 @@ impl Server {
         let config = dir.join("herald.toml");
         // The server opens its store at start-up: keep the SQLite file in the temp dir (never in
         // the working directory), and set a JWT secret so it does not warn about the development one.
+        // The admin listener takes a free port too, so that several servers (a cluster) can run.
         let database = match database_url {
             Some(url) => url.to_owned(),
             None => format!("sqlite://{}", dir.join("herald.db").display()),
@@ -90,6 +102,7 @@ impl Server {
             format!(
                 "[server]\nhost = \"127.0.0.1\"\nport = 0\nshutdown_grace_secs = 2\n\n\
                  [database]\nurl = \"{}\"\n\n\
+                 [admin]\nhost = \"127.0.0.1\"\nport = 0\n\n\
                  [auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
                  [[apps]]\nid = \"{APP_ID}\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\n",
                 toml_escape(&database)
@@ -102,9 +115,11 @@ impl Server {
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config)
             .env_remove("HERALD_CONFIG")
-            // These would override the config's [database] url and [auth] jwt_secret.
+            // These would override the config's [database] url and [auth] jwt_secret, and this
+            // one would join the server to a cluster (the cluster phase sets it on purpose).
             .env_remove("DATABASE_URL")
             .env_remove("HERALD_JWT_SECRET")
+            .env_remove("REDIS_URL")
             .env("HERALD_LOG", log_filter)
             .env("NO_COLOR", "1")
             .envs(extra_env.iter().map(|(key, value)| (key, value)))

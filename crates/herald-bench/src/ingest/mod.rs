@@ -13,7 +13,6 @@
 mod json;
 mod latency;
 mod load;
-mod postgres;
 mod report;
 mod subscriber;
 #[cfg(test)]
@@ -25,15 +24,14 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use crate::postgres::Postgres;
 use crate::server::{LogSummary, Server};
 
 pub(crate) use json::to_json;
-pub(crate) use postgres::drop_leftover_databases;
 pub(crate) use report::to_markdown;
 
 use latency::LatencyResult;
 use load::LoadResult;
-use postgres::Postgres;
 use usage::Probe;
 
 /// Errors kept to show per step.
@@ -211,7 +209,7 @@ async fn run_backend(config: &IngestConfig, backend: Backend) -> BackendResult {
                 if let Err(error) = outcome {
                     result.failures.push((label, format!("{error:#}")));
                 }
-                merge_log(&mut result.log, log);
+                result.log.merge(log);
             }
             Err(error) => result.failures.push((label, format!("{error:#}"))),
         }
@@ -221,15 +219,4 @@ async fn run_backend(config: &IngestConfig, backend: Backend) -> BackendResult {
     }
     result.load_end = load_average();
     result
-}
-
-fn merge_log(into: &mut LogSummary, log: LogSummary) {
-    into.warnings += log.warnings;
-    into.errors += log.errors;
-    into.panics += log.panics;
-    for sample in log.samples {
-        if into.samples.len() < 8 {
-            into.samples.push(sample);
-        }
-    }
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use super::latency::LatencyResult;
 use super::load::LoadResult;
-use super::postgres::Wal;
 use super::usage::Usage;
 use super::{to_json, to_markdown, Backend, BackendResult, IngestConfig, IngestResults};
 use crate::phases::Cpu;
+use crate::postgres::Wal;
 use crate::server::LogSummary;
 
 /// A fixed result of both backends: two batch sizes (PostgreSQL failed the second), latency,

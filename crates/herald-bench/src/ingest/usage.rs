@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::postgres::{Postgres, Wal};
 use crate::phases::{Cpu, CpuClock};
+use crate::postgres::{Postgres, Wal};
 use crate::server::{cpu_secs, Server};
 
 /// CPU seconds of the processes around the server during a step.

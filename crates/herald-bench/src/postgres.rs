@@ -1,12 +1,15 @@
-//! PostgreSQL around the ingest phase: a fresh database per server, dropped afterwards (by the
-//! watchdog too), and the statistics read around each step.
+//! PostgreSQL around the ingest and cluster phases: a fresh database per server (or cluster of
+//! nodes), dropped afterwards (by the watchdog too), and the statistics read around each step.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use sqlx::{Connection as _, PgConnection};
 
+/// Databases created so far by this process: each name is `herald_bench_<pid>_<n>`.
+static CREATED_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Databases created and not dropped yet, for the watchdog: (admin URL, names).
 static CREATED: Mutex<Option<(String, Vec<String>)>> = Mutex::new(None);
 
@@ -81,28 +84,27 @@ pub(crate) struct Wal {
 
 /// A connection to the PostgreSQL server, for creating and dropping the databases and reading
 /// its statistics.
-pub(super) struct Postgres {
+pub(crate) struct Postgres {
     admin_url: String,
     admin: PgConnection,
     base: String,
     query: String,
-    created: usize,
 }
 
 impl Postgres {
-    pub(super) async fn connect(admin_url: &str) -> anyhow::Result<Postgres> {
+    pub(crate) async fn connect(admin_url: &str) -> anyhow::Result<Postgres> {
         let (base, query) = split_postgres_url(admin_url)?;
         let admin = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(admin_url))
             .await
             .context("no answer within 5 s")?
             .context("cannot connect")?;
-        Ok(Postgres { admin_url: admin_url.to_owned(), admin, base, query, created: 0 })
+        Ok(Postgres { admin_url: admin_url.to_owned(), admin, base, query })
     }
 
     /// Creates an empty database; returns its name and the URL the server uses.
-    pub(super) async fn fresh(&mut self) -> anyhow::Result<(String, String)> {
-        let name = format!("herald_bench_{}_{}", std::process::id(), self.created);
-        self.created += 1;
+    pub(crate) async fn fresh(&mut self) -> anyhow::Result<(String, String)> {
+        let number = CREATED_COUNT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("herald_bench_{}_{number}", std::process::id());
         let sql = format!("CREATE DATABASE {name}");
         tokio::time::timeout(Duration::from_secs(30), sqlx::query(&sql).execute(&mut self.admin))
             .await
@@ -113,19 +115,19 @@ impl Postgres {
         Ok((name, url))
     }
 
-    pub(super) async fn drop_database(&mut self, name: &str) {
+    pub(crate) async fn drop_database(&mut self, name: &str) {
         let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
         match tokio::time::timeout(Duration::from_secs(30), sqlx::query(&sql).execute(&mut self.admin)).await
         {
             Ok(Ok(_)) => remember(&self.admin_url, name, false),
-            Ok(Err(error)) => eprintln!("ingest: cannot drop the database {name}: {error}"),
-            Err(_) => eprintln!("ingest: DROP DATABASE {name} took over 30 s"),
+            Ok(Err(error)) => eprintln!("herald-bench: cannot drop the database {name}: {error}"),
+            Err(_) => eprintln!("herald-bench: DROP DATABASE {name} took over 30 s"),
         }
     }
 
     /// Transactions committed and rolled back in `database` so far (its backends report them
     /// when idle or when they exit).
-    pub(super) async fn transactions(&mut self, database: &str) -> Option<(i64, i64)> {
+    pub(crate) async fn transactions(&mut self, database: &str) -> Option<(i64, i64)> {
         sqlx::query_as("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = $1")
             .bind(database)
             .fetch_one(&mut self.admin)
@@ -133,7 +135,7 @@ impl Postgres {
             .ok()
     }
 
-    pub(super) async fn wal(&mut self) -> Option<Wal> {
+    pub(crate) async fn wal(&mut self) -> Option<Wal> {
         let row: (i64, i64, i64, i64) =
             sqlx::query_as("SELECT wal_records, wal_bytes::bigint, wal_write, wal_sync FROM pg_stat_wal")
                 .fetch_one(&mut self.admin)
@@ -144,7 +146,7 @@ impl Postgres {
 
     /// The processes serving `database`, and the cluster's WAL writer, checkpointer and
     /// background writer: (pid, is a backend of `database`).
-    pub(super) async fn processes(&mut self, database: &str) -> Vec<(i32, bool)> {
+    pub(crate) async fn processes(&mut self, database: &str) -> Vec<(i32, bool)> {
         let rows: Vec<(i32, bool)> = sqlx::query_as(
             "SELECT pid, datname IS NOT DISTINCT FROM $1 FROM pg_stat_activity \
              WHERE datname = $1 OR backend_type IN ('walwriter', 'checkpointer', 'background writer')",
