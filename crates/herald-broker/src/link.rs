@@ -55,6 +55,8 @@ impl Commands {
 /// into a wake-up of the supervisor. Shared by the push callbacks of every connection.
 pub(crate) struct Receiver {
     node_id: String,
+    /// How this node's own envelopes begin (`{"o":"<node id>",`): they are dropped unread.
+    own_prefix: Vec<u8>,
     inbound: mpsc::Sender<Inbound>,
     dropped: AtomicU64,
     received: AtomicU64,
@@ -64,8 +66,11 @@ pub(crate) struct Receiver {
 
 impl Receiver {
     pub(crate) fn new(node_id: String, inbound: mpsc::Sender<Inbound>, lost: mpsc::Sender<u64>) -> Self {
+        let own_prefix =
+            format!("{{\"o\":{},", serde_json::to_string(&node_id).unwrap_or_default()).into_bytes();
         Self {
             node_id,
+            own_prefix,
             inbound,
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -121,6 +126,10 @@ impl Receiver {
             tracing::warn!("broker pub/sub message without a payload");
             return;
         };
+        // Every node hears its own publications back: skip them without decoding.
+        if payload.starts_with(&self.own_prefix) {
+            return;
+        }
         match Envelope::decode(payload) {
             Ok(envelope) if envelope.origin == self.node_id => {}
             Ok(envelope) => {
@@ -285,6 +294,25 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> Result<Vec<SlotRange>, Broke
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Envelope, Message};
+    use std::borrow::Cow;
+
+    #[test]
+    fn a_nodes_own_envelopes_are_recognised_before_decoding() {
+        let (inbound, _inbound_rx) = mpsc::channel(1);
+        let (lost, _lost_rx) = mpsc::channel(1);
+        let receiver = Receiver::new("node \"7\"".into(), inbound, lost);
+        let envelope = |origin: &'static str| Envelope {
+            origin: Cow::Borrowed(origin),
+            app: Cow::Borrowed("app"),
+            message: Cow::Owned(Message::TerminateUser { user_id: "1".into() }),
+            sent_ms: 1,
+        };
+        let own = envelope("node \"7\"").encode().expect("encodes");
+        let other = envelope("node \"70\"").encode().expect("encodes");
+        assert!(own.starts_with(&receiver.own_prefix));
+        assert!(!other.starts_with(&receiver.own_prefix));
+    }
 
     #[test]
     fn cluster_slots_reply_is_read() {
