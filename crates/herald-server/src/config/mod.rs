@@ -744,6 +744,48 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_needs_postgres_and_names_every_bad_key() {
+        let dev = ("HERALD_SERVER__DEVELOPMENT", "true");
+        let sqlite =
+            Config::load(&env(&[dev, ("REDIS_URL", "redis://127.0.0.1:6379")]), &Overrides::default())
+                .expect_err("SQLite refused with the cluster on");
+        assert!(
+            sqlite
+                .problems
+                .iter()
+                .any(|p| p.starts_with("cluster.redis_url:") && p.contains("DATABASE_URL=postgres")),
+            "{sqlite:?}"
+        );
+        let vars = env(&[
+            dev,
+            ("DATABASE_URL", "postgres://herald@db/herald"),
+            ("REDIS_URL", "redis://a:6379, http://b:6379"),
+            ("HERALD_CLUSTER__HEARTBEAT_SECS", "10"),
+            ("HERALD_CLUSTER__NODE_TTL_SECS", "15"),
+            ("HERALD_CLUSTER__PREFIX", "a{b}"),
+        ]);
+        let error = Config::load(&vars, &Overrides::default()).expect_err("refused");
+        for key in ["cluster.redis_url: \"http://b:6379\"", "cluster.node_ttl_secs:", "cluster.prefix:"] {
+            assert!(error.problems.iter().any(|p| p.starts_with(key)), "{key} in {:?}", error.problems);
+        }
+        let vars = env(&[
+            dev,
+            ("DATABASE_URL", "postgres://herald@db/herald"),
+            ("REDIS_URL", "redis://:secret@a:6379,redis://b:6379"),
+        ]);
+        let loaded =
+            Config::load(&vars, &Overrides::default()).expect("a Redis Cluster with PostgreSQL loads");
+        assert!(loaded.config.cluster.enabled());
+        assert_eq!(loaded.config.cluster.urls(), ["redis://:secret@a:6379", "redis://b:6379"]);
+        assert!(Config::load(&env(&[dev]), &Overrides::default())
+            .expect("loads")
+            .config
+            .cluster
+            .urls()
+            .is_empty());
+    }
+
+    #[test]
     fn generated_credentials_are_stored_once_and_reused() {
         let dir = std::env::temp_dir().join(format!("herald-credentials-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
