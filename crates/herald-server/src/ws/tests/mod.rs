@@ -2,6 +2,7 @@
 //! (client.rs) with a real `Tenant` and hub: every deadline asserted to the millisecond it is due.
 
 mod client;
+mod frames;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
