@@ -191,6 +191,29 @@ async fn oversized_data_and_bodies_answer_413() {
     assert_eq!(status, 413, "the body cap applies while reading, before authentication");
 }
 
+/// `max_http_body_bytes` is each app's: one smaller than the others' is enforced on its own
+/// requests, up to its exact size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_with_a_smaller_body_limit_accepts_exactly_its_limit() {
+    let server = TestServer::with_config(|config| {
+        let mut small = crate::harness::app("small");
+        small.limits.max_http_body_bytes = 200;
+        config.apps.push(small);
+    })
+    .await;
+    let sized = |len: usize| {
+        let data = |padding: usize| json!({ "name": "e", "channels": ["a"], "data": "x".repeat(padding) });
+        data(len - data(0).to_string().len())
+    };
+    assert_eq!(sized(200).to_string().len(), 200);
+    let (status, reply) = server.signed("small", "POST", "/events", &[], Some(&sized(200))).await;
+    assert_eq!(status, 200, "exactly the limit: {reply}");
+    let (status, reply) = server.signed("small", "POST", "/events", &[], Some(&sized(201))).await;
+    assert_eq!(status, 413, "a byte over: {reply}");
+    let (status, reply) = server.signed("main", "POST", "/events", &[], Some(&sized(201))).await;
+    assert_eq!(status, 200, "another app's limit: {reply}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_rate_limit_answers_429() {
     let server = TestServer::start().await;
