@@ -87,6 +87,40 @@ async fn a_body_that_does_not_match_its_md5_is_refused() {
     );
 }
 
+/// `params` signed for `POST /apps/main/events` with main's secret, as given (no parameter added).
+fn signed_as_given(params: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut query: Vec<(String, String)> =
+        params.iter().map(|(key, value)| ((*key).to_owned(), value.clone())).collect();
+    let signed = herald_protocol::api_string_to_sign(
+        "POST",
+        "/apps/main/events",
+        query.iter().map(|(key, value)| (key.as_str(), value.as_str())),
+    );
+    query.push(("auth_signature".to_owned(), herald_protocol::hmac_sha256_hex("main-secret", &signed)));
+    query
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_auth_version_1_0_is_accepted_and_a_body_needs_its_md5() {
+    let server = TestServer::start().await;
+    let body = event(&["a"]).to_string();
+    let md5 = herald_protocol::body_md5_hex(body.as_bytes());
+    let base = [("auth_key", "main-key".to_owned()), ("auth_timestamp", now().to_string())];
+    let with = |extra: &[(&'static str, String)]| [&base[..], extra].concat();
+    let query = signed_as_given(&with(&[("auth_version", "1.0".into()), ("body_md5", md5.clone())]));
+    let (status, reply) = post_events(&server, &query, body.clone()).await;
+    assert_eq!(status, 200, "correctly signed: {reply}");
+    let query = signed_as_given(&with(&[("auth_version", "2.0".into()), ("body_md5", md5.clone())]));
+    let (status, reply) = post_events(&server, &query, body.clone()).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (401, Some("authentication failed: auth_version must be 1.0"))
+    );
+    let query = signed_as_given(&with(&[("auth_version", "1.0".into())]));
+    let (status, reply) = post_events(&server, &query, body).await;
+    assert_eq!((status, reply["error"].as_str()), (401, Some("authentication failed: body_md5 is missing")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_requests_with_the_empty_body_md5_are_accepted() {
     let server = TestServer::start().await;
@@ -155,6 +189,29 @@ async fn oversized_data_and_bodies_answer_413() {
     let huge = "y".repeat(300 * 1024);
     let (status, _) = server.raw("POST", "/apps/main/events", &[], huge).await;
     assert_eq!(status, 413, "the body cap applies while reading, before authentication");
+}
+
+/// `max_http_body_bytes` is each app's: one smaller than the others' is enforced on its own
+/// requests, up to its exact size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_with_a_smaller_body_limit_accepts_exactly_its_limit() {
+    let server = TestServer::with_config(|config| {
+        let mut small = crate::harness::app("small");
+        small.limits.max_http_body_bytes = 200;
+        config.apps.push(small);
+    })
+    .await;
+    let sized = |len: usize| {
+        let data = |padding: usize| json!({ "name": "e", "channels": ["a"], "data": "x".repeat(padding) });
+        data(len - data(0).to_string().len())
+    };
+    assert_eq!(sized(200).to_string().len(), 200);
+    let (status, reply) = server.signed("small", "POST", "/events", &[], Some(&sized(200))).await;
+    assert_eq!(status, 200, "exactly the limit: {reply}");
+    let (status, reply) = server.signed("small", "POST", "/events", &[], Some(&sized(201))).await;
+    assert_eq!(status, 413, "a byte over: {reply}");
+    let (status, reply) = server.signed("main", "POST", "/events", &[], Some(&sized(201))).await;
+    assert_eq!(status, 200, "another app's limit: {reply}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,11 @@ impl Client {
         self.to_server.send(Message::Text(frame.to_string().into())).expect("the session is reading");
     }
 
+    /// Sends any WebSocket message (a binary frame, a ping, a close).
+    pub(super) fn send_message(&self, message: Message) {
+        self.to_server.send(message).expect("the session is reading");
+    }
+
     pub(super) fn subscribe(&self, channel: &str, app: &Tenant) {
         let signature =
             hmac_sha256_hex(&app.config.secret, &channel_auth_string(&self.socket_id, channel, None));

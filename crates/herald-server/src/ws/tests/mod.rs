@@ -2,6 +2,7 @@
 //! (client.rs) with a real `Tenant` and hub: every deadline asserted to the millisecond it is due.
 
 mod client;
+mod frames;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -268,4 +269,19 @@ async fn refusals_are_an_error_then_a_close_frame() {
     over.goodbye(CloseCode::OverConnectionQuota).await;
     over.ended().await;
     assert_eq!(app.hub.connections(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sign_in_timeout_longer_than_the_activity_timeout_still_pings_first() {
+    let app = tenant(|config| {
+        config.user_authentication_required = true;
+        config.user_authentication_timeout_secs = 200;
+    });
+    let mut client = Client::connect(&context(), &app).await;
+    assert_eq!(client.event().await["event"], "pusher:ping");
+    assert_eq!(client.elapsed(), ACTIVITY);
+    client.send(json!({ "event": "pusher:pong", "data": {} }));
+    client.goodbye(CloseCode::Unauthorized).await;
+    assert_eq!(client.elapsed(), Duration::from_secs(200));
+    client.ended().await;
 }
