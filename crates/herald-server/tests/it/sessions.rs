@@ -404,6 +404,8 @@ async fn terminate_connections_without_the_app_prefix_finds_the_app_by_key() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     client.signin("main", r#"{"id":"7"}"#).await;
+    // Signed in before the API call: the server handles the frame and the request apart.
+    assert_eq!(client.recv().await["event"], "pusher:signin_success");
     let path = "/users/7/terminate_connections";
     let body = "{}";
     let timestamp = crate::harness::now();
