@@ -90,15 +90,19 @@ export async function fanOut(cluster) {
   }
   for (const n of NAMES) {
     assert.deepEqual(greetings[n].events, [{ text: 'hello from A' }], `the client on ${n} got the event exactly once`);
+    // Order holds per channel. Across channels it holds on one Redis (one pub/sub channel per
+    // app), not on a Redis Cluster, where each Pusher channel travels through its own shard.
+    const of = (channel) => order[n].filter(([name]) => name === channel);
+    assert.equal(order[n].length, 3, `the client on ${n} got the batch exactly once`);
     assert.deepEqual(
-      order[n],
+      of(first),
       [
         [first, 'step-1', { n: 1 }],
-        [second, 'step-2', { n: 2 }],
         [first, 'step-3', 'three'],
       ],
-      `the client on ${n} got the batch exactly once, in order`,
+      `the client on ${n} got ${first}'s events exactly once, in order`,
     );
+    assert.deepEqual(of(second), [[second, 'step-2', { n: 2 }]], `the client on ${n} got ${second}'s event once`);
   }
 }
 
