@@ -22,9 +22,9 @@ import {
   ENCRYPTION_MASTER_KEY_BASE64,
   HERALD_BIN,
   JWT_SECRET,
-  PusherServer,
   TIMEOUT_MS,
   pusherClient,
+  sdkAt,
   connected,
   waitFor,
   waitForEvent,
@@ -178,18 +178,7 @@ export async function createDatabase() {
 
 /** A `pusher` server SDK instance talking to the HTTP API on `port`. */
 export function sdkFor(port, app = 'main', overrides = {}) {
-  const config = APPS[app];
-  return new PusherServer({
-    appId: config.id,
-    key: config.key,
-    secret: config.secret,
-    host: '127.0.0.1',
-    port,
-    useTLS: false,
-    encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY_BASE64,
-    timeout: TIMEOUT_MS,
-    ...overrides,
-  });
+  return sdkAt(port, APPS[app], overrides);
 }
 
 /**

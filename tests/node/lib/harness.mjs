@@ -189,6 +189,21 @@ export function unrefFayeCloseTimer(client) {
   owner.close = patched;
 }
 
+/** A `pusher` server SDK instance for the app `config`, talking to the HTTP API on `port`. */
+export function sdkAt(port, config, overrides = {}) {
+  return new PusherServer({
+    appId: config.id,
+    key: config.key,
+    secret: config.secret,
+    host: '127.0.0.1',
+    port,
+    useTLS: false,
+    encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY_BASE64,
+    timeout: TIMEOUT_MS,
+    ...overrides,
+  });
+}
+
 /**
  * A pusher-js client (already connecting) with `base` options, signing channel authorizations
  * (`presence`: `{user_id, user_info}`; `authorize` replaces the handler) and sign-ins (`user`)
@@ -379,18 +394,7 @@ export async function startServer(options = {}) {
 
     /** A `pusher` server SDK instance for `app` (name in APPS, or an app object). */
     sdk(app = 'main', overrides = {}) {
-      const config = typeof app === 'string' ? APPS[app] : app;
-      return new PusherServer({
-        appId: config.id,
-        key: config.key,
-        secret: config.secret,
-        host: '127.0.0.1',
-        port,
-        useTLS: false,
-        encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY_BASE64,
-        timeout: TIMEOUT_MS,
-        ...overrides,
-      });
+      return sdkAt(port, typeof app === 'string' ? APPS[app] : app, overrides);
     },
 
     /** The pusher-js options shared by clients and Echo. */
