@@ -65,11 +65,13 @@ impl<'a> DeadLetters<'a> {
     }
 }
 
-/// An outcome counts only for the job's current attempt, still pending: a worker whose lease
-/// expired (a stall, a pause) must not overwrite the outcome of the attempt that took over.
-const CURRENT_ATTEMPT: &str = "status = 'pending' AND attempts = $3";
-/// The same, where the attempt is the statement's fourth parameter.
-const CURRENT_ATTEMPT_4: &str = "status = 'pending' AND attempts = $4";
+/// The job `$1` at its current attempt `$2`, still pending: an outcome counts only for it, so a
+/// worker whose lease expired (a stall, a pause) cannot overwrite the attempt that took over.
+macro_rules! current_attempt {
+    () => {
+        "id = $1 AND attempts = $2 AND status = 'pending'"
+    };
+}
 
 impl Store {
     /// Claims up to `limit` due jobs, critical lane first, leasing them until `now + lease_ms`.
@@ -116,10 +118,10 @@ impl Store {
         let now = now_ms();
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let changed = sqlx::query(&format!("UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL WHERE id = $2 AND {CURRENT_ATTEMPT}"))
-                .bind(now)
+            let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
                 .bind(job_id)
                 .bind(attempt)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -145,11 +147,11 @@ impl Store {
         let now = now_ms();
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let changed = sqlx::query(&format!("UPDATE broadcasts SET next_attempt_at = $1, locked_until = 0, last_error = $2 WHERE id = $3 AND {CURRENT_ATTEMPT_4}"))
-                .bind(next_attempt_at)
-                .bind(error)
+            let changed = sqlx::query(concat!("UPDATE broadcasts SET next_attempt_at = $3, locked_until = 0, last_error = $4 WHERE ", current_attempt!()))
                 .bind(job_id)
                 .bind(attempt)
+                .bind(next_attempt_at)
+                .bind(error)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -174,10 +176,10 @@ impl Store {
         let now = now_ms();
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let changed = sqlx::query(&format!("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $1 WHERE id = $2 AND {CURRENT_ATTEMPT}"))
-                .bind(error)
+            let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $3 WHERE ", current_attempt!()))
                 .bind(job_id)
                 .bind(attempt)
+                .bind(error)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
