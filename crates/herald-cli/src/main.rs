@@ -137,6 +137,10 @@ struct ServeArgs {
     /// sqlite://FILE or postgres://... [default: sqlite://herald.db] [env: DATABASE_URL]
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// redis://HOST:6379 (comma-separated seeds for a Redis Cluster): join a cluster of nodes
+    /// sharing Redis and a PostgreSQL database (docs/scaling.md) [env: REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
     /// Development mode: with no token secret or app configured, use the public development ones
     /// even off loopback (server.development) [env: HERALD_SERVER__DEVELOPMENT]
     #[arg(long)]
@@ -176,6 +180,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         host: args.host,
         port: args.port,
         database_url: args.database_url,
+        redis_url: args.redis_url,
         development: args.dev,
     };
     let (loaded, provisioned) = match Config::load_provisioned(&ProcessEnv, &overrides) {

@@ -98,6 +98,9 @@ pub fn describe(loaded: &Loaded, env: &dyn EnvSource, overrides: &Overrides) -> 
     if overrides.database_url.is_some() {
         sources.insert("database.url".into(), "--database-url".into());
     }
+    if overrides.redis_url.is_some() {
+        sources.insert("cluster.redis_url".into(), "--redis-url".into());
+    }
     if loaded.config.auth.jwt_secret == DEV_JWT_SECRET {
         sources.insert("auth.jwt_secret".into(), "development default".into());
     }

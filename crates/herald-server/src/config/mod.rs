@@ -271,6 +271,8 @@ pub struct Overrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub database_url: Option<String>,
+    /// `--redis-url`: joins a cluster of nodes (`cluster.redis_url`).
+    pub redis_url: Option<String>,
     /// `--dev`: development mode (`server.development`).
     pub development: bool,
 }
@@ -299,7 +301,7 @@ impl Config {
         if let Some(url) = database_url {
             set_path(&mut tree, &["database", "url"], toml::Value::String(url));
         }
-        if let Some(url) = env.var("REDIS_URL") {
+        if let Some(url) = overrides.redis_url.clone().or_else(|| env.var("REDIS_URL")) {
             set_path(&mut tree, &["cluster", "redis_url"], toml::Value::String(url));
         }
         for (variable, path) in [
