@@ -13,6 +13,8 @@
 
 mod client;
 mod cluster;
+#[cfg(test)]
+mod golden;
 mod ingest;
 mod phases;
 mod postgres;

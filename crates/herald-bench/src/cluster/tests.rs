@@ -146,12 +146,7 @@ fn reports() -> String {
 #[test]
 fn reports_of_a_fixed_result_are_unchanged() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/cluster_report.txt");
-    let reports = reports();
-    if std::env::var_os("HERALD_BENCH_BLESS").is_some() {
-        std::fs::write(path, &reports).expect("write the expected reports");
-    }
-    let expected = std::fs::read_to_string(path).expect("testdata/cluster_report.txt");
-    assert!(reports == expected, "the reports changed; compare with {path}:\n{reports}");
+    crate::golden::assert_unchanged(path, &reports());
 }
 
 #[test]
