@@ -54,7 +54,9 @@ pub struct NotificationsConfig {
     pub log_file: String,
     /// After a start that finds a backlog (a crash or a restart), seconds the `herald` driver
     /// waits for clients to reconnect before delivering it; it starts sooner once clients are
-    /// back and no new connection came for a second. 0: deliver at once.
+    /// back and no new connection came for a second. 0: deliver at once. The default covers
+    /// pusher-js: it retries one second after a drop and, when the server is not back yet, again
+    /// only after its 15 s connection timeout.
     pub reconnect_grace_secs: u64,
     pub upstream: UpstreamConfig,
 }
@@ -72,7 +74,7 @@ impl Default for NotificationsConfig {
             poll_interval_ms: 500,
             large_donation_threshold: 1000.0,
             log_file: "herald-broadcasts.log".into(),
-            reconnect_grace_secs: 10,
+            reconnect_grace_secs: 20,
             upstream: UpstreamConfig::default(),
         }
     }
