@@ -14,6 +14,7 @@ pub struct PerLane<T> {
     pub critical: T,
     #[serde(rename = "broadcasts")]
     pub normal: T,
+    pub webhooks: T,
 }
 
 impl<T> PerLane<T> {
@@ -21,6 +22,7 @@ impl<T> PerLane<T> {
         match lane {
             Lane::Critical => &self.critical,
             Lane::Normal => &self.normal,
+            Lane::Webhooks => &self.webhooks,
         }
     }
 
@@ -28,12 +30,13 @@ impl<T> PerLane<T> {
         match lane {
             Lane::Critical => &mut self.critical,
             Lane::Normal => &mut self.normal,
+            Lane::Webhooks => &mut self.webhooks,
         }
     }
 
     /// Each lane with its value, critical first.
     pub fn iter(&self) -> impl Iterator<Item = (Lane, &T)> {
-        [(Lane::Critical, &self.critical), (Lane::Normal, &self.normal)].into_iter()
+        Lane::ALL.into_iter().map(|lane| (lane, self.get(lane)))
     }
 }
 
@@ -48,12 +51,19 @@ impl PerLane<AtomicU64> {
         PerLane {
             critical: self.critical.load(Ordering::Relaxed),
             normal: self.normal.load(Ordering::Relaxed),
+            webhooks: self.webhooks.load(Ordering::Relaxed),
         }
     }
 }
 
 impl PerLane<u64> {
+    /// Every lane's count.
     pub fn total(&self) -> u64 {
+        self.critical.saturating_add(self.normal).saturating_add(self.webhooks)
+    }
+
+    /// The two broadcast lanes' count (webhooks apart).
+    pub fn broadcasts(&self) -> u64 {
         self.critical.saturating_add(self.normal)
     }
 }
@@ -68,13 +78,15 @@ mod tests {
         counters.add(Lane::Critical);
         counters.add(Lane::Normal);
         counters.add(Lane::Normal);
+        counters.add(Lane::Webhooks);
         let counts = counters.load();
-        assert_eq!((counts.critical, counts.normal, counts.total()), (1, 2, 3));
+        assert_eq!((counts.critical, counts.normal, counts.webhooks), (1, 2, 1));
+        assert_eq!((counts.broadcasts(), counts.total()), (3, 4));
         assert_eq!(
             serde_json::to_value(counts).expect("json"),
-            serde_json::json!({"critical-broadcasts": 1, "broadcasts": 2})
+            serde_json::json!({"critical-broadcasts": 1, "broadcasts": 2, "webhooks": 1})
         );
         let lanes: Vec<&str> = counts.iter().map(|(lane, _)| lane.name()).collect();
-        assert_eq!(lanes, ["critical-broadcasts", "broadcasts"]);
+        assert_eq!(lanes, ["critical-broadcasts", "broadcasts", "webhooks"]);
     }
 }

@@ -13,6 +13,7 @@ mod printable;
 mod records;
 mod service;
 mod views;
+mod webhooks;
 
 pub use amount::{Amount, AmountError};
 pub use audit::AuditDetail;
@@ -37,4 +38,7 @@ pub use service::{
 pub use views::{
     AuditEntry, AuditRecord, DeadLetterView, HistoryEvent, InboxItem, InboxPage, LaneView, PreferenceView,
     Preferences,
+};
+pub use webhooks::{
+    WebhookCounters, WebhookSettings, WebhookTarget, Webhooks, LATENCY_BUCKETS_MS, WEBHOOK_JOB,
 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_store::{
-    now_ms, AuditKind, ClaimedJob, EventRecord, IngestResult, NewAudit, NewBroadcast, NewEvent,
+    now_ms, AuditKind, ClaimedJob, EventRecord, IngestResult, Lanes, NewAudit, NewBroadcast, NewEvent,
     NewNotification, Store, StoreError,
 };
 use serde::Serialize;
@@ -458,7 +458,7 @@ impl Notifier {
                 }
                 continue;
             }
-            let jobs = match self.store.claim(1, self.settings.lease_ms).await {
+            let jobs = match self.store.claim(Lanes::Broadcasts, 1, self.settings.lease_ms).await {
                 Ok(jobs) => jobs,
                 Err(error) => {
                     warn!(worker, %error, "cannot claim broadcast jobs; retrying");
@@ -544,10 +544,18 @@ impl Notifier {
 
 /// Capped exponential backoff with ±20 % jitter, for the attempt that just failed (1-based).
 pub fn backoff_ms(settings: &NotifySettings, attempt: i64) -> i64 {
+    jittered(capped_backoff_ms(settings.backoff_base_ms, settings.backoff_cap_ms, attempt))
+}
+
+/// ±20 % jitter, so jobs (or receivers) that failed together are not retried together.
+pub(crate) fn jittered(delay_ms: i64) -> i64 {
+    ((delay_ms as f64) * (0.8 + fastrand::f64() * 0.4)) as i64
+}
+
+/// `base × 2^(attempt − 1)`, at most `cap`, without jitter: the schedule both queues follow.
+pub(crate) fn capped_backoff_ms(base: i64, cap: i64, attempt: i64) -> i64 {
     let exponent = (attempt - 1).clamp(0, 30) as u32;
-    let base = settings.backoff_base_ms.saturating_mul(1_i64 << exponent).min(settings.backoff_cap_ms);
-    let jitter = 0.8 + fastrand::f64() * 0.4;
-    ((base as f64) * jitter) as i64
+    base.saturating_mul(1_i64 << exponent).min(cap)
 }
 
 /// A validated event envelope with its plan.

@@ -208,7 +208,8 @@ async fn hold_backlog_for_reconnections(state: &SharedState) {
         return;
     }
     let backlog = match state.records().lanes().await {
-        Ok(lanes) => lanes.iter().map(|(_, lane)| lane.pending).sum::<i64>(),
+        // Webhooks reach back ends, not the reconnecting sockets: only broadcasts wait.
+        Ok(lanes) => lanes.critical.pending + lanes.normal.pending,
         Err(error) => {
             warn!(%error, "cannot read the queue depth; delivering without a reconnection grace");
             return;

@@ -173,7 +173,7 @@ mod tests {
     fn the_document_reads_back_as_written_and_a_partial_one_reads_with_defaults() {
         let mut document =
             StatusDocument { version: "1.2.3".into(), driver: "herald".into(), ..Default::default() };
-        document.delivery.delivered = PerLane { critical: 2, normal: 5 };
+        document.delivery.delivered = PerLane { critical: 2, normal: 5, webhooks: 1 };
         document.queue.insert("broadcasts".into(), LaneView { pending: 3, oldest_age_secs: Some(1.5) });
         let json = serde_json::to_value(&document).expect("serializes");
         assert_eq!(json["delivery"]["delivered"]["critical-broadcasts"], 2);

@@ -32,7 +32,7 @@ pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use inbox::{ChannelEvent, InboxNotification, InboxPage, Preference};
 pub use queue::{ClaimedJob, DeadLetter, DeadLetters, LaneStats};
 pub use records::{
-    now_ms, EventRecord, IngestResult, Lane, NewAudit, NewBroadcast, NewEvent, NewNotification,
+    now_ms, EventRecord, IngestResult, Lane, Lanes, NewAudit, NewBroadcast, NewEvent, NewNotification,
 };
 
 /// `(version, name, sql)` of each SQLite migration, in order.

@@ -3,8 +3,9 @@
 
 use sqlx::Row;
 
+use crate::records::INSERT_JOB;
 use crate::records::{now_ms, parse_json_list};
-use crate::{AuditKind, Lane, Store, StoreError};
+use crate::{AuditKind, Lane, Lanes, NewBroadcast, Store, StoreError};
 
 /// A broadcast job a worker holds until its lease ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +75,40 @@ macro_rules! current_attempt {
 }
 
 impl Store {
-    /// Claims up to `limit` due jobs, critical lane first, leasing them until `now + lease_ms`.
-    pub async fn claim(&self, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedJob>, StoreError> {
+    /// Queues jobs that belong to no domain event (webhooks), in one transaction: all or none.
+    /// `source` stands in the event id column (`webhook:<app id>`).
+    pub async fn enqueue(&self, source: &str, jobs: &[NewBroadcast]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for job in jobs {
+                sqlx::query(INSERT_JOB)
+                    .bind(&job.id)
+                    .bind(source)
+                    .bind(&job.event_name)
+                    .bind(crate::records::serde_json_list(&job.channels))
+                    .bind(&job.payload)
+                    .bind(job.lane.code())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Claims up to `limit` due jobs of `lanes`, critical lane first, leasing them until
+    /// `now + lease_ms`.
+    pub async fn claim(
+        &self,
+        lanes: Lanes,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         let now = now_ms();
         let skip_locked = match self {
             Store::Sqlite(_) => "",
@@ -86,12 +119,13 @@ impl Store {
         let limit = limit.clamp(1, 1000);
         let sql = format!(
             "UPDATE broadcasts SET locked_until = $1, attempts = attempts + 1 WHERE seq IN \
-             (SELECT seq FROM broadcasts WHERE status = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2 \
-             ORDER BY lane, next_attempt_at, seq LIMIT {limit}{skip_locked}) \
+             (SELECT seq FROM broadcasts WHERE status = 'pending' AND lane BETWEEN $3 AND $4 \
+             AND next_attempt_at <= $2 AND locked_until <= $2 ORDER BY lane, next_attempt_at, seq LIMIT {limit}{skip_locked}) \
              RETURNING id, event_id, event_name, channels, payload, lane, attempts, created_at"
         );
         let mut jobs = with_pool!(self, pool => {
-            let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).fetch_all(pool).await?;
+            let (first, last) = lanes.codes();
+            let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(first).bind(last).fetch_all(pool).await?;
             let mut jobs = Vec::with_capacity(rows.len());
             for row in rows {
                 jobs.push(ClaimedJob {
@@ -217,14 +251,14 @@ impl Store {
         Ok(released)
     }
 
-    /// Pending depth and oldest job of each lane (both lanes are always listed).
+    /// Pending depth and oldest job of each lane (every lane is always listed).
     pub async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
         let rows: Vec<(i64, i64, Option<i64>)> = with_pool!(self, pool => {
             sqlx::query_as("SELECT lane, COUNT(*), MIN(created_at) FROM broadcasts WHERE status = 'pending' GROUP BY lane")
                 .fetch_all(pool)
                 .await?
         });
-        Ok([Lane::Critical, Lane::Normal]
+        Ok(Lane::ALL
             .into_iter()
             .map(|lane| {
                 let row = rows.iter().find(|(code, _, _)| *code == lane.code());

@@ -9,19 +9,25 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
 }
 
-/// The two queue lanes; critical is always served first.
+/// The queue lanes. The two broadcast lanes share the broadcast workers, critical always served
+/// first; webhooks have workers of their own, so a slow receiver never delays a broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Lane {
     Critical,
     Normal,
+    Webhooks,
 }
 
 impl Lane {
-    /// The queue names of the original module.
+    /// Every lane, in the order workers serve them.
+    pub const ALL: [Lane; 3] = [Lane::Critical, Lane::Normal, Lane::Webhooks];
+
+    /// The queue names (the broadcast lanes' are the original module's).
     pub fn name(self) -> &'static str {
         match self {
             Lane::Critical => "critical-broadcasts",
             Lane::Normal => "broadcasts",
+            Lane::Webhooks => "webhooks",
         }
     }
 
@@ -29,17 +35,43 @@ impl Lane {
         match self {
             Lane::Critical => 0,
             Lane::Normal => 1,
+            Lane::Webhooks => 2,
         }
     }
 
     pub(crate) fn from_code(code: i64) -> Lane {
-        if code == 0 {
-            Lane::Critical
-        } else {
-            Lane::Normal
+        match code {
+            0 => Lane::Critical,
+            2 => Lane::Webhooks,
+            _ => Lane::Normal,
         }
     }
 }
+
+/// Which lanes a worker claims from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lanes {
+    /// `critical-broadcasts`, then `broadcasts`.
+    Broadcasts,
+    Webhooks,
+}
+
+impl Lanes {
+    /// The lane codes, first and last, the claim reads.
+    pub(crate) fn codes(self) -> (i64, i64) {
+        match self {
+            Lanes::Broadcasts => (Lane::Critical.code(), Lane::Normal.code()),
+            Lanes::Webhooks => (Lane::Webhooks.code(), Lane::Webhooks.code()),
+        }
+    }
+}
+
+/// One queue job, as every enqueue writes it: `$1` id, `$2` event id, `$3` event name, `$4`
+/// channels (JSON), `$5` payload, `$6` lane, `$7` now.
+pub(crate) const INSERT_JOB: &str =
+    "INSERT INTO broadcasts (id, event_id, event_name, channels, payload, lane, status, \
+     attempts, next_attempt_at, locked_until, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, $7)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -198,11 +230,7 @@ impl Store {
                 }
                 for broadcast in &record.broadcasts {
                     let channels = serde_json_list(&broadcast.channels);
-                    sqlx::query(
-                        "INSERT INTO broadcasts (id, event_id, event_name, channels, payload, lane, status, \
-                         attempts, next_attempt_at, locked_until, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, $7)",
-                    )
+                    sqlx::query(INSERT_JOB)
                     .bind(&broadcast.id)
                     .bind(&event.id)
                     .bind(&broadcast.event_name)

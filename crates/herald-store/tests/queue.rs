@@ -4,8 +4,8 @@
 use std::str::FromStr;
 
 use herald_store::{
-    AuditFilter, EventRecord, IngestResult, Lane, NewAudit, NewBroadcast, NewEvent, NewNotification,
-    Preference, Store,
+    AuditFilter, DeadLetters, EventRecord, IngestResult, Lane, Lanes, NewAudit, NewBroadcast, NewEvent,
+    NewNotification, Preference, Store,
 };
 use sqlx::postgres::PgConnectOptions;
 
@@ -99,18 +99,21 @@ async fn exercise(store: &Store) {
     assert!(!store.event_exists("zz").await.expect("query"));
 
     // Critical first, then normal; channel lists survive any character.
-    let jobs = store.claim(10, 30_000).await.expect("claim");
+    let jobs = store.claim(Lanes::Broadcasts, 10, 30_000).await.expect("claim");
     assert_eq!(jobs.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), vec!["b-e2", "b-e1", "b-e4"]);
     assert_eq!(jobs[0].channels, vec!["user.notifications.1", "odd,name"]);
     assert_eq!(jobs[0].attempts, 1);
-    assert!(store.claim(10, 30_000).await.expect("claim").is_empty(), "leased jobs are not claimed twice");
+    assert!(
+        store.claim(Lanes::Broadcasts, 10, 30_000).await.expect("claim").is_empty(),
+        "leased jobs are not claimed twice"
+    );
     let stats = store.lane_stats().await.expect("stats");
     assert_eq!(stats.iter().map(|s| s.pending).sum::<i64>(), 3);
 
     assert!(store.complete("b-e2", 1, r#"{"ms":1}"#).await.expect("complete"));
     assert!(store.retry_later("b-e1", 1, 0, "upstream 503", "{}").await.expect("retry"));
     assert!(store.dead_letter("b-e4", 1, "upstream 400", "{}").await.expect("dead"));
-    let retried = store.claim(10, 30_000).await.expect("claim");
+    let retried = store.claim(Lanes::Broadcasts, 10, 30_000).await.expect("claim");
     assert_eq!(retried.len(), 1);
     assert_eq!((retried[0].id.as_str(), retried[0].attempts), ("b-e1", 2));
     assert!(store.complete("b-e1", 2, "{}").await.expect("complete"));
@@ -120,7 +123,7 @@ async fn exercise(store: &Store) {
     assert_eq!(letters[0].last_error, "upstream 400");
     assert_eq!(store.replay_dead_letters(herald_store::DeadLetters::All).await.expect("replay"), 1);
     assert_eq!(store.dead_letter_count().await.expect("count"), 0);
-    let replayed = store.claim(10, 30_000).await.expect("claim");
+    let replayed = store.claim(Lanes::Broadcasts, 10, 30_000).await.expect("claim");
     assert_eq!(replayed[0].id, "b-e4");
     assert!(store.dead_letter("b-e4", replayed[0].attempts, "again", "{}").await.expect("dead"));
     // An empty id names no dead letter (never "all of them").
@@ -128,7 +131,7 @@ async fn exercise(store: &Store) {
     assert_eq!(store.purge_dead_letters(herald_store::DeadLetters::One("")).await.expect("purge"), 0);
     assert_eq!(store.dead_letter_count().await.expect("count"), 1);
     assert_eq!(store.purge_dead_letters(herald_store::DeadLetters::One("b-e4")).await.expect("purge"), 1);
-    assert!(store.claim(10, 30_000).await.expect("claim").is_empty());
+    assert!(store.claim(Lanes::Broadcasts, 10, 30_000).await.expect("claim").is_empty());
 
     // Inbox pages, catch-up and read marks.
     for index in 0..5 {
@@ -187,10 +190,10 @@ async fn postgres_notification_tables() {
 
 async fn leases_released(store: &Store) {
     store.ingest(&[record("x", Lane::Normal, None)]).await.expect("ingest");
-    assert_eq!(store.claim(1, 60_000).await.expect("claim").len(), 1);
-    assert!(store.claim(1, 60_000).await.expect("claim").is_empty());
+    assert_eq!(store.claim(Lanes::Broadcasts, 1, 60_000).await.expect("claim").len(), 1);
+    assert!(store.claim(Lanes::Broadcasts, 1, 60_000).await.expect("claim").is_empty());
     assert_eq!(store.release_leases().await.expect("release"), 1);
-    assert_eq!(store.claim(1, 60_000).await.expect("claim")[0].attempts, 2);
+    assert_eq!(store.claim(Lanes::Broadcasts, 1, 60_000).await.expect("claim")[0].attempts, 2);
 }
 
 #[tokio::test]
@@ -210,8 +213,12 @@ async fn postgres_release_leases_makes_claimed_jobs_due_again() {
 /// the other attempt delivered, and the audit has one outcome.
 async fn stale_outcomes_are_not_recorded(store: &Store) {
     store.ingest(&[record("s", Lane::Normal, None)]).await.expect("ingest");
-    let first = store.claim(1, 0).await.expect("claim").remove(0);
-    let second = store.claim(1, 60_000).await.expect("claim again once the lease ran out").remove(0);
+    let first = store.claim(Lanes::Broadcasts, 1, 0).await.expect("claim").remove(0);
+    let second = store
+        .claim(Lanes::Broadcasts, 1, 60_000)
+        .await
+        .expect("claim again once the lease ran out")
+        .remove(0);
     assert_eq!((first.attempts, second.attempts), (1, 2));
     assert!(store.complete(&second.id, second.attempts, "{}").await.expect("complete"));
     assert!(!store.dead_letter(&first.id, first.attempts, "stalled", "{}").await.expect("stale dead letter"));
@@ -234,7 +241,10 @@ async fn stale_outcomes_are_not_recorded(store: &Store) {
         })
         .collect();
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    assert!(store.claim(1, 60_000).await.expect("claim").is_empty(), "delivered stays delivered");
+    assert!(
+        store.claim(Lanes::Broadcasts, 1, 60_000).await.expect("claim").is_empty(),
+        "delivered stays delivered"
+    );
 }
 
 #[tokio::test]
@@ -247,4 +257,51 @@ async fn sqlite_stale_outcomes_are_not_recorded() {
 async fn postgres_stale_outcomes_are_not_recorded() {
     let Some(store) = postgres().await else { return };
     stale_outcomes_are_not_recorded(&store).await;
+}
+
+/// Webhook jobs go to their own lane: broadcast workers never claim them, webhook workers claim
+/// nothing else, and a dead webhook is listed, replayed and purged like any dead letter.
+async fn webhooks_have_a_lane_of_their_own(store: &Store) {
+    store.ingest(&[record("w", Lane::Normal, None)]).await.expect("ingest");
+    let job = |n: u32| NewBroadcast {
+        id: format!("hook-{n}"),
+        event_name: "webhook".into(),
+        channels: vec!["http://127.0.0.1:9/hook".into()],
+        payload: format!(r#"{{"time_ms":{n},"events":[]}}"#),
+        lane: Lane::Webhooks,
+    };
+    store.enqueue("webhook:app-1", &[job(1), job(2)]).await.expect("enqueue");
+    let stats = store.lane_stats().await.expect("stats");
+    let pending: Vec<(Lane, i64)> = stats.iter().map(|lane| (lane.lane, lane.pending)).collect();
+    assert_eq!(pending, [(Lane::Critical, 0), (Lane::Normal, 1), (Lane::Webhooks, 2)]);
+
+    let broadcasts = store.claim(Lanes::Broadcasts, 10, 60_000).await.expect("claim");
+    assert_eq!(broadcasts.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), ["b-w"]);
+    let hooks = store.claim(Lanes::Webhooks, 10, 60_000).await.expect("claim");
+    let ids: Vec<&str> = hooks.iter().map(|job| job.id.as_str()).collect();
+    assert_eq!(ids, ["hook-1", "hook-2"]);
+    assert_eq!((hooks[0].lane, hooks[0].event_id.as_str()), (Lane::Webhooks, "webhook:app-1"));
+    assert_eq!(hooks[0].channels, ["http://127.0.0.1:9/hook"]);
+
+    assert!(store.dead_letter("hook-1", 1, "HTTP 410", "{}").await.expect("dead letter"));
+    let letters = store.dead_letters(10).await.expect("list");
+    assert_eq!((letters[0].broadcast_id.as_str(), letters[0].event_name.as_str()), ("hook-1", "webhook"));
+    assert_eq!(store.replay_dead_letters(DeadLetters::One("hook-1")).await.expect("replay"), 1);
+    assert_eq!(store.claim(Lanes::Webhooks, 10, 60_000).await.expect("claim")[0].id, "hook-1");
+
+    // A batch that collides with a stored id stores none of its jobs.
+    assert!(store.enqueue("webhook:app-1", &[job(3), job(2)]).await.is_err());
+    assert!(store.claim(Lanes::Webhooks, 10, 60_000).await.expect("claim").is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_webhooks_have_a_lane_of_their_own() {
+    let (store, _dir) = sqlite().await;
+    webhooks_have_a_lane_of_their_own(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_webhooks_have_a_lane_of_their_own() {
+    let Some(store) = postgres().await else { return };
+    webhooks_have_a_lane_of_their_own(&store).await;
 }

@@ -168,7 +168,7 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
     }
     let _ = writeln!(out, "\n{}", style.bold("Queue"));
     let _ = writeln!(out, "  {:<22} {:>8} {:>12}", "LANE", "PENDING", "OLDEST");
-    for lane in [Lane::Critical, Lane::Normal] {
+    for lane in Lane::ALL {
         let entry = status.queue.get(lane.name());
         let pending = entry.map_or("-".to_owned(), |entry| entry.pending.to_string());
         let age =
@@ -185,9 +185,9 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
         style.bold("Since start"),
         delivery.accepted_events,
         delivery.ignored_events,
-        delivery.delivered.total(),
-        delivery.retried.total(),
-        delivery.dead_lettered.total(),
+        delivery.delivered.broadcasts(),
+        delivery.retried.broadcasts(),
+        delivery.dead_lettered.broadcasts(),
         delivery.suppressed
     );
     let rates = &status.rates;
