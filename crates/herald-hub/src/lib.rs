@@ -10,6 +10,6 @@ mod socket;
 
 pub use registry::{
     member_added, member_removed, ChannelInfo, Hub, HubStats, PresenceSnapshot, Registration, SubscribeError,
-    SubscribeOutcome,
+    SubscribeOutcome, Unsubscribed,
 };
 pub use socket::{Frame, Outbox, SocketHandle, SocketKey, OUTBOX_CAPACITY};

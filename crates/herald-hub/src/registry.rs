@@ -52,6 +52,19 @@ pub struct SubscribeOutcome<F> {
     pub presence: Option<PresenceSnapshot>,
     /// For cache channels: the last event (already encoded), or `None` for a cache miss.
     pub cached: Option<F>,
+    /// Sockets subscribed to the channel on this node, this one included (1: it was empty).
+    pub subscription_count: usize,
+    /// The presence user had no socket in the channel on this node before.
+    pub first_for_user: bool,
+}
+
+/// What an unsubscription changed on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsubscribed {
+    /// Sockets still subscribed to the channel on this node (0: it is empty now).
+    pub subscription_count: usize,
+    /// That was the presence user's last socket in the channel on this node.
+    pub last_for_user: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,6 +243,7 @@ impl<F: Frame> Hub<F> {
         let mut shard = self.shard(channel.as_str());
         let entry = shard.channels.entry(channel.as_str().to_owned()).or_default();
         let mut added: Option<F> = None;
+        let mut first_for_user = false;
         let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
         if let (Some((id, info)), Some(user_key)) = (member, user_id.as_ref()) {
             let already_subscribed = entry.subscribers.contains_key(&handle.key);
@@ -246,6 +260,7 @@ impl<F: Frame> Hub<F> {
                         if self.announces_presence {
                             added = Some(member_added(channel.as_str(), &id, &info));
                         }
+                        first_for_user = true;
                         entry.members.insert(user_key.clone(), Member { info, sockets: 1 });
                     }
                 }
@@ -259,6 +274,7 @@ impl<F: Frame> Hub<F> {
                 }
             }
         }
+        let subscription_count = entry.subscribers.len();
         let presence = (channel.kind() == ChannelKind::Presence).then(|| {
             let mut ids: Vec<String> = entry.members.keys().map(|id| id.to_string()).collect();
             ids.sort();
@@ -274,19 +290,16 @@ impl<F: Frame> Hub<F> {
         } else {
             None
         };
-        Ok(SubscribeOutcome { presence, cached })
+        Ok(SubscribeOutcome { presence, cached, subscription_count, first_for_user })
     }
 
     /// Removes `key` from `channel`; the last socket of a presence user announces `member_removed`.
-    /// Returns whether the socket was subscribed.
-    pub fn unsubscribe(&self, key: SocketKey, channel: &ChannelName) -> bool {
+    /// `None` when the socket was not subscribed.
+    pub fn unsubscribe(&self, key: SocketKey, channel: &ChannelName) -> Option<Unsubscribed> {
         let mut shard = self.shard(channel.as_str());
-        let Some(entry) = shard.channels.get_mut(channel.as_str()) else {
-            return false;
-        };
-        let Some(subscriber) = entry.subscribers.remove(&key) else {
-            return false;
-        };
+        let entry = shard.channels.get_mut(channel.as_str())?;
+        let subscriber = entry.subscribers.remove(&key)?;
+        let mut last_for_user = false;
         if let Some(user_id) = subscriber.user_id {
             let gone = match entry.members.get_mut(&user_id) {
                 Some(member) if member.sockets > 1 => {
@@ -297,6 +310,7 @@ impl<F: Frame> Hub<F> {
                 None => false,
             };
             if gone {
+                last_for_user = true;
                 entry.members.remove(&user_id);
                 if self.announces_presence {
                     let frame = member_removed(channel.as_str(), &user_id);
@@ -306,10 +320,11 @@ impl<F: Frame> Hub<F> {
                 }
             }
         }
-        if entry.subscribers.is_empty() {
+        let subscription_count = entry.subscribers.len();
+        if subscription_count == 0 {
             shard.channels.remove(channel.as_str());
         }
-        true
+        Some(Unsubscribed { subscription_count, last_for_user })
     }
 
     /// Delivers an encoded frame to every subscriber of `channel` but `except`; remembers it for
@@ -534,6 +549,23 @@ mod tests {
         assert_eq!(hub.publish(&ch, &frame, "d", Some(b.id.as_str())), 1);
         assert_eq!(a_out.try_recv().expect("frame"), frame);
         assert!(b_out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn subscriptions_report_the_counts_and_users_they_changed() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let ch = channel("presence-room");
+        let (a, _a_out) = hub.register(None).expect("room");
+        let (b, _b_out) = hub.register(None).expect("room");
+        let first = hub.subscribe(&a, &ch, Some(("7".into(), Value::Null)), 100).expect("ok");
+        assert_eq!((first.subscription_count, first.first_for_user), (1, true));
+        let second = hub.subscribe(&b, &ch, Some(("7".into(), Value::Null)), 100).expect("ok");
+        assert_eq!((second.subscription_count, second.first_for_user), (2, false));
+        let left = hub.unsubscribe(a.key, &ch).expect("was subscribed");
+        assert_eq!((left.subscription_count, left.last_for_user), (1, false));
+        let last = hub.unsubscribe(b.key, &ch).expect("was subscribed");
+        assert_eq!((last.subscription_count, last.last_for_user), (0, true));
+        assert_eq!(hub.unsubscribe(b.key, &ch), None, "not subscribed any more");
     }
 
     #[tokio::test]

@@ -154,6 +154,14 @@ impl App {
         hold_backlog_for_reconnections(&state).await;
         let workers = tokio_util::task::TaskTracker::new();
         state.notify.notifier.start_workers(state.lifecycle().shutdown.clone(), &workers);
+        // Webhooks: their own workers, and the dispatcher, which outlives the sessions so their
+        // departures are stored.
+        let sessions_done = tokio_util::sync::CancellationToken::new();
+        let dispatcher = state.webhooks.clone().map(|service| {
+            service.sender.start_workers(state.lifecycle().shutdown.clone(), &workers);
+            let done = sessions_done.clone();
+            tokio::spawn(async move { service.dispatch(done).await })
+        });
         workers.close();
         tokio::spawn(crate::admin::sample_rates(state.clone()));
         if let (Fanout::Redis(broker), Some(inbound)) = (&state.pusher.fanout, self.inbound) {
@@ -183,6 +191,11 @@ impl App {
                 remaining = state.lifecycle().sessions.len(),
                 "sessions still open after the shutdown grace period"
             );
+        }
+        sessions_done.cancel();
+        if let Some(dispatcher) = dispatcher {
+            // Storing the last webhooks waits for the database at most this long.
+            let _ = tokio::time::timeout(grace + Duration::from_secs(5), dispatcher).await;
         }
         if tokio::time::timeout(grace, workers.wait()).await.is_err() {
             warn!(

@@ -23,6 +23,7 @@ mod signed;
 mod state;
 pub mod status;
 mod tenant;
+mod webhooks;
 mod ws;
 
 pub use app::{redact_url, router, App, Capacity};

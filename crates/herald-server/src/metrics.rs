@@ -235,6 +235,9 @@ pub(crate) async fn render(state: &SharedState) -> String {
     if let crate::tenant::Fanout::Redis(broker) = &state.pusher.fanout {
         cluster(&mut out, broker);
     }
+    if let Some(service) = &state.webhooks {
+        webhooks(&mut out, service);
+    }
 
     let authorizer = &state.auth.authorizer;
     header(&mut out, "herald_auth_decisions_total", "counter", "Channel authorization decisions by policy.");
@@ -299,4 +302,47 @@ pub(crate) async fn render(state: &SharedState) -> String {
         );
     }
     out
+}
+
+/// Webhook events (queued, suppressed by a quick return, dropped) and deliveries.
+fn webhooks(out: &mut String, service: &crate::webhooks::WebhookService) {
+    let events = &service.counters;
+    header(out, "herald_webhook_events_total", "counter", "Webhook events by fate: queued (per receiver), suppressed (a removal undone within the delay, with its return), dropped.");
+    for (fate, count) in
+        [("queued", &events.queued), ("suppressed", &events.suppressed), ("dropped", &events.dropped)]
+    {
+        line(out, "herald_webhook_events_total", &format!("fate=\"{fate}\""), count.load(Ordering::Relaxed));
+    }
+    let sent = &service.sender.counters;
+    header(
+        out,
+        "herald_webhooks_total",
+        "counter",
+        "Webhook deliveries: sent (2xx), failed attempts, retries scheduled, dead-lettered.",
+    );
+    for (outcome, count) in [
+        ("sent", &sent.sent),
+        ("failed", &sent.failed),
+        ("retried", &sent.retried),
+        ("dead_lettered", &sent.dead_lettered),
+    ] {
+        line(out, "herald_webhooks_total", &format!("outcome=\"{outcome}\""), count.load(Ordering::Relaxed));
+    }
+    header(
+        out,
+        "herald_webhook_latency_seconds",
+        "histogram",
+        "Time one webhook attempt took, answer or not.",
+    );
+    let mut cumulative = 0;
+    for (index, bound) in herald_notify::LATENCY_BUCKETS_MS.iter().enumerate() {
+        cumulative += sent.latency_buckets[index].load(Ordering::Relaxed);
+        let le = *bound as f64 / 1000.0;
+        line(out, "herald_webhook_latency_seconds_bucket", &format!("le=\"{le}\""), cumulative);
+    }
+    let count = sent.latency_count.load(Ordering::Relaxed);
+    line(out, "herald_webhook_latency_seconds_bucket", "le=\"+Inf\"", count);
+    let sum = sent.latency_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+    line(out, "herald_webhook_latency_seconds_sum", "", sum);
+    line(out, "herald_webhook_latency_seconds_count", "", count);
 }

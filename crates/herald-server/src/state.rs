@@ -119,6 +119,8 @@ pub struct State {
     pub(crate) gates: std::sync::OnceLock<[Arc<crate::listener::Gate>; 2]>,
     /// How long a backlog found at start-up waits for clients to reconnect (`herald` driver).
     pub(crate) reconnect_grace: Duration,
+    /// The webhook dispatcher and sender; `None` when no app has a receiver.
+    pub(crate) webhooks: Option<Arc<crate::webhooks::WebhookService>>,
     /// The WebSocket/API listener and the admin listener.
     pub addresses: (std::net::SocketAddr, std::net::SocketAddr),
 }
@@ -151,11 +153,13 @@ impl State {
         (node, fanout): (u64, Fanout),
         addresses: (std::net::SocketAddr, std::net::SocketAddr),
     ) -> anyhow::Result<State> {
+        let webhooks = crate::webhooks::WebhookService::new(config, &records).map(Arc::new);
         let apps: Vec<Arc<Tenant>> = config
             .apps
             .iter()
             .map(|app| {
-                Arc::new(Tenant::new(app.clone(), node, config.server.outbox_capacity, fanout.clone()))
+                let hooks = webhooks.as_ref().and_then(|service| service.app(&app.id));
+                Arc::new(Tenant::new(app.clone(), node, config.server.outbox_capacity, fanout.clone(), hooks))
             })
             .collect();
         let authorizer = Arc::new(Authorizer::new(config, &apps)?);
@@ -185,6 +189,7 @@ impl State {
                 }
                 _ => Duration::ZERO,
             },
+            webhooks,
             addresses,
         })
     }

@@ -11,24 +11,46 @@ use herald_broker::{Broker, BrokerError, Message};
 use herald_hub::{ChannelInfo, Hub, PresenceSnapshot};
 use herald_protocol::{ChannelKind, ChannelName};
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, WebhookKind};
+use crate::webhooks::{AppWebhooks, WebhookEvent};
 
-/// A closed socket's subscriptions, for the cluster to be told: each channel with the presence
-/// user it joined as.
+/// A closed socket's subscriptions, for the cluster and the webhooks to be told: each channel
+/// with the presence user it joined as and what leaving it changed on this node.
 #[derive(Debug)]
 pub(crate) struct Departure {
     pub(crate) tenant: std::sync::Arc<Tenant>,
     pub(crate) socket_id: String,
-    pub(crate) channels: Vec<(ChannelName, Option<std::sync::Arc<str>>)>,
+    pub(crate) channels: Vec<(ChannelName, Option<std::sync::Arc<str>>, Change)>,
 }
 
 impl Departure {
-    /// The socket's goodbye to the cluster: it left its channels, and its connection closed.
+    /// The socket's goodbye: it left its channels, and its connection closed.
     pub(crate) async fn tell(self) {
-        for (channel, user_id) in &self.channels {
-            self.tenant.left(channel, &self.socket_id, user_id.as_deref()).await;
+        for (channel, user_id, change) in &self.channels {
+            self.tenant.left(channel, &self.socket_id, user_id.as_deref(), *change).await;
         }
         self.tenant.connection_closed().await;
+    }
+}
+
+/// What a subscription or an unsubscription changed: the channel's subscriptions after it, and
+/// whether the presence user arrived (or left) with it. On this node (the hub's) or across the
+/// cluster (Redis's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) subscription_count: u64,
+    pub(crate) user_changed: bool,
+}
+
+impl From<&herald_hub::SubscribeOutcome<Utf8Bytes>> for Change {
+    fn from(outcome: &herald_hub::SubscribeOutcome<Utf8Bytes>) -> Change {
+        Change { subscription_count: outcome.subscription_count as u64, user_changed: outcome.first_for_user }
+    }
+}
+
+impl From<herald_hub::Unsubscribed> for Change {
+    fn from(left: herald_hub::Unsubscribed) -> Change {
+        Change { subscription_count: left.subscription_count as u64, user_changed: left.last_for_user }
     }
 }
 
@@ -47,6 +69,8 @@ pub struct Tenant {
     pub config: AppConfig,
     pub hub: Hub<Utf8Bytes>,
     pub fanout: Fanout,
+    /// Where this app's webhook events go; `None` without a receiver.
+    pub(crate) webhooks: Option<AppWebhooks>,
     /// Start of the current one-second window and the API requests counted in it.
     api_window: Mutex<(Instant, u32)>,
     /// Sockets closed with 4100 because they did not read fast enough.
@@ -59,7 +83,13 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub(crate) fn new(config: AppConfig, node: u64, outbox_capacity: usize, fanout: Fanout) -> Tenant {
+    pub(crate) fn new(
+        config: AppConfig,
+        node: u64,
+        outbox_capacity: usize,
+        fanout: Fanout,
+        webhooks: Option<AppWebhooks>,
+    ) -> Tenant {
         let hub = Hub::with_outbox_capacity(node, outbox_capacity);
         Tenant {
             config,
@@ -68,6 +98,7 @@ impl Tenant {
                 Fanout::Redis(_) => hub.without_presence_announcements(),
             },
             fanout,
+            webhooks,
             api_window: Mutex::new((Instant::now(), 0)),
             slow_consumers: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
@@ -206,19 +237,70 @@ impl Tenant {
         matches!(self.fanout, Fanout::Redis(_))
     }
 
-    /// A socket the hub just subscribed, told to the cluster: counted there, and for presence
-    /// channels a user new to the whole cluster is announced (here and on the other nodes).
+    /// Whether subscriptions must be told (`joined`, `left`): to a cluster, or to webhooks.
+    pub fn observed(&self) -> bool {
+        self.clustered() || self.webhooks.is_some()
+    }
+
+    /// Emits a webhook event of `kind` when a receiver wants it; `event` builds it only then.
+    pub(crate) fn webhook(&self, kind: WebhookKind, event: impl FnOnce() -> WebhookEvent) {
+        if let Some(hooks) = self.webhooks.as_ref().filter(|hooks| hooks.wants(kind)) {
+            hooks.emit(event());
+        }
+    }
+
+    /// The webhooks of an occupancy change, decided on `change` (this node's or the cluster's):
+    /// `channel_occupied` then `member_added` on arrival, `member_removed` then `channel_vacated`
+    /// on departure.
+    fn occupancy_webhooks(
+        &self,
+        channel: &ChannelName,
+        user_id: Option<&str>,
+        change: Change,
+        arrived: bool,
+    ) {
+        let Some(hooks) = &self.webhooks else { return };
+        let name = channel.as_str();
+        let member = user_id.filter(|_| change.user_changed);
+        if self.config.subscription_count && hooks.wants(WebhookKind::SubscriptionCount) {
+            hooks.emit(WebhookEvent::subscription_count(name, change.subscription_count));
+        }
+        if arrived {
+            if change.subscription_count == 1 {
+                hooks.emit(WebhookEvent::channel(WebhookKind::ChannelOccupied, name));
+            }
+            if let Some(user_id) = member {
+                hooks.emit(WebhookEvent::member(WebhookKind::MemberAdded, name, user_id));
+            }
+        } else {
+            if let Some(user_id) = member {
+                hooks.emit(WebhookEvent::member(WebhookKind::MemberRemoved, name, user_id));
+            }
+            if change.subscription_count == 0 {
+                hooks.emit(WebhookEvent::channel(WebhookKind::ChannelVacated, name));
+            }
+        }
+    }
+
+    /// A socket the hub just subscribed (`local`: what that changed here), told to the webhooks
+    /// and the cluster: counted there, and for presence channels a user new to the whole cluster
+    /// is announced (here and on the other nodes); webhooks follow the cluster's counts.
     /// Returns the cluster-wide members for `subscription_succeeded` (`None`: the hub's own),
     /// or `Err(max)` when the presence channel is full across the cluster (the subscription was
     /// taken back there; the caller takes it back from the hub).
-    pub async fn joined(
+    pub(crate) async fn joined(
         &self,
         channel: &ChannelName,
         socket_id: &str,
         member: Option<&(String, serde_json::Value)>,
+        local: Change,
         max_presence_members: usize,
     ) -> Result<Option<PresenceSnapshot>, usize> {
-        let Fanout::Redis(broker) = &self.fanout else { return Ok(None) };
+        let user_id = member.map(|(user_id, _)| user_id.as_str());
+        let Fanout::Redis(broker) = &self.fanout else {
+            self.occupancy_webhooks(channel, user_id, local, true);
+            return Ok(None);
+        };
         let app = self.config.id.as_str();
         let info_text = member.map(|(_, info)| info.to_string());
         let as_member = member
@@ -232,11 +314,18 @@ impl Tenant {
                 return Ok(None);
             }
         };
-        let Some((user_id, info)) = member else { return Ok(None) };
+        let Some((user_id, info)) = member else {
+            let change = Change { subscription_count: joined.subscription_count, user_changed: false };
+            self.occupancy_webhooks(channel, None, change, true);
+            return Ok(None);
+        };
         if joined.first_for_user && joined.user_count as usize > max_presence_members {
             let _ = broker.leave(app, channel.as_str(), socket_id, Some(user_id)).await;
             return Err(max_presence_members);
         }
+        let change =
+            Change { subscription_count: joined.subscription_count, user_changed: joined.first_for_user };
+        self.occupancy_webhooks(channel, Some(user_id), change, true);
         if joined.first_for_user {
             let frame = herald_hub::member_added(channel.as_str(), user_id, info);
             self.hub.send_to_channel(channel.as_str(), &frame, Some(socket_id));
@@ -267,10 +356,20 @@ impl Tenant {
         }
     }
 
-    /// A socket the hub just let go of, told to the cluster: a presence user whose last socket
-    /// anywhere it was is announced gone (here and on the other nodes).
-    pub async fn left(&self, channel: &ChannelName, socket_id: &str, user_id: Option<&str>) {
-        let Fanout::Redis(broker) = &self.fanout else { return };
+    /// A socket the hub just let go of (`local`: what that changed here), told to the webhooks
+    /// and the cluster: a presence user whose last socket anywhere it was is announced gone
+    /// (here and on the other nodes); webhooks follow the cluster's counts.
+    pub(crate) async fn left(
+        &self,
+        channel: &ChannelName,
+        socket_id: &str,
+        user_id: Option<&str>,
+        local: Change,
+    ) {
+        let Fanout::Redis(broker) = &self.fanout else {
+            self.occupancy_webhooks(channel, user_id, local, false);
+            return;
+        };
         let app = self.config.id.as_str();
         let left = match broker.leave(app, channel.as_str(), socket_id, user_id).await {
             Ok(left) => left,
@@ -279,6 +378,8 @@ impl Tenant {
                 return;
             }
         };
+        let change = Change { subscription_count: left.subscription_count, user_changed: left.last_for_user };
+        self.occupancy_webhooks(channel, user_id, change, false);
         if let (true, Some(user_id)) = (left.last_for_user, user_id) {
             let frame = herald_hub::member_removed(channel.as_str(), user_id);
             self.hub.send_to_channel(channel.as_str(), &frame, None);

@@ -118,7 +118,10 @@ pub fn describe(loaded: &Loaded, env: &dyn EnvSource, overrides: &Overrides) -> 
     flatten("", &value, &mut flat);
     flat.into_iter()
         .map(|(key, value)| {
-            let shown = if is_secret(&key) && value.as_str().is_some_and(|text| !text.is_empty()) {
+            // A receiver's extra headers are usually its credentials.
+            let header = key.contains(".webhooks[") && key.contains("].headers.");
+            let shown = if (is_secret(&key) || header) && value.as_str().is_some_and(|text| !text.is_empty())
+            {
                 "\"***\"".to_owned()
             } else if key == "database.url" || key == "cluster.redis_url" {
                 let urls = value.as_str().unwrap_or_default().split(',').map(crate::redact_url);

@@ -16,6 +16,7 @@ mod cluster;
 mod credentials;
 mod describe;
 mod notifications;
+mod webhooks;
 
 pub use auth::{AdminVisibility, AuthConfig, ChannelsConfig, DatabaseConfig, DEV_JWT_SECRET};
 pub use cluster::ClusterConfig;
@@ -24,6 +25,7 @@ pub use credentials::{
 };
 pub use describe::{describe, Described};
 pub use notifications::{DriverName, NotificationsConfig, UpstreamConfig};
+pub use webhooks::{WebhookConfig, WebhookKind, WebhooksConfig};
 
 /// Key, id and secret of the development app used when none is configured.
 pub const DEV_APP: (&str, &str, &str) = ("1000001", "app-key", "app-secret");
@@ -40,6 +42,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Several nodes sharing Redis and PostgreSQL; off unless `redis_url` is set.
     pub cluster: ClusterConfig,
+    /// How webhooks are delivered; each app names its receivers in `apps.webhooks`.
+    pub webhooks: WebhooksConfig,
     /// Apps served; empty means the `PUSHER_APP_*` app, or the development app.
     pub apps: Vec<AppConfig>,
     /// Channel policies, before the platform's defaults (see docs/authorization.md).
@@ -157,6 +161,14 @@ pub struct AppConfig {
     /// Signed HTTP API requests per second; 0 means no limit. Over it: 429.
     pub max_api_requests_per_second: u32,
     pub limits: Limits,
+    /// Subscription counting: `subscription_count` webhooks on every change of a channel's
+    /// subscriptions.
+    pub subscription_count: bool,
+    /// Receivers of this app's webhooks (`[[apps.webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// Events that happen together go to a receiver in one request (`webhooks.batch_ms`);
+    /// off: one request per event.
+    pub webhook_batching: bool,
 }
 
 impl Default for AppConfig {
@@ -173,6 +185,9 @@ impl Default for AppConfig {
             allowed_origins: vec!["*".into()],
             max_api_requests_per_second: 0,
             limits: Limits::default(),
+            subscription_count: false,
+            webhooks: Vec::new(),
+            webhook_batching: false,
         }
     }
 }
@@ -448,6 +463,7 @@ impl Config {
         auth::validate(&self.auth, &self.policies, &app_ids, problems);
         notifications::validate(&self.notifications, &app_ids, problems);
         cluster::validate(&self.cluster, &self.database.url, problems);
+        webhooks::validate(&self.webhooks, problems);
         if self.admin.allow_jwt && !self.admin.token.is_empty() {
             problems.push(
                 "admin.allow_jwt: cannot be combined with admin.token, which is then the only admin credential; unset one of them".into(),
@@ -498,6 +514,7 @@ impl Config {
             if app.allowed_origins.is_empty() {
                 problems.push(format!("{at}.allowed_origins: must list at least one origin (\"*\" for any)"));
             }
+            webhooks::validate_app(&at, &app.webhooks, problems);
             let limits = &app.limits;
             for (field, value) in [
                 ("max_event_data_bytes", limits.max_event_data_bytes),

@@ -16,6 +16,9 @@ use tracing::debug;
 
 use super::session::{Handled, Next, Session};
 use super::Frames;
+use crate::config::WebhookKind;
+use crate::tenant::Change;
+use crate::webhooks::WebhookEvent;
 
 impl Session<'_> {
     /// Handles one frame from the client.
@@ -55,8 +58,11 @@ impl Session<'_> {
             ClientEvent::Subscribe(data) => self.on_subscribe(socket, data).await,
             ClientEvent::Unsubscribe { channel } => {
                 if let Some((name, user_id)) = self.channels.remove_entry(channel.as_str()) {
-                    self.app.hub.unsubscribe(self.handle.key, &name);
-                    self.app.left(&name, self.handle.id.as_str(), user_id.as_deref()).await;
+                    let change = self.app.hub.unsubscribe(self.handle.key, &name);
+                    if let Some(change) = change.filter(|_| self.app.observed()) {
+                        let socket_id = self.handle.id.as_str();
+                        Box::pin(self.app.left(&name, socket_id, user_id.as_deref(), change.into())).await;
+                    }
                 }
                 Ok(Next::Continue)
             }
@@ -113,8 +119,8 @@ impl Session<'_> {
             }
         };
         let user_id: Option<Arc<str>> = member.as_ref().map(|(id, _)| Arc::from(id.as_str()));
-        // In a cluster the member is told to Redis after the hub has it.
-        let cluster_member = if self.app.clustered() { member.clone() } else { None };
+        // In a cluster (or to webhooks) the member is told after the hub has it.
+        let cluster_member = if self.app.observed() { member.clone() } else { None };
         let outcome =
             match self.app.hub.subscribe(&self.handle, &channel, member, limits.max_presence_members) {
                 Ok(outcome) => outcome,
@@ -126,11 +132,12 @@ impl Session<'_> {
                 }
                 Err(SubscribeError::SocketGone) => return Ok(Next::End),
             };
+        let local = Change::from(&outcome);
         let mut presence = outcome.presence;
-        if self.app.clustered() {
+        if self.app.observed() {
             let socket_id = self.handle.id.as_str();
             let max = limits.max_presence_members;
-            match self.app.joined(&channel, socket_id, cluster_member.as_ref(), max).await {
+            match Box::pin(self.app.joined(&channel, socket_id, cluster_member.as_ref(), local, max)).await {
                 Ok(Some(members)) => presence = Some(members),
                 Ok(None) => {}
                 Err(max) => {
@@ -159,7 +166,13 @@ impl Session<'_> {
         if channel.is_cache() {
             let frame = match outcome.cached {
                 Some(frame) => frame,
-                None => encode_server_event("pusher:cache_miss", Some(channel.as_str()), "{}", None).into(),
+                None => {
+                    let name = channel.as_str();
+                    self.app.webhook(WebhookKind::CacheMiss, || {
+                        WebhookEvent::channel(WebhookKind::CacheMiss, name)
+                    });
+                    encode_server_event("pusher:cache_miss", Some(name), "{}", None).into()
+                }
             };
             self.send(socket, frame).await?;
         }
@@ -292,7 +305,11 @@ impl Session<'_> {
             self.send_error(socket, None, &message).await?;
             return Ok(Next::Continue);
         }
-        self.app.relay(name, &event, &data, self.handle.id.as_str(), user_id.as_deref()).await;
+        let socket_id = self.handle.id.as_str();
+        self.app.relay(name, &event, &data, socket_id, user_id.as_deref()).await;
+        self.app.webhook(WebhookKind::ClientEvent, || {
+            WebhookEvent::client_event(name.as_str(), &event, &data, socket_id, user_id.as_deref())
+        });
         Ok(Next::Continue)
     }
 }

@@ -257,15 +257,24 @@ impl<'a> Session<'a> {
         self.send(socket, encode_server_event("pusher:subscription_error", Some(channel), &data, None)).await
     }
 
-    /// Leaves every channel and the user registry. In a cluster, answers the socket id and the
-    /// channels it left, for the cluster to be told.
+    /// Leaves every channel and the user registry. When the tenant is observed (a cluster,
+    /// webhooks), answers the socket id and what leaving each channel changed, to be told.
     fn finish(self) -> Option<Departure> {
-        self.app.hub.unregister(self.handle.key, self.channels.keys(), self.user_id.as_deref());
-        self.app.clustered().then(|| Departure {
-            socket_id: self.handle.id.as_str().to_owned(),
-            channels: self.channels.into_iter().collect(),
-            tenant: self.app,
-        })
+        if !self.app.observed() {
+            self.app.hub.unregister(self.handle.key, self.channels.keys(), self.user_id.as_deref());
+            return None;
+        }
+        let key = self.handle.key;
+        let channels = self
+            .channels
+            .into_iter()
+            .filter_map(|(channel, user_id)| {
+                let change = self.app.hub.unsubscribe(key, &channel)?;
+                Some((channel, user_id, change.into()))
+            })
+            .collect();
+        self.app.hub.unregister(key, std::iter::empty(), self.user_id.as_deref());
+        Some(Departure { socket_id: self.handle.id.as_str().to_owned(), channels, tenant: self.app })
     }
 
     async fn on_timer<S: Frames>(&mut self, socket: &mut S, started: Instant) -> Next {

@@ -38,7 +38,7 @@ fn tenant(configure: impl FnOnce(&mut AppConfig)) -> Arc<Tenant> {
         ..AppConfig::default()
     };
     configure(&mut config);
-    Arc::new(Tenant::new(config, 1, herald_hub::OUTBOX_CAPACITY, Fanout::Local))
+    Arc::new(Tenant::new(config, 1, herald_hub::OUTBOX_CAPACITY, Fanout::Local, None))
 }
 
 /// A bare hub socket subscribed to `channel`: what other connections would receive.
