@@ -227,6 +227,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::debug!(file = %guard.path().display(), "runtime file written");
         }
         out!("{}", banner(&loaded.config, app.address(), app.admin_address(), app.capacity()));
+        let reload = app.tls_reload();
+        if reload.is_enabled() {
+            tokio::spawn(reload_on_hangup(reload));
+        }
         let result = app.run(shutdown).await;
         drop(runtime_file);
         result
@@ -306,7 +310,29 @@ fn token(args: TokenArgs) -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+/// Rereads the TLS certificates on every SIGHUP (a renewal), for as long as the process runs. Only
+/// installed when a listener serves TLS: otherwise SIGHUP keeps its default meaning (stop).
+async fn reload_on_hangup(reload: herald_server::TlsReload) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; TLS certificates reload only on restart");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificates");
+            // Failures are logged by `reload`, and the certificates in use stay.
+            let _ = reload.reload();
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
+}
+
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
 /// future is first polled.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {

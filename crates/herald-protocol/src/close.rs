@@ -10,6 +10,8 @@ pub enum CloseCode {
     InvalidPayload,
     /// 1009: a message above the configured maximum (a WebSocket code, not a Pusher one).
     MessageTooBig,
+    /// 4000: the app only accepts TLS connections; pusher-js reconnects with `wss://`.
+    SslOnly,
     /// 4001: no app has this key.
     AppNotFound,
     /// 4003: the app is disabled.
@@ -41,10 +43,11 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 17] = [
+    pub const ALL: [CloseCode; 18] = [
         CloseCode::ProtocolViolation,
         CloseCode::InvalidPayload,
         CloseCode::MessageTooBig,
+        CloseCode::SslOnly,
         CloseCode::AppNotFound,
         CloseCode::AppDisabled,
         CloseCode::OverConnectionQuota,
@@ -71,6 +74,7 @@ impl CloseCode {
             CloseCode::ProtocolViolation => 1002,
             CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
+            CloseCode::SslOnly => 4000,
             CloseCode::AppNotFound => 4001,
             CloseCode::AppDisabled => 4003,
             CloseCode::OverConnectionQuota => 4004,
@@ -94,6 +98,7 @@ impl CloseCode {
             CloseCode::ProtocolViolation => "protocol error",
             CloseCode::InvalidPayload => "invalid UTF-8 in a text message",
             CloseCode::MessageTooBig => "message too big",
+            CloseCode::SslOnly => "SSL only: this app accepts TLS connections only, reconnect with wss://",
             CloseCode::AppNotFound => "app does not exist",
             CloseCode::AppDisabled => "app is disabled",
             CloseCode::OverConnectionQuota => "app is over its connection quota",
@@ -138,6 +143,9 @@ mod tests {
     #[test]
     fn ranges_match_pusher_js_reactions() {
         assert!((4000..4100).contains(&CloseCode::AppNotFound.code()));
+        // 4000 is a Pusher code: a `pusher:error` goes before the close frame.
+        assert!(!CloseCode::SslOnly.is_websocket_level());
+        assert!(CloseCode::MessageTooBig.is_websocket_level());
         assert!((4100..4200).contains(&CloseCode::OverCapacity.code()));
         assert!((4200..4300).contains(&CloseCode::Reconnect.code()));
         assert!(!CloseCode::ClientEventRateLimit.closes_connection());
@@ -145,10 +153,11 @@ mod tests {
     }
 
     /// Every code with its number, from the close-code table of the protocol (docs/protocol.md).
-    const TABLE: [(CloseCode, u16); 17] = [
+    const TABLE: [(CloseCode, u16); 18] = [
         (CloseCode::ProtocolViolation, 1002),
         (CloseCode::InvalidPayload, 1007),
         (CloseCode::MessageTooBig, 1009),
+        (CloseCode::SslOnly, 4000),
         (CloseCode::AppNotFound, 4001),
         (CloseCode::AppDisabled, 4003),
         (CloseCode::OverConnectionQuota, 4004),

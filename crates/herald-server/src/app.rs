@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::listener::{Gate, ListenerLimits};
 use crate::state::{SharedState, State as ServerState};
 use crate::tenant::Fanout;
+use crate::tls::{CertFiles, Tls, TlsReload};
 use crate::ws;
 
 /// Largest body the admin listener reads (a login form, a test broadcast).
@@ -33,6 +34,9 @@ pub struct App {
     gate: Arc<Gate>,
     admin_gate: Arc<Gate>,
     capacity: Capacity,
+    /// The certificates of the main and admin listeners, when they serve TLS.
+    tls: Option<Tls>,
+    admin_tls: Option<Tls>,
     /// What other nodes send, when this node is one of a cluster.
     inbound: Option<tokio::sync::mpsc::Receiver<herald_broker::Inbound>>,
 }
@@ -82,6 +86,8 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {admin_address} (admin.port; 0 picks a free port)"))?;
         let admin_address = admin_listener.local_addr().context("admin listener has no local address")?;
+        let tls = listener_tls("server", &config.server.tls_cert, &config.server.tls_key)?;
+        let admin_tls = listener_tls("admin", &config.admin.tls_cert, &config.admin.tls_key)?;
         let records = herald_notify::Records::open(&config.database.url)
             .await
             .with_context(|| format!("cannot open the database {}", redact_url(&config.database.url)))?;
@@ -118,8 +124,21 @@ impl App {
             gate,
             admin_gate,
             capacity,
+            tls,
+            admin_tls,
             inbound,
         })
+    }
+
+    /// Rereads the listeners' certificates (SIGHUP in `herald serve`): usable while the server
+    /// runs, from any task.
+    pub fn tls_reload(&self) -> TlsReload {
+        TlsReload::new(self.tls.iter().chain(&self.admin_tls).cloned())
+    }
+
+    /// Whether the main listener serves TLS (beside plain connections) itself.
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The connections the main listener takes at once.
@@ -180,8 +199,14 @@ impl App {
         ));
         let stop = state.lifecycle().shutdown.clone();
         tokio::join!(
-            crate::listener::serve(self.listener, router, self.gate, stop.clone()),
-            crate::listener::serve(self.admin_listener, admin_router, self.admin_gate, stop),
+            crate::listener::serve(self.listener, router, self.gate, acceptor(self.tls), stop.clone()),
+            crate::listener::serve(
+                self.admin_listener,
+                admin_router,
+                self.admin_gate,
+                acceptor(self.admin_tls),
+                stop
+            ),
         );
         signal.abort();
         state.lifecycle().sessions.close();
@@ -209,6 +234,16 @@ impl App {
         state.records().close().await;
         Ok(())
     }
+}
+
+/// The TLS of a section with both `tls_cert` and `tls_key` set (the configuration check has read
+/// them already; this reads them again in case they changed since).
+fn listener_tls(section: &'static str, cert: &str, key: &str) -> anyhow::Result<Option<Tls>> {
+    CertFiles::of(section, cert, key).map(Tls::new).transpose().map_err(anyhow::Error::from)
+}
+
+fn acceptor(tls: Option<Tls>) -> Option<tokio_rustls::TlsAcceptor> {
+    tls.map(|tls| tls.acceptor)
 }
 
 /// A start that finds broadcasts waiting (a crash, a restart) holds them until the clients that

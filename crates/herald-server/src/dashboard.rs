@@ -21,6 +21,7 @@ use tracing::error;
 use crate::admin::{authorize, snapshot};
 use crate::error::ApiError;
 use crate::guard::{self, cross_origin, cross_origin_refused, session_of, ClientAddress};
+use crate::listener::Transport;
 use crate::state::SharedState;
 
 const INDEX: &str = include_str!("../assets/dashboard/index.html");
@@ -127,6 +128,7 @@ pub(crate) struct LoginForm {
 pub(crate) async fn login(
     State(state): State<SharedState>,
     Extension(ClientAddress(client)): Extension<ClientAddress>,
+    transport: Option<Extension<Transport>>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -146,7 +148,8 @@ pub(crate) async fn login(
         return login_form(Some("That token is not valid."));
     }
     let session = state.admin.open_session();
-    let secure = if over_tls(&headers) { "; Secure" } else { "" };
+    let tls = transport.is_some_and(|Extension(transport)| transport.tls);
+    let secure = if tls || over_tls(&headers) { "; Secure" } else { "" };
     let max_age = guard::SESSION_TTL.as_secs();
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     for path in guard::SESSION_PATHS {
@@ -161,8 +164,8 @@ pub(crate) async fn login(
     response
 }
 
-/// Whether the browser reached us over TLS. Herald serves plain HTTP itself, so this is the
-/// `X-Forwarded-Proto: https` of a TLS-terminating proxy in front of the admin listener.
+/// Whether the browser reached a TLS-terminating proxy in front of the admin listener
+/// (`X-Forwarded-Proto: https`); TLS to Herald itself is the listener's [`Transport`].
 fn over_tls(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")

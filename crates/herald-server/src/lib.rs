@@ -23,6 +23,7 @@ mod signed;
 mod state;
 pub mod status;
 mod tenant;
+mod tls;
 mod webhooks;
 mod ws;
 
@@ -33,6 +34,7 @@ pub use error::ApiError;
 pub use listener::raise_fd_limit;
 pub use state::{SharedState, State};
 pub use tenant::Tenant;
+pub use tls::{CertFiles, TlsError, TlsReload};
 pub use ws::conformance_echo_router;
 
 /// Where this machine reaches a listener: a wildcard address (`0.0.0.0`, `::`) is reached on
@@ -61,6 +63,14 @@ pub fn banner(
     let mut text = String::new();
     let _ = writeln!(text, "Herald {} is ready", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(text, "  WebSocket  ws://{shown}/app/{{key}}");
+    let tls = !config.server.tls_cert.is_empty();
+    if tls {
+        // Its own label, so that tools reading the `WebSocket  ws://` line still find it.
+        let _ = writeln!(
+            text,
+            "  TLS        wss://{shown}/app/{{key}}, https://{shown}/apps/{{id}}/events (same port)"
+        );
+    }
     if shown != address {
         let _ = writeln!(text, "  Listening  {address} (every address of this machine)");
     }
@@ -83,6 +93,9 @@ pub fn banner(
     }
     let _ = writeln!(text, "  Health     http://{shown}/up");
     let _ = writeln!(text, "  Admin      http://{admin}/metrics, http://{admin}/dashboard");
+    if !config.admin.tls_cert.is_empty() {
+        let _ = writeln!(text, "  Admin TLS  https://{admin}/metrics, https://{admin}/dashboard (same port)");
+    }
     match capacity.fd_limit {
         Some(limit) => {
             let _ =
@@ -109,7 +122,7 @@ pub fn banner(
             "    wsHost: '{shown_host}', wsPort: {port}, wssPort: {port},",
             port = address.port()
         );
-        let _ = writeln!(text, "    forceTLS: false, enabledTransports: ['ws', 'wss'] }})");
+        let _ = writeln!(text, "    forceTLS: {tls}, enabledTransports: ['ws', 'wss'] }})");
     }
     text
 }

@@ -4,6 +4,11 @@
 //!
 //! A connection's place under the caps is held by its socket ([`Counted`]), so a WebSocket keeps
 //! it after the upgrade until the socket closes.
+//!
+//! A listener with a certificate takes TLS and plain connections on the same port: the first
+//! byte tells them apart (0x16 opens a TLS handshake; no HTTP request starts with it). The
+//! sniff and the handshake happen in the connection's own task, within the header timeout, so a
+//! slow or silent client never holds up the accept loop.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,6 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -34,6 +40,16 @@ const REFUSALS_IN_FLIGHT: usize = 64;
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after an accept error such as EMFILE, so a full process does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// The first byte of a TLS record carrying a handshake (the ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// How a request reached this listener, for the handlers (the WebSocket's `tls_only` check, the
+/// dashboard's `Secure` cookie): put in every request's extensions beside `ConnectInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transport {
+    /// Whether the connection to Herald itself is TLS.
+    pub(crate) tls: bool,
+}
 
 /// The limits one listener enforces.
 #[derive(Debug, Clone)]
@@ -193,7 +209,14 @@ impl AsyncWrite for Counted {
 
 /// Accepts connections until `stop` is cancelled, then lets HTTP requests in progress finish
 /// (kept-alive connections close) within the drain grace.
-pub(crate) async fn serve(listener: TcpListener, router: Router, gate: Arc<Gate>, stop: CancellationToken) {
+/// With `tls`, connections may be TLS or plain (see the module's comment).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    gate: Arc<Gate>,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+) {
     let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -216,7 +239,9 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, gate: Arc<Gate>
         match gate.admit(peer.ip()) {
             Ok(ticket) => {
                 let io = Counted { tcp, _ticket: ticket };
-                connections.spawn(serve_connection(io, peer, router.clone(), gate.clone(), stop.clone()));
+                let connection =
+                    Connection { peer, router: router.clone(), gate: gate.clone(), stop: stop.clone() };
+                connections.spawn(connection.serve(io, tls.clone()));
             }
             Err(refusal) => refuse(&gate, tcp, peer, refusal),
         }
@@ -227,30 +252,78 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, gate: Arc<Gate>
     }
 }
 
-async fn serve_connection(
-    io: Counted,
+/// What one connection's task needs besides its socket.
+struct Connection {
     peer: SocketAddr,
     router: Router,
     gate: Arc<Gate>,
     stop: CancellationToken,
-) {
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(request.map(Body::new))
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(gate.limits.header_timeout).keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
-    let mut connection = std::pin::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+}
+
+/// What the first byte of a connection said.
+enum Opening {
+    Tls,
+    Plain,
+    /// Closed, failed or silent past the header timeout: nothing to serve.
+    Nothing,
+}
+
+impl Connection {
+    /// Serves the connection: plain HTTP, or TLS first when the listener has a certificate and
+    /// the client opens with a handshake.
+    async fn serve(self, io: Counted, tls: Option<TlsAcceptor>) {
+        let Some(acceptor) = tls else {
+            return self.serve_http(io, false).await;
+        };
+        let timeout = self.gate.limits.header_timeout;
+        match tokio::time::timeout(timeout, opening(&io.tcp)).await.unwrap_or(Opening::Nothing) {
+            Opening::Plain => self.serve_http(io, false).await,
+            Opening::Nothing => {}
+            Opening::Tls => match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => self.serve_http(stream, true).await,
+                Ok(Err(error)) => debug!(%error, peer = %self.peer, "TLS handshake failed"),
+                Err(_) => debug!(peer = %self.peer, "TLS handshake timed out"),
+            },
         }
-    };
-    if let Err(error) = result {
-        debug!(%error, %peer, "HTTP connection ended with an error");
+    }
+
+    /// HTTP/1 with upgrades over `io` (a `Counted` socket or TLS over one), until it ends or
+    /// shutdown drains it.
+    async fn serve_http<I>(self, io: I, tls: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { peer, router, gate, stop } = self;
+        let transport = Transport { tls };
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(transport);
+            router.clone().oneshot(request.map(Body::new))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(gate.limits.header_timeout).keep_alive(true);
+        let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, %peer, "HTTP connection ended with an error");
+        }
+    }
+}
+
+/// Waits for the connection's first byte without taking it from the socket.
+async fn opening(tcp: &TcpStream) -> Opening {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => Opening::Tls,
+        Ok(1) => Opening::Plain,
+        _ => Opening::Nothing,
     }
 }
 

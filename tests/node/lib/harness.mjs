@@ -54,7 +54,7 @@ function tomlValue(value) {
 /** HS256 secret of the bearer tokens the temporary config accepts (see `server.token`). */
 export const JWT_SECRET = 'node-suite-jwt-secret';
 
-function configToml(dir, serverOverrides = {}, authOverrides = {}) {
+function configToml(dir, serverOverrides = {}, authOverrides = {}, extraApps = {}) {
   const serverSection = {
     host: '127.0.0.1',
     port: 0,
@@ -71,7 +71,7 @@ function configToml(dir, serverOverrides = {}, authOverrides = {}) {
   lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`);
   for (const [key, value] of Object.entries(authOverrides)) lines.push(`${key} = ${tomlValue(value)}`);
   lines.push('');
-  for (const app of Object.values(APPS)) {
+  for (const app of Object.values({ ...APPS, ...extraApps })) {
     lines.push('[[apps]]');
     for (const [key, value] of Object.entries(app)) lines.push(`${key} = ${tomlValue(value)}`);
     lines.push('');
@@ -298,7 +298,8 @@ export function rawFrames(client) {
 /**
  * Starts `herald serve` on a free port. Resolves with the handle the tests use to build clients.
  * `options.server` adds keys to the `[server]` section (e.g. a short `activity_timeout_secs`),
- * `options.auth` to `[auth]` (e.g. `cors_origins` for a browser page on another origin).
+ * `options.auth` to `[auth]` (e.g. `cors_origins` for a browser page on another origin),
+ * `options.apps` declares apps besides APPS (name → app, as in APPS; `server.apps` has them).
  */
 export async function startServer(options = {}) {
   if (!existsSync(HERALD_BIN)) {
@@ -308,7 +309,7 @@ export async function startServer(options = {}) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'herald-node-'));
   const configPath = join(dir, 'herald.toml');
-  writeFileSync(configPath, configToml(dir, options.server, options.auth));
+  writeFileSync(configPath, configToml(dir, options.server, options.auth, options.apps));
 
   // `launch` spawns the binary; `server.restart()` calls it again with the same ports and
   // directory, so `child` and `exited` always refer to the current process.
@@ -375,7 +376,7 @@ export async function startServer(options = {}) {
     /** The admin listener's port (metrics, dashboard), null without one; kept by `restart()`. */
     adminPort,
     host: '127.0.0.1',
-    apps: APPS,
+    apps: { ...APPS, ...options.apps },
     logs: () => logs,
 
     /** URL of a route on this server, e.g. `server.url('/broadcasting/auth')`. */
@@ -394,12 +395,12 @@ export async function startServer(options = {}) {
 
     /** A `pusher` server SDK instance for `app` (name in APPS, or an app object). */
     sdk(app = 'main', overrides = {}) {
-      return sdkAt(port, typeof app === 'string' ? APPS[app] : app, overrides);
+      return sdkAt(port, typeof app === 'string' ? server.apps[app] : app, overrides);
     },
 
     /** The pusher-js options shared by clients and Echo. */
     clientOptions(app = 'main') {
-      const config = typeof app === 'string' ? APPS[app] : app;
+      const config = typeof app === 'string' ? server.apps[app] : app;
       return {
         cluster: 'mt1',
         wsHost: '127.0.0.1',
@@ -420,7 +421,7 @@ export async function startServer(options = {}) {
      * - `authorize`: replace the channel authorization handler.
      */
     client(app = 'main', { key, presence, user, authorize, ...options } = {}) {
-      const config = typeof app === 'string' ? APPS[app] : app;
+      const config = typeof app === 'string' ? server.apps[app] : app;
       const signer = server.sdk(config);
       const base = server.clientOptions(config);
       return pusherClient(key ?? config.key, base, signer, { presence, user, authorize, options }, clients);

@@ -84,6 +84,11 @@ pub struct ServerConfig {
     /// Development mode (`herald serve --dev`): with no token secret or app configured, the
     /// public development ones are used even off loopback. Never in production.
     pub development: bool,
+    /// PEM certificate chain: with `tls_key`, this listener serves `wss://` and `https://`
+    /// itself (plain connections are still accepted on the same port). Empty: plain only.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1); reread with it on SIGHUP.
+    pub tls_key: String,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +107,8 @@ impl Default for ServerConfig {
             body_timeout_secs: 30,
             fd_reserve: 128,
             development: false,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -125,6 +132,11 @@ pub struct AdminConfig {
     /// `Host` names the admin listener answers to besides `localhost`, `127.0.0.1`, `[::1]` and
     /// `host` itself (always accepted, with or without a port). Others get 421 (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// PEM certificate chain of the admin listener (its own, like `server.tls_cert`); empty:
+    /// plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key of `admin.tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for AdminConfig {
@@ -136,6 +148,8 @@ impl Default for AdminConfig {
             max_connections: 64,
             allow_jwt: false,
             allowed_hosts: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -160,6 +174,9 @@ pub struct AppConfig {
     pub allowed_origins: Vec<String>,
     /// Signed HTTP API requests per second; 0 means no limit. Over it: 429.
     pub max_api_requests_per_second: u32,
+    /// Only TLS WebSocket connections (`wss://` to Herald, or through a trusted proxy that
+    /// terminated TLS): a plain one gets 4000, and pusher-js reconnects with TLS.
+    pub tls_only: bool,
     pub limits: Limits,
     /// Subscription counting: `subscription_count` webhooks on every change of a channel's
     /// subscriptions.
@@ -184,6 +201,7 @@ impl Default for AppConfig {
             max_connections: 0,
             allowed_origins: vec!["*".into()],
             max_api_requests_per_second: 0,
+            tls_only: false,
             limits: Limits::default(),
             subscription_count: false,
             webhooks: Vec::new(),
@@ -459,6 +477,8 @@ impl Config {
                 problems.push(format!("{key}: must be at least 1"));
             }
         }
+        validate_tls("server", &self.server.tls_cert, &self.server.tls_key, problems);
+        validate_tls("admin", &self.admin.tls_cert, &self.admin.tls_key, problems);
         let app_ids: Vec<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         auth::validate(&self.auth, &self.policies, &app_ids, problems);
         notifications::validate(&self.notifications, &app_ids, problems);
@@ -529,6 +549,22 @@ impl Config {
                 if value == 0 {
                     problems.push(format!("{at}.limits.{field}: must be at least 1"));
                 }
+            }
+        }
+    }
+}
+
+/// A section's `tls_cert` and `tls_key`: both or neither, and when both, files that load (so a
+/// bad certificate stops start-up with the other problems, exit 64, not at bind time).
+fn validate_tls(section: &'static str, cert: &str, key: &str, problems: &mut Vec<String>) {
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => {}
+        (false, true) => problems.push(format!("{section}.tls_key: required with {section}.tls_cert")),
+        (true, false) => problems.push(format!("{section}.tls_cert: required with {section}.tls_key")),
+        (false, false) => {
+            if let Some(Err(error)) = crate::tls::CertFiles::of(section, cert, key).map(|files| files.load())
+            {
+                problems.push(error.to_string());
             }
         }
     }

@@ -10,18 +10,21 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
+use axum::Extension;
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use herald_protocol::{encode_error, CloseCode, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::listener::Transport;
 use crate::state::{SharedState, State as ServerState};
 use crate::tenant::Tenant;
 
@@ -77,6 +80,8 @@ pub(crate) async fn upgrade(
     State(state): State<SharedState>,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
+    transport: Option<Extension<Transport>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -85,7 +90,17 @@ pub(crate) async fn upgrade(
         app.config.limits.max_ws_message_bytes
     });
     let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let refusal = refusal(&state, app.as_deref(), query.as_deref(), origin.as_deref());
+    let client = Client {
+        query: query.as_deref(),
+        origin: origin.as_deref(),
+        over_tls: over_tls(
+            &state,
+            transport.map(|Extension(transport)| transport),
+            peer.map(|Extension(ConnectInfo(peer))| peer),
+            &headers,
+        ),
+    };
+    let refusal = refusal(&state, app.as_deref(), &client);
     let tracker = state.lifecycle().sessions.clone();
     let context = SessionContext::of(&state);
     configure(ws, max_message)
@@ -166,14 +181,47 @@ pub(crate) async fn path_not_found(ws: WebSocketUpgrade) -> Response {
         .on_upgrade(|mut socket| async move { refuse(&mut socket, CloseCode::PathNotFound).await })
 }
 
-/// The checks made before a connection is accepted, in the order pusher-js expects.
-fn refusal(
+/// What the refusal checks look at of the connecting client.
+#[derive(Debug, Clone, Copy)]
+struct Client<'a> {
+    query: Option<&'a str>,
+    origin: Option<&'a str>,
+    /// Whether the client's connection is TLS up to Herald or up to a trusted proxy.
+    over_tls: bool,
+}
+
+/// Whether the client connected with TLS: to Herald itself, or to a reverse proxy that
+/// terminated it and says so with `X-Forwarded-Proto: https`. The header is believed only from a
+/// loopback peer or one of `server.ip_limit_exempt` (the addresses already trusted as this
+/// host's proxies); from anyone else it is whatever the client chose to send.
+fn over_tls(
     state: &ServerState,
-    app: Option<&Tenant>,
-    query: Option<&str>,
-    origin: Option<&str>,
-) -> Option<CloseCode> {
-    let protocol = query.and_then(|query| {
+    transport: Option<Transport>,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> bool {
+    if transport.is_some_and(|transport| transport.tls) {
+        return true;
+    }
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    forwarded_https && peer.is_some_and(|peer| is_trusted_proxy(state, peer.ip()))
+}
+
+fn is_trusted_proxy(state: &ServerState, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    };
+    ip.is_loopback() || state.pusher.server.ip_limit_exempt.contains(&ip)
+}
+
+/// The checks made before a connection is accepted, in the order pusher-js expects.
+fn refusal(state: &ServerState, app: Option<&Tenant>, client: &Client<'_>) -> Option<CloseCode> {
+    let protocol = client.query.and_then(|query| {
         serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .ok()?
             .into_iter()
@@ -195,7 +243,10 @@ fn refusal(
     if !app.config.enabled {
         return Some(CloseCode::AppDisabled);
     }
-    if !app.config.origin_allowed(origin) {
+    if app.config.tls_only && !client.over_tls {
+        return Some(CloseCode::SslOnly);
+    }
+    if !app.config.origin_allowed(client.origin) {
         return Some(CloseCode::Unauthorized);
     }
     if state.lifecycle().is_draining() {

@@ -7,6 +7,7 @@ use herald_protocol::{channel_auth_string, hmac_sha256_hex, signin_auth_string, 
 use herald_server::config::{AppConfig, Config};
 use herald_server::{App, SharedState};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -98,6 +99,8 @@ pub struct TestServer {
     pub admin_address: std::net::SocketAddr,
     _data: tempfile::TempDir,
     pub state: SharedState,
+    /// Rereads the listeners' certificates, as SIGHUP does in `herald serve`.
+    pub tls: herald_server::TlsReload,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     http: reqwest::Client,
@@ -132,6 +135,7 @@ impl TestServer {
         let address = app.address();
         let admin_address = app.admin_address();
         let state = app.state();
+        let tls = app.tls_reload();
         let store =
             herald_store::Store::connect(&database_url).await.expect("the test opens the server's database");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -145,6 +149,7 @@ impl TestServer {
             admin_address,
             _data: data,
             state,
+            tls,
             stop: Some(stop),
             done: Some(done),
             http: reqwest::Client::new(),
@@ -296,8 +301,9 @@ pub fn now() -> u64 {
 }
 
 /// A raw WebSocket client speaking Pusher frames.
-pub struct Client {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A WebSocket client over a plain socket, or over any stream (`Client::over`: TLS in tls.rs).
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    socket: WebSocketStream<S>,
     pub socket_id: String,
 }
 
@@ -313,6 +319,21 @@ impl Client {
         request.headers_mut().insert("origin", origin.parse().expect("header"));
         let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
         Client { socket, socket_id: String::new() }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// A client on a WebSocket opened some other way.
+    pub fn over(socket: WebSocketStream<S>) -> Client<S> {
+        Client { socket, socket_id: String::new() }
+    }
+
+    /// Reads `pusher:connection_established` and keeps the socket id.
+    pub async fn established(mut self) -> Client<S> {
+        let hello = self.recv().await;
+        assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+        self.socket_id = data_of(&hello)["socket_id"].as_str().expect("socket_id").to_owned();
+        self
     }
 
     pub async fn send(&mut self, frame: Value) {

@@ -15,4 +15,5 @@ mod protocol;
 mod routes;
 mod sessions;
 mod slow_clients;
+mod tls;
 mod upstream;
