@@ -93,7 +93,7 @@ impl WebhookEvent {
     }
 
     /// What a delayed removal is cancelled by, and what cancels it: one key per channel (and user).
-    fn key(&self) -> (String, Option<String>) {
+    fn key(&self) -> RemovalKey {
         (self.channel.clone(), self.user_id.clone())
     }
 }
@@ -134,10 +134,10 @@ impl AppWebhooks {
             return;
         }
         let emitted = Emitted { app_id: self.app_id.clone(), event };
-        if self.sender.try_send(emitted).is_err() {
-            if self.counters.dropped.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
-                warn!(app = %self.app_id, "webhook events are dropped: the dispatcher is behind (is the database reachable?)");
-            }
+        if self.sender.try_send(emitted).is_err()
+            && self.counters.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000)
+        {
+            warn!(app = %self.app_id, "webhook events are dropped: the dispatcher is behind (is the database reachable?)");
         }
     }
 }
@@ -228,6 +228,7 @@ impl WebhookService {
             removal_delay: Duration::from_millis(settings.removal_delay_ms),
             batch: Duration::from_millis(settings.batch_ms),
             pending: HashMap::new(),
+            seq: 0,
             ready: HashMap::new(),
             sender: sender.clone(),
             counters: counters.clone(),
@@ -250,10 +251,16 @@ impl WebhookService {
     }
 }
 
+/// What a removal is filed under: its channel, and its user for `member_removed`.
+type RemovalKey = (String, Option<String>);
+
 /// A removal waiting out the delay.
 #[derive(Debug)]
 struct Pending {
     due: Instant,
+    /// Emission order, kept when removals become ready together (`member_removed` before
+    /// `channel_vacated`).
+    seq: u64,
     event: WebhookEvent,
 }
 
@@ -271,7 +278,9 @@ struct Dispatcher {
     removal_delay: Duration,
     batch: Duration,
     /// Delayed removals by app, then channel (and user).
-    pending: HashMap<Arc<str>, HashMap<(String, Option<String>), Pending>>,
+    pending: HashMap<Arc<str>, HashMap<RemovalKey, Pending>>,
+    /// The next removal's `Pending::seq`.
+    seq: u64,
     ready: HashMap<Arc<str>, Ready>,
     sender: Arc<Webhooks>,
     counters: Arc<EventCounters>,
@@ -311,7 +320,8 @@ impl Dispatcher {
         match event.name {
             WebhookKind::ChannelVacated | WebhookKind::MemberRemoved => {
                 let due = Instant::now() + self.removal_delay;
-                pending.insert(event.key(), Pending { due, event });
+                self.seq += 1;
+                pending.insert(event.key(), Pending { due, seq: self.seq, event });
                 return;
             }
             WebhookKind::ChannelOccupied | WebhookKind::MemberAdded => {
@@ -345,15 +355,15 @@ impl Dispatcher {
         for (app_id, pending) in &mut self.pending {
             pending.retain(|_, waiting| {
                 if waiting.due <= now {
-                    due.push((app_id.clone(), waiting.event.clone()));
+                    due.push((waiting.seq, app_id.clone(), waiting.event.clone()));
                     false
                 } else {
                     true
                 }
             });
         }
-        due.sort_by_key(|(_, event)| event.name);
-        for (app_id, event) in due {
+        due.sort_by_key(|(seq, _, _)| *seq);
+        for (_, app_id, event) in due {
             self.push_ready(app_id, event);
         }
     }
@@ -378,7 +388,8 @@ impl Dispatcher {
         for app_id in due_apps {
             let Some(ready) = self.ready.remove(&app_id) else { continue };
             let Some(receivers) = self.receivers.get(app_id.as_ref()) else { continue };
-            let bodies = bodies(&receivers.hooks, &ready.events, now_ms());
+            let per_body = if receivers.batching { MAX_EVENTS_PER_BODY } else { 1 };
+            let bodies = bodies(&receivers.hooks, &ready.events, per_body, now_ms());
             let count = bodies.iter().map(|(_, _, events)| *events as u64).sum::<u64>();
             let jobs: Vec<(String, String)> = bodies.into_iter().map(|(url, body, _)| (url, body)).collect();
             let mut delay = Duration::from_millis(200);
@@ -404,13 +415,18 @@ impl Dispatcher {
     }
 }
 
-/// Each receiver's bodies for `events`: the kinds it wants, at most [`MAX_EVENTS_PER_BODY`] a
-/// body, as `(url, body, events in it)`.
-fn bodies(hooks: &[WebhookConfig], events: &[WebhookEvent], time_ms: i64) -> Vec<(String, String, usize)> {
+/// Each receiver's bodies for `events`: the kinds it wants, at most `per_body` a body (1 without
+/// batching), as `(url, body, events in it)`.
+fn bodies(
+    hooks: &[WebhookConfig],
+    events: &[WebhookEvent],
+    per_body: usize,
+    time_ms: i64,
+) -> Vec<(String, String, usize)> {
     let mut out = Vec::new();
     for hook in hooks {
         let wanted: Vec<&WebhookEvent> = events.iter().filter(|event| hook.wants(event.name)).collect();
-        for chunk in wanted.chunks(MAX_EVENTS_PER_BODY) {
+        for chunk in wanted.chunks(per_body.max(1)) {
             let body = serde_json::json!({ "time_ms": time_ms, "events": chunk });
             out.push((hook.url.clone(), body.to_string(), chunk.len()));
         }
@@ -466,7 +482,8 @@ mod tests {
         let mut events: Vec<WebhookEvent> =
             (0..150).map(|n| WebhookEvent::channel(WebhookKind::ChannelOccupied, &format!("c{n}"))).collect();
         events.push(WebhookEvent::channel(WebhookKind::ChannelVacated, "c0"));
-        let out = bodies(&hooks, &events, 42);
+        let out = bodies(&hooks, &events, MAX_EVENTS_PER_BODY, 42);
+        assert_eq!(bodies(&hooks, &events[..2], 1, 42).len(), 2 + 2, "one event a body without batching");
         let shape: Vec<(&str, usize)> = out.iter().map(|(url, _, n)| (url.as_str(), *n)).collect();
         assert_eq!(shape, [("http://a/", 100), ("http://a/", 50), ("http://b/", 100), ("http://b/", 51)]);
         let body: serde_json::Value = serde_json::from_str(&out[3].1).expect("json");

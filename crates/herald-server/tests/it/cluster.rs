@@ -26,11 +26,20 @@ async fn redis_url() -> Option<String> {
 
 /// Two nodes of one cluster (a prefix of their own in Redis, one fresh database).
 async fn two_nodes() -> Option<(TestServer, TestServer)> {
+    two_nodes_with(|_| {}).await
+}
+
+/// Two nodes of one cluster, `change` applied to both configurations.
+pub async fn two_nodes_with(
+    change: impl Fn(&mut herald_server::config::Config) + Clone,
+) -> Option<(TestServer, TestServer)> {
     let redis = redis_url().await?;
     let database = postgres_database().await?;
     let prefix = format!("herald-it-{}", fastrand::u64(..));
     let node = |redis: String, database: String, prefix: String| {
+        let change = change.clone();
         TestServer::with_config(move |config| {
+            change(config);
             config.database.url = database;
             config.cluster.redis_url = redis;
             config.cluster.prefix = prefix;

@@ -17,3 +17,4 @@ mod sessions;
 mod slow_clients;
 mod tls;
 mod upstream;
+mod webhooks;
