@@ -86,6 +86,12 @@ impl Keys {
         format!("{{{}:node:{node}}}:reaped", self.prefix)
     }
 
+    /// A removal (`channel_vacated`, `member_removed`) waiting out the webhook delay: holds the
+    /// token of the node that filed it. `subject` names the channel (and user).
+    pub(crate) fn pending_removal(&self, app: &str, subject: &str) -> String {
+        format!("{{{}:{app}}}:removal:{subject}", self.prefix)
+    }
+
     /// The plain pub/sub channel of an app (single Redis).
     pub(crate) fn pubsub(&self, app: &str) -> String {
         format!("{}:{app}", self.prefix)

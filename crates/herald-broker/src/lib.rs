@@ -27,6 +27,7 @@
 //! | `{p:app}:channels` | set | the app's occupied channels |
 //! | `{p:app}:connections` | hash | node id → the app's open connections on that node |
 //! | `{p:app}:rate:SECOND` | string | API requests in that second (INCR, EXPIRE 2) |
+//! | `{p:app}:removal:SUBJECT` | string | a webhook removal waiting out its delay: the filer's token (PX) |
 //! | `{p}:apps` | set | every app any node served |
 //! | `{p}:nodes` | hash | node id → [`NodeInfo`] JSON (the registry) |
 //! | `{p:node:ID}:alive` | string | liveness, `SET … PX node_ttl` every heartbeat |
@@ -67,6 +68,7 @@ mod link;
 mod message;
 mod nodes;
 mod presence;
+mod removals;
 mod scripts;
 mod supervisor;
 

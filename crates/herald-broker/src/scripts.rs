@@ -68,12 +68,23 @@ end
 return 1
 ";
 
+/// Settles a pending removal: deletes it and returns 1 when it still holds the filer's token
+/// (nothing came back, no later removal replaced it), else 0. KEYS: the removal. ARGV: token.
+const SETTLE_REMOVAL: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
 /// The scripts, hashed once (EVALSHA, falling back to EVAL after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) join: Script,
     pub(crate) leave: Script,
     pub(crate) connection_opened: Script,
     pub(crate) connection_closed: Script,
+    pub(crate) settle_removal: Script,
 }
 
 impl Scripts {
@@ -83,6 +94,7 @@ impl Scripts {
             leave: Script::new(LEAVE),
             connection_opened: Script::new(CONNECTION_OPENED),
             connection_closed: Script::new(CONNECTION_CLOSED),
+            settle_removal: Script::new(SETTLE_REMOVAL),
         }
     }
 }

@@ -12,7 +12,7 @@ use herald_hub::{ChannelInfo, Hub, PresenceSnapshot};
 use herald_protocol::{ChannelKind, ChannelName};
 
 use crate::config::{AppConfig, WebhookKind};
-use crate::webhooks::{AppWebhooks, WebhookEvent};
+use crate::webhooks::{removal_subject, AppWebhooks, Settle, WebhookEvent};
 
 /// A closed socket's subscriptions, for the cluster and the webhooks to be told: each channel
 /// with the presence user it joined as and what leaving it changed on this node.
@@ -245,14 +245,15 @@ impl Tenant {
     /// Emits a webhook event of `kind` when a receiver wants it; `event` builds it only then.
     pub(crate) fn webhook(&self, kind: WebhookKind, event: impl FnOnce() -> WebhookEvent) {
         if let Some(hooks) = self.webhooks.as_ref().filter(|hooks| hooks.wants(kind)) {
-            hooks.emit(event());
+            hooks.emit(event(), None);
         }
     }
 
     /// The webhooks of an occupancy change, decided on `change` (this node's or the cluster's):
     /// `channel_occupied` then `member_added` on arrival, `member_removed` then `channel_vacated`
-    /// on departure.
-    fn occupancy_webhooks(
+    /// on departure. In a cluster, a removal is filed in Redis and an arrival takes back one
+    /// filed on any node, so a reload onto another node sends nothing either.
+    async fn occupancy_webhooks(
         &self,
         channel: &ChannelName,
         user_id: Option<&str>,
@@ -263,23 +264,68 @@ impl Tenant {
         let name = channel.as_str();
         let member = user_id.filter(|_| change.user_changed);
         if self.config.subscription_count && hooks.wants(WebhookKind::SubscriptionCount) {
-            hooks.emit(WebhookEvent::subscription_count(name, change.subscription_count));
+            hooks.emit(WebhookEvent::subscription_count(name, change.subscription_count), None);
         }
+        let emptied_or_filled =
+            if arrived { change.subscription_count == 1 } else { change.subscription_count == 0 };
+        let occupancy = emptied_or_filled && hooks.pairs(WebhookKind::ChannelOccupied);
+        let membership = member.filter(|_| hooks.pairs(WebhookKind::MemberAdded));
         if arrived {
-            if change.subscription_count == 1 {
-                hooks.emit(WebhookEvent::channel(WebhookKind::ChannelOccupied, name));
+            if occupancy && self.announces_return(hooks, name).await {
+                hooks.emit(WebhookEvent::channel(WebhookKind::ChannelOccupied, name), None);
             }
-            if let Some(user_id) = member {
-                hooks.emit(WebhookEvent::member(WebhookKind::MemberAdded, name, user_id));
+            if let Some(user_id) = membership {
+                if self.announces_return(hooks, &removal_subject(name, Some(user_id))).await {
+                    hooks.emit(WebhookEvent::member(WebhookKind::MemberAdded, name, user_id), None);
+                }
             }
         } else {
-            if let Some(user_id) = member {
-                hooks.emit(WebhookEvent::member(WebhookKind::MemberRemoved, name, user_id));
+            if let Some(user_id) = membership {
+                let event = WebhookEvent::member(WebhookKind::MemberRemoved, name, user_id);
+                self.file_removal(hooks, event, removal_subject(name, Some(user_id))).await;
             }
-            if change.subscription_count == 0 {
-                hooks.emit(WebhookEvent::channel(WebhookKind::ChannelVacated, name));
+            if occupancy {
+                let event = WebhookEvent::channel(WebhookKind::ChannelVacated, name);
+                self.file_removal(hooks, event, removal_subject(name, None)).await;
             }
         }
+    }
+
+    /// Whether an arrival is announced: in a cluster, not when it takes back a removal that is
+    /// still waiting out its delay (on any node).
+    async fn announces_return(&self, hooks: &AppWebhooks, subject: &str) -> bool {
+        let Fanout::Redis(broker) = &self.fanout else { return true };
+        match broker.undo_removal(&self.config.id, subject).await {
+            Ok(true) => {
+                hooks.suppressed();
+                false
+            }
+            Ok(false) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot check pending webhook removals; announcing the arrival");
+                true
+            }
+        }
+    }
+
+    /// Hands a removal to the dispatcher; in a cluster, filed in Redis first, to be settled when
+    /// its delay is over.
+    async fn file_removal(&self, hooks: &AppWebhooks, event: WebhookEvent, subject: String) {
+        let settle = match &self.fanout {
+            Fanout::Local => None,
+            Fanout::Redis(broker) => {
+                let token = format!("{:032x}", fastrand::u128(..));
+                let app = self.config.id.as_str();
+                match broker.file_removal(app, &subject, &token, hooks.removal_ttl()).await {
+                    Ok(()) => Some(Settle { broker: broker.clone(), app: app.into(), subject, token }),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot file a webhook removal with the cluster; this node decides alone");
+                        None
+                    }
+                }
+            }
+        };
+        hooks.emit(event, settle);
     }
 
     /// A socket the hub just subscribed (`local`: what that changed here), told to the webhooks
@@ -298,7 +344,7 @@ impl Tenant {
     ) -> Result<Option<PresenceSnapshot>, usize> {
         let user_id = member.map(|(user_id, _)| user_id.as_str());
         let Fanout::Redis(broker) = &self.fanout else {
-            self.occupancy_webhooks(channel, user_id, local, true);
+            self.occupancy_webhooks(channel, user_id, local, true).await;
             return Ok(None);
         };
         let app = self.config.id.as_str();
@@ -316,7 +362,7 @@ impl Tenant {
         };
         let Some((user_id, info)) = member else {
             let change = Change { subscription_count: joined.subscription_count, user_changed: false };
-            self.occupancy_webhooks(channel, None, change, true);
+            self.occupancy_webhooks(channel, None, change, true).await;
             return Ok(None);
         };
         if joined.first_for_user && joined.user_count as usize > max_presence_members {
@@ -325,7 +371,7 @@ impl Tenant {
         }
         let change =
             Change { subscription_count: joined.subscription_count, user_changed: joined.first_for_user };
-        self.occupancy_webhooks(channel, Some(user_id), change, true);
+        self.occupancy_webhooks(channel, Some(user_id), change, true).await;
         if joined.first_for_user {
             let frame = herald_hub::member_added(channel.as_str(), user_id, info);
             self.hub.send_to_channel(channel.as_str(), &frame, Some(socket_id));
@@ -367,7 +413,7 @@ impl Tenant {
         local: Change,
     ) {
         let Fanout::Redis(broker) = &self.fanout else {
-            self.occupancy_webhooks(channel, user_id, local, false);
+            self.occupancy_webhooks(channel, user_id, local, false).await;
             return;
         };
         let app = self.config.id.as_str();
@@ -379,7 +425,7 @@ impl Tenant {
             }
         };
         let change = Change { subscription_count: left.subscription_count, user_changed: left.last_for_user };
-        self.occupancy_webhooks(channel, user_id, change, false);
+        self.occupancy_webhooks(channel, user_id, change, false).await;
         if let (true, Some(user_id)) = (left.last_for_user, user_id) {
             let frame = herald_hub::member_removed(channel.as_str(), user_id);
             self.hub.send_to_channel(channel.as_str(), &frame, None);

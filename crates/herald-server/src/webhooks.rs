@@ -109,6 +109,36 @@ pub(crate) struct EventCounters {
     pub dropped: AtomicU64,
 }
 
+/// What names a removal in Redis: the channel, and the user for `member_removed` (channel names
+/// hold no space).
+pub(crate) fn removal_subject(channel: &str, user_id: Option<&str>) -> String {
+    match user_id {
+        Some(user_id) => format!("{channel} {user_id}"),
+        None => channel.to_owned(),
+    }
+}
+
+/// A removal filed with the cluster: settled (and announced only if still this filing) when its
+/// delay is over.
+#[derive(Debug, Clone)]
+pub(crate) struct Settle {
+    pub(crate) broker: herald_broker::Broker,
+    pub(crate) app: Arc<str>,
+    pub(crate) subject: String,
+    pub(crate) token: String,
+}
+
+/// The kind that undoes `kind` (an arrival and its removal), if any.
+fn partner(kind: WebhookKind) -> Option<WebhookKind> {
+    match kind {
+        WebhookKind::ChannelOccupied => Some(WebhookKind::ChannelVacated),
+        WebhookKind::ChannelVacated => Some(WebhookKind::ChannelOccupied),
+        WebhookKind::MemberAdded => Some(WebhookKind::MemberRemoved),
+        WebhookKind::MemberRemoved => Some(WebhookKind::MemberAdded),
+        _ => None,
+    }
+}
+
 /// One app's end of the dispatcher: which kinds any of its receivers wants, and the way in.
 #[derive(Debug, Clone)]
 pub(crate) struct AppWebhooks {
@@ -116,6 +146,7 @@ pub(crate) struct AppWebhooks {
     wanted: Vec<WebhookKind>,
     sender: mpsc::Sender<Emitted>,
     counters: Arc<EventCounters>,
+    removal_delay: Duration,
 }
 
 impl AppWebhooks {
@@ -124,16 +155,29 @@ impl AppWebhooks {
         self.wanted.contains(&kind)
     }
 
+    /// Whether `kind` or the kind that undoes it is wanted: both are then tracked, so that a
+    /// reload is nothing to a receiver of either.
+    pub(crate) fn pairs(&self, kind: WebhookKind) -> bool {
+        self.wants(kind) || partner(kind).is_some_and(|partner| self.wants(partner))
+    }
+
+    /// Counts an arrival and the removal it undid, neither announced.
+    pub(crate) fn suppressed(&self) {
+        self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long a removal filed with the cluster lives unsettled: its delay, and some margin.
+    pub(crate) fn removal_ttl(&self) -> Duration {
+        self.removal_delay + Duration::from_secs(30)
+    }
+
     /// Hands an event to the dispatcher without waiting; a full queue drops it (counted, logged).
-    pub(crate) fn emit(&self, event: WebhookEvent) {
-        let wanted = self.wants(event.name)
-            // A return cancels a pending removal even when the receiver only wants removals.
-            || matches!(event.name, WebhookKind::ChannelOccupied if self.wants(WebhookKind::ChannelVacated))
-            || matches!(event.name, WebhookKind::MemberAdded if self.wants(WebhookKind::MemberRemoved));
-        if !wanted {
+    /// `settle`: a removal filed with the cluster.
+    pub(crate) fn emit(&self, event: WebhookEvent, settle: Option<Settle>) {
+        if !self.pairs(event.name) {
             return;
         }
-        let emitted = Emitted { app_id: self.app_id.clone(), event };
+        let emitted = Emitted { app_id: self.app_id.clone(), event, settle };
         if self.sender.try_send(emitted).is_err()
             && self.counters.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000)
         {
@@ -146,6 +190,7 @@ impl AppWebhooks {
 struct Emitted {
     app_id: Arc<str>,
     event: WebhookEvent,
+    settle: Option<Settle>,
 }
 
 /// An app's receivers and whether its events are batched.
@@ -212,6 +257,7 @@ impl WebhookService {
                     wanted,
                     sender: tx.clone(),
                     counters: counters.clone(),
+                    removal_delay: Duration::from_millis(settings.removal_delay_ms),
                 };
                 (app.id.clone(), hooks)
             })
@@ -262,6 +308,7 @@ struct Pending {
     /// `channel_vacated`).
     seq: u64,
     event: WebhookEvent,
+    settle: Option<Settle>,
 }
 
 /// Events of one app ready to go, and when a batch of them is due.
@@ -302,26 +349,26 @@ impl Dispatcher {
             while let Ok(emitted) = self.events.try_recv() {
                 self.take(emitted);
             }
-            self.promote(Instant::now());
+            self.promote(Instant::now()).await;
             self.store(Instant::now(), None).await;
         }
         // The last sessions' departures, then everything, removals included, at once.
         while let Ok(emitted) = self.events.try_recv() {
             self.take(emitted);
         }
-        self.promote(Instant::now() + self.removal_delay);
+        self.promote(Instant::now() + self.removal_delay).await;
         let far = Instant::now() + self.batch + self.removal_delay;
         self.store(far, Some(far)).await;
     }
 
     /// Files one event: a removal waits; a return cancels the removal it undoes (and itself).
-    fn take(&mut self, Emitted { app_id, event }: Emitted) {
+    fn take(&mut self, Emitted { app_id, event, settle }: Emitted) {
         let pending = self.pending.entry(app_id.clone()).or_default();
         match event.name {
             WebhookKind::ChannelVacated | WebhookKind::MemberRemoved => {
                 let due = Instant::now() + self.removal_delay;
                 self.seq += 1;
-                pending.insert(event.key(), Pending { due, seq: self.seq, event });
+                pending.insert(event.key(), Pending { due, seq: self.seq, event, settle });
                 return;
             }
             WebhookKind::ChannelOccupied | WebhookKind::MemberAdded => {
@@ -349,22 +396,34 @@ impl Dispatcher {
         ready.events.push(event);
     }
 
-    /// Removals whose delay has run out (by `now`) become ready.
-    fn promote(&mut self, now: Instant) {
+    /// Removals whose delay has run out (by `now`) become ready; one filed with the cluster only
+    /// if it is still its filing (nothing came back on any node).
+    async fn promote(&mut self, now: Instant) {
         let mut due = Vec::new();
         for (app_id, pending) in &mut self.pending {
-            pending.retain(|_, waiting| {
-                if waiting.due <= now {
-                    due.push((waiting.seq, app_id.clone(), waiting.event.clone()));
-                    false
-                } else {
-                    true
+            let keys: Vec<RemovalKey> = pending
+                .iter()
+                .filter(|(_, waiting)| waiting.due <= now)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in keys {
+                if let Some(waiting) = pending.remove(&key) {
+                    due.push((app_id.clone(), waiting));
                 }
-            });
+            }
         }
-        due.sort_by_key(|(seq, _, _)| *seq);
-        for (_, app_id, event) in due {
-            self.push_ready(app_id, event);
+        due.sort_by_key(|(_, waiting)| waiting.seq);
+        for (app_id, waiting) in due {
+            if let Some(settle) = &waiting.settle {
+                match settle.broker.settle_removal(&settle.app, &settle.subject, &settle.token).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(error) => {
+                        warn!(%error, "cannot settle a webhook removal with the cluster; announcing it")
+                    }
+                }
+            }
+            self.push_ready(app_id, waiting.event);
         }
     }
 

@@ -41,3 +41,29 @@ async fn the_api_rate_is_shared_by_every_node_within_one_second() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(a.admit_api_request(APP, 5).await.expect("admit"), "a new second starts afresh");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_is_settled_by_its_filer_unless_something_came_back_anywhere() {
+    let Some(url) = shared_redis() else { return };
+    let prefix = prefix();
+    let (a, _a_in) = node(&url, &prefix, "a").await;
+    let (b, _b_in) = node(&url, &prefix, "b").await;
+    let ttl = Duration::from_secs(10);
+
+    // Nothing came back: the filer settles it, once.
+    a.file_removal(APP, "news", "t1", ttl).await.expect("file");
+    assert!(a.settle_removal(APP, "news", "t1").await.expect("settle"));
+    assert!(!a.settle_removal(APP, "news", "t1").await.expect("settled already"));
+
+    // The channel came back on another node: the return takes the removal back, nothing is said.
+    a.file_removal(APP, "news", "t2", ttl).await.expect("file");
+    assert!(b.undo_removal(APP, "news").await.expect("undo"));
+    assert!(!a.settle_removal(APP, "news", "t2").await.expect("settle"));
+    assert!(!b.undo_removal(APP, "news").await.expect("nothing pending"), "a later return is a real one");
+
+    // A later removal (on b) replaces a's: only b's is settled.
+    a.file_removal(APP, "news", "t3", ttl).await.expect("file");
+    b.file_removal(APP, "news", "t4", ttl).await.expect("file");
+    assert!(!a.settle_removal(APP, "news", "t3").await.expect("replaced"));
+    assert!(b.settle_removal(APP, "news", "t4").await.expect("settle"));
+}

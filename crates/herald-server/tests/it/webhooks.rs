@@ -429,3 +429,47 @@ async fn across_two_nodes_one_occupation_and_one_vacation_for_the_whole_cluster(
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.sorted_names(), ["channel_occupied news", "channel_vacated news"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_onto_the_other_node_sends_nothing_either() {
+    let receiver = Receiver::start(Script::ok()).await;
+    let kinds = [
+        WebhookKind::ChannelOccupied,
+        WebhookKind::ChannelVacated,
+        WebhookKind::MemberAdded,
+        WebhookKind::MemberRemoved,
+    ];
+    let hooks = with_hooks(vec![hook(&receiver.url, &kinds)], false);
+    let Some((a, b)) = two_nodes_with(move |config| {
+        hooks(config);
+        config.webhooks.removal_delay_ms = 1_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut on_a = a.client().await;
+    on_a.subscribe_signed("presence-room", Some(&member("carol"))).await;
+    receiver.wait_for("the occupation", |r| r.events().len() == 2, WAIT).await;
+
+    // The page reloads, and the load balancer sends it to the other node.
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut on_b = b.client().await;
+    on_b.subscribe_signed("presence-room", Some(&member("carol"))).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert_eq!(receiver.sorted_names(), ["channel_occupied presence-room", "member_added presence-room"]);
+
+    drop(on_b);
+    receiver.wait_for("the removal", |r| r.events().len() == 4, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.sorted_names(),
+        [
+            "channel_occupied presence-room",
+            "channel_vacated presence-room",
+            "member_added presence-room",
+            "member_removed presence-room",
+        ]
+    );
+}
