@@ -48,13 +48,19 @@ export const APPS = {
 function tomlValue(value) {
   if (typeof value === 'string') return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(tomlValue).join(', ')}]`;
+  if (value && typeof value === 'object') {
+    // An inline table: `{ "key" = value, ... }` (webhook receivers, their headers).
+    return `{ ${Object.entries(value)
+      .map(([key, item]) => `${JSON.stringify(key)} = ${tomlValue(item)}`)
+      .join(', ')} }`;
+  }
   return String(value);
 }
 
 /** HS256 secret of the bearer tokens the temporary config accepts (see `server.token`). */
 export const JWT_SECRET = 'node-suite-jwt-secret';
 
-function configToml(dir, serverOverrides = {}, authOverrides = {}, extraApps = {}) {
+function configToml(dir, serverOverrides = {}, authOverrides = {}, extraApps = {}, webhooks = {}) {
   const serverSection = {
     host: '127.0.0.1',
     port: 0,
@@ -70,6 +76,9 @@ function configToml(dir, serverOverrides = {}, authOverrides = {}, extraApps = {
   lines.push('[auth]', `jwt_secret = ${tomlValue(JWT_SECRET)}`);
   lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`);
   for (const [key, value] of Object.entries(authOverrides)) lines.push(`${key} = ${tomlValue(value)}`);
+  lines.push('');
+  lines.push('[webhooks]');
+  for (const [key, value] of Object.entries(webhooks)) lines.push(`${key} = ${tomlValue(value)}`);
   lines.push('');
   for (const app of Object.values({ ...APPS, ...extraApps })) {
     lines.push('[[apps]]');
@@ -299,7 +308,9 @@ export function rawFrames(client) {
  * Starts `herald serve` on a free port. Resolves with the handle the tests use to build clients.
  * `options.server` adds keys to the `[server]` section (e.g. a short `activity_timeout_secs`),
  * `options.auth` to `[auth]` (e.g. `cors_origins` for a browser page on another origin),
- * `options.apps` declares apps besides APPS (name → app, as in APPS; `server.apps` has them).
+ * `options.apps` declares apps besides APPS (name → app, as in APPS; `server.apps` has them;
+ * `webhooks: [{url, event_types}]` gives one its receivers), `options.webhooks` sets keys of the
+ * `[webhooks]` section (e.g. a short `removal_delay_ms`).
  */
 export async function startServer(options = {}) {
   if (!existsSync(HERALD_BIN)) {
@@ -309,7 +320,7 @@ export async function startServer(options = {}) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'herald-node-'));
   const configPath = join(dir, 'herald.toml');
-  writeFileSync(configPath, configToml(dir, options.server, options.auth, options.apps));
+  writeFileSync(configPath, configToml(dir, options.server, options.auth, options.apps, options.webhooks));
 
   // `launch` spawns the binary; `server.restart()` calls it again with the same ports and
   // directory, so `child` and `exited` always refer to the current process.
