@@ -51,6 +51,16 @@ impl Keys {
         format!("{{{}:{app}}}:connections", self.prefix)
     }
 
+    /// Hash user id → the number of nodes where the user has a signed-in connection.
+    pub(crate) fn online_users(&self, app: &str) -> String {
+        format!("{{{}:{app}}}:online", self.prefix)
+    }
+
+    /// Set of the users with a signed-in connection on `node` (same slot as `online_users`).
+    pub(crate) fn node_users(&self, app: &str, node: &str) -> String {
+        format!("{{{}:{app}}}:online:node:{node}", self.prefix)
+    }
+
     /// Counter of the app's API requests in one second.
     pub(crate) fn api_rate(&self, app: &str, second: u64) -> String {
         format!("{{{}:{app}}}:rate:{second}", self.prefix)

@@ -28,6 +28,8 @@
 //! | `{p:app}:connections` | hash | node id → the app's open connections on that node |
 //! | `{p:app}:rate:SECOND` | string | API requests in that second (INCR, EXPIRE 2) |
 //! | `{p:app}:removal:SUBJECT` | string | a webhook removal waiting out its delay: the filer's token (PX) |
+//! | `{p:app}:online` | hash | user id → nodes where the user has a signed-in connection |
+//! | `{p:app}:online:node:ID` | set | users with a signed-in connection on node ID |
 //! | `{p}:apps` | set | every app any node served |
 //! | `{p}:nodes` | hash | node id → [`NodeInfo`] JSON (the registry) |
 //! | `{p:node:ID}:alive` | string | liveness, `SET … PX node_ttl` every heartbeat |
@@ -50,7 +52,8 @@
 //! node whose liveness key is gone is dead. One survivor claims it, runs `leave` for each of its
 //! registrations, publishes `MemberRemoved` for each user whose last socket was there to every
 //! node including itself, clears its connection counts, leaves a tombstone and deletes its
-//! records. A dead node's registrations are gone at most `node_ttl + heartbeat` after its last
+//! records; its signed-in users are cleared too, and users online nowhere else are announced
+//! (`UserOffline`). A dead node's registrations are gone at most `node_ttl + heartbeat` after its last
 //! heartbeat (plus the reap's own run time).
 //!
 //! **Outages.** Every command is bounded by `command_timeout`. A lost connection marks the
@@ -71,6 +74,7 @@ mod presence;
 mod removals;
 mod scripts;
 mod supervisor;
+mod users;
 
 pub use broker::{Broker, BrokerStats, Health};
 pub use config::BrokerConfig;

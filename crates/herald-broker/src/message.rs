@@ -43,6 +43,25 @@ pub enum Message {
         /// The user.
         user_id: String,
     },
+    /// A channel's cluster-wide subscription count, decided (and paced) by the node whose
+    /// subscription changed it: every node sends `pusher_internal:subscription_count` to its
+    /// own subscribers of the channel.
+    SubscriptionCount {
+        /// The channel.
+        channel: String,
+        /// Its subscriptions across the cluster.
+        subscription_count: u64,
+    },
+    /// A user's first signed-in connection anywhere: watchers hear `online`.
+    UserOnline {
+        /// The user.
+        user_id: String,
+    },
+    /// A user's last signed-in connection anywhere closed: watchers hear `offline`.
+    UserOffline {
+        /// The user.
+        user_id: String,
+    },
     /// A cache channel's last event, which every node keeps.
     CacheEvent {
         /// The cache channel.
@@ -61,8 +80,11 @@ impl Message {
             Self::Event { channel, .. }
             | Self::MemberAdded { channel, .. }
             | Self::MemberRemoved { channel, .. }
+            | Self::SubscriptionCount { channel, .. }
             | Self::CacheEvent { channel, .. } => channel,
-            Self::TerminateUser { user_id } => user_id,
+            Self::TerminateUser { user_id }
+            | Self::UserOnline { user_id }
+            | Self::UserOffline { user_id } => user_id,
         }
     }
 }

@@ -198,6 +198,8 @@ impl Inner {
             }
         }
         self.forget_node_counts(node).await?;
+        let apps: Vec<String> = self.query("SMEMBERS", redis::cmd("SMEMBERS").arg(self.keys.apps())).await?;
+        self.forget_node_users(node, &apps, true).await?;
         self.query::<()>(
             "SET",
             redis::cmd("SET")
@@ -319,6 +321,8 @@ impl Inner {
             }
         }
         self.forget_node_counts(node).await?;
+        let apps: Vec<String> = self.query("SMEMBERS", redis::cmd("SMEMBERS").arg(self.keys.apps())).await?;
+        self.forget_node_users(node, &apps, false).await?;
         self.query::<()>("DEL", redis::cmd("DEL").arg(self.keys.registrations(node))).await?;
         self.query::<()>("HDEL", redis::cmd("HDEL").arg(self.keys.nodes()).arg(node)).await?;
         self.query::<()>("DEL", redis::cmd("DEL").arg(self.keys.alive(node))).await?;

@@ -78,6 +78,56 @@ end
 return 0
 ";
 
+/// A user is online on this node. KEYS: the app's online hash, this node's user set. ARGV:
+/// user id. Returns 1 when the user was online on no node before (watchers hear `online`).
+/// Repeating it for one node changes nothing.
+const USER_ONLINE: &str = r"
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
+    return 1
+  end
+end
+return 0
+";
+
+/// A user is no longer online on this node. KEYS, ARGV: as `USER_ONLINE`. Returns 1 when the
+/// user is online on no node any more (watchers hear `offline`). Repeating it changes nothing.
+const USER_OFFLINE: &str = r"
+if redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    return 1
+  end
+end
+return 0
+";
+
+/// Makes a node's online users exactly ARGV (restore; an empty ARGV for a dead or leaving
+/// node). KEYS: the app's online hash, the node's user set. Returns {came online anywhere,
+/// went offline everywhere}.
+const SET_NODE_USERS: &str = r"
+local wanted = {}
+for _, user in ipairs(ARGV) do wanted[user] = true end
+local online, offline = {}, {}
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if not wanted[user] then
+    redis.call('SREM', KEYS[2], user)
+    if redis.call('HINCRBY', KEYS[1], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[1], user)
+      table.insert(offline, user)
+    end
+  end
+end
+for _, user in ipairs(ARGV) do
+  if redis.call('SADD', KEYS[2], user) == 1 then
+    if redis.call('HINCRBY', KEYS[1], user, 1) == 1 then
+      table.insert(online, user)
+    end
+  end
+end
+return {online, offline}
+";
+
 /// The scripts, hashed once (EVALSHA, falling back to EVAL after a Redis restart).
 pub(crate) struct Scripts {
     pub(crate) join: Script,
@@ -85,6 +135,9 @@ pub(crate) struct Scripts {
     pub(crate) connection_opened: Script,
     pub(crate) connection_closed: Script,
     pub(crate) settle_removal: Script,
+    pub(crate) user_online: Script,
+    pub(crate) user_offline: Script,
+    pub(crate) set_node_users: Script,
 }
 
 impl Scripts {
@@ -95,6 +148,9 @@ impl Scripts {
             connection_opened: Script::new(CONNECTION_OPENED),
             connection_closed: Script::new(CONNECTION_CLOSED),
             settle_removal: Script::new(SETTLE_REMOVAL),
+            user_online: Script::new(USER_ONLINE),
+            user_offline: Script::new(USER_OFFLINE),
+            set_node_users: Script::new(SET_NODE_USERS),
         }
     }
 }

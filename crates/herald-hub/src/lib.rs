@@ -9,7 +9,7 @@ mod registry;
 mod socket;
 
 pub use registry::{
-    member_added, member_removed, ChannelInfo, Hub, HubStats, PresenceSnapshot, Registration, SubscribeError,
-    SubscribeOutcome, Unsubscribed,
+    member_added, member_removed, watchlist_event, ChannelInfo, Hub, HubStats, PresenceSnapshot,
+    Registration, SubscribeError, SubscribeOutcome, Unsubscribed,
 };
 pub use socket::{Frame, Outbox, SocketHandle, SocketKey, OUTBOX_CAPACITY};

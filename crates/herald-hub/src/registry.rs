@@ -128,6 +128,16 @@ impl<F> Default for Shard<F> {
     }
 }
 
+/// Who watches whom (watchlist events) on this node: both directions, so that a closing socket
+/// leaves in one step. Bounded by the sockets times their watchlists (100 ids each).
+#[derive(Debug, Default)]
+struct Watchlists {
+    /// Watched user id → the sockets watching them.
+    watchers: HashMap<Arc<str>, Vec<SocketKey>>,
+    /// Socket → the user ids it watches.
+    watched: HashMap<SocketKey, Vec<Arc<str>>>,
+}
+
 /// The connections whose keys fall in one shard.
 type SocketShard<F> = HashMap<SocketKey, SocketHandle<F>>;
 
@@ -141,8 +151,10 @@ pub struct Hub<F = Bytes> {
     shards: Box<[Mutex<Shard<F>>]>,
     sockets: Box<[Mutex<SocketShard<F>>]>,
     users: Mutex<HashMap<String, Vec<SocketKey>>>,
-    /// Whether this hub announces `member_added` / `member_removed` itself (one node). In a
-    /// cluster, whether a user is new or gone is decided cluster-wide, and the server announces.
+    watchlists: Mutex<Watchlists>,
+    /// Whether this hub announces `member_added` / `member_removed` and watchlist
+    /// `online` / `offline` itself (one node). In a cluster, whether a user is new or gone is
+    /// decided cluster-wide, and the server announces.
     announces_presence: bool,
 }
 
@@ -176,6 +188,7 @@ impl<F: Frame> Hub<F> {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             sockets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             users: Mutex::new(HashMap::new()),
+            watchlists: Mutex::new(Watchlists::default()),
             announces_presence: true,
         }
     }
@@ -223,6 +236,7 @@ impl<F: Frame> Hub<F> {
         if let Some(user_id) = user_id {
             self.unregister_user(key, user_id);
         }
+        self.unwatch(key);
         if self.socket_shard(key).remove(&key).is_some() {
             self.connections.fetch_sub(1, Ordering::AcqRel);
         }
@@ -409,24 +423,109 @@ impl<F: Frame> Hub<F> {
         ids
     }
 
-    /// Records that socket `key` signed in as `user_id`.
-    pub fn sign_in(&self, key: SocketKey, user_id: &str) {
+    /// Records that socket `key` signed in as `user_id`. True when it is the user's first
+    /// signed-in socket on this node; a hub that announces tells the user's watchers `online`.
+    pub fn sign_in(&self, key: SocketKey, user_id: &str) -> bool {
         let mut users = lock(&self.users);
         let sockets = users.entry(user_id.to_owned()).or_default();
-        if !sockets.contains(&key) {
-            sockets.push(key);
+        if sockets.contains(&key) {
+            return false;
+        }
+        sockets.push(key);
+        let first = sockets.len() == 1;
+        if first && self.announces_presence {
+            // Told under the users lock, so an `online` and an `offline` keep their order.
+            self.tell_watchers(user_id, true);
+        }
+        first
+    }
+
+    /// Forgets that socket `key` was signed in as `user_id`. True when that was the user's
+    /// last signed-in socket on this node; a hub that announces tells the watchers `offline`.
+    pub fn unregister_user(&self, key: SocketKey, user_id: &str) -> bool {
+        let mut users = lock(&self.users);
+        let Some(sockets) = users.get_mut(user_id) else { return false };
+        let before = sockets.len();
+        sockets.retain(|socket| *socket != key);
+        let last = sockets.is_empty() && before > 0;
+        if sockets.is_empty() {
+            users.remove(user_id);
+        }
+        if last && self.announces_presence {
+            self.tell_watchers(user_id, false);
+        }
+        last
+    }
+
+    /// The users with a signed-in socket on this node and how many each has, for a cluster
+    /// registry that lost them.
+    pub fn signed_in_users(&self) -> Vec<(String, usize)> {
+        lock(&self.users).iter().map(|(user_id, sockets)| (user_id.clone(), sockets.len())).collect()
+    }
+
+    /// Whether `user_id` has a signed-in socket on this node.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        lock(&self.users).contains_key(user_id)
+    }
+
+    /// Makes socket `key` watch `user_ids` (replacing what it watched before); returns those of
+    /// them with a signed-in socket on this node, in the order given, without repeats.
+    pub fn watch(&self, key: SocketKey, user_ids: &[String]) -> Vec<String> {
+        self.unwatch(key);
+        let mut unique: Vec<Arc<str>> = Vec::with_capacity(user_ids.len());
+        for user_id in user_ids {
+            if !unique.iter().any(|seen| **seen == **user_id) {
+                unique.push(Arc::from(user_id.as_str()));
+            }
+        }
+        if unique.is_empty() {
+            return Vec::new();
+        }
+        {
+            let mut watchlists = lock(&self.watchlists);
+            for user_id in &unique {
+                watchlists.watchers.entry(user_id.clone()).or_default().push(key);
+            }
+            watchlists.watched.insert(key, unique.clone());
+        }
+        let users = lock(&self.users);
+        unique
+            .iter()
+            .filter(|user_id| users.contains_key(&***user_id))
+            .map(|user_id| user_id.to_string())
+            .collect()
+    }
+
+    /// Forgets socket `key`'s watchlist.
+    pub fn unwatch(&self, key: SocketKey) {
+        let mut watchlists = lock(&self.watchlists);
+        let Some(watched) = watchlists.watched.remove(&key) else { return };
+        for user_id in watched {
+            if let Some(watchers) = watchlists.watchers.get_mut(&user_id) {
+                watchers.retain(|watcher| *watcher != key);
+                if watchers.is_empty() {
+                    watchlists.watchers.remove(&user_id);
+                }
+            }
         }
     }
 
-    /// Forgets that socket `key` was signed in as `user_id`.
-    pub fn unregister_user(&self, key: SocketKey, user_id: &str) {
-        let mut users = lock(&self.users);
-        if let Some(sockets) = users.get_mut(user_id) {
-            sockets.retain(|socket| *socket != key);
-            if sockets.is_empty() {
-                users.remove(user_id);
+    /// Sends `pusher_internal:watchlist_events` (`online` or `offline` for `user_id`) to every
+    /// socket on this node watching `user_id`; returns how many it was queued for.
+    pub fn tell_watchers(&self, user_id: &str, online: bool) -> usize {
+        let keys = match lock(&self.watchlists).watchers.get(user_id) {
+            Some(keys) => keys.clone(),
+            None => return 0,
+        };
+        let frame: F = watchlist_event(if online { "online" } else { "offline" }, &[user_id]);
+        let mut told = 0;
+        for key in keys {
+            let handle = self.socket_shard(key).get(&key).cloned();
+            if handle.is_some_and(|handle| handle.send(&frame)) {
+                told += 1;
             }
         }
+        told
     }
 
     /// Closes every connection signed in as `user_id` with 4009; returns how many.
@@ -495,6 +594,13 @@ fn send_to<F: Frame>(shard: &Shard<F>, channel: &str, frame: &F, except: Option<
 pub fn member_added<F: Frame>(channel: &str, user_id: &str, user_info: &Value) -> F {
     let data = json!({ "user_id": user_id, "user_info": user_info }).to_string();
     F::from(encode_server_event("pusher_internal:member_added", Some(channel), &data, None))
+}
+
+/// `pusher_internal:watchlist_events` with one event, `name` (`online` or `offline`), for
+/// `user_ids`: `{"events": [{"name": ..., "user_ids": [...]}]}`, no channel.
+pub fn watchlist_event<F: Frame>(name: &str, user_ids: &[&str]) -> F {
+    let data = json!({ "events": [{ "name": name, "user_ids": user_ids }] }).to_string();
+    F::from(encode_server_event("pusher_internal:watchlist_events", None, &data, None))
 }
 
 /// `pusher_internal:member_removed` for `user_id` on `channel`.
@@ -770,6 +876,68 @@ mod tests {
         assert_eq!(staying.close_requested(), Some(CloseCode::Unauthorized));
         hub.unregister(staying.key, [], Some("ada"));
         assert_eq!(hub.terminate_user("ada"), 0, "no signed-in socket left");
+    }
+
+    fn watchlist_data(frame: &Bytes) -> Value {
+        let frame = text(frame);
+        assert_eq!(frame["event"], "pusher_internal:watchlist_events");
+        assert!(frame.get("channel").is_none(), "watchlist events have no channel");
+        serde_json::from_str(frame["data"].as_str().expect("string data")).expect("json")
+    }
+
+    #[tokio::test]
+    async fn watchers_hear_a_users_first_and_last_signed_in_socket_only() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let (watcher, mut watcher_out) = hub.register(None).expect("room");
+        assert!(hub.watch(watcher.key, &["ada".into(), "bob".into(), "ada".into()]).is_empty());
+        let (phone, _o1) = hub.register(None).expect("room");
+        let (laptop, _o2) = hub.register(None).expect("room");
+        assert!(hub.sign_in(phone.key, "ada"), "ada's first socket");
+        assert_eq!(
+            watchlist_data(&watcher_out.try_recv().expect("online")),
+            json!({"events": [{"name": "online", "user_ids": ["ada"]}]})
+        );
+        assert!(!hub.sign_in(laptop.key, "ada"), "a second socket is not news");
+        assert!(!hub.sign_in(phone.key, "ada"), "nor signing in twice");
+        assert!(watcher_out.try_recv().is_err());
+        assert!(!hub.unregister_user(phone.key, "ada"));
+        assert!(watcher_out.try_recv().is_err(), "ada still has her laptop");
+        hub.unregister(laptop.key, [], Some("ada"));
+        assert_eq!(
+            watchlist_data(&watcher_out.try_recv().expect("offline")),
+            json!({"events": [{"name": "offline", "user_ids": ["ada"]}]})
+        );
+        let (other, _o3) = hub.register(None).expect("room");
+        hub.sign_in(other.key, "carol");
+        assert!(watcher_out.try_recv().is_err(), "carol is not watched");
+    }
+
+    #[tokio::test]
+    async fn a_watchlist_answers_who_is_online_and_leaves_with_its_socket() {
+        let hub: Hub<Bytes> = Hub::new(1);
+        let (ada, _o1) = hub.register(None).expect("room");
+        hub.sign_in(ada.key, "ada");
+        let (watcher, mut watcher_out) = hub.register(None).expect("room");
+        assert_eq!(hub.watch(watcher.key, &["bob".into(), "ada".into()]), vec!["ada".to_owned()]);
+        hub.unregister(watcher.key, [], None);
+        assert!(lock(&hub.watchlists).watchers.is_empty(), "no watcher left behind");
+        assert!(lock(&hub.watchlists).watched.is_empty());
+        hub.unregister(ada.key, [], Some("ada"));
+        assert!(watcher_out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_clustered_hub_leaves_watchlist_announcements_to_the_server() {
+        let hub: Hub<Bytes> = Hub::new(1).without_presence_announcements();
+        let (watcher, mut watcher_out) = hub.register(None).expect("room");
+        hub.watch(watcher.key, &["ada".into()]);
+        let (ada, _o1) = hub.register(None).expect("room");
+        assert!(hub.sign_in(ada.key, "ada"));
+        assert!(watcher_out.try_recv().is_err(), "the cluster decides who is new");
+        assert_eq!(hub.tell_watchers("ada", true), 1);
+        assert!(watcher_out.try_recv().is_ok());
+        assert!(hub.unregister_user(ada.key, "ada"));
+        assert!(watcher_out.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -150,7 +150,10 @@ pub struct UserData {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedUserData {
     pub id: String,
+    /// Entries of `watchlist`, however many (over 100 is refused with 4302 by the server).
     pub watchlist_len: usize,
+    /// The watched user ids, numbers turned into strings; entries of other types are skipped.
+    pub watchlist: Vec<String>,
 }
 
 impl UserData {
@@ -160,7 +163,17 @@ impl UserData {
             Value::String(id) if !id.is_empty() && id.len() <= 200 => id,
             _ => return Err(FrameError::BadField("user_data.id")),
         };
-        Ok(ValidatedUserData { id, watchlist_len: data.watchlist.map_or(0, |list| list.len()) })
+        let entries = data.watchlist.unwrap_or_default();
+        let watchlist_len = entries.len();
+        let watchlist = entries
+            .into_iter()
+            .filter_map(|entry| match entry {
+                Value::String(id) if !id.is_empty() => Some(id),
+                Value::Number(number) => Some(number.to_string()),
+                _ => None,
+            })
+            .collect();
+        Ok(ValidatedUserData { id, watchlist_len, watchlist })
     }
 }
 

@@ -86,6 +86,16 @@ fn apply(tenant: &Tenant, message: Message) {
         Message::TerminateUser { user_id } => {
             tenant.hub.terminate_user(&user_id);
         }
+        Message::SubscriptionCount { channel, subscription_count } => {
+            let frame = crate::tenant::subscription_count_frame(&channel, subscription_count);
+            tenant.hub.send_to_channel(&channel, &frame, None);
+        }
+        Message::UserOnline { user_id } => {
+            tenant.hub.tell_watchers(&user_id, true);
+        }
+        Message::UserOffline { user_id } => {
+            tenant.hub.tell_watchers(&user_id, false);
+        }
         // Every node keeps a cache channel's last event from the `Event` itself.
         Message::CacheEvent { .. } => {}
     }
@@ -110,7 +120,23 @@ async fn restore(state: &SharedState, broker: &Broker) {
             info!(subscriptions = registrations.len(), "registered this node's sockets with Redis again")
         }
         Err(error) => {
-            warn!(%error, "cannot register this node's sockets with Redis yet; retrying on the next resync")
+            warn!(%error, "cannot register this node's sockets with Redis yet; retrying on the next resync");
+            return;
+        }
+    }
+    for tenant in state.tenants().all() {
+        let users: Vec<String> =
+            tenant.hub.signed_in_users().into_iter().map(|(user_id, _)| user_id).collect();
+        match broker.restore_users(&tenant.config.id, &users).await {
+            Ok((online, offline)) => {
+                for user_id in online {
+                    tenant.hub.tell_watchers(&user_id, true);
+                }
+                for user_id in offline {
+                    tenant.hub.tell_watchers(&user_id, false);
+                }
+            }
+            Err(error) => warn!(%error, "cannot register this node's signed-in users with Redis yet"),
         }
     }
 }

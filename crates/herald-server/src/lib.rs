@@ -22,6 +22,7 @@ pub mod routes;
 mod signed;
 mod state;
 pub mod status;
+mod subscription_count;
 mod tenant;
 mod tls;
 mod webhooks;

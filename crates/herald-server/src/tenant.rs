@@ -3,15 +3,16 @@
 //! tenants through `State`, but a tenant knows nothing of the server around it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use herald_broker::{Broker, BrokerError, Message};
-use herald_hub::{ChannelInfo, Hub, PresenceSnapshot};
+use herald_hub::{ChannelInfo, Hub, PresenceSnapshot, SocketKey};
 use herald_protocol::{ChannelKind, ChannelName};
 
 use crate::config::{AppConfig, WebhookKind};
+use crate::subscription_count::{Decision, SubscriptionCounts};
 use crate::webhooks::{removal_subject, AppWebhooks, Settle, WebhookEvent};
 
 /// A closed socket's subscriptions, for the cluster and the webhooks to be told: each channel
@@ -21,13 +22,19 @@ pub(crate) struct Departure {
     pub(crate) tenant: std::sync::Arc<Tenant>,
     pub(crate) socket_id: String,
     pub(crate) channels: Vec<(ChannelName, Option<std::sync::Arc<str>>, Change)>,
+    /// The signed-in user whose last socket on this node this was.
+    pub(crate) user_gone_here: Option<String>,
 }
 
 impl Departure {
-    /// The socket's goodbye: it left its channels, and its connection closed.
+    /// The socket's goodbye: it left its channels, its user may be offline, and its connection
+    /// closed.
     pub(crate) async fn tell(self) {
         for (channel, user_id, change) in &self.channels {
             self.tenant.left(channel, &self.socket_id, user_id.as_deref(), *change).await;
+        }
+        if let Some(user_id) = &self.user_gone_here {
+            self.tenant.user_gone_here(user_id).await;
         }
         self.tenant.connection_closed().await;
     }
@@ -71,6 +78,8 @@ pub struct Tenant {
     pub fanout: Fanout,
     /// Where this app's webhook events go; `None` without a receiver.
     pub(crate) webhooks: Option<AppWebhooks>,
+    /// The pacing of `pusher_internal:subscription_count` (with `config.subscription_count`).
+    counts: SubscriptionCounts,
     /// Start of the current one-second window and the API requests counted in it.
     api_window: Mutex<(Instant, u32)>,
     /// Sockets closed with 4100 because they did not read fast enough.
@@ -99,6 +108,7 @@ impl Tenant {
             },
             fanout,
             webhooks,
+            counts: SubscriptionCounts::default(),
             api_window: Mutex::new((Instant::now(), 0)),
             slow_consumers: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
@@ -237,9 +247,118 @@ impl Tenant {
         matches!(self.fanout, Fanout::Redis(_))
     }
 
-    /// Whether subscriptions must be told (`joined`, `left`): to a cluster, or to webhooks.
+    /// Whether subscriptions must be told (`joined`, `left`): to a cluster, to webhooks, or to
+    /// subscription counting.
     pub fn observed(&self) -> bool {
-        self.clustered() || self.webhooks.is_some()
+        self.clustered() || self.webhooks.is_some() || self.config.subscription_count
+    }
+
+    /// A channel's subscriptions changed to `count` (this node's, or the cluster's): with
+    /// subscription counting on, its subscribers hear `pusher_internal:subscription_count`, now
+    /// or when the channel's pacing allows (see `subscription_count`). Not on presence channels
+    /// (they have members) nor `#server-to-user-` channels.
+    async fn count_changed(self: &Arc<Self>, channel: &ChannelName, count: u64) {
+        if !self.config.subscription_count
+            || matches!(channel.kind(), ChannelKind::Presence | ChannelKind::ServerToUser)
+        {
+            return;
+        }
+        match self.counts.changed(channel.as_str(), count, tokio::time::Instant::now()) {
+            Decision::Send(count) => self.send_count(channel.as_str(), count).await,
+            Decision::Wait => {}
+            Decision::Later(due) => {
+                let tenant = Arc::downgrade(self);
+                let channel = channel.as_str().to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    let Some(tenant) = tenant.upgrade() else { return };
+                    if let Some(count) = tenant.counts.due(&channel, tokio::time::Instant::now()) {
+                        tenant.send_count(&channel, count).await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Sends `pusher_internal:subscription_count` to the channel's subscribers here, and to
+    /// the other nodes' (which deliver it without deciding anything themselves). Never through
+    /// `publish`: it is not a cache channel's last event.
+    async fn send_count(&self, channel: &str, count: u64) {
+        let reached = self.hub.send_to_channel(channel, &subscription_count_frame(channel, count), None);
+        self.messages_out.fetch_add(reached as u64, Ordering::Relaxed);
+        if let Fanout::Redis(broker) = &self.fanout {
+            let message =
+                Message::SubscriptionCount { channel: channel.to_owned(), subscription_count: count };
+            if let Err(error) = broker.publish(&self.config.id, &message).await {
+                tracing::warn!(%error, channel, "subscription_count reached this node only");
+            }
+        }
+    }
+
+    /// Socket `key` signed in as `user_id`, watching `watchlist`: the user's watchers hear
+    /// `online` when this is the user's first signed-in socket (on this node alone, or across
+    /// the cluster). Returns the watched users that are online, for the socket's first
+    /// `watchlist_events`.
+    pub(crate) async fn signed_in(&self, key: SocketKey, user_id: &str, watchlist: &[String]) -> Vec<String> {
+        let first_here = self.hub.sign_in(key, user_id);
+        let online_here = self.hub.watch(key, watchlist);
+        let Fanout::Redis(broker) = &self.fanout else { return online_here };
+        let app = self.config.id.as_str();
+        if first_here {
+            match broker.user_online(app, user_id).await {
+                Ok(true) => {
+                    self.hub.tell_watchers(user_id, true);
+                    let message = Message::UserOnline { user_id: user_id.to_owned() };
+                    if let Err(error) = broker.publish(app, &message).await {
+                        tracing::warn!(%error, "watchlist online reached this node only");
+                    }
+                }
+                Ok(false) => {}
+                // Registered with the rest of this node's state when Redis is back.
+                Err(error) => tracing::warn!(%error, "sign-in not registered with the cluster yet"),
+            }
+        }
+        if watchlist.is_empty() {
+            return online_here;
+        }
+        match broker.online_users(app, watchlist).await {
+            Ok(online) => {
+                // In the watchlist's order, as on one node.
+                let mut ordered: Vec<String> =
+                    watchlist.iter().filter(|id| online.contains(*id)).cloned().collect();
+                ordered.dedup();
+                ordered
+            }
+            Err(error) => {
+                tracing::warn!(%error, "watchlist of this node's users only");
+                online_here
+            }
+        }
+    }
+
+    /// Socket `key` is no longer signed in as `user_id` (it signed in again as someone else).
+    pub(crate) async fn signed_out(&self, key: SocketKey, user_id: &str) {
+        if self.hub.unregister_user(key, user_id) {
+            self.user_gone_here(user_id).await;
+        }
+    }
+
+    /// `user_id`'s last signed-in socket on this node went. On one node the hub already told
+    /// the watchers; in a cluster they hear `offline` when it was the user's last node.
+    pub(crate) async fn user_gone_here(&self, user_id: &str) {
+        let Fanout::Redis(broker) = &self.fanout else { return };
+        let app = self.config.id.as_str();
+        match broker.user_offline(app, user_id).await {
+            Ok(true) => {
+                self.hub.tell_watchers(user_id, false);
+                let message = Message::UserOffline { user_id: user_id.to_owned() };
+                if let Err(error) = broker.publish(app, &message).await {
+                    tracing::warn!(%error, "watchlist offline reached this node only");
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "sign-out not told to the cluster yet"),
+        }
     }
 
     /// Emits a webhook event of `kind` when a receiver wants it; `event` builds it only then.
@@ -335,7 +454,7 @@ impl Tenant {
     /// or `Err(max)` when the presence channel is full across the cluster (the subscription was
     /// taken back there; the caller takes it back from the hub).
     pub(crate) async fn joined(
-        &self,
+        self: &Arc<Self>,
         channel: &ChannelName,
         socket_id: &str,
         member: Option<&(String, serde_json::Value)>,
@@ -345,6 +464,7 @@ impl Tenant {
         let user_id = member.map(|(user_id, _)| user_id.as_str());
         let Fanout::Redis(broker) = &self.fanout else {
             self.occupancy_webhooks(channel, user_id, local, true).await;
+            self.count_changed(channel, local.subscription_count).await;
             return Ok(None);
         };
         let app = self.config.id.as_str();
@@ -363,6 +483,7 @@ impl Tenant {
         let Some((user_id, info)) = member else {
             let change = Change { subscription_count: joined.subscription_count, user_changed: false };
             self.occupancy_webhooks(channel, None, change, true).await;
+            self.count_changed(channel, change.subscription_count).await;
             return Ok(None);
         };
         if joined.first_for_user && joined.user_count as usize > max_presence_members {
@@ -406,7 +527,7 @@ impl Tenant {
     /// and the cluster: a presence user whose last socket anywhere it was is announced gone
     /// (here and on the other nodes); webhooks follow the cluster's counts.
     pub(crate) async fn left(
-        &self,
+        self: &Arc<Self>,
         channel: &ChannelName,
         socket_id: &str,
         user_id: Option<&str>,
@@ -414,6 +535,7 @@ impl Tenant {
     ) {
         let Fanout::Redis(broker) = &self.fanout else {
             self.occupancy_webhooks(channel, user_id, local, false).await;
+            self.count_changed(channel, local.subscription_count).await;
             return;
         };
         let app = self.config.id.as_str();
@@ -426,6 +548,7 @@ impl Tenant {
         };
         let change = Change { subscription_count: left.subscription_count, user_changed: left.last_for_user };
         self.occupancy_webhooks(channel, user_id, change, false).await;
+        self.count_changed(channel, change.subscription_count).await;
         if let (true, Some(user_id)) = (left.last_for_user, user_id) {
             let frame = herald_hub::member_removed(channel.as_str(), user_id);
             self.hub.send_to_channel(channel.as_str(), &frame, None);
@@ -485,6 +608,17 @@ impl Tenant {
         window.1 += 1;
         window.1 <= limit
     }
+}
+
+/// `pusher_internal:subscription_count` on `channel`: `{"subscription_count": N}`.
+pub(crate) fn subscription_count_frame(channel: &str, count: u64) -> Utf8Bytes {
+    let data = serde_json::json!({ "subscription_count": count }).to_string();
+    Utf8Bytes::from(herald_protocol::encode_server_event(
+        "pusher_internal:subscription_count",
+        Some(channel),
+        &data,
+        None,
+    ))
 }
 
 /// The cluster's counts as the HTTP API reports them; `None` for an empty channel.

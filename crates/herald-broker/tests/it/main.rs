@@ -10,3 +10,4 @@ mod nodes;
 mod outage;
 mod presence;
 mod pubsub;
+mod users;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use herald_hub::SubscribeError;
 use herald_protocol::{
     channel_auth_string, encode_server_event, signin_auth_string, verify_auth, ChannelKind, ChannelName,
@@ -238,19 +238,28 @@ impl Session<'_> {
                 return Ok(Next::CloseBecause(CloseCode::Unauthorized, error.to_string()));
             }
         };
-        if user.watchlist_len > 100 {
+        // Over 100 ids: 4302 (an error, not a close), and the sign-in goes on watching nobody.
+        let watchlist = if user.watchlist_len > 100 {
             let code = CloseCode::WatchlistLimit;
             self.send_error(socket, Some(code.code()), code.message()).await?;
-        }
+            Vec::new()
+        } else {
+            user.watchlist
+        };
         if let Some(previous) = self.user_id.take() {
-            self.app.hub.unregister_user(self.handle.key, &previous);
+            Box::pin(self.app.signed_out(self.handle.key, &previous)).await;
         }
-        self.app.hub.sign_in(self.handle.key, &user.id);
+        let online = Box::pin(self.app.signed_in(self.handle.key, &user.id, &watchlist)).await;
         self.user_id = Some(user.id);
         self.authorized = true;
         let reply = json!({ "user_data": data.user_data }).to_string();
         let success = encode_server_event("pusher:signin_success", None, &reply, None);
         self.send(socket, success).await?;
+        if !watchlist.is_empty() {
+            let online: Vec<&str> = online.iter().map(String::as_str).collect();
+            let frame: Utf8Bytes = herald_hub::watchlist_event("online", &online);
+            self.send(socket, frame).await?;
+        }
         Ok(Next::Continue)
     }
 

@@ -273,8 +273,15 @@ impl<'a> Session<'a> {
                 Some((channel, user_id, change.into()))
             })
             .collect();
-        self.app.hub.unregister(key, std::iter::empty(), self.user_id.as_deref());
-        Some(Departure { socket_id: self.handle.id.as_str().to_owned(), channels, tenant: self.app })
+        // On one node the hub tells the watchers itself; a cluster hears it from the departure.
+        let user_gone_here = self.user_id.filter(|user_id| self.app.hub.unregister_user(key, user_id));
+        self.app.hub.unregister(key, std::iter::empty(), None);
+        Some(Departure {
+            socket_id: self.handle.id.as_str().to_owned(),
+            channels,
+            user_gone_here,
+            tenant: self.app,
+        })
     }
 
     async fn on_timer<S: Frames>(&mut self, socket: &mut S, started: Instant) -> Next {

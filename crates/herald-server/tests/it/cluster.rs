@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::counting::{counting, next_count, next_watch_event, sign_in, subscribed, watch_event};
 use crate::harness::{data_of, postgres_database, Client, TestServer};
 
 /// Redis for the cluster tests, or `None` (skipped) when it is absent and not required.
@@ -134,4 +135,49 @@ async fn presence_is_one_member_per_user_across_nodes_and_counts_agree() {
     let removed = two_on_b.recv_event("pusher_internal:member_removed").await;
     assert_eq!(data_of(&removed)["user_id"], "1");
     two_on_b.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_counts_are_cluster_wide_and_reach_every_node_once() {
+    let Some((a, b)) = two_nodes_with(counting).await else { return };
+    let mut on_a = a.client().await;
+    subscribed(&mut on_a, "news").await;
+    assert_eq!(next_count(&mut on_a, "news").await, 1);
+    let mut on_b = b.client().await;
+    subscribed(&mut on_b, "news").await;
+    assert_eq!(next_count(&mut on_b, "news").await, 2, "the count is the cluster's");
+    assert_eq!(next_count(&mut on_a, "news").await, 2, "the other node's subscribers hear it");
+    let mut also_on_b = b.client().await;
+    subscribed(&mut also_on_b, "news").await;
+    assert_eq!(next_count(&mut also_on_b, "news").await, 3);
+    assert_eq!(next_count(&mut on_b, "news").await, 3);
+    assert_eq!(next_count(&mut on_a, "news").await, 3);
+    drop(also_on_b);
+    assert_eq!(next_count(&mut on_a, "news").await, 2);
+    assert_eq!(next_count(&mut on_b, "news").await, 2);
+    on_a.expect_silence(Duration::from_millis(300)).await;
+    on_b.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_hear_online_and_offline_across_nodes() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let mut watcher = b.client().await;
+    assert_eq!(sign_in(&mut watcher, "watcher", &["ada"]).await, Some(watch_event("online", &[])));
+    let mut ada_on_a = a.client().await;
+    sign_in(&mut ada_on_a, "ada", &[]).await;
+    assert_eq!(next_watch_event(&mut watcher).await, watch_event("online", &["ada"]));
+
+    let mut late = b.client().await;
+    let first = sign_in(&mut late, "late", &["ada", "bob"]).await;
+    assert_eq!(first, Some(watch_event("online", &["ada"])), "online on the other node counts");
+
+    let mut ada_on_b = b.client().await;
+    sign_in(&mut ada_on_b, "ada", &[]).await;
+    drop(ada_on_a);
+    watcher.expect_silence(Duration::from_millis(400)).await;
+    drop(ada_on_b);
+    assert_eq!(next_watch_event(&mut watcher).await, watch_event("offline", &["ada"]));
+    assert_eq!(next_watch_event(&mut late).await, watch_event("offline", &["ada"]));
+    watcher.expect_silence(Duration::from_millis(200)).await;
 }

@@ -6,6 +6,7 @@ mod admin;
 mod api;
 mod authorization;
 mod cluster;
+mod counting;
 mod dashboard;
 mod harness;
 mod hostile;

@@ -194,6 +194,9 @@ async fn a_watchlist_over_100_ids_is_a_4302_error_and_the_sign_in_still_succeeds
     let user_data = |id: &str, ids: usize| json!({ "id": id, "watchlist": vec!["x"; ids] }).to_string();
     client.signin(&user_data("1", 100), &app);
     assert_eq!(client.event().await["event"], "pusher:signin_success", "100 ids are allowed");
+    let first = client.event().await;
+    assert_eq!(first["event"], "pusher_internal:watchlist_events", "100 ids are watched");
+    assert_eq!(data_of(&first), json!({ "events": [{ "name": "online", "user_ids": [] }] }));
     client.signin(&user_data("2", 101), &app);
     let frame = client.event().await;
     let code = CloseCode::WatchlistLimit;
