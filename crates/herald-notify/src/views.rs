@@ -174,8 +174,10 @@ pub struct DeadLetterView {
 }
 
 impl DeadLetterView {
-    /// The stored dead letter with its channels on the wire (`[channels] admin_visibility`).
+    /// The stored dead letter with its channels on the wire (`[channels] admin_visibility`); a
+    /// webhook's "channel" is its receiver's URL, shown as it is.
     pub fn new(letter: &DeadLetter, admin_channels_public: bool) -> DeadLetterView {
+        let webhook = letter.event_name == crate::WEBHOOK_JOB;
         DeadLetterView {
             broadcast_id: letter.broadcast_id.clone(),
             event_id: letter.event_id.clone(),
@@ -183,7 +185,10 @@ impl DeadLetterView {
             channels: letter
                 .channels
                 .iter()
-                .map(|channel| CatalogChannel::new(channel.as_str()).wire(admin_channels_public))
+                .map(|channel| match webhook {
+                    true => channel.clone(),
+                    false => CatalogChannel::new(channel.as_str()).wire(admin_channels_public),
+                })
                 .collect(),
             attempts: letter.attempts,
             last_error: letter.last_error.clone(),

@@ -159,8 +159,10 @@ mod tests {
     fn sources_and_redaction() {
         let dir = tempfile_free_dir();
         let file = dir.join("herald.toml");
-        std::fs::write(&file, "[server]\nport = 7000\n[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\n")
-            .expect("written");
+        let toml = "[server]\nport = 7000\n[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\n\
+                    [[apps.webhooks]]\nurl = \"https://hooks.example/p\"\nevent_types = [\"channel_vacated\"]\n\
+                    headers = { Authorization = \"Bearer hook-token\" }\n";
+        std::fs::write(&file, toml).expect("written");
         let env: BTreeMap<String, String> = [
             ("HERALD_SERVER__ACTIVITY_TIMEOUT_SECS".to_owned(), "60".to_owned()),
             ("HERALD_JWT_SECRET".to_owned(), "jwt".to_owned()),
@@ -180,6 +182,13 @@ mod tests {
         assert_eq!(find("server.host").source, "--host");
         assert_eq!(find("server.pong_timeout_secs").source, "default");
         assert_eq!(find("apps[0].secret").value, "\"***\"");
+        assert_eq!(find("apps[0].webhooks[0].url").value, "\"https://hooks.example/p\"");
+        assert_eq!(find("apps[0].webhooks[0].event_types").value, "[\"channel_vacated\"]");
+        assert_eq!(
+            find("apps[0].webhooks[0].headers.Authorization").value,
+            "\"***\"",
+            "a receiver's credential"
+        );
         assert_eq!(find("auth.jwt_secret").value, "\"***\"");
         assert_eq!(find("auth.jwt_secret").source, "env HERALD_JWT_SECRET");
         let _ = std::fs::remove_dir_all(dir);
