@@ -112,6 +112,9 @@ pub struct Webhooks {
     targets: HashMap<(String, String), WebhookTarget>,
     settings: WebhookSettings,
     wake: Notify,
+    /// Deliveries in flight per receiver URL: one receiver may hold at most half the workers,
+    /// so a receiver that hangs leaves the others (other apps') room.
+    in_flight: std::sync::Mutex<HashMap<String, usize>>,
     pub counters: WebhookCounters,
 }
 
@@ -134,8 +137,28 @@ impl Webhooks {
                 .collect(),
             settings,
             wake: Notify::new(),
+            in_flight: std::sync::Mutex::new(HashMap::new()),
             counters: WebhookCounters::default(),
         }
+    }
+
+    /// Most deliveries one receiver may have in flight at once.
+    fn per_receiver(&self) -> usize {
+        (self.settings.workers / 2).max(1)
+    }
+
+    /// The receivers that have all the deliveries in flight they may have.
+    fn busy_receivers(&self) -> Vec<String> {
+        let cap = self.per_receiver();
+        let in_flight = self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        in_flight.iter().filter(|(_, count)| **count >= cap).map(|(url, _)| url.clone()).collect()
+    }
+
+    /// Counts a delivery to `url` in flight until the guard drops.
+    fn start_delivery(&self, url: &str) -> InFlight<'_> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *in_flight.entry(url.to_owned()).or_default() += 1;
+        InFlight { webhooks: self, url: url.to_owned() }
     }
 
     pub fn settings(&self) -> &WebhookSettings {
@@ -173,19 +196,23 @@ impl Webhooks {
         let idle = Duration::from_millis(self.settings.poll_interval_ms.max(10));
         while !shutdown.is_cancelled() {
             let wake = self.wake.notified();
-            let pause = match self.store.claim(Lanes::Webhooks, 1, self.settings.lease_ms).await {
-                Ok(jobs) if !jobs.is_empty() => {
-                    for job in jobs {
-                        self.deliver(job).await;
+            let busy = self.busy_receivers();
+            let pause =
+                match self.store.claim_skipping(Lanes::Webhooks, 1, self.settings.lease_ms, &busy).await {
+                    Ok(jobs) if !jobs.is_empty() => {
+                        for job in jobs {
+                            let url = job.channels.first().cloned().unwrap_or_default();
+                            let _in_flight = self.start_delivery(&url);
+                            self.deliver(job).await;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Ok(_) => idle,
-                Err(error) => {
-                    warn!(worker, %error, "cannot claim webhook jobs; retrying");
-                    Duration::from_secs(1)
-                }
-            };
+                    Ok(_) => idle,
+                    Err(error) => {
+                        warn!(worker, %error, "cannot claim webhook jobs; retrying");
+                        Duration::from_secs(1)
+                    }
+                };
             tokio::select! {
                 _ = wake => {}
                 _ = shutdown.cancelled() => return,
@@ -269,6 +296,26 @@ fn next_attempt_in(settings: &WebhookSettings, attempts: i64) -> Option<i64> {
     let spent: i64 = (1..attempts).map(backoff).sum();
     let next = backoff(attempts);
     (spent + next <= settings.retry_window_ms).then(|| jittered(next))
+}
+
+/// One delivery in flight to `url`, uncounted on drop.
+struct InFlight<'a> {
+    webhooks: &'a Webhooks,
+    url: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.webhooks.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = in_flight.get_mut(&self.url) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_flight.remove(&self.url);
+            }
+        }
+        // A worker may be idle because this receiver was full.
+        self.webhooks.wake.notify_one();
+    }
 }
 
 const JOB_SOURCE_PREFIX: &str = "webhook:";

@@ -109,7 +109,31 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
+        self.claim_skipping(lanes, limit, lease_ms, &[]).await
+    }
+
+    /// `claim`, passing over the jobs whose channels are exactly `[c]` for a `c` in `skip` (at
+    /// most 64): the webhook receivers that already have all the deliveries they may have.
+    pub async fn claim_skipping(
+        &self,
+        lanes: Lanes,
+        limit: i64,
+        lease_ms: i64,
+        skip: &[String],
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         let now = now_ms();
+        let skip = &skip[..skip.len().min(64)];
+        let skipped: Vec<String> = skip
+            .iter()
+            .map(|channel| crate::records::serde_json_list(std::slice::from_ref(channel)))
+            .collect();
+        // Our own placeholders ($5, $6, …), one per skipped list; the values are bound.
+        let skip_clause = if skipped.is_empty() {
+            String::new()
+        } else {
+            let placeholders: Vec<String> = (0..skipped.len()).map(|n| format!("${}", n + 5)).collect();
+            format!(" AND channels NOT IN ({})", placeholders.join(", "))
+        };
         let skip_locked = match self {
             Store::Sqlite(_) => "",
             Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
@@ -120,12 +144,16 @@ impl Store {
         let sql = format!(
             "UPDATE broadcasts SET locked_until = $1, attempts = attempts + 1 WHERE seq IN \
              (SELECT seq FROM broadcasts WHERE status = 'pending' AND lane BETWEEN $3 AND $4 \
-             AND next_attempt_at <= $2 AND locked_until <= $2 ORDER BY lane, next_attempt_at, seq LIMIT {limit}{skip_locked}) \
+             AND next_attempt_at <= $2 AND locked_until <= $2{skip_clause} ORDER BY lane, next_attempt_at, seq LIMIT {limit}{skip_locked}) \
              RETURNING id, event_id, event_name, channels, payload, lane, attempts, created_at"
         );
         let mut jobs = with_pool!(self, pool => {
             let (first, last) = lanes.codes();
-            let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(first).bind(last).fetch_all(pool).await?;
+            let mut query = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(first).bind(last);
+            for list in &skipped {
+                query = query.bind(list);
+            }
+            let rows = query.fetch_all(pool).await?;
             let mut jobs = Vec::with_capacity(rows.len());
             for row in rows {
                 jobs.push(ClaimedJob {

@@ -289,6 +289,15 @@ async fn webhooks_have_a_lane_of_their_own(store: &Store) {
     assert_eq!(store.replay_dead_letters(DeadLetters::One("hook-1")).await.expect("replay"), 1);
     assert_eq!(store.claim(Lanes::Webhooks, 10, 60_000).await.expect("claim")[0].id, "hook-1");
 
+    // A receiver that has its share of deliveries is passed over; others' jobs are claimed.
+    let other =
+        NewBroadcast { id: "hook-9".into(), channels: vec!["http://127.0.0.1:9/other".into()], ..job(9) };
+    store.enqueue("webhook:app-2", &[job(4), other]).await.expect("enqueue");
+    let busy = ["http://127.0.0.1:9/hook".to_owned()];
+    let claimed = store.claim_skipping(Lanes::Webhooks, 10, 60_000, &busy).await.expect("claim");
+    assert_eq!(claimed.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), ["hook-9"]);
+    assert_eq!(store.claim(Lanes::Webhooks, 10, 60_000).await.expect("claim")[0].id, "hook-4");
+
     // A batch that collides with a stored id stores none of its jobs.
     assert!(store.enqueue("webhook:app-1", &[job(3), job(2)]).await.is_err());
     assert!(store.claim(Lanes::Webhooks, 10, 60_000).await.expect("claim").is_empty());

@@ -473,3 +473,34 @@ async fn a_reload_onto_the_other_node_sends_nothing_either() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_takes_at_most_half_the_workers_so_other_apps_go_on() {
+    let hanging = Receiver::start(Script { first: Vec::new(), then: 200, hang: true }).await;
+    let healthy = Receiver::start(Script::ok()).await;
+    let kinds = [WebhookKind::ChannelOccupied];
+    let (hanging_url, healthy_url) = (hanging.url.clone(), healthy.url.clone());
+    let server = TestServer::with_config(move |config| {
+        with_hooks(vec![hook(&hanging_url, &kinds)], false)(config);
+        config.webhooks.workers = 2;
+        config.webhooks.timeout_secs = 3;
+        let other = config.apps.iter_mut().find(|app| app.id == "noclient").expect("another app");
+        other.webhooks = vec![hook(&healthy_url, &kinds)];
+    })
+    .await;
+    // Three webhooks for the hanging receiver: with two workers, one would be enough to block
+    // both without a per-receiver share.
+    let mut on_main = server.client().await;
+    for channel in ["a", "b", "c"] {
+        on_main.subscribe(channel).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut on_other = server.client_for("noclient-key").await;
+    on_other.subscribe("elsewhere").await;
+    healthy
+        .wait_for("the other app's webhook", |r| r.events().len() == 1, Duration::from_millis(1_500))
+        .await;
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    assert!(hanging.calls().is_empty(), "the hanging receiver never answered");
+}
