@@ -25,9 +25,8 @@ import {
   TIMEOUT_MS,
   pusherClient,
   sdkAt,
-  connected,
+  signIn,
   waitFor,
-  waitForEvent,
   withTimeout,
 } from './harness.mjs';
 
@@ -203,13 +202,7 @@ export function clientFor(port, clients, { app = 'main', presence, user, ...opti
 
 /** A connected client signed in as `user` (`{id, ...}`) with its `#server-to-user-` channel. */
 export async function signedIn(client) {
-  await connected(client);
-  const success = waitForEvent(client.connection, 'message', {
-    filter: (event) => event.event === 'pusher:signin_success',
-    label: 'pusher:signin_success',
-  });
-  client.signin();
-  await success;
+  await signIn(client);
   await waitFor(() => client.user.serverToUserChannel?.subscribed, TIMEOUT_MS);
   return client;
 }

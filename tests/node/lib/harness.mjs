@@ -262,6 +262,21 @@ export async function connected(client, ms = TIMEOUT_MS) {
 }
 
 /**
+ * Connects, calls `client.signin()` and waits for `pusher:signin_success`; resolves with that
+ * event (its `data.user_data` is the signed-in user's data as the server echoed it).
+ */
+export async function signIn(client, ms = TIMEOUT_MS) {
+  await connected(client, ms);
+  const success = waitForEvent(client.connection, 'message', {
+    timeout: ms,
+    filter: (event) => event.event === 'pusher:signin_success',
+    label: 'pusher:signin_success',
+  });
+  client.signin();
+  return success;
+}
+
+/**
  * Subscribes and waits for `pusher:subscription_succeeded` (resolves with its data, e.g. the
  * presence members) or rejects with the `pusher:subscription_error` data.
  */

@@ -8,6 +8,7 @@ import {
   connectionOutcome,
   errorCode,
   record,
+  signIn,
   subscribe,
   unique,
   waitFor,
@@ -114,12 +115,7 @@ test('app over its connection quota: error 4004; the slot is released on disconn
 test('user authentication required: an idle connection is closed with 4009, signed-in and authorized ones stay', async () => {
   const user = { id: unique('user') };
   const signedIn = server.client('authRequired', { user });
-  await connected(signedIn);
-  const signinDone = waitForEvent(signedIn.connection, 'message', {
-    filter: (event) => event.event === 'pusher:signin_success',
-  });
-  signedIn.signin();
-  await signinDone;
+  await signIn(signedIn);
 
   const authorized = server.client('authRequired');
   await connected(authorized);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { connected, errorCode, record, unique, useServer, waitFor, waitForEvent } from '../lib/harness.mjs';
+import { connected, errorCode, record, signIn, unique, useServer, waitFor, waitForEvent } from '../lib/harness.mjs';
 
 let server;
 let sdk;
@@ -15,13 +15,7 @@ useServer((started) => {
 /** A client signed in as `user` whose `#server-to-user-` channel is subscribed. */
 async function signedIn(user) {
   const client = server.client('main', { user });
-  await connected(client);
-  const success = waitForEvent(client.connection, 'message', {
-    filter: (event) => event.event === 'pusher:signin_success',
-    label: 'pusher:signin_success',
-  });
-  client.signin();
-  const event = await success;
+  const event = await signIn(client);
   assert.deepEqual(JSON.parse(event.data.user_data), user);
   await waitFor(() => client.user.serverToUserChannel?.subscribed);
   assert.equal(client.user.serverToUserChannel.name, `#server-to-user-${user.id}`);

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { connected, record, unique, useServer, waitFor, waitForEvent } from '../lib/harness.mjs';
+import { record, signIn, unique, useServer, waitFor } from '../lib/harness.mjs';
 
 let server;
 useServer((started) => (server = started));
@@ -15,13 +15,7 @@ useServer((started) => (server = started));
 async function signedIn(user, before = () => {}) {
   const client = server.client('main', { user });
   before(client);
-  await connected(client);
-  const success = waitForEvent(client.connection, 'message', {
-    filter: (event) => event.event === 'pusher:signin_success',
-    label: 'pusher:signin_success',
-  });
-  client.signin();
-  await success;
+  await signIn(client);
   return client;
 }
 
