@@ -102,6 +102,10 @@ pub enum Inbound {
     /// Redis came back, lost its data, or reaped this node while it was cut off: the server must
     /// call [`crate::Broker::restore`] with its local state.
     Resync,
+    /// This node reaped a dead node's socket from `channel`: what that changed cluster-wide
+    /// (`user_id`: the presence user it belonged to). Given to this node's server only, which
+    /// alone speaks for the change (webhooks).
+    Reaped { app: String, channel: String, user_id: Option<String>, left: crate::Left },
 }
 
 /// A message on the wire: its origin node (receivers drop their own), its app, and itself.

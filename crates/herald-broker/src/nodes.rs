@@ -192,6 +192,16 @@ impl Inner {
                 continue;
             };
             let removal = self.remove(node, &app, &channel, &socket_id).await?;
+            if removal.left.last_for_user || removal.left.subscription_count == 0 {
+                let user_id = (!removal.user_id.is_empty()).then(|| removal.user_id.clone());
+                let reaped = Inbound::Reaped {
+                    app: app.clone(),
+                    channel: channel.clone(),
+                    user_id,
+                    left: removal.left,
+                };
+                self.receiver.deliver(reaped).await;
+            }
             if removal.left.last_for_user {
                 gone += 1;
                 self.member_gone(&app, channel, removal.user_id, true).await;

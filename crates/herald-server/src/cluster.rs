@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::state::SharedState;
-use crate::tenant::Tenant;
+use crate::tenant::{Change, Tenant};
 
 /// Connects to Redis when the cluster is on; `None` for one node.
 pub(crate) async fn connect(
@@ -60,6 +60,14 @@ pub(crate) async fn follow(state: SharedState, broker: Broker, mut inbound: Rece
                     None => debug!(app, "a message for an app this node does not serve"),
                 },
                 Some(Inbound::Resync) => restore(&state, &broker).await,
+                Some(Inbound::Reaped { app, channel, user_id, left }) => {
+                    if let (Some(tenant), Ok(channel)) =
+                        (state.tenants().by_id(&app), ChannelName::parse(&channel, usize::MAX))
+                    {
+                        let change = Change { subscription_count: left.subscription_count, user_changed: left.last_for_user };
+                        Box::pin(tenant.reaped(&channel, user_id.as_deref(), change)).await;
+                    }
+                }
                 None => return,
             },
         }

@@ -410,6 +410,12 @@ impl Tenant {
         }
     }
 
+    /// A dead node's socket this node reaped from `channel` (`change`: the cluster's counts after
+    /// it): its webhooks are this node's to send.
+    pub(crate) async fn reaped(&self, channel: &ChannelName, user_id: Option<&str>, change: Change) {
+        self.occupancy_webhooks(channel, user_id, change, false).await;
+    }
+
     /// Whether an arrival is announced: in a cluster, not when it takes back a removal that is
     /// still waiting out its delay (on any node).
     async fn announces_return(&self, hooks: &AppWebhooks, subject: &str) -> bool {

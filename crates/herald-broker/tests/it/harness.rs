@@ -67,7 +67,7 @@ pub(crate) async fn next(inbound: &mut Receiver<Inbound>, within: Duration) -> O
     tokio::time::timeout(within, inbound.recv()).await.ok().flatten()
 }
 
-/// The next `Inbound::Message` within `within`, skipping resyncs.
+/// The next `Inbound::Message` within `within`, skipping resyncs and reaping reports.
 pub(crate) async fn next_message(
     inbound: &mut Receiver<Inbound>,
     within: Duration,
@@ -77,7 +77,7 @@ pub(crate) async fn next_message(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match next(inbound, left).await? {
             Inbound::Message { app, message } => return Some((app, message)),
-            Inbound::Resync => continue,
+            Inbound::Resync | Inbound::Reaped { .. } => continue,
         }
     }
 }

@@ -81,6 +81,27 @@ async fn a_dead_node_is_reaped_within_ttl_plus_heartbeat_and_its_gone_users_remo
     ]
     .into();
     assert_eq!(removed(&items), expected, "dave still has a socket on a");
+    // The reaper's own server hears what the reaping changed (for its webhooks): channels that
+    // emptied, users that left for good; dave's socket on a keeps presence-room occupied.
+    // (channel, user, emptied, last for user): the reaper removes b's sockets in no set order.
+    let mut reaped: Vec<(String, Option<String>, bool, bool)> = items
+        .iter()
+        .filter_map(|item| match item {
+            Inbound::Reaped { channel, user_id, left, .. } => {
+                Some((channel.clone(), user_id.clone(), left.subscription_count == 0, left.last_for_user))
+            }
+            _ => None,
+        })
+        .collect();
+    reaped.sort();
+    assert_eq!(
+        reaped,
+        [
+            ("presence-other".to_owned(), Some("carol".to_owned()), true, true),
+            ("presence-room".to_owned(), Some("alice".to_owned()), false, true),
+            ("private-b".to_owned(), None, true, false),
+        ]
+    );
 
     assert_eq!(a.members(APP, "presence-room").await.expect("members"), vec![("dave".into(), "{}".into())]);
     assert_eq!(a.channel(APP, "presence-room").await.expect("counts").subscription_count, 1);
