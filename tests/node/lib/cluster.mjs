@@ -19,9 +19,8 @@ import { promisify } from 'node:util';
 
 import {
   APPS,
-  ENCRYPTION_MASTER_KEY_BASE64,
+  configToml,
   HERALD_BIN,
-  JWT_SECRET,
   TIMEOUT_MS,
   pusherClient,
   sdkAt,
@@ -220,25 +219,6 @@ export async function triggerOutcome(promise) {
 // ---------------------------------------------------------------------------------------------
 // Nodes
 
-function tomlValue(value) {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(tomlValue).join(', ')}]`;
-  return String(value);
-}
-
-function nodeConfig() {
-  const lines = ['[server]', 'host = "127.0.0.1"', 'port = 0', 'shutdown_grace_secs = 1', ''];
-  lines.push('[admin]', 'port = 0', '');
-  lines.push('[auth]', `jwt_secret = ${tomlValue(JWT_SECRET)}`);
-  lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`, '');
-  for (const app of Object.values(APPS)) {
-    lines.push('[[apps]]');
-    for (const [key, value] of Object.entries(app)) lines.push(`${key} = ${tomlValue(value)}`);
-    lines.push('');
-  }
-  return lines.join('\n');
-}
-
 /**
  * Starts one node: `herald serve --port 0` with admin port 0, the cluster settings in its
  * environment, reading its ports from the banner. `node.kill()`/`node.terminate()` stop it,
@@ -246,7 +226,7 @@ function nodeConfig() {
  */
 export async function startNode({ name, dir, redisUrl, prefix, databaseUrl, env = {} }) {
   const configPath = join(dir, `${name}.toml`);
-  writeFileSync(configPath, nodeConfig());
+  writeFileSync(configPath, configToml());
   const baseEnv = {
     ...process.env,
     HERALD_LOG: process.env.HERALD_LOG ?? 'warn',

@@ -60,7 +60,13 @@ function tomlValue(value) {
 /** HS256 secret of the bearer tokens the temporary config accepts (see `server.token`). */
 export const JWT_SECRET = 'node-suite-jwt-secret';
 
-function configToml(dir, serverOverrides = {}, authOverrides = {}, extraApps = {}, webhooks = {}) {
+/**
+ * The suite's configuration file: `[server]` on 127.0.0.1 and a free port (plus `server`),
+ * `[admin]` on a free port, `[database]` a SQLite file in `dir` (none without `dir`: a cluster
+ * node takes `DATABASE_URL`), `[auth]` with the suite's secrets (plus `auth`), `[webhooks]`
+ * (`webhooks`), and APPS with `apps` as `[[apps]]`.
+ */
+export function configToml(dir, { server: serverOverrides = {}, auth: authOverrides = {}, apps: extraApps = {}, webhooks = {} } = {}) {
   const serverSection = {
     host: '127.0.0.1',
     port: 0,
@@ -72,7 +78,7 @@ function configToml(dir, serverOverrides = {}, authOverrides = {}, extraApps = {
   for (const [key, value] of Object.entries(serverSection)) lines.push(`${key} = ${tomlValue(value)}`);
   lines.push('');
   lines.push('[admin]', 'port = 0', '');
-  lines.push('[database]', `url = ${tomlValue(`sqlite://${join(dir, 'herald.db')}`)}`, '');
+  if (dir) lines.push('[database]', `url = ${tomlValue(`sqlite://${join(dir, 'herald.db')}`)}`, '');
   lines.push('[auth]', `jwt_secret = ${tomlValue(JWT_SECRET)}`);
   lines.push(`encryption_master_key_base64 = ${tomlValue(ENCRYPTION_MASTER_KEY_BASE64)}`);
   for (const [key, value] of Object.entries(authOverrides)) lines.push(`${key} = ${tomlValue(value)}`);
@@ -335,7 +341,7 @@ export async function startServer(options = {}) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'herald-node-'));
   const configPath = join(dir, 'herald.toml');
-  writeFileSync(configPath, configToml(dir, options.server, options.auth, options.apps, options.webhooks));
+  writeFileSync(configPath, configToml(dir, options));
 
   // `launch` spawns the binary; `server.restart()` calls it again with the same ports and
   // directory, so `child` and `exited` always refer to the current process.
