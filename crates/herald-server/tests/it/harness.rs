@@ -346,8 +346,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// The next text frame as JSON; panics on close or after `WAIT`.
     pub async fn recv(&mut self) -> Value {
+        self.recv_by(tokio::time::Instant::now() + WAIT).await
+    }
+
+    /// The next `event`, within `within` in all: for an event due later than one frame's `WAIT`.
+    pub async fn recv_event_within(&mut self, event: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
+            let frame = self.recv_by(deadline).await;
+            if frame["event"] == event {
+                return frame;
+            }
+        }
+    }
+
+    /// The next text frame as JSON; panics on close or at `deadline`.
+    async fn recv_by(&mut self, deadline: tokio::time::Instant) -> Value {
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .expect("a frame arrives in time")
                 .expect("socket open")
