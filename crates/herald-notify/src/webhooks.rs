@@ -115,6 +115,9 @@ pub struct Webhooks {
     /// Deliveries in flight per receiver URL: one receiver may hold at most half the workers,
     /// so a receiver that hangs leaves the others (other apps') room.
     in_flight: std::sync::Mutex<HashMap<String, usize>>,
+    /// Held while a worker reads the busy receivers, claims and counts its claim in flight: two
+    /// workers woken together must not both take the last share of one receiver.
+    claiming: tokio::sync::Mutex<()>,
     pub counters: WebhookCounters,
 }
 
@@ -138,6 +141,7 @@ impl Webhooks {
             settings,
             wake: Notify::new(),
             in_flight: std::sync::Mutex::new(HashMap::new()),
+            claiming: tokio::sync::Mutex::new(()),
             counters: WebhookCounters::default(),
         }
     }
@@ -196,23 +200,31 @@ impl Webhooks {
         let idle = Duration::from_millis(self.settings.poll_interval_ms.max(10));
         while !shutdown.is_cancelled() {
             let wake = self.wake.notified();
-            let busy = self.busy_receivers();
-            let pause =
-                match self.store.claim_skipping(Lanes::Webhooks, 1, self.settings.lease_ms, &busy).await {
-                    Ok(jobs) if !jobs.is_empty() => {
-                        for job in jobs {
-                            let url = job.channels.first().cloned().unwrap_or_default();
-                            let _in_flight = self.start_delivery(&url);
-                            self.deliver(job).await;
-                        }
-                        continue;
+            let claimed = {
+                let _turn = self.claiming.lock().await;
+                let busy = self.busy_receivers();
+                let lease = self.settings.lease_ms;
+                self.store.claim_skipping(Lanes::Webhooks, 1, lease, &busy).await.map(|jobs| {
+                    let counted = |job: ClaimedJob| {
+                        let url = job.channels.first().cloned().unwrap_or_default();
+                        (self.start_delivery(&url), job)
+                    };
+                    jobs.into_iter().map(counted).collect::<Vec<_>>()
+                })
+            };
+            let pause = match claimed {
+                Ok(jobs) if !jobs.is_empty() => {
+                    for (_in_flight, job) in jobs {
+                        self.deliver(job).await;
                     }
-                    Ok(_) => idle,
-                    Err(error) => {
-                        warn!(worker, %error, "cannot claim webhook jobs; retrying");
-                        Duration::from_secs(1)
-                    }
-                };
+                    continue;
+                }
+                Ok(_) => idle,
+                Err(error) => {
+                    warn!(worker, %error, "cannot claim webhook jobs; retrying");
+                    Duration::from_secs(1)
+                }
+            };
             tokio::select! {
                 _ = wake => {}
                 _ = shutdown.cancelled() => return,
