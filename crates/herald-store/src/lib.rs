@@ -24,13 +24,15 @@ macro_rules! with_pool {
 }
 
 mod audit;
+mod group;
 mod inbox;
 mod queue;
 mod records;
 
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
+pub use group::{IngestQueue, MAX_GROUP_EVENTS};
 pub use inbox::{ChannelEvent, InboxNotification, InboxPage, Preference};
-pub use queue::{ClaimedJob, DeadLetter, DeadLetters, LaneStats};
+pub use queue::{ClaimedJob, DeadLetter, DeadLetters, Delivered, LaneStats};
 pub use records::{
     now_ms, EventRecord, IngestResult, Lane, Lanes, NewAudit, NewBroadcast, NewEvent, NewNotification,
 };

@@ -21,6 +21,15 @@ pub struct ClaimedJob {
     pub created_at: i64,
 }
 
+/// A job delivered at its attempt `attempt`, to be recorded with `complete_all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub job_id: String,
+    pub attempt: i64,
+    /// The audit entry's detail (JSON).
+    pub detail: String,
+}
+
 /// A broadcast that exhausted its attempts or was refused for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -192,6 +201,33 @@ impl Store {
             }
             tx.commit().await?;
             changed > 0
+        });
+        Ok(recorded)
+    }
+
+    /// Marks delivered jobs delivered and audits each, in one transaction: `complete` for many.
+    /// One flag per job, in order: false (nothing recorded for it) when its attempt is no longer
+    /// current.
+    pub async fn complete_all(&self, delivered: &[Delivered]) -> Result<Vec<bool>, StoreError> {
+        let now = now_ms();
+        let recorded = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut recorded = Vec::with_capacity(delivered.len());
+            for job in delivered {
+                let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
+                    .bind(&job.job_id)
+                    .bind(job.attempt)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed > 0 {
+                    sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::Delivered.as_str()).bind(&job.detail).bind(now).bind(&job.job_id).execute(&mut *tx).await?;
+                }
+                recorded.push(changed > 0);
+            }
+            tx.commit().await?;
+            recorded
         });
         Ok(recorded)
     }
