@@ -135,6 +135,7 @@ impl Store {
         batches: &[&[EventRecord]],
         now: i64,
     ) -> Result<Vec<Vec<IngestResult>>, GroupFailure> {
+        let _writing = self.writing().await;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(GroupFailure::Statement)?;
             let mut answers = Vec::with_capacity(batches.len());
@@ -149,6 +150,7 @@ impl Store {
     /// Every batch in one transaction, each in a savepoint of its own: a batch that fails is
     /// rolled back alone and answered its error.
     async fn commit_apart(&self, batches: &[&[EventRecord]], now: i64) -> Vec<Answer> {
+        let _writing = self.writing().await;
         let outcome: Result<Vec<Answer>, sqlx::Error> = with_pool!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;

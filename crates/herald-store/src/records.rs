@@ -165,6 +165,7 @@ impl Store {
     /// commits the batches of concurrent requests together.)
     pub async fn ingest(&self, records: &[EventRecord]) -> Result<Vec<IngestResult>, StoreError> {
         let now = now_ms();
+        let _writing = self.writing().await;
         let results = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let results = store_records!(tx, records, now).await?;
