@@ -32,8 +32,8 @@ pub use lanes::PerLane;
 pub use printable::{printable, printable_json};
 pub use records::{AuditFilter, InboxQuery, Preference, Records};
 pub use service::{
-    backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, MAX_BATCH,
-    MAX_FIELD_ERRORS, MAX_PAYLOAD_BYTES,
+    backoff_ms, new_id, DeliveryCounters, EventOutcome, IngestError, Notifier, NotifySettings, CLAIM_BATCH,
+    MAX_BATCH, MAX_FIELD_ERRORS, MAX_PAYLOAD_BYTES,
 };
 pub use views::{
     AuditEntry, AuditRecord, DeadLetterView, HistoryEvent, InboxItem, InboxPage, LaneView, PreferenceView,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_store::{
-    now_ms, AuditKind, ClaimedJob, EventRecord, IngestResult, Lanes, NewAudit, NewBroadcast, NewEvent,
-    NewNotification, Store, StoreError,
+    now_ms, AuditKind, ClaimedJob, Delivered, EventRecord, IngestQueue, IngestResult, Lanes, NewAudit,
+    NewBroadcast, NewEvent, NewNotification, Store, StoreError,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -56,6 +56,10 @@ impl Default for NotifySettings {
         }
     }
 }
+
+/// Most broadcast jobs a worker claims at once (one round trip), delivers, and records as
+/// delivered in one transaction.
+pub const CLAIM_BATCH: usize = 16;
 
 /// Most field errors one refusal lists (a batch of 100 bad events stays a bounded answer).
 pub const MAX_FIELD_ERRORS: usize = 100;
@@ -164,6 +168,8 @@ pub struct DeliveryCounters {
 #[derive(Debug)]
 pub struct Notifier {
     store: Store,
+    /// Ingest goes through the group-commit writers; everything else through `store`.
+    writer: IngestQueue,
     records: crate::Records,
     driver: Driver,
     settings: NotifySettings,
@@ -184,6 +190,7 @@ impl Notifier {
     pub fn new(records: crate::Records, driver: Driver, settings: NotifySettings) -> Notifier {
         Notifier {
             store: records.store().clone(),
+            writer: IngestQueue::new(records.store().clone()),
             records,
             driver,
             settings,
@@ -261,7 +268,8 @@ impl Notifier {
             records.push(record);
             outcomes.push(outcome);
         }
-        let results = self.store.ingest(&records).await?;
+        let record_jobs: Vec<usize> = records.iter().map(|record| record.broadcasts.len()).collect();
+        let results = self.writer.ingest(records).await?;
         for (outcome, record) in outcomes.iter_mut().zip(&record_of) {
             let Some(record) = record else { continue };
             match &results[*record] {
@@ -282,9 +290,13 @@ impl Notifier {
                 }
             }
         }
-        if records.iter().any(|record| !record.broadcasts.is_empty()) {
-            self.wake.notify_waiters();
-        }
+        let queued = results
+            .iter()
+            .zip(&record_jobs)
+            .filter(|(result, _)| **result == IngestResult::Stored)
+            .map(|(_, jobs)| jobs)
+            .sum();
+        self.wake_workers(queued);
         Ok(outcomes)
     }
 
@@ -314,9 +326,9 @@ impl Notifier {
         }
         // A repeat of a stored event is answered by the store with its original outcome; only a
         // new event may not reuse a notification id.
-        let repeat = self.store.event_exists(&id).await?;
-        if let (false, Some(given)) = (repeat, notification.as_ref().and_then(|n| n.id.as_deref())) {
-            if self.store.notification_exists(given).await? {
+        // (Asked only for an event naming its notification id: one round trip less for the rest.)
+        if let Some(given) = notification.as_ref().and_then(|n| n.id.as_deref()) {
+            if !self.store.event_exists(&id).await? && self.store.notification_exists(given).await? {
                 let problem = format!("notification {given:?} was already sent by another event; give each notification its own id");
                 return Err(IngestError::invalid(index, "data.notification.id", problem));
             }
@@ -458,17 +470,18 @@ impl Notifier {
                 }
                 continue;
             }
-            let jobs = match self.store.claim(Lanes::Broadcasts, 1, self.settings.lease_ms).await {
-                Ok(jobs) => jobs,
-                Err(error) => {
-                    warn!(worker, %error, "cannot claim broadcast jobs; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            let jobs =
+                match self.store.claim(Lanes::Broadcasts, CLAIM_BATCH as i64, self.settings.lease_ms).await {
+                    Ok(jobs) => jobs,
+                    Err(error) => {
+                        warn!(worker, %error, "cannot claim broadcast jobs; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             if jobs.is_empty() {
                 tokio::select! {
                     _ = wake => {}
@@ -477,14 +490,46 @@ impl Notifier {
                 }
                 continue;
             }
+            let mut delivered = Vec::with_capacity(jobs.len());
             for job in jobs {
-                self.deliver(job).await;
+                delivered.extend(self.deliver(job).await);
+            }
+            self.record_delivered(&delivered).await;
+        }
+    }
+
+    /// Wakes as many idle workers as `jobs` new jobs need (one per claim batch), not all of them.
+    fn wake_workers(&self, jobs: usize) {
+        for _ in 0..jobs.div_ceil(CLAIM_BATCH).min(self.settings.workers) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Records a claim's deliveries in one transaction.
+    async fn record_delivered(&self, delivered: &[Delivered]) {
+        if delivered.is_empty() {
+            return;
+        }
+        match self.store.complete_all(delivered).await {
+            Ok(recorded) => {
+                let stale = recorded.iter().filter(|recorded| !**recorded).count();
+                if stale > 0 {
+                    // Those workers' leases ran out before they finished and another attempt
+                    // took the jobs: that attempt's outcome is the one recorded.
+                    info!(stale, "a later attempt took these jobs over; its outcome is the one recorded");
+                }
+            }
+            // The leases will expire and the jobs be delivered again: at-least-once.
+            Err(error) => {
+                warn!(%error, jobs = delivered.len(), "cannot record the deliveries; the jobs will be retried")
             }
         }
     }
 
     #[instrument(skip_all, fields(broadcast = %job.id, event = %job.event_name, attempt = job.attempts))]
-    async fn deliver(&self, job: ClaimedJob) {
+    /// Delivers one job; a delivery is returned to be recorded with its claim's others, a failure
+    /// is recorded here.
+    async fn deliver(&self, job: ClaimedJob) -> Option<Delivered> {
         let channels: Vec<String> = job.channels.iter().map(|channel| self.wire_channel(channel)).collect();
         let started = Instant::now();
         let result = self.driver.deliver(&channels, &job.event_name, &job.payload).await;
@@ -500,7 +545,7 @@ impl Notifier {
                 };
                 self.counters.delivered.add(job.lane);
                 debug!("delivered");
-                self.store.complete(&job.id, job.attempts, &detail.to_json()).await
+                return Some(Delivered { job_id: job.id, attempt: job.attempts, detail: detail.to_json() });
             }
             Err(DeliveryError::Retryable(error)) if job.attempts < self.settings.max_attempts => {
                 let next = now_ms() + backoff_ms(&self.settings, job.attempts);
@@ -531,6 +576,7 @@ impl Notifier {
             // The lease will expire and the job be delivered again: at-least-once.
             Err(error) => warn!(%error, "cannot record the delivery outcome; the job will be retried"),
         }
+        None
     }
 
     /// Releases crashed workers' leases (single-node SQLite only: no other node can hold them).

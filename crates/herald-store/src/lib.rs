@@ -3,6 +3,7 @@
 //! the binary and applied at start-up in order, each once.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -17,20 +18,22 @@ use tracing::info;
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Sqlite($pool, _) => $body,
             $crate::Store::Postgres($pool) => $body,
         }
     };
 }
 
 mod audit;
+mod group;
 mod inbox;
 mod queue;
 mod records;
 
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
+pub use group::{IngestQueue, MAX_GROUP_EVENTS};
 pub use inbox::{ChannelEvent, InboxNotification, InboxPage, Preference};
-pub use queue::{ClaimedJob, DeadLetter, DeadLetters, LaneStats};
+pub use queue::{ClaimedJob, DeadLetter, DeadLetters, Delivered, LaneStats};
 pub use records::{
     now_ms, EventRecord, IngestResult, Lane, Lanes, NewAudit, NewBroadcast, NewEvent, NewNotification,
 };
@@ -74,7 +77,8 @@ impl From<sqlx::Error> for StoreError {
 /// The database, one of the two supported backends.
 #[derive(Debug, Clone)]
 pub enum Store {
-    Sqlite(SqlitePool),
+    /// The pool, and the turn to write: one write transaction at a time (see `writing`).
+    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
     Postgres(PgPool),
 }
 
@@ -97,7 +101,7 @@ impl Store {
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-            Store::Sqlite(pool)
+            Store::Sqlite(pool, Arc::new(tokio::sync::Mutex::new(())))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options =
                 PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
@@ -130,9 +134,19 @@ impl Store {
         Ok(store)
     }
 
+    /// SQLite: waits for this store's turn to write, held until the write transaction ends. One
+    /// write transaction at a time, and a waiting writer is woken as soon as the previous one
+    /// ends, instead of sleeping 1 to 100 ms in SQLite's busy handler. PostgreSQL: no wait.
+    pub(crate) async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self {
+            Store::Sqlite(_, turn) => Some(turn.lock().await),
+            Store::Postgres(_) => None,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
-            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Sqlite(..) => Backend::Sqlite,
             Store::Postgres(_) => Backend::Postgres,
         }
     }
@@ -140,7 +154,7 @@ impl Store {
     /// Applies the migrations not yet recorded in `herald_migrations`.
     async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(pool, _) => {
                 sqlx::query("CREATE TABLE IF NOT EXISTS herald_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
                     .execute(pool)
                     .await?;
@@ -213,7 +227,7 @@ impl Store {
     /// and by tests to simulate an outage).
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(pool) => pool.close().await,
+            Store::Sqlite(pool, _) => pool.close().await,
             Store::Postgres(pool) => pool.close().await,
         }
     }
@@ -221,7 +235,7 @@ impl Store {
     /// Checks that the database answers (for `/up` and `herald status --check-deps`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Store::Sqlite(pool, _) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
             Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
         }
         Ok(())
@@ -230,7 +244,7 @@ impl Store {
     /// Records (or updates) which organization runs a campaign.
     pub async fn learn_campaign(&self, campaign_id: &str, organization_id: &str) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(pool, _) => {
                 sqlx::query(
                     "INSERT INTO campaign_organizations (campaign_id, organization_id) VALUES (?, ?) \
                      ON CONFLICT (campaign_id) DO UPDATE SET organization_id = excluded.organization_id, \
@@ -258,7 +272,7 @@ impl Store {
     /// The organization running a campaign, if it has been learnt.
     pub async fn campaign_organization(&self, campaign_id: &str) -> Result<Option<String>, StoreError> {
         let row = match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(pool, _) => {
                 sqlx::query("SELECT organization_id FROM campaign_organizations WHERE campaign_id = ?")
                     .bind(campaign_id)
                     .fetch_optional(pool)

@@ -21,6 +21,15 @@ pub struct ClaimedJob {
     pub created_at: i64,
 }
 
+/// A job delivered at its attempt `attempt`, to be recorded with `complete_all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub job_id: String,
+    pub attempt: i64,
+    /// The audit entry's detail (JSON).
+    pub detail: String,
+}
+
 /// A broadcast that exhausted its attempts or was refused for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -82,6 +91,7 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
+        let _writing = self.writing().await;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for job in jobs {
@@ -135,7 +145,7 @@ impl Store {
             format!(" AND channels NOT IN ({})", placeholders.join(", "))
         };
         let skip_locked = match self {
-            Store::Sqlite(_) => "",
+            Store::Sqlite(..) => "",
             Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         };
         // The limit is written into the statement (it is our own small number): a planner that
@@ -147,6 +157,7 @@ impl Store {
              AND next_attempt_at <= $2 AND locked_until <= $2{skip_clause} ORDER BY lane, next_attempt_at, seq LIMIT {limit}{skip_locked}) \
              RETURNING id, event_id, event_name, channels, payload, lane, attempts, created_at"
         );
+        let _writing = self.writing().await;
         let mut jobs = with_pool!(self, pool => {
             let (first, last) = lanes.codes();
             let mut query = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(first).bind(last);
@@ -178,6 +189,7 @@ impl Store {
     /// lease expired and another worker claimed it again, whose outcome counts.
     pub async fn complete(&self, job_id: &str, attempt: i64, detail: &str) -> Result<bool, StoreError> {
         let now = now_ms();
+        let _writing = self.writing().await;
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
@@ -196,6 +208,34 @@ impl Store {
         Ok(recorded)
     }
 
+    /// Marks delivered jobs delivered and audits each, in one transaction: `complete` for many.
+    /// One flag per job, in order: false (nothing recorded for it) when its attempt is no longer
+    /// current.
+    pub async fn complete_all(&self, delivered: &[Delivered]) -> Result<Vec<bool>, StoreError> {
+        let now = now_ms();
+        let _writing = self.writing().await;
+        let recorded = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut recorded = Vec::with_capacity(delivered.len());
+            for job in delivered {
+                let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
+                    .bind(&job.job_id)
+                    .bind(job.attempt)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed > 0 {
+                    sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::Delivered.as_str()).bind(&job.detail).bind(now).bind(&job.job_id).execute(&mut *tx).await?;
+                }
+                recorded.push(changed > 0);
+            }
+            tx.commit().await?;
+            recorded
+        });
+        Ok(recorded)
+    }
+
     /// Schedules another attempt at `next_attempt_at` after a failed one (false, and nothing
     /// recorded, when `attempt` is no longer current: see `complete`).
     pub async fn retry_later(
@@ -207,6 +247,7 @@ impl Store {
         detail: &str,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
+        let _writing = self.writing().await;
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET next_attempt_at = $3, locked_until = 0, last_error = $4 WHERE ", current_attempt!()))
@@ -236,6 +277,7 @@ impl Store {
         detail: &str,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
+        let _writing = self.writing().await;
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $3 WHERE ", current_attempt!()))
@@ -270,6 +312,7 @@ impl Store {
     /// Frees every lease at once: a single-node (SQLite) server calls it at start-up, since no
     /// other process can be working on its jobs, so a crash's unfinished jobs are resumed at once.
     pub async fn release_leases(&self) -> Result<u64, StoreError> {
+        let _writing = self.writing().await;
         let released = with_pool!(self, pool => {
             sqlx::query("UPDATE broadcasts SET locked_until = 0 WHERE status = 'pending' AND locked_until > 0")
                 .execute(pool)
@@ -331,6 +374,7 @@ impl Store {
     pub async fn replay_dead_letters(&self, which: DeadLetters<'_>) -> Result<u64, StoreError> {
         let now = now_ms();
         let Some(only) = which.filter() else { return Ok(0) };
+        let _writing = self.writing().await;
         let replayed = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -362,6 +406,7 @@ impl Store {
     /// Forgets dead letters; their broadcasts stay `purged`.
     pub async fn purge_dead_letters(&self, which: DeadLetters<'_>) -> Result<u64, StoreError> {
         let Some(only) = which.filter() else { return Ok(0) };
+        let _writing = self.writing().await;
         let purged = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(

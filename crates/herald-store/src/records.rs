@@ -161,11 +161,29 @@ impl Store {
 
     /// Stores a batch in one transaction: each event with its notifications, broadcast jobs,
     /// channel history and audit entries, unless its id is already known. Nothing of the batch
-    /// is stored if any statement fails.
+    /// is stored if any statement fails. (The server goes through [`crate::IngestQueue`], which
+    /// commits the batches of concurrent requests together.)
     pub async fn ingest(&self, records: &[EventRecord]) -> Result<Vec<IngestResult>, StoreError> {
         let now = now_ms();
+        let _writing = self.writing().await;
         let results = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let results = store_records!(tx, records, now).await?;
+            tx.commit().await?;
+            results
+        });
+        Ok(results)
+    }
+}
+
+/// Stores `$records` (a slice of [`EventRecord`]) in the open transaction `$tx`, one after the
+/// other, as if each were alone: an id stored earlier (in this transaction too) is a duplicate
+/// answering its original outcome. An async block: `Result<Vec<IngestResult>, sqlx::Error>`.
+macro_rules! store_records {
+    ($tx:ident, $records:expr, $now:expr) => {
+        async {
+            let now: i64 = $now;
+            let records: &[$crate::EventRecord] = $records;
             let mut results = Vec::with_capacity(records.len());
             for record in records {
                 let event = &record.event;
@@ -180,13 +198,13 @@ impl Store {
                 .bind(&event.payload)
                 .bind(&event.status)
                 .bind(&record.outcome)
-                .execute(&mut *tx)
+                .execute(&mut *$tx)
                 .await?
                 .rows_affected();
                 if inserted == 0 {
                     let outcome: String = sqlx::query_scalar("SELECT outcome FROM domain_events WHERE id = $1")
                         .bind(&event.id)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&mut *$tx)
                         .await?;
                     sqlx::query(
                         "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
@@ -194,10 +212,10 @@ impl Store {
                     )
                     .bind(now)
                     .bind(&event.id)
-                    .bind(crate::AuditKind::Duplicate.as_str())
-                    .execute(&mut *tx)
+                    .bind($crate::AuditKind::Duplicate.as_str())
+                    .execute(&mut *$tx)
                     .await?;
-                    results.push(IngestResult::Duplicate { outcome });
+                    results.push($crate::IngestResult::Duplicate { outcome });
                     continue;
                 }
                 if let Some((campaign, organization)) = &record.campaign {
@@ -207,7 +225,7 @@ impl Store {
                     )
                     .bind(campaign)
                     .bind(organization)
-                    .execute(&mut *tx)
+                    .execute(&mut *$tx)
                     .await?;
                 }
                 for notification in &record.notifications {
@@ -225,21 +243,21 @@ impl Store {
                     .bind(&notification.data)
                     .bind(&notification.action_url)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut *$tx)
                     .await?;
                 }
                 for broadcast in &record.broadcasts {
-                    let channels = serde_json_list(&broadcast.channels);
-                    sqlx::query(INSERT_JOB)
-                    .bind(&broadcast.id)
-                    .bind(&event.id)
-                    .bind(&broadcast.event_name)
-                    .bind(&channels)
-                    .bind(&broadcast.payload)
-                    .bind(broadcast.lane.code())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    let channels = $crate::records::serde_json_list(&broadcast.channels);
+                    sqlx::query($crate::records::INSERT_JOB)
+                        .bind(&broadcast.id)
+                        .bind(&event.id)
+                        .bind(&broadcast.event_name)
+                        .bind(&channels)
+                        .bind(&broadcast.payload)
+                        .bind(broadcast.lane.code())
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await?;
                     for channel in &broadcast.channels {
                         sqlx::query(
                             "INSERT INTO channel_events (channel, broadcast_id, event_name, payload, created_at) \
@@ -250,7 +268,7 @@ impl Store {
                         .bind(&broadcast.event_name)
                         .bind(&broadcast.payload)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut *$tx)
                         .await?;
                     }
                 }
@@ -265,17 +283,16 @@ impl Store {
                     .bind(audit.kind.as_str())
                     .bind(&audit.detail)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut *$tx)
                     .await?;
                 }
-                results.push(IngestResult::Stored);
+                results.push($crate::IngestResult::Stored);
             }
-            tx.commit().await?;
-            results
-        });
-        Ok(results)
-    }
+            Ok::<_, sqlx::Error>(results)
+        }
+    };
 }
+pub(crate) use store_records;
 
 /// A list of names as a JSON array.
 pub(crate) fn serde_json_list(items: &[String]) -> String {

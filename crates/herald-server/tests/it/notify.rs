@@ -671,3 +671,80 @@ async fn shutdown_finishes_the_delivery_in_hand() {
     let pending: i64 = store.lane_stats().await.expect("lanes").iter().map(|lane| lane.pending).sum();
     assert_eq!(pending, 0);
 }
+
+/// An alert with its own id, as the benchmark sends them.
+fn alert(id: &str) -> Value {
+    json!({ "id": id, "type": "security.alert", "data": {"alert_type": "x", "message": "m", "severity": "low"} })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_events_are_each_committed_before_their_202() {
+    let server = TestServer::start().await;
+    // 64 at once, every fourth repeating the one before it: the repeats are duplicates answering
+    // the original outcome, whichever request of the pair the group stores first.
+    let ids: Vec<String> =
+        (0..64).map(|n| if n % 4 == 3 { format!("cc-{}", n - 1) } else { format!("cc-{n}") }).collect();
+    let events: Vec<Value> = ids.iter().map(|id| alert(id)).collect();
+    let answers = futures_util::future::join_all(events.iter().map(|event| server.ingest(event))).await;
+    let mut accepted = 0;
+    for (id, (status, body)) in ids.iter().zip(&answers) {
+        assert_eq!(*status, 202, "{body}");
+        let outcome = &body["events"][0];
+        assert_eq!(outcome["id"], json!(id), "{body}");
+        match outcome["status"].as_str() {
+            Some("accepted") => accepted += 1,
+            Some("duplicate") => {}
+            _ => panic!("unexpected outcome {body}"),
+        }
+        assert_eq!(outcome["broadcasts_queued"], json!(1), "a duplicate answers the original: {body}");
+        assert!(server.store.event_exists(id).await.expect("query"), "{id} committed before its 202");
+    }
+    assert_eq!(accepted, 48, "each id accepted once");
+    let received = audit_of(&server, herald_store::AuditKind::Received).await;
+    assert_eq!(received.len(), 48, "one received entry per stored event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_during_concurrent_ingest_answers_503_and_leaves_nothing_half_written() {
+    let server = TestServer::with_config(|config| config.notifications.workers = 0).await;
+    let sent = std::sync::Mutex::new(Vec::<(Vec<String>, u16)>::new());
+    let client = |client: usize| {
+        let (server, sent) = (&server, &sent);
+        async move {
+            for round in 0..100_000 {
+                let ids: Vec<String> = (0..2).map(|n| format!("out-{client}-{round}-{n}")).collect();
+                let events: Vec<Value> = ids.iter().map(|id| alert(id)).collect();
+                let (status, body) = server.ingest(&json!({ "events": events })).await;
+                assert!(status == 202 || status == 503, "{status} {body}");
+                sent.lock().expect("not poisoned").push((ids, status));
+                if status == 503 {
+                    return;
+                }
+            }
+        }
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        server.state.records().close().await;
+    };
+    tokio::join!(futures_util::future::join_all((0..16).map(client)), outage);
+    let sent = sent.into_inner().expect("not poisoned");
+    let refused = sent.iter().filter(|(_, status)| *status == 503).count();
+    assert_eq!(refused, 16, "every client ends on a 503");
+    for (ids, status) in &sent {
+        for id in ids {
+            let stored = server.store.event_exists(id).await.expect("query");
+            assert_eq!(stored, *status == 202, "{id} answered {status}");
+        }
+    }
+    // No worker runs: every job of an accepted event is still queued, and nothing else is.
+    let accepted = sent.iter().filter(|(_, status)| *status == 202).count() * 2;
+    let stats = server.store.lane_stats().await.expect("stats");
+    assert_eq!(stats.iter().map(|lane| lane.pending).sum::<i64>() as usize, accepted);
+    let filter = herald_store::AuditFilter {
+        kind: Some(herald_store::AuditKind::Received),
+        limit: 1_000_000,
+        ..Default::default()
+    };
+    assert_eq!(server.store.audit(&filter).await.expect("audit").len(), accepted);
+}
