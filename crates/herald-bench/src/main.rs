@@ -13,9 +13,12 @@
 
 mod client;
 mod cluster;
+mod compare;
 #[cfg(test)]
 mod golden;
 mod ingest;
+mod instructions;
+mod peers;
 mod phases;
 mod postgres;
 mod server;
@@ -45,6 +48,46 @@ enum Phase {
     Throughput,
     Ingest,
     Cluster,
+    /// Rate-paced broadcasts (`--fanout`): latency and CPU per delivery at a publish rate
+    Fanout,
+    /// Instructions per delivery counted by callgrind on a scripted fan-out (needs valgrind)
+    Instructions,
+}
+
+/// A peer the bench knows how to install and start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Peer {
+    Soketi,
+}
+
+/// `--fanout` scenario `SUBSCRIBERS/CHANNELS@RATE`: subscribers spread over channels, one
+/// trigger per 1/RATE s, round-robin over the channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FanoutSpec {
+    pub(crate) subscribers: usize,
+    pub(crate) channels: usize,
+    pub(crate) rate: f64,
+}
+
+impl std::fmt::Display for FanoutSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.subscribers, self.channels, self.rate)
+    }
+}
+
+fn parse_fanout(text: &str) -> Result<FanoutSpec, String> {
+    let error = || format!("expected SUBSCRIBERS/CHANNELS@RATE (e.g. 5000/1@20), got {text:?}");
+    let (counts, rate) = text.split_once('@').ok_or_else(error)?;
+    let (subscribers, channels) = counts.split_once('/').ok_or_else(error)?;
+    let spec = FanoutSpec {
+        subscribers: subscribers.trim().parse().map_err(|_| error())?,
+        channels: channels.trim().parse().map_err(|_| error())?,
+        rate: rate.trim().parse().map_err(|_| error())?,
+    };
+    if spec.subscribers == 0 || spec.channels == 0 || !(spec.rate > 0.0 && spec.rate <= 100_000.0) {
+        return Err(error());
+    }
+    Ok(spec)
 }
 
 #[derive(Debug, Parser)]
@@ -58,10 +101,46 @@ struct Cli {
     /// The herald binary to run [default: `herald` next to this executable]
     #[arg(long, value_name = "PATH")]
     herald_bin: Option<PathBuf>,
-    /// Which measurements to run (comma-separated); `cluster` (needs Redis and PostgreSQL) only
-    /// when named
+    /// Which measurements to run (comma-separated); `cluster` (needs Redis and PostgreSQL),
+    /// `fanout` and `instructions` (needs valgrind) only when named
     #[arg(long, value_delimiter = ',', default_value = "memory,latency,throughput,ingest")]
     only: Vec<Phase>,
+    /// Fan-out scenarios, SUBSCRIBERS/CHANNELS@RATE (comma-separated): subscribers spread over
+    /// channels, triggers at RATE per second round-robin over the channels, latency and CPU per
+    /// delivery measured
+    #[arg(long, value_delimiter = ',', value_parser = parse_fanout, default_value = "5000/1@4,5000/1@20,5000/1000@1000")]
+    fanout: Vec<FanoutSpec>,
+    /// Fan-out: seconds of triggers per scenario (plus one second of warm-up)
+    #[arg(long, default_value_t = 10.0)]
+    fanout_secs: f64,
+    /// Peers to measure in the same run with the same phases (memory, latency, throughput,
+    /// fanout), each after herald on a fresh process: `soketi` (installed from npm into
+    /// --peers-dir)
+    #[arg(long, value_delimiter = ',')]
+    peer: Vec<Peer>,
+    /// Any other Pusher-protocol server binary to measure as a peer (see --peer-arg, --peer-env;
+    /// the contract is in docs/benchmarks.md)
+    #[arg(long, value_name = "PATH")]
+    peer_bin: Option<PathBuf>,
+    /// --peer-bin: an argument (repeatable); `{port}`, `{port2}`, `{app_id}`, `{app_key}`,
+    /// `{app_secret}` are replaced
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    peer_arg: Vec<String>,
+    /// --peer-bin: environment KEY=VALUE (repeatable), with the same replacements
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    peer_env: Vec<(String, String)>,
+    /// --peer-bin: its name in the report [default: the file name]
+    #[arg(long)]
+    peer_name: Option<String>,
+    /// Where peers are installed (never the repository's tree: `target/` is ignored)
+    #[arg(long, default_value = "target/peers")]
+    peers_dir: PathBuf,
+    /// Instructions: subscribers on the one channel
+    #[arg(long, default_value_t = 500)]
+    instructions_subscribers: usize,
+    /// Instructions: events triggered (the baseline run triggers none)
+    #[arg(long, default_value_t = 100)]
+    instructions_events: usize,
     /// Memory: idle subscribed connections to open
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
@@ -198,6 +277,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (cli.only.contains(&Phase::Latency), cli.subscribers),
         (cli.only.contains(&Phase::Throughput), cli.throughput_subscribers),
         (cli.only.contains(&Phase::Cluster), cli.subscribers.max(cli.throughput_subscribers)),
+        (
+            cli.only.contains(&Phase::Fanout),
+            cli.fanout.iter().map(|spec| spec.subscribers).max().unwrap_or(0),
+        ),
+        (cli.only.contains(&Phase::Instructions), cli.instructions_subscribers),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -227,25 +311,65 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    // Memory, latency and throughput share one server; the ingest phase starts its own.
-    let main_phases = [Phase::Memory, Phase::Latency, Phase::Throughput].iter().any(|p| cli.only.contains(p));
-    let mut main = None;
+    // Memory, latency, throughput and fan-out share one server (and each peer one of its own);
+    // the ingest phase starts its own.
+    let main_phases = [Phase::Memory, Phase::Latency, Phase::Throughput, Phase::Fanout]
+        .iter()
+        .any(|p| cli.only.contains(p));
+    let mut targets: Vec<Target> = Vec::new();
+    let mut peer_failures: Vec<String> = Vec::new();
     if main_phases {
-        let server = Server::start(&bin, &cli.server_log, &cli.server_env, None)?;
-        eprintln!(
-            "herald-bench: started {} (pid {}) on 127.0.0.1:{}",
-            bin.display(),
-            server.pid,
-            server.port
-        );
-        let outcome = runtime.block_on(measure(&cli, &server));
-        let exited = server.exited();
-        let log = server.stop();
-        let results = outcome?;
-        if let Some(status) = exited {
-            eprintln!("herald-bench: WARNING: the server exited during the run ({status})");
+        let mut specs: Vec<Option<peers::PeerSpec>> = vec![None];
+        for peer in &cli.peer {
+            match peer {
+                Peer::Soketi => match peers::soketi(&cli.peers_dir) {
+                    Ok(spec) => specs.push(Some(spec)),
+                    Err(error) => peer_failures.push(format!("soketi: {error:#}")),
+                },
+            }
         }
-        main = Some((results, log));
+        if let Some(path) = &cli.peer_bin {
+            let name = cli.peer_name.clone().unwrap_or_else(|| {
+                path.file_name().map_or_else(|| "peer".to_owned(), |name| name.to_string_lossy().into_owned())
+            });
+            specs.push(Some(peers::PeerSpec {
+                name,
+                program: path.clone(),
+                args: cli.peer_arg.clone(),
+                env: cli.peer_env.clone(),
+                cwd: None,
+            }));
+        }
+        for spec in specs {
+            let (name, started) = match &spec {
+                None => ("herald".to_owned(), Server::start(&bin, &cli.server_log, &cli.server_env, None)),
+                Some(spec) => (spec.name.clone(), spec.start()),
+            };
+            let server = match (started, &spec) {
+                (Ok(server), _) => server,
+                (Err(error), None) => return Err(error),
+                (Err(error), Some(_)) => {
+                    peer_failures.push(format!("{name}: {error:#}"));
+                    continue;
+                }
+            };
+            eprintln!("herald-bench: started {name} (pid {}) on 127.0.0.1:{}", server.pid, server.port);
+            let outcome = runtime.block_on(measure(&cli, &server));
+            let exited = server.exited();
+            let log = server.stop();
+            let results = match (outcome, &spec) {
+                (Ok(results), _) => results,
+                (Err(error), None) => return Err(error),
+                (Err(error), Some(_)) => {
+                    peer_failures.push(format!("{name}: {error:#}"));
+                    continue;
+                }
+            };
+            if let Some(status) = exited {
+                eprintln!("herald-bench: WARNING: {name} exited during the run ({status})");
+            }
+            targets.push(Target { name, results, log });
+        }
     }
     let ingest_config = IngestConfig {
         bin: bin.clone(),
@@ -273,7 +397,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         throughput: throughput_load(&cli),
     };
     let cluster = cli.only.contains(&Phase::Cluster).then(|| runtime.block_on(cluster::run(&cluster_config)));
+    let instructions = cli.only.contains(&Phase::Instructions).then(|| {
+        runtime.block_on(instructions::run(
+            &bin,
+            cli.instructions_subscribers,
+            cli.instructions_events,
+            cli.connect_concurrency,
+        ))
+    });
     let other = Other {
+        peer_failures,
+        instructions: instructions.as_ref(),
         ingest_config: &ingest_config,
         ingest: ingest.as_ref(),
         cluster_config: &cluster_config,
@@ -282,15 +416,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Give the connection tasks' sockets back before printing.
     runtime.shutdown_timeout(Duration::from_secs(5));
     if cli.json {
-        println!("{:#}", to_json(&cli, main.as_ref(), &other, &bin));
+        println!("{:#}", to_json(&cli, &targets, &other, &bin));
     } else {
-        print!("{}", to_markdown(&cli, main.as_ref(), &other));
+        print!("{}", to_markdown(&cli, &targets, &other));
     }
     Ok(())
 }
 
+/// One server measured by the shared phases: herald, or a peer.
+struct Target {
+    name: String,
+    results: Results,
+    log: LogSummary,
+}
+
 /// The phases that start servers of their own, with their configurations.
 struct Other<'a> {
+    /// Peers that could not be installed, started or measured.
+    peer_failures: Vec<String>,
+    instructions: Option<&'a anyhow::Result<instructions::Instructions>>,
     ingest_config: &'a IngestConfig,
     ingest: Option<&'a IngestResults>,
     cluster_config: &'a ClusterConfig,
@@ -301,6 +445,7 @@ struct Results {
     memory: Option<MemoryResult>,
     latency: Option<LatencyResult>,
     throughput: Option<ThroughputResult>,
+    fanout: Vec<(FanoutSpec, LatencyResult)>,
     idle_rss: u64,
     load_start: String,
     load_end: String,
@@ -324,6 +469,22 @@ fn latency_load(cli: &Cli) -> LatencyLoad {
         warmup_rounds: cli.warmup_rounds,
         connect_concurrency: cli.connect_concurrency,
         pause: Duration::from_millis(cli.pause_ms),
+        channels: 1,
+        rate: None,
+        round_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A fan-out scenario's load: `--fanout-secs` of triggers at its rate after a second of warm-up.
+fn fanout_load(cli: &Cli, spec: &FanoutSpec) -> LatencyLoad {
+    LatencyLoad {
+        subscribers: spec.subscribers,
+        rounds: ((spec.rate * cli.fanout_secs.clamp(0.1, 600.0)).ceil() as usize).max(1),
+        warmup_rounds: spec.rate.ceil() as usize,
+        connect_concurrency: cli.connect_concurrency,
+        pause: Duration::ZERO,
+        channels: spec.channels,
+        rate: Some(spec.rate),
         round_timeout: Duration::from_secs(10),
     }
 }
@@ -345,6 +506,7 @@ async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
         memory: None,
         latency: None,
         throughput: None,
+        fanout: Vec::new(),
         idle_rss,
         load_start: load_average(),
         load_end: String::new(),
@@ -376,6 +538,12 @@ async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
     if cli.only.contains(&Phase::Throughput) {
         results.throughput = Some(phases::throughput(nodes, &api, &throughput_load(cli)).await?);
     }
+    if cli.only.contains(&Phase::Fanout) {
+        for spec in &cli.fanout {
+            let load = fanout_load(cli, spec);
+            results.fanout.push((*spec, phases::latency(nodes, &api, &load).await?));
+        }
+    }
     results.load_end = load_average();
     Ok(results)
 }
@@ -397,10 +565,36 @@ fn cpu_text(cpu: &phases::Cpu) -> String {
     )
 }
 
+/// The server's CPU per delivery: `1.20 + 0.40 = 1.60 µs (user + system)`.
+pub(crate) fn per_delivery_text(cpu: &phases::Cpu, deliveries: u64) -> String {
+    match cpu.per_delivery_us(deliveries) {
+        Some((user, system, total)) => {
+            format!("{user:.2} + {system:.2} = {total:.2} µs (user + system; {deliveries} deliveries)")
+        }
+        None => "— (no deliveries)".to_owned(),
+    }
+}
+
+/// The server's CPU per delivery in the JSON report, microseconds.
+pub(crate) fn per_delivery_json(cpu: &phases::Cpu, deliveries: u64) -> Value {
+    let round = |value: f64| (value * 1000.0).round() / 1000.0;
+    match cpu.per_delivery_us(deliveries) {
+        Some((user, system, total)) => json!({
+            "deliveries": deliveries,
+            "user_us": round(user),
+            "system_us": round(system),
+            "total_us": round(total),
+        }),
+        None => Value::Null,
+    }
+}
+
 fn cpu_json(cpu: &phases::Cpu) -> Value {
     let round = |value: f64| (value * 100.0).round() / 100.0;
     json!({
         "server_cpu_seconds": round(cpu.server),
+        "server_user_cpu_seconds": round(cpu.server_user),
+        "server_system_cpu_seconds": round(cpu.server_system),
         "bench_cpu_seconds": round(cpu.bench),
         "other_processes_cpu_seconds": round(cpu.others()),
         "wall_seconds": round(cpu.wall),
@@ -411,12 +605,34 @@ fn statuses_text(statuses: &std::collections::BTreeMap<String, u64>) -> String {
     statuses.iter().map(|(status, count)| format!("{status}: {count}")).collect::<Vec<_>>().join(", ")
 }
 
-fn to_markdown(cli: &Cli, main: Option<&(Results, LogSummary)>, other: &Other<'_>) -> String {
+fn to_markdown(cli: &Cli, targets: &[Target], other: &Other<'_>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let mut notes: Vec<String> = Vec::new();
-    if let Some((results, log)) = main {
-        main_table(&mut out, &mut notes, results, log);
+    for target in targets {
+        if targets.len() > 1 {
+            if !out.is_empty() {
+                let _ = writeln!(out);
+            }
+            let _ = writeln!(out, "### {}\n", target.name);
+        }
+        let mut target_notes = Vec::new();
+        main_table(&mut out, &mut target_notes, &target.results, &target.log);
+        let prefix = if targets.len() > 1 { format!("{}: ", target.name) } else { String::new() };
+        notes.extend(target_notes.into_iter().map(|note| format!("{prefix}{note}")));
+    }
+    if targets.len() > 1 {
+        let _ = writeln!(out, "\n### Side by side (same run)\n");
+        out.push_str(&compare::to_markdown(targets));
+    }
+    for failure in &other.peer_failures {
+        notes.push(format!("peer not measured: {failure}"));
+    }
+    if let Some(instructions) = other.instructions {
+        if !out.is_empty() {
+            let _ = writeln!(out);
+        }
+        out.push_str(&instructions::to_markdown(instructions));
     }
     if let Some(ingest) = other.ingest {
         if !out.is_empty() {
@@ -573,6 +789,11 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
             ms(percentile(&latency.trigger_us, 100.0))
         );
         let _ = writeln!(out, "| CPU during the rounds: server / bench | {} |", cpu_text(&latency.cpu));
+        let _ = writeln!(
+            out,
+            "| **Server CPU per delivery** (rounds) | **{}** |",
+            per_delivery_text(&latency.cpu, latency.deliveries)
+        );
         let _ = writeln!(out, "| Broadcast trigger status codes | {} |", statuses_text(&latency.statuses));
         if latency.missing > 0 || latency.dropped > 0 || latency.failed > 0 || latency.incomplete_rounds > 0 {
             notes.push(format!(
@@ -601,7 +822,16 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
             ms(percentile(&throughput.latencies_us, 50.0)),
             ms(percentile(&throughput.latencies_us, 99.0))
         );
-        let _ = writeln!(out, "| CPU while firing: server / bench | {} |", cpu_text(&throughput.cpu));
+        let _ = writeln!(
+            out,
+            "| CPU while firing and delivering: server / bench | {} |",
+            cpu_text(&throughput.cpu)
+        );
+        let _ = writeln!(
+            out,
+            "| **Server CPU per delivery** (throughput) | **{}** |",
+            per_delivery_text(&throughput.cpu, throughput.delivered)
+        );
         let _ = writeln!(
             out,
             "| Events delivered to the subscribers | {} of {} ({:.0} messages/s) |",
@@ -626,6 +856,9 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
             ));
         }
     }
+    for (spec, fanout) in &results.fanout {
+        fanout_rows(out, notes, spec, fanout);
+    }
     let _ =
         writeln!(out, "| Server log | {} WARN, {} ERROR, {} panics |", log.warnings, log.errors, log.panics);
     for sample in &log.samples {
@@ -633,16 +866,52 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
     }
 }
 
-fn to_json(
-    cli: &Cli,
-    main: Option<&(Results, LogSummary)>,
-    other: &Other<'_>,
-    bin: &std::path::Path,
-) -> Value {
-    let mut value = match main {
-        Some((results, log)) => main_json(cli, results, log, bin),
+/// The rows of one fan-out scenario.
+fn fanout_rows(out: &mut String, notes: &mut Vec<String>, spec: &FanoutSpec, latency: &LatencyResult) {
+    use std::fmt::Write as _;
+    let samples = &latency.samples_us;
+    let _ = writeln!(
+        out,
+        "| **Fan-out {} subscribers / {} channel(s) at {}/s**: p50 / p99 / max ({} triggers, {} samples) | **{} / {} / {}** |",
+        latency.subscribers,
+        spec.channels,
+        spec.rate,
+        latency.rounds,
+        samples.len(),
+        ms(percentile(samples, 50.0)),
+        ms(percentile(samples, 99.0)),
+        ms(percentile(samples, 100.0))
+    );
+    let _ = writeln!(
+        out,
+        "| … CPU: server / bench; **server CPU per delivery** | {}; **{}** |",
+        cpu_text(&latency.cpu),
+        per_delivery_text(&latency.cpu, latency.deliveries)
+    );
+    if latency.missing > 0 || latency.dropped > 0 || latency.failed > 0 || latency.incomplete_rounds > 0 {
+        notes.push(format!(
+            "fan-out {spec}: {} deliveries missing, {} incomplete rounds, {} subscribers dropped, {} handshakes failed; first errors: {:?}",
+            latency.missing, latency.incomplete_rounds, latency.dropped, latency.failed, latency.errors
+        ));
+    }
+}
+
+fn to_json(cli: &Cli, targets: &[Target], other: &Other<'_>, bin: &std::path::Path) -> Value {
+    let mut value = match targets.first() {
+        Some(target) => main_json(cli, &target.results, &target.log, bin),
         None => json!({ "herald_bin": bin.display().to_string() }),
     };
+    value["peers"] = targets
+        .iter()
+        .skip(1)
+        .map(|target| {
+            let mut peer = main_json(cli, &target.results, &target.log, bin);
+            peer["name"] = json!(target.name);
+            peer
+        })
+        .collect();
+    value["peer_failures"] = json!(other.peer_failures);
+    value["instructions"] = other.instructions.map_or(Value::Null, instructions::to_json);
     value["ingest"] = other.ingest.map_or(Value::Null, |ingest| ingest::to_json(other.ingest_config, ingest));
     value["cluster"] =
         other.cluster.map_or(Value::Null, |cluster| cluster::to_json(other.cluster_config, cluster));
@@ -682,6 +951,17 @@ fn main_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Pa
     });
     let latency = results.latency.as_ref().map(latency_json);
     let throughput = results.throughput.as_ref().map(throughput_json);
+    let fanout: Vec<Value> = results
+        .fanout
+        .iter()
+        .map(|(spec, latency)| {
+            let mut value = latency_json(latency);
+            value["scenario"] = json!(spec.to_string());
+            value["channels"] = json!(spec.channels);
+            value["rate_per_second"] = json!(spec.rate);
+            value
+        })
+        .collect();
     json!({
         "herald_bin": bin.display().to_string(),
         "arguments": {
@@ -702,6 +982,7 @@ fn main_json(cli: &Cli, results: &Results, log: &LogSummary, bin: &std::path::Pa
         "memory": memory,
         "latency": latency,
         "throughput": throughput,
+        "fanout": fanout,
         "server_log": {
             "warnings": log.warnings,
             "errors": log.errors,
@@ -735,6 +1016,7 @@ fn latency_json(latency: &LatencyResult) -> Value {
         "handshake_failures": latency.failed,
         "errors": latency.errors,
         "cpu": cpu_json(&latency.cpu),
+        "server_cpu_per_delivery": per_delivery_json(&latency.cpu, latency.deliveries),
     })
 }
 
@@ -756,5 +1038,6 @@ fn throughput_json(throughput: &ThroughputResult) -> Value {
         "handshake_failures": throughput.failed,
         "errors": throughput.errors,
         "cpu": cpu_json(&throughput.cpu),
+        "server_cpu_per_delivery": per_delivery_json(&throughput.cpu, throughput.delivered),
     })
 }

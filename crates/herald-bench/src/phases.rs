@@ -19,7 +19,11 @@ use crate::server::{cpu_secs, Memory, Server};
 /// CPU seconds used by the server and by this process over a stretch of the run.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Cpu {
+    /// The server's CPU seconds, user + system.
     pub(crate) server: f64,
+    /// … of which in user space (`utime`) and in the kernel (`stime`).
+    pub(crate) server_user: f64,
+    pub(crate) server_system: f64,
     pub(crate) bench: f64,
     /// Busy CPU seconds of the whole machine (every process, all cores).
     pub(crate) machine: f64,
@@ -31,10 +35,19 @@ impl Cpu {
     pub(crate) fn others(&self) -> f64 {
         (self.machine - self.server - self.bench).max(0.0)
     }
+
+    /// The server's CPU per delivery, microseconds: (user, system, total); `None` without any.
+    pub(crate) fn per_delivery_us(&self, deliveries: u64) -> Option<(f64, f64, f64)> {
+        if deliveries == 0 {
+            return None;
+        }
+        let per = |secs: f64| secs * 1e6 / deliveries as f64;
+        Some((per(self.server_user), per(self.server_system), per(self.server)))
+    }
 }
 
 pub(crate) struct CpuClock {
-    server: f64,
+    server: (f64, f64),
     bench: f64,
     machine: f64,
     wall: Instant,
@@ -62,9 +75,12 @@ fn machine_busy_secs() -> f64 {
     busy as f64 / 100.0
 }
 
-/// CPU seconds the servers have used so far, together.
-fn servers_cpu_secs(servers: &[Server]) -> f64 {
-    servers.iter().map(Server::cpu_secs).sum()
+/// CPU seconds (user, system) the servers have used so far, together.
+fn servers_cpu_secs(servers: &[Server]) -> (f64, f64) {
+    servers
+        .iter()
+        .map(Server::cpu_split_secs)
+        .fold((0.0, 0.0), |(u, s), (user, system)| (u + user, s + system))
 }
 
 impl CpuClock {
@@ -87,8 +103,12 @@ impl CpuClock {
     }
 
     pub(crate) fn stop_all(&self, servers: &[Server]) -> Cpu {
+        let (user, system) = servers_cpu_secs(servers);
+        let (user, system) = (user - self.server.0, system - self.server.1);
         Cpu {
-            server: servers_cpu_secs(servers) - self.server,
+            server: user + system,
+            server_user: user,
+            server_system: system,
             bench: cpu_secs("self") - self.bench,
             machine: machine_busy_secs() - self.machine,
             wall: self.wall.elapsed().as_secs_f64(),
@@ -102,6 +122,8 @@ const KEEP_ERRORS: usize = 5;
 /// Connections opened, or why not.
 struct Opened<T> {
     tasks: Vec<JoinHandle<T>>,
+    /// The index of each task's connection (in the order of `tasks`).
+    indices: Vec<usize>,
     failed: usize,
     errors: Vec<String>,
     elapsed: Duration,
@@ -116,7 +138,7 @@ async fn open_connections<T: Send + 'static>(
     count: usize,
     concurrency: usize,
     channel_of: impl Fn(usize) -> Option<String>,
-    mut spawn: impl FnMut(usize, Ws) -> JoinHandle<T>,
+    mut spawn: impl FnMut(usize, usize, Ws) -> JoinHandle<T>,
 ) -> Opened<T> {
     let urls: Vec<String> = ports.iter().map(|&port| ws_url(port)).collect();
     let started = Instant::now();
@@ -125,17 +147,25 @@ async fn open_connections<T: Send + 'static>(
             let node = index % urls.len().max(1);
             let url = urls[node].clone();
             let channel = channel_of(index);
-            async move { (node, connect_subscribed(&url, channel.as_deref()).await) }
+            async move { (index, node, connect_subscribed(&url, channel.as_deref()).await) }
         })
         .buffer_unordered(concurrency.max(1));
-    let mut opened =
-        Opened { tasks: Vec::with_capacity(count), failed: 0, errors: Vec::new(), elapsed: Duration::ZERO };
+    let mut opened = Opened {
+        tasks: Vec::with_capacity(count),
+        indices: Vec::with_capacity(count),
+        failed: 0,
+        errors: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
     let step = (count / 10).max(1);
     let mut done = 0;
-    while let Some((node, result)) = handshakes.next().await {
+    while let Some((index, node, result)) = handshakes.next().await {
         done += 1;
         match result {
-            Ok(ws) => opened.tasks.push(spawn(node, ws)),
+            Ok(ws) => {
+                opened.tasks.push(spawn(index, node, ws));
+                opened.indices.push(index);
+            }
             Err(error) => {
                 opened.failed += 1;
                 if opened.errors.len() < KEEP_ERRORS {
@@ -367,7 +397,7 @@ pub(crate) async fn memory(
         count,
         concurrency,
         |index| (channels > 0).then(|| format!("bench-idle-{}", index % channels)),
-        |_, ws| tokio::spawn(hold(ws, burst_received.clone(), stopped.clone())),
+        |_, _, ws| tokio::spawn(hold(ws, burst_received.clone(), stopped.clone())),
     )
     .await;
     eprintln!(
@@ -412,10 +442,12 @@ pub(crate) async fn memory(
 // ---------------------------------------------------------------------------------------------
 // 2. Broadcast latency
 
-/// Counts arrivals per round and wakes the driver when a round has reached everyone.
+/// Counts arrivals per round and wakes the driver when a round has reached everyone on its
+/// channel (round `r` goes to channel `r % channels`).
 struct RoundGate {
     arrived: Vec<AtomicUsize>,
-    target: AtomicUsize,
+    /// Subscribers per channel, once they are all connected.
+    targets: std::sync::OnceLock<Vec<usize>>,
     notify: Notify,
 }
 
@@ -423,14 +455,26 @@ impl RoundGate {
     fn arrive(&self, round: usize) {
         if let Some(count) = self.arrived.get(round) {
             let now = count.fetch_add(1, Ordering::AcqRel) + 1;
-            if now >= self.target.load(Ordering::Acquire) {
+            if now >= self.target(round) {
                 self.notify.notify_one();
             }
         }
     }
 
+    /// The subscribers round `round` should reach (`usize::MAX` until they are connected).
+    fn target(&self, round: usize) -> usize {
+        match self.targets.get() {
+            Some(targets) if !targets.is_empty() => targets[round % targets.len()],
+            _ => usize::MAX,
+        }
+    }
+
     fn count(&self, round: usize) -> usize {
         self.arrived[round].load(Ordering::Acquire)
+    }
+
+    fn complete(&self, round: usize) -> bool {
+        self.count(round) >= self.target(round)
     }
 }
 
@@ -499,8 +543,14 @@ pub(crate) struct LatencyLoad {
     pub(crate) warmup_rounds: usize,
     /// WebSocket handshakes in flight at once.
     pub(crate) connect_concurrency: usize,
-    /// Between one round reaching everyone and the next trigger.
+    /// Between one round reaching everyone and the next trigger (without a `rate`).
     pub(crate) pause: Duration,
+    /// Channels the subscribers are spread over (subscriber `i` on channel `i % channels`);
+    /// round `r` is triggered on channel `r % channels`.
+    pub(crate) channels: usize,
+    /// Triggers per second at a fixed pace, whether or not the last round has arrived
+    /// everywhere; `None`: the next round waits for the last one, then `pause`.
+    pub(crate) rate: Option<f64>,
     /// How long a round waits for every subscriber at most.
     pub(crate) round_timeout: Duration,
 }
@@ -530,6 +580,8 @@ pub(crate) struct LatencyResult {
     pub(crate) worst: Vec<(u32, u64)>,
     /// CPU used while the rounds ran (the servers' together).
     pub(crate) cpu: Cpu,
+    /// Events delivered while the CPU was counted (warm-up rounds too).
+    pub(crate) deliveries: u64,
 }
 
 impl LatencyResult {
@@ -542,77 +594,146 @@ impl LatencyResult {
     }
 }
 
+/// The channel of round or subscriber `index`: `bench-latency` alone, or one of `channels`.
+fn latency_channel(index: usize, channels: usize) -> String {
+    if channels <= 1 {
+        "bench-latency".to_owned()
+    } else {
+        format!("bench-latency-{}", index % channels)
+    }
+}
+
+/// One trigger of the latency rounds: (status, how long the call took).
+async fn latency_trigger(api: &Api, round: usize, channels: usize, epoch: Instant) -> (String, Duration) {
+    let sent = epoch.elapsed().as_nanos() as u64;
+    let data = format!("{{\"r\":{round},\"t\":{sent}}}");
+    let call = Instant::now();
+    let status = match api.trigger(&latency_channel(round, channels), "bench-tick", &data).await {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("error: {error:#}"),
+    };
+    (status, call.elapsed())
+}
+
 /// Rounds of one trigger each, sent to `api`, received by `load.subscribers` subscribers spread
-/// over `nodes`; the next round starts once everyone has the last one (or it timed out).
+/// over `nodes` (and over `load.channels`). Without a rate the next round starts once everyone
+/// has the last one (or it timed out); with one, the triggers go out at that pace and the
+/// rounds are awaited at the end.
 pub(crate) async fn latency(
     nodes: &[Server],
     api: &Api,
     load: &LatencyLoad,
 ) -> anyhow::Result<LatencyResult> {
-    const CHANNEL: &str = "bench-latency";
-    let LatencyLoad { subscribers, rounds, warmup_rounds, connect_concurrency, pause, round_timeout } = *load;
+    let LatencyLoad {
+        subscribers,
+        rounds,
+        warmup_rounds,
+        connect_concurrency,
+        pause,
+        channels,
+        rate,
+        round_timeout,
+    } = *load;
+    let channels = channels.max(1);
     let total = warmup_rounds + rounds;
     let epoch = Instant::now();
     let gate = Arc::new(RoundGate {
         arrived: (0..total).map(|_| AtomicUsize::new(0)).collect(),
-        target: AtomicUsize::new(usize::MAX),
+        targets: std::sync::OnceLock::new(),
         notify: Notify::new(),
     });
     let (stop, stopped) = watch::channel(false);
-    eprintln!("latency: opening {subscribers} subscribers on {CHANNEL} ({} nodes)", nodes.len());
+    eprintln!(
+        "latency: opening {subscribers} subscribers on {} ({} nodes)",
+        if channels == 1 { latency_channel(0, 1) } else { format!("{channels} channels") },
+        nodes.len()
+    );
     let ports: Vec<u16> = nodes.iter().map(|server| server.port).collect();
     let opened = open_connections(
         "latency",
         &ports,
         subscribers,
         connect_concurrency,
-        |_| Some(CHANNEL.to_owned()),
-        |node, ws| tokio::spawn(latency_subscriber(ws, node, epoch, total, gate.clone(), stopped.clone())),
+        |index| Some(latency_channel(index, channels)),
+        |_, node, ws| tokio::spawn(latency_subscriber(ws, node, epoch, total, gate.clone(), stopped.clone())),
     )
     .await;
     let connected = opened.tasks.len();
-    gate.target.store(connected, Ordering::Release);
+    let mut targets = vec![0usize; channels];
+    for &channel in &opened.indices {
+        targets[channel % channels] += 1;
+    }
+    let _ = gate.targets.set(targets);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    eprintln!("latency: {connected} subscribers; {warmup_rounds} warm-up + {rounds} measured rounds");
+    match rate {
+        Some(rate) => eprintln!(
+            "latency: {connected} subscribers; {warmup_rounds} warm-up + {rounds} measured triggers at {rate} per second"
+        ),
+        None => eprintln!("latency: {connected} subscribers; {warmup_rounds} warm-up + {rounds} measured rounds"),
+    }
 
     let clock = CpuClock::start_all(nodes);
+    let mut calls: Vec<(String, Duration)> = Vec::with_capacity(total);
+    match rate {
+        None => {
+            for round in 0..total {
+                let (status, took) = latency_trigger(api, round, channels, epoch).await;
+                let deadline = tokio::time::Instant::now() + round_timeout;
+                while !gate.complete(round) {
+                    if tokio::time::timeout_at(deadline, gate.notify.notified()).await.is_err() {
+                        break;
+                    }
+                }
+                calls.push((status, took));
+                if (round + 1) % 10 == 0 || round + 1 == total {
+                    eprintln!(
+                        "  [latency] round {}/{total}: trigger {:.2} ms, {}/{} received",
+                        round + 1,
+                        took.as_secs_f64() * 1e3,
+                        gate.count(round),
+                        gate.target(round)
+                    );
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Some(rate) => {
+            let start = tokio::time::Instant::now();
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+            let mut tasks = Vec::with_capacity(total);
+            for round in 0..total {
+                tokio::time::sleep_until(start + interval.mul_f64(round as f64)).await;
+                let api = api.clone();
+                tasks.push(tokio::spawn(async move { latency_trigger(&api, round, channels, epoch).await }));
+            }
+            for task in tasks {
+                calls.push(task.await.unwrap_or_else(|error| (format!("error: {error}"), Duration::ZERO)));
+            }
+            let deadline = Instant::now() + round_timeout;
+            while !(0..total).all(|round| gate.complete(round)) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            eprintln!(
+                "  [latency] {total} triggers in {:.1} s; {} rounds complete",
+                start.elapsed().as_secs_f64(),
+                (0..total).filter(|&round| gate.complete(round)).count()
+            );
+        }
+    }
+    let cpu = clock.stop_all(nodes);
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut trigger_us = Vec::with_capacity(rounds);
     let mut incomplete_rounds = 0;
-    for round in 0..total {
-        let sent = epoch.elapsed().as_nanos() as u64;
-        let data = format!("{{\"r\":{round},\"t\":{sent}}}");
-        let call = Instant::now();
-        let status = match api.trigger(CHANNEL, "bench-tick", &data).await {
-            Ok(status) => status.to_string(),
-            Err(error) => format!("error: {error:#}"),
-        };
-        let took = call.elapsed();
-        let deadline = tokio::time::Instant::now() + round_timeout;
-        while gate.count(round) < connected {
-            if tokio::time::timeout_at(deadline, gate.notify.notified()).await.is_err() {
-                break;
-            }
+    let mut expected = 0u64;
+    for (round, (status, took)) in calls.into_iter().enumerate().skip(warmup_rounds) {
+        *statuses.entry(status).or_default() += 1;
+        trigger_us.push(took.as_micros() as u64);
+        expected += gate.target(round) as u64;
+        if !gate.complete(round) {
+            incomplete_rounds += 1;
         }
-        let complete = gate.count(round) >= connected;
-        if round >= warmup_rounds {
-            *statuses.entry(status).or_default() += 1;
-            trigger_us.push(took.as_micros() as u64);
-            if !complete {
-                incomplete_rounds += 1;
-            }
-        }
-        if (round + 1) % 10 == 0 || round + 1 == total {
-            eprintln!(
-                "  [latency] round {}/{total}: trigger {:.2} ms, {}/{connected} received",
-                round + 1,
-                took.as_secs_f64() * 1e3,
-                gate.count(round)
-            );
-        }
-        tokio::time::sleep(pause).await;
     }
-    let cpu = clock.stop_all(nodes);
+    let deliveries: u64 = (0..total).map(|round| gate.count(round) as u64).sum();
     let _ = stop.send(true);
     let received = join_all(opened.tasks, Duration::from_secs(30)).await;
 
@@ -651,7 +772,6 @@ pub(crate) async fn latency(
     trigger_us.sort_unstable();
     all.sort_unstable_by_key(|&(_, micros)| std::cmp::Reverse(micros));
     all.truncate(5);
-    let expected = (connected * rounds) as u64;
     Ok(LatencyResult {
         subscribers: connected,
         failed: opened.failed,
@@ -669,6 +789,7 @@ pub(crate) async fn latency(
         dropped,
         worst: all,
         cpu,
+        deliveries,
     })
 }
 
@@ -758,7 +879,7 @@ pub(crate) struct ThroughputResult {
     /// The deliveries per node (subscribers connected to `nodes[i]`).
     pub(crate) node_delivered: Vec<u64>,
     pub(crate) dropped: usize,
-    /// CPU used while the triggers were fired (the servers' together).
+    /// CPU used while the triggers were fired and their deliveries arrived (the servers' together).
     pub(crate) cpu: Cpu,
 }
 
@@ -797,7 +918,7 @@ pub(crate) async fn throughput(
         subscribers,
         connect_concurrency,
         |_| Some(THROUGHPUT_CHANNEL.to_owned()),
-        |node, ws| tokio::spawn(counting_subscriber(ws, node, delivered.clone(), stopped.clone())),
+        |_, node, ws| tokio::spawn(counting_subscriber(ws, node, delivered.clone(), stopped.clone())),
     )
     .await;
     let connected = opened.tasks.len();
@@ -812,7 +933,6 @@ pub(crate) async fn throughput(
         .collect();
     let outputs = join_all(workers, duration + Duration::from_secs(30)).await;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = clock.stop_all(nodes);
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut latencies_us = Vec::new();
     for output in outputs.into_iter().flatten() {
@@ -831,8 +951,10 @@ pub(crate) async fn throughput(
     );
     let drain_deadline = Instant::now() + Duration::from_secs(15);
     while total(&delivered) < expected && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The CPU until every delivery arrived (or the drain gave up), to divide by the deliveries.
+    let cpu = clock.stop_all(nodes);
     let _ = stop.send(true);
     let endings = join_all(opened.tasks, Duration::from_secs(30)).await;
     let dropped = endings.iter().filter(|ending| **ending != Some(Ending::Stopped)).count();

@@ -83,6 +83,19 @@ impl Server {
         extra_env: &[(String, String)],
         database_url: Option<&str>,
     ) -> anyhow::Result<Server> {
+        Server::start_wrapped(bin, log_filter, extra_env, database_url, &[], START_TIMEOUT)
+    }
+
+    /// `start`, with `wrapper` (a program and its arguments, e.g. `valgrind --tool=callgrind`)
+    /// in front of `bin serve ...`, and `timeout` for the banner.
+    pub(crate) fn start_wrapped(
+        bin: &Path,
+        log_filter: &str,
+        extra_env: &[(String, String)],
+        database_url: Option<&str>,
+        wrapper: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<Server> {
         if !bin.is_file() {
             bail!("herald binary not found at {} (build it, or pass --herald-bin)", bin.display());
         }
@@ -111,7 +124,15 @@ impl Server {
         .context("cannot write the server config")?;
         let log = dir.join("herald.log");
         let stderr = File::create(&log).context("cannot create the server log")?;
-        let mut child = Command::new(bin)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(&config)
             .env_remove("HERALD_CONFIG")
@@ -153,7 +174,7 @@ impl Server {
             }
             let _ = std::io::copy(&mut lines, &mut std::io::sink());
         });
-        match port.recv_timeout(START_TIMEOUT) {
+        match port.recv_timeout(timeout) {
             Ok(port) => server.port = port,
             Err(_) => {
                 let tail = server.log_tail(20);
@@ -161,6 +182,57 @@ impl Server {
             }
         }
         Ok(server)
+    }
+
+    /// Starts a peer: `program args` with `env`, in `dir`'s own temp directory as working
+    /// directory unless `cwd` is given, serving the Pusher protocol for the bench's app on
+    /// 127.0.0.1:`port`; ready once the port accepts TCP connections.
+    pub(crate) fn start_command(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        port: u16,
+        cwd: Option<&Path>,
+        timeout: Duration,
+    ) -> anyhow::Result<Server> {
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("herald-bench-{}-{number}", std::process::id()));
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let log = dir.join("peer.log");
+        let stderr = File::create(&log).context("cannot create the peer log")?;
+        let stdout = stderr.try_clone().context("cannot share the peer log")?;
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .current_dir(cwd.unwrap_or(&dir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({})", program.display()))?;
+        let pid = child.id();
+        let child = Arc::new(Mutex::new(child));
+        CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push((child.clone(), dir.clone()));
+        let server = Server { child, pid, port, dir, log };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Give it a moment past binding the port (some bind before their routes exist).
+                std::thread::sleep(Duration::from_millis(500));
+                return Ok(server);
+            }
+            if let Some(status) = server.exited() {
+                bail!(
+                    "{name} exited ({status}) before listening on {port}; its log:\n{}",
+                    server.log_tail(20)
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("{name} did not listen on {port} in time; its log:\n{}", server.log_tail(20));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
@@ -181,9 +253,9 @@ impl Server {
         Ok(Memory { rss: field("VmRSS:")?, rss_anon: field("RssAnon:")?, threads: field("Threads:")? })
     }
 
-    /// CPU seconds (user + system) the server has used so far.
-    pub(crate) fn cpu_secs(&self) -> f64 {
-        cpu_secs(&self.pid.to_string())
+    /// CPU seconds (user, system) the server has used so far.
+    pub(crate) fn cpu_split_secs(&self) -> (f64, f64) {
+        cpu_split_secs(&self.pid.to_string())
     }
 
     /// `Some(status)` when the server has exited.
@@ -199,6 +271,20 @@ impl Server {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Sends SIGTERM and waits up to `wait` for the server to exit (a tool like callgrind
+    /// writes its output then), then kills it; returns whether it exited by itself.
+    pub(crate) fn terminate(&self, wait: Duration) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if self.exited().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// Kills the server, then sums up its log; removes the config and log.
@@ -250,18 +336,36 @@ pub(crate) fn kill(child: &Mutex<Child>) {
 /// CPU seconds (user + system) of `/proc/<who>/stat`; 0 when unreadable. Assumes the usual
 /// 100 clock ticks per second.
 pub(crate) fn cpu_secs(who: &str) -> f64 {
+    let (user, system) = cpu_split_secs(who);
+    user + system
+}
+
+/// CPU seconds in user space and in the kernel (`utime`, `stime`) of `/proc/<who>/stat`; zeros
+/// when unreadable. Assumes the usual 100 clock ticks per second.
+pub(crate) fn cpu_split_secs(who: &str) -> (f64, f64) {
     let Ok(stat) = fs::read_to_string(format!("/proc/{who}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
+    parse_stat_times(&stat)
+}
+
+/// `utime` and `stime` of a `/proc/<pid>/stat` line, in seconds.
+fn parse_stat_times(stat: &str) -> (f64, f64) {
     let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |index: usize| -> f64 {
         fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0) as f64
     };
     // After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
+}
+
+/// A port free on 127.0.0.1 right now (for a peer that needs one chosen for it).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
 }
 
 /// `text` inside a TOML basic string.
@@ -302,6 +406,13 @@ mod tests {
     fn reads_the_port_from_the_banner() {
         assert_eq!(banner_port("  WebSocket  ws://127.0.0.1:43017/app/{key}\n"), Some(43017));
         assert_eq!(banner_port("  HTTP API   http://127.0.0.1:1/apps/{id}/events"), None);
+    }
+
+    #[test]
+    fn reads_user_and_system_ticks() {
+        let stat = "4242 (herald (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0 100 0";
+        assert_eq!(parse_stat_times(stat), (2.5, 0.75));
+        assert_eq!(parse_stat_times("garbage"), (0.0, 0.0));
     }
 
     #[test]

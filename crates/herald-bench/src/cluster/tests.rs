@@ -21,6 +21,8 @@ fn fixed_config() -> ClusterConfig {
             warmup_rounds: 2,
             connect_concurrency: 200,
             pause: Duration::from_millis(100),
+            channels: 1,
+            rate: None,
             round_timeout: Duration::from_secs(10),
         },
         throughput: ThroughputLoad {
@@ -57,7 +59,15 @@ fn latency(nodes: usize, scale: u64, missing: u64) -> LatencyResult {
         incomplete_rounds: usize::from(missing > 0),
         dropped: 0,
         worst: vec![(7, 9_000), (3, 8_500)],
-        cpu: Cpu { server: 1.5 * scale as f64 / 1000.0, bench: 2.0, machine: 5.0, wall: 4.0 },
+        cpu: Cpu {
+            server: 1.5 * scale as f64 / 1000.0,
+            server_user: 1.0 * scale as f64 / 1000.0,
+            server_system: 0.5 * scale as f64 / 1000.0,
+            bench: 2.0,
+            machine: 5.0,
+            wall: 4.0,
+        },
+        deliveries: 22 * 30,
     }
 }
 
@@ -78,7 +88,7 @@ fn throughput(nodes: usize, per_second: u64) -> ThroughputResult {
         expected: requests * 30,
         node_delivered,
         dropped: 0,
-        cpu: Cpu { server: 7.5, bench: 1.5, machine: 9.75, wall: 5.0 },
+        cpu: Cpu { server: 7.5, server_user: 5.0, server_system: 2.5, bench: 1.5, machine: 9.75, wall: 5.0 },
     }
 }
 

@@ -15,7 +15,14 @@ use crate::server::LogSummary;
 /// transactions, errors, a dropped subscriber, a failed step and log samples.
 fn fixed_results() -> IngestResults {
     let usage = |server: f64, postgres: bool| Usage {
-        cpu: Cpu { server, bench: 1.25, machine: server + 4.0, wall: 10.0 },
+        cpu: Cpu {
+            server,
+            server_user: server * 0.75,
+            server_system: server * 0.25,
+            bench: 1.25,
+            machine: server + 4.0,
+            wall: 10.0,
+        },
         threads: vec![
             ("tokio-runtime-worker".to_owned(), server * 0.75),
             ("sqlx-sqlite-worker".to_owned(), 0.5),
