@@ -657,7 +657,7 @@ fn to_markdown(cli: &Cli, targets: &[Target], other: &Other<'_>) -> String {
         "\n(`herald-bench` with --only {} --connections {} --channels {} --subscribers {} --rounds {} --concurrency {} --duration {} \
          --throughput-subscribers {} \
          --ingest-backends {} --ingest-clients {} --ingest-duration {} --ingest-batch {} --ingest-events {} --ingest-interval-ms {} \
-         --cluster-nodes {} --server-log {})",
+         --cluster-nodes {} --server-log {} --fanout {} --fanout-secs {}{}{})",
         cli.only.iter().map(|phase| format!("{phase:?}").to_lowercase()).collect::<Vec<_>>().join(","),
         cli.connections,
         cli.channels,
@@ -673,7 +673,11 @@ fn to_markdown(cli: &Cli, targets: &[Target], other: &Other<'_>) -> String {
         cli.ingest_events,
         cli.ingest_interval_ms,
         cli.cluster_nodes,
-        cli.server_log
+        cli.server_log,
+        cli.fanout.iter().map(FanoutSpec::to_string).collect::<Vec<_>>().join(","),
+        cli.fanout_secs,
+        cli.peer.iter().map(|peer| format!(" --peer {peer:?}").to_lowercase()).collect::<String>(),
+        cli.peer_bin.as_ref().map(|path| format!(" --peer-bin {}", path.display())).unwrap_or_default()
     );
     out
 }
