@@ -50,9 +50,10 @@ pub(crate) async fn run(
     subscribers: usize,
     events: usize,
     concurrency: usize,
+    keep: Option<&Path>,
 ) -> anyhow::Result<Instructions> {
-    let (baseline_ir, _) = one(bin, subscribers, 0, concurrency).await?;
-    let (run_ir, deliveries) = one(bin, subscribers, events, concurrency).await?;
+    let (baseline_ir, _) = one(bin, subscribers, 0, concurrency, keep).await?;
+    let (run_ir, deliveries) = one(bin, subscribers, events, concurrency, keep).await?;
     let expected = (subscribers * events) as u64;
     if deliveries != expected {
         bail!("{deliveries} of {expected} deliveries arrived under callgrind");
@@ -61,13 +62,19 @@ pub(crate) async fn run(
 }
 
 /// One run under callgrind: (total instructions, deliveries).
+/// The callgrind output is kept in `keep` when given (`callgrind.0.out`: the baseline,
+/// `callgrind.N.out`: with N triggers; read them with `callgrind_annotate`).
 async fn one(
     bin: &Path,
     subscribers: usize,
     events: usize,
     concurrency: usize,
+    keep: Option<&Path>,
 ) -> anyhow::Result<(u64, u64)> {
-    let out_dir = std::env::temp_dir().join(format!("herald-bench-callgrind-{}", std::process::id()));
+    let out_dir = match keep {
+        Some(dir) => dir.to_owned(),
+        None => std::env::temp_dir().join(format!("herald-bench-callgrind-{}", std::process::id())),
+    };
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(format!("callgrind.{events}.out"));
     let wrapper = vec![
@@ -139,7 +146,9 @@ async fn one(
     }
     let text =
         std::fs::read_to_string(&out).with_context(|| format!("no callgrind output at {}", out.display()))?;
-    let _ = std::fs::remove_dir_all(&out_dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
     let total = totals(&text).context("no `summary:` or `totals:` line in the callgrind output")?;
     eprintln!("instructions: {total} instructions, {deliveries} deliveries");
     Ok((total, deliveries))

@@ -141,6 +141,9 @@ struct Cli {
     /// Instructions: events triggered (the baseline run triggers none)
     #[arg(long, default_value_t = 100)]
     instructions_events: usize,
+    /// Instructions: keep callgrind's output files in this directory (for `callgrind_annotate`)
+    #[arg(long, value_name = "DIR")]
+    callgrind_dir: Option<PathBuf>,
     /// Memory: idle subscribed connections to open
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
@@ -403,6 +406,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli.instructions_subscribers,
             cli.instructions_events,
             cli.connect_concurrency,
+            cli.callgrind_dir.as_deref(),
         ))
     });
     let other = Other {
