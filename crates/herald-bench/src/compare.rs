@@ -140,3 +140,15 @@ pub(crate) fn to_markdown(targets: &[Target]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ratio;
+
+    #[test]
+    fn ratios_need_both_values() {
+        assert_eq!(ratio(Some(2.0), Some(3.0)), "1.50×");
+        assert_eq!(ratio(Some(0.0), Some(3.0)), "—");
+        assert_eq!(ratio(None, Some(3.0)), "—");
+    }
+}

@@ -1049,3 +1049,21 @@ fn throughput_json(throughput: &ThroughputResult) -> Value {
         "server_cpu_per_delivery": per_delivery_json(&throughput.cpu, throughput.delivered),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_fanout, FanoutSpec};
+
+    #[test]
+    fn parses_fanout_scenarios() {
+        assert_eq!(
+            parse_fanout("5000/1000@1000"),
+            Ok(FanoutSpec { subscribers: 5000, channels: 1000, rate: 1000.0 })
+        );
+        assert_eq!(parse_fanout("5000/1@0.5").map(|spec| spec.rate), Ok(0.5));
+        assert_eq!(parse_fanout("5000/1@4").map(|spec| spec.to_string()), Ok("5000/1@4".to_owned()));
+        for bad in ["5000@4", "5000/1", "0/1@4", "5000/0@4", "5000/1@0", "x/1@4"] {
+            assert!(parse_fanout(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -184,8 +184,8 @@ impl Server {
         Ok(server)
     }
 
-    /// Starts a peer: `program args` with `env`, in `dir`'s own temp directory as working
-    /// directory unless `cwd` is given, serving the Pusher protocol for the bench's app on
+    /// Starts a peer: `program args` with `env`, in the bench's working directory unless `cwd`
+    /// is given, serving the Pusher protocol for the bench's app on
     /// 127.0.0.1:`port`; ready once the port accepts TCP connections.
     pub(crate) fn start_command(
         name: &str,
@@ -202,10 +202,13 @@ impl Server {
         let log = dir.join("peer.log");
         let stderr = File::create(&log).context("cannot create the peer log")?;
         let stdout = stderr.try_clone().context("cannot share the peer log")?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .args(args)
             .envs(env.iter().map(|(key, value)| (key, value)))
-            .current_dir(cwd.unwrap_or(&dir))
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
