@@ -71,11 +71,11 @@ fn size_of_task<F>(_: fn(SessionContext, Option<Arc<Tenant>>, Option<CloseCode>,
 
 /// Every open connection carries this future for its whole life (docs/benchmarks.md, "bytes per
 /// connection"): it must not grow unnoticed. Test profile: 2064 bytes before the session was
-/// made generic over its frames, 2048 since.
+/// made generic over its frames, 2048 after, 2032 with the lazily allocated outbox.
 #[test]
 fn the_connection_task_stays_small() {
     let size = size_of_task(connection::<WebSocket>);
-    assert!(size <= 2048, "the connection task grew to {size} bytes");
+    assert!(size <= 2032, "the connection task grew to {size} bytes");
 }
 
 #[tokio::test(start_paused = true)]
