@@ -28,9 +28,12 @@ use crate::listener::Transport;
 use crate::state::{SharedState, State as ServerState};
 use crate::tenant::Tenant;
 
-/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
-/// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.
-const READ_BUFFER_BYTES: usize = 1024;
+/// Bytes tungstenite reads from the socket at a time, and the read buffer every connection holds
+/// for its whole life (allocated at the upgrade; tungstenite has no way to release it while
+/// idle). Its default (128 KiB) is allocated per connection. Client frames are small (a
+/// subscription is under 100 bytes, one with auth a few hundred), and the buffer grows to hold
+/// any larger frame whole, so 256 bytes costs at most a few more reads for the rare large one.
+const READ_BUFFER_BYTES: usize = 256;
 /// Bytes tungstenite may gather before writing to the socket; the buffer only grows when
 /// several frames are batched, so idle connections do not pay for it.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
