@@ -17,9 +17,6 @@ use tracing::{instrument, warn};
 use super::{close_message, finish_close, refuse, violation, Frames, SessionContext, CLOSE_WRITE_TIMEOUT};
 use crate::tenant::{Departure, Tenant};
 
-/// Frames written in one go (one flush) when the outbox holds several.
-const WRITE_BATCH: usize = 64;
-
 /// Why a write was given up on (4100).
 const SLOW_CONSUMER: &str = "slow consumer: the client stopped reading";
 
@@ -159,7 +156,7 @@ impl<'a> Session<'a> {
                     Some(frame) => tokio::select! {
                         sent = Box::pin(tokio::time::timeout(
                             context.pong_timeout,
-                            write_batch(socket, frame, &mut outbox),
+                            socket.write_batch(frame, &mut outbox),
                         )) => match sent {
                             Ok(Ok(())) => Next::Continue,
                             Ok(Err(_)) => return,
@@ -308,21 +305,4 @@ impl<'a> Session<'a> {
             None => Next::Continue,
         }
     }
-}
-
-/// Writes `first` and whatever else the outbox already holds (up to a batch), then flushes once:
-/// one syscall for a burst instead of one per frame.
-async fn write_batch<S: Frames>(
-    socket: &mut S,
-    first: Utf8Bytes,
-    outbox: &mut Outbox<Utf8Bytes>,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..WRITE_BATCH {
-        match outbox.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
-        }
-    }
-    socket.flush().await
 }
