@@ -22,46 +22,62 @@ const SLOW_CONSUMER: &str = "slow consumer: the client stopped reading";
 
 /// Registers the connection, says hello (`pusher:connection_established`), runs the session and
 /// leaves the hub when it ends.
-pub(super) async fn start<S: Frames>(context: &SessionContext, app: Arc<Tenant>, mut socket: S) {
-    let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
-    let Some((handle, outbox)) = app.hub.register(max) else {
-        Box::pin(refuse(&mut socket, CloseCode::OverConnectionQuota)).await;
-        return;
-    };
-    let established = json!({
-        "socket_id": handle.id.as_str(),
-        "activity_timeout": context.activity_timeout.as_secs(),
-    })
-    .to_string();
-    let hello = encode_server_event("pusher:connection_established", None, &established, None);
-    // In a cluster the app's connections are counted across nodes first. One boxed step, so
-    // an idle session's task does not carry it.
-    let greeted = Box::pin(async {
-        if app.clustered() && !app.admit_connection().await {
-            refuse(&mut socket, CloseCode::OverConnectionQuota).await;
-            return Greeting::Full;
-        }
-        match tokio::time::timeout(context.pong_timeout, socket.send(Message::Text(hello.into()))).await {
-            Ok(Ok(())) => Greeting::Sent,
-            _ => {
-                app.connection_closed().await;
-                Greeting::Failed
+///
+/// An async block rather than an async fn: an async fn keeps its arguments twice (as captured
+/// and as locals), and the socket is a few hundred bytes every connection carries for its whole
+/// life.
+#[allow(clippy::manual_async_fn, reason = "captures its arguments once (see above)")]
+pub(super) fn start<S: Frames>(
+    context: SessionContext,
+    app: Arc<Tenant>,
+    mut socket: S,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let context = &context;
+        let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
+        let Some((handle, outbox)) = app.hub.register(max) else {
+            Box::pin(refuse(&mut socket, CloseCode::OverConnectionQuota)).await;
+            return;
+        };
+        // Scoped: a local still in scope would be carried (and its heap kept) by the task for the
+        // connection's whole life. The hello itself moves into the boxed greeting.
+        let hello = {
+            let established = json!({
+                "socket_id": handle.id.as_str(),
+                "activity_timeout": context.activity_timeout.as_secs(),
+            })
+            .to_string();
+            encode_server_event("pusher:connection_established", None, &established, None)
+        };
+        // In a cluster the app's connections are counted across nodes first. One boxed step, so
+        // an idle session's task does not carry it.
+        let greeted = Box::pin(async {
+            if app.clustered() && !app.admit_connection().await {
+                refuse(&mut socket, CloseCode::OverConnectionQuota).await;
+                return Greeting::Full;
             }
-        }
-    })
-    .await;
-    match greeted {
-        Greeting::Sent => {
-            let mut session = Session::new(context, app.clone(), handle);
-            session.run(&mut socket, outbox).await;
-            if let Some(departure) = session.finish() {
-                Box::pin(departure.tell()).await;
+            match tokio::time::timeout(context.pong_timeout, socket.send(Message::Text(hello.into()))).await {
+                Ok(Ok(())) => Greeting::Sent,
+                _ => {
+                    app.connection_closed().await;
+                    Greeting::Failed
+                }
             }
+        })
+        .await;
+        match greeted {
+            Greeting::Sent => {
+                let mut session = Session::new(context, app.clone(), handle);
+                session.run(&mut socket, outbox).await;
+                if let Some(departure) = session.finish() {
+                    Box::pin(departure.tell()).await;
+                }
+            }
+            Greeting::Failed => {
+                app.hub.unregister(handle.key, std::iter::empty(), None);
+            }
+            Greeting::Full => app.hub.unregister(handle.key, std::iter::empty(), None),
         }
-        Greeting::Failed => {
-            app.hub.unregister(handle.key, std::iter::empty(), None);
-        }
-        Greeting::Full => app.hub.unregister(handle.key, std::iter::empty(), None),
     }
 }
 

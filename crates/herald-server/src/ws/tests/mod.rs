@@ -72,11 +72,12 @@ fn size_of_task<F>(_: fn(SessionContext, Option<Arc<Tenant>>, Option<CloseCode>,
 /// Every open connection carries this future for its whole life (docs/benchmarks.md, "bytes per
 /// connection"): it must not grow unnoticed. Test profile: 2064 bytes before the session was
 /// made generic over its frames, 2048 after, 2032 with the lazily allocated outbox, 2008 on
-/// Herald's own socket (without axum's protocol header).
+/// Herald's own socket (without axum's protocol header), 1224 once the socket was stored once
+/// (it was stored three times: by the task's async wrapper, and as `start`'s argument and local).
 #[test]
 fn the_connection_task_stays_small() {
     let size = size_of_task(connection::<Socket>);
-    assert!(size <= 2008, "the connection task grew to {size} bytes");
+    assert!(size <= 1224, "the connection task grew to {size} bytes");
 }
 
 #[tokio::test(start_paused = true)]
