@@ -3,7 +3,7 @@
 //!
 //! Each connection is one task: its session (session.rs) `select!`s over the client's frames, its
 //! outbox, its timers and shutdown, and is the only writer to its socket. The session works on
-//! any [`Frames`]: axum's `WebSocket` in the server, an in-memory pair in the tests.
+//! any [`Frames`]: Herald's [`Socket`] (socket.rs) in the server, an in-memory pair in the tests.
 
 mod frames;
 mod session;
