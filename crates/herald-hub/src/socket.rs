@@ -1,10 +1,17 @@
-//! The hub's side of one connection: its outbox sender and the kill switch the session watches.
+//! The hub's side of one connection: its outbox and the kill switch the session watches.
+//!
+//! The outbox is a bounded queue that holds memory only while frames wait in it: an idle socket
+//! costs one small shared cell (no queue storage), and the storage is given back as soon as the
+//! session has taken the last frame (docs/benchmarks.md, "Memory per connection").
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 use herald_protocol::{CloseCode, SocketId};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// Default number of frames a socket may have queued before it counts as a slow consumer.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -12,19 +19,107 @@ pub const OUTBOX_CAPACITY: usize = 1024;
 /// Process-unique key of a connection inside the hub (cheaper to hash than its `SocketId`).
 pub type SocketKey = u64;
 
-/// The receiving half the session drains into its WebSocket.
-pub type Outbox<F> = mpsc::Receiver<F>;
-
 /// What an outbox carries: an encoded frame, cheap to clone (shared bytes), made once per
 /// broadcast. The server uses its WebSocket library's text type so no per-socket conversion is needed.
 pub trait Frame: Clone + From<String> + Send + Sync + 'static {}
 
 impl<T: Clone + From<String> + Send + Sync + 'static> Frame for T {}
 
+/// What one connection's handles and its outbox share: one allocation per connection.
 #[derive(Debug)]
-struct KillSwitch {
+struct Shared<F> {
+    queue: Mutex<Queue<F>>,
+    /// Frames the queue may hold before the socket counts as a slow consumer.
+    capacity: usize,
+    /// The close code asked for (0: none yet).
     code: AtomicU16,
-    notify: Notify,
+    /// Wakes `closed()` once a code is stored.
+    kill: Notify,
+}
+
+#[derive(Debug)]
+struct Queue<F> {
+    /// Empty (and unallocated) while the socket is idle.
+    frames: VecDeque<F>,
+    /// The session waiting for a frame.
+    waker: Option<Waker>,
+    /// The outbox was dropped: the session is gone and nobody will read.
+    receiver_gone: bool,
+}
+
+impl<F> Shared<F> {
+    fn queue(&self) -> MutexGuard<'_, Queue<F>> {
+        // Plain data behind the lock: a panic while holding it leaves it usable.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The receiving half the session drains into its WebSocket (one per connection).
+#[derive(Debug)]
+pub struct Outbox<F> {
+    shared: Arc<Shared<F>>,
+}
+
+/// `Outbox::try_recv` found no frame waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+impl<F> Outbox<F> {
+    /// Takes the next frame without waiting.
+    pub fn try_recv(&mut self) -> Result<F, Empty> {
+        let mut queue = self.shared.queue();
+        let frame = queue.frames.pop_front().ok_or(Empty)?;
+        if queue.frames.is_empty() {
+            // The storage served this burst; an idle socket holds none.
+            queue.frames = VecDeque::new();
+        }
+        Ok(frame)
+    }
+
+    /// Waits for the next frame. Never `None` while a handle on the socket exists (the session
+    /// keeps one), like a channel whose senders are all alive.
+    pub async fn recv(&mut self) -> Option<F> {
+        poll_fn(|cx| {
+            let mut queue = self.shared.queue();
+            match queue.frames.pop_front() {
+                Some(frame) => {
+                    if queue.frames.is_empty() {
+                        queue.frames = VecDeque::new();
+                    }
+                    Poll::Ready(Some(frame))
+                }
+                None => {
+                    match &mut queue.waker {
+                        Some(waker) => waker.clone_from(cx.waker()),
+                        None => queue.waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.shared.queue().frames.len()
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<F> Drop for Outbox<F> {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue();
+        queue.receiver_gone = true;
+        queue.waker = None;
+        let frames = std::mem::take(&mut queue.frames);
+        drop(queue);
+        drop(frames);
+    }
 }
 
 /// A cheap, clonable handle on a connection: send it frames, or ask its session to close it.
@@ -32,34 +127,47 @@ struct KillSwitch {
 pub struct SocketHandle<F> {
     pub key: SocketKey,
     pub id: Arc<SocketId>,
-    sender: mpsc::Sender<F>,
-    kill: Arc<KillSwitch>,
+    shared: Arc<Shared<F>>,
 }
 
 impl<F: Frame> SocketHandle<F> {
     pub(crate) fn new(key: SocketKey, id: SocketId, capacity: usize) -> (SocketHandle<F>, Outbox<F>) {
-        let (sender, outbox) = mpsc::channel(capacity.max(1));
-        let kill = Arc::new(KillSwitch { code: AtomicU16::new(0), notify: Notify::new() });
-        (SocketHandle { key, id: Arc::new(id), sender, kill }, outbox)
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { frames: VecDeque::new(), waker: None, receiver_gone: false }),
+            capacity: capacity.max(1),
+            code: AtomicU16::new(0),
+            kill: Notify::new(),
+        });
+        (SocketHandle { key, id: Arc::new(id), shared: shared.clone() }, Outbox { shared })
     }
 
     /// Queues a frame without waiting. Returns false when the socket is gone or too slow;
     /// a slow socket is asked to close with 4100.
     pub fn send(&self, frame: &F) -> bool {
-        match self.sender.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseCode::OverCapacity);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut queue = self.shared.queue();
+        if queue.receiver_gone {
+            return false;
         }
+        if queue.frames.len() >= self.shared.capacity {
+            drop(queue);
+            self.close(CloseCode::OverCapacity);
+            return false;
+        }
+        queue.frames.push_back(frame.clone());
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
     }
+}
 
+impl<F> SocketHandle<F> {
     /// Asks the session to close the socket with `code`; the first code asked for wins.
     pub fn close(&self, code: CloseCode) {
-        if self.kill.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.kill.notify.notify_one();
+        if self.shared.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.shared.kill.notify_one();
         }
     }
 
@@ -69,25 +177,20 @@ impl<F: Frame> SocketHandle<F> {
             if let Some(code) = self.close_requested() {
                 return code;
             }
-            self.kill.notify.notified().await;
+            self.shared.kill.notified().await;
         }
     }
 
     /// The close code asked for, if any. Only `close` stores one (a `CloseCode`'s number), so
     /// every stored number reads back.
     pub fn close_requested(&self) -> Option<CloseCode> {
-        CloseCode::from_code(self.kill.code.load(Ordering::Acquire))
+        CloseCode::from_code(self.shared.code.load(Ordering::Acquire))
     }
 }
 
 impl<F> Clone for SocketHandle<F> {
     fn clone(&self) -> Self {
-        SocketHandle {
-            key: self.key,
-            id: self.id.clone(),
-            sender: self.sender.clone(),
-            kill: self.kill.clone(),
-        }
+        SocketHandle { key: self.key, id: self.id.clone(), shared: self.shared.clone() }
     }
 }
 
@@ -108,5 +211,56 @@ mod tests {
         socket.close(CloseCode::Reconnect);
         assert_eq!(timeout(Duration::from_secs(1), socket.closed()).await, Ok(CloseCode::PongNotReceived));
         assert_eq!(socket.close_requested(), Some(CloseCode::PongNotReceived));
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_the_frame_and_asks_for_4100() {
+        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 2);
+        let frame = Bytes::from_static(b"x");
+        assert!(socket.send(&frame) && socket.send(&frame));
+        assert!(!socket.send(&frame), "over capacity");
+        assert_eq!(socket.close_requested(), Some(CloseCode::OverCapacity));
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox.try_recv(), Ok(frame.clone()));
+        assert_eq!(outbox.try_recv(), Ok(frame));
+        assert_eq!(outbox.try_recv(), Err(Empty));
+    }
+
+    #[test]
+    fn the_queue_holds_storage_only_while_frames_wait() {
+        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 64);
+        assert_eq!(outbox.shared.queue().frames.capacity(), 0, "nothing allocated up front");
+        for _ in 0..20 {
+            assert!(socket.send(&Bytes::from_static(b"frame")));
+        }
+        assert!(outbox.shared.queue().frames.capacity() >= 20);
+        while outbox.try_recv().is_ok() {}
+        assert_eq!(outbox.shared.queue().frames.capacity(), 0, "given back once drained");
+    }
+
+    #[test]
+    fn frames_to_a_dropped_outbox_are_refused_and_not_kept() {
+        let (socket, outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 4);
+        assert!(socket.send(&Bytes::from_static(b"queued")));
+        drop(outbox);
+        assert!(!socket.send(&Bytes::from_static(b"late")));
+        assert_eq!(socket.shared.queue().frames.capacity(), 0);
+        assert_eq!(socket.close_requested(), None, "a gone session is not a slow one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recv_waits_for_a_frame_and_wakes_when_one_is_queued() {
+        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 4);
+        assert!(timeout(Duration::from_secs(1), outbox.recv()).await.is_err(), "nothing yet");
+        let sender = socket.clone();
+        let sent = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            sender.send(&Bytes::from_static(b"later"))
+        });
+        assert_eq!(
+            timeout(Duration::from_secs(10), outbox.recv()).await,
+            Ok(Some(Bytes::from_static(b"later")))
+        );
+        assert!(sent.await.expect("sender task"));
     }
 }

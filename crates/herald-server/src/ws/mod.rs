@@ -3,10 +3,11 @@
 //!
 //! Each connection is one task: its session (session.rs) `select!`s over the client's frames, its
 //! outbox, its timers and shutdown, and is the only writer to its socket. The session works on
-//! any [`Frames`]: axum's `WebSocket` in the server, an in-memory pair in the tests.
+//! any [`Frames`]: Herald's [`Socket`] (socket.rs) in the server, an in-memory pair in the tests.
 
 mod frames;
 mod session;
+mod socket;
 #[cfg(test)]
 mod tests;
 
@@ -14,12 +15,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Extension;
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use herald_hub::Outbox;
 use herald_protocol::{encode_error, CloseCode, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -27,29 +29,61 @@ use tracing::debug;
 use crate::listener::Transport;
 use crate::state::{SharedState, State as ServerState};
 use crate::tenant::Tenant;
+pub(crate) use socket::{Socket, Upgrade};
 
-/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
-/// connection; Pusher frames are small, so idle connections stay cheap with a small buffer.
-const READ_BUFFER_BYTES: usize = 1024;
-/// Bytes tungstenite may gather before writing to the socket; the buffer only grows when
-/// several frames are batched, so idle connections do not pay for it.
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Bytes tungstenite reads from the socket at a time, and the read buffer every connection holds
+/// for its whole life (allocated at the upgrade; tungstenite has no way to release it while
+/// idle). Its default (128 KiB) is allocated per connection. Client frames are small (a
+/// subscription is under 100 bytes, one with auth a few hundred), and the buffer grows to hold
+/// any larger frame whole, so 256 bytes costs at most a few more reads for the rare large one.
+const READ_BUFFER_BYTES: usize = 256;
 
 /// How long the goodbye (error + close frame) may take before the socket is simply dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What a session reads client frames from and writes its frames to: axum's `WebSocket` in the
-/// server, an in-memory pair in the tests. Sessions are generic over it (monomorphised, never
-/// `dyn`), so the server's instance costs nothing.
+/// What a session reads client frames from and writes its frames to: the server's [`Socket`], an
+/// in-memory pair in the tests. Sessions are generic over it (monomorphised, never `dyn`), so the
+/// server's instance costs nothing.
 pub(crate) trait Frames:
     Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
 {
+    /// Writes `first` and whatever else the outbox already holds (up to a batch), then flushes
+    /// once: one syscall for a burst instead of one per frame.
+    fn write_batch<'a>(
+        &'a mut self,
+        first: Utf8Bytes,
+        outbox: &'a mut Outbox<Utf8Bytes>,
+    ) -> impl std::future::Future<Output = Result<(), axum::Error>> + Send + 'a {
+        async move {
+            self.feed(Message::Text(first)).await?;
+            for _ in 1..socket::WRITE_BATCH {
+                match outbox.try_recv() {
+                    Ok(frame) => self.feed(Message::Text(frame)).await?,
+                    Err(_) => break,
+                }
+            }
+            self.flush().await
+        }
+    }
 }
 
-impl<S> Frames for S where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
-{
+/// The server's socket frames a batch itself, into a buffer that lives for that write only.
+impl Frames for Socket {
+    #[allow(clippy::manual_async_fn, reason = "the trait's future must be Send")]
+    fn write_batch<'a>(
+        &'a mut self,
+        first: Utf8Bytes,
+        outbox: &'a mut Outbox<Utf8Bytes>,
+    ) -> impl std::future::Future<Output = Result<(), axum::Error>> + Send + 'a {
+        async move {
+            let framed = socket::frame_batch(first, outbox);
+            self.write_framed(framed).await
+        }
+    }
 }
+
+/// axum's socket: only the refusal on an unknown path uses it.
+impl Frames for WebSocket {}
 
 /// What a session needs of the server around it: its timing settings and the shutdown signal.
 /// Everything else it needs is its app (`Tenant`: hub and app config).
@@ -83,7 +117,7 @@ pub(crate) async fn upgrade(
     transport: Option<Extension<Transport>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
 ) -> Response {
     let app = state.tenants().by_key(&key).cloned();
     let max_message = app.as_ref().map_or(herald_protocol::Limits::default().max_ws_message_bytes, |app| {
@@ -108,36 +142,38 @@ pub(crate) async fn upgrade(
 }
 
 /// The task of one upgraded connection: the refusal, or the session.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async block captures its arguments once: 8 bytes less than an async fn"
-)]
+///
+/// No async wrapper: the task is the session's own future, so the socket (moved into it) is
+/// stored once. The refusals are boxed: they run once, and the task is as large as its largest
+/// state for the connection's whole life (see docs/benchmarks.md).
 fn connection<S: Frames>(
     context: SessionContext,
     app: Option<Arc<Tenant>>,
     refusal: Option<CloseCode>,
     mut socket: S,
 ) -> impl std::future::Future<Output = ()> + Send {
-    // The task is as large as its largest state for the connection's whole life: the
-    // refusal and the hello (each with a write timer) are boxed so only the session's wait
-    // is carried inline (see docs/benchmarks.md).
-    async move {
-        match (refusal, app) {
-            (None, Some(app)) => session::start(&context, app, socket).await,
-            (Some(code), _) => Box::pin(refuse(&mut socket, code)).await,
-            (None, None) => Box::pin(refuse(&mut socket, CloseCode::AppNotFound)).await,
+    use futures_util::future::Either;
+    match (refusal, app) {
+        (None, Some(app)) => Either::Left(session::start(context, app, socket)),
+        (refusal, _) => {
+            let code = refusal.unwrap_or(CloseCode::AppNotFound);
+            Either::Right(Box::pin(async move { refuse(&mut socket, code).await }))
         }
     }
 }
 
 /// The WebSocket settings of every session: small buffers, and messages over `max_message`
-/// refused before they are buffered.
-fn configure(ws: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
-    ws.read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
+/// refused before they are buffered. tungstenite writes only the session's own frames (replies,
+/// pings, close frames), each flushed at once: no write buffering.
+fn configure(ws: Upgrade, max_message: usize) -> Upgrade {
+    ws.config(|config| {
+        config
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(0)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message))
+    })
 }
 
 /// Sends the close reply queued after the client's close frame (the next read flushes it), never
@@ -149,12 +185,20 @@ async fn finish_close<S: Frames>(socket: &mut S) {
 /// An echo endpoint on any path with exactly the sessions' WebSocket settings and protocol-error
 /// handling, for the Autobahn conformance run (`scripts/autobahn`); never part of a server.
 pub fn conformance_echo_router() -> axum::Router {
-    async fn echo(ws: WebSocketUpgrade) -> Response {
+    async fn echo(ws: Upgrade) -> Response {
         configure(ws, herald_protocol::Limits::default().max_ws_message_bytes).on_upgrade(
             |mut socket| async move {
                 loop {
-                    let reply = match socket.recv().await {
-                        Some(Ok(Message::Text(text))) => Message::Text(text),
+                    let reply = match socket.next().await {
+                        // Text goes back the way outbox frames go out: framed by Herald.
+                        Some(Ok(Message::Text(text))) => {
+                            let mut framed = Vec::new();
+                            socket::frame_text(&mut framed, text.as_bytes());
+                            if socket.write_framed(framed).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         Some(Ok(Message::Binary(bytes))) => Message::Binary(bytes),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Close(_))) => return finish_close(&mut socket).await,

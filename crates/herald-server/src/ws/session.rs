@@ -17,54 +17,67 @@ use tracing::{instrument, warn};
 use super::{close_message, finish_close, refuse, violation, Frames, SessionContext, CLOSE_WRITE_TIMEOUT};
 use crate::tenant::{Departure, Tenant};
 
-/// Frames written in one go (one flush) when the outbox holds several.
-const WRITE_BATCH: usize = 64;
-
 /// Why a write was given up on (4100).
 const SLOW_CONSUMER: &str = "slow consumer: the client stopped reading";
 
 /// Registers the connection, says hello (`pusher:connection_established`), runs the session and
 /// leaves the hub when it ends.
-pub(super) async fn start<S: Frames>(context: &SessionContext, app: Arc<Tenant>, mut socket: S) {
-    let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
-    let Some((handle, outbox)) = app.hub.register(max) else {
-        Box::pin(refuse(&mut socket, CloseCode::OverConnectionQuota)).await;
-        return;
-    };
-    let established = json!({
-        "socket_id": handle.id.as_str(),
-        "activity_timeout": context.activity_timeout.as_secs(),
-    })
-    .to_string();
-    let hello = encode_server_event("pusher:connection_established", None, &established, None);
-    // In a cluster the app's connections are counted across nodes first. One boxed step, so
-    // an idle session's task does not carry it.
-    let greeted = Box::pin(async {
-        if app.clustered() && !app.admit_connection().await {
-            refuse(&mut socket, CloseCode::OverConnectionQuota).await;
-            return Greeting::Full;
-        }
-        match tokio::time::timeout(context.pong_timeout, socket.send(Message::Text(hello.into()))).await {
-            Ok(Ok(())) => Greeting::Sent,
-            _ => {
-                app.connection_closed().await;
-                Greeting::Failed
+///
+/// An async block rather than an async fn: an async fn keeps its arguments twice (as captured
+/// and as locals), and the socket is a few hundred bytes every connection carries for its whole
+/// life.
+#[allow(clippy::manual_async_fn, reason = "captures its arguments once (see above)")]
+pub(super) fn start<S: Frames>(
+    context: SessionContext,
+    app: Arc<Tenant>,
+    mut socket: S,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let context = &context;
+        let max = (app.config.max_connections > 0).then_some(app.config.max_connections);
+        let Some((handle, outbox)) = app.hub.register(max) else {
+            Box::pin(refuse(&mut socket, CloseCode::OverConnectionQuota)).await;
+            return;
+        };
+        // Scoped: a local still in scope would be carried (and its heap kept) by the task for the
+        // connection's whole life. The hello itself moves into the boxed greeting.
+        let hello = {
+            let established = json!({
+                "socket_id": handle.id.as_str(),
+                "activity_timeout": context.activity_timeout.as_secs(),
+            })
+            .to_string();
+            encode_server_event("pusher:connection_established", None, &established, None)
+        };
+        // In a cluster the app's connections are counted across nodes first. One boxed step, so
+        // an idle session's task does not carry it.
+        let greeted = Box::pin(async {
+            if app.clustered() && !app.admit_connection().await {
+                refuse(&mut socket, CloseCode::OverConnectionQuota).await;
+                return Greeting::Full;
             }
-        }
-    })
-    .await;
-    match greeted {
-        Greeting::Sent => {
-            let mut session = Session::new(context, app.clone(), handle);
-            session.run(&mut socket, outbox).await;
-            if let Some(departure) = session.finish() {
-                Box::pin(departure.tell()).await;
+            match tokio::time::timeout(context.pong_timeout, socket.send(Message::Text(hello.into()))).await {
+                Ok(Ok(())) => Greeting::Sent,
+                _ => {
+                    app.connection_closed().await;
+                    Greeting::Failed
+                }
             }
+        })
+        .await;
+        match greeted {
+            Greeting::Sent => {
+                let mut session = Session::new(context, app.clone(), handle);
+                session.run(&mut socket, outbox).await;
+                if let Some(departure) = session.finish() {
+                    Box::pin(departure.tell()).await;
+                }
+            }
+            Greeting::Failed => {
+                app.hub.unregister(handle.key, std::iter::empty(), None);
+            }
+            Greeting::Full => app.hub.unregister(handle.key, std::iter::empty(), None),
         }
-        Greeting::Failed => {
-            app.hub.unregister(handle.key, std::iter::empty(), None);
-        }
-        Greeting::Full => app.hub.unregister(handle.key, std::iter::empty(), None),
     }
 }
 
@@ -159,7 +172,7 @@ impl<'a> Session<'a> {
                     Some(frame) => tokio::select! {
                         sent = Box::pin(tokio::time::timeout(
                             context.pong_timeout,
-                            write_batch(socket, frame, &mut outbox),
+                            socket.write_batch(frame, &mut outbox),
                         )) => match sent {
                             Ok(Ok(())) => Next::Continue,
                             Ok(Err(_)) => return,
@@ -308,21 +321,4 @@ impl<'a> Session<'a> {
             None => Next::Continue,
         }
     }
-}
-
-/// Writes `first` and whatever else the outbox already holds (up to a batch), then flushes once:
-/// one syscall for a burst instead of one per frame.
-async fn write_batch<S: Frames>(
-    socket: &mut S,
-    first: Utf8Bytes,
-    outbox: &mut Outbox<Utf8Bytes>,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..WRITE_BATCH {
-        match outbox.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
-        }
-    }
-    socket.flush().await
 }

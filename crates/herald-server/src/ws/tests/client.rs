@@ -29,6 +29,9 @@ struct MemoryFrames {
     to_client: PollSender<Message>,
 }
 
+/// Writes each outbox frame as a message, as tungstenite would.
+impl crate::ws::Frames for MemoryFrames {}
+
 impl Stream for MemoryFrames {
     type Item = Result<Message, axum::Error>;
 

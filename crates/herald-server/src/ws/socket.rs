@@ -1,0 +1,297 @@
+//! The server's WebSocket: its upgrade, and the socket the session reads and writes.
+//!
+//! tungstenite keeps its write buffer at the largest size it ever held (it empties it with
+//! `Vec::drain`), so every connection that once got a burst kept that burst's bytes until it
+//! closed. The upgrade is done here rather than by axum so that the socket can reach the stream
+//! under tungstenite: the outbox's frames are framed here (server frames are unmasked, a header
+//! and the payload) into a buffer made for that one write and dropped when it is done. Everything
+//! else (reading, the session's own replies, pings, close frames) goes through tungstenite.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use bytes::{Buf as _, Bytes};
+use futures_util::{Sink, SinkExt as _, Stream};
+use herald_hub::Outbox;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::{Role, WebSocketConfig};
+
+/// Frames written in one go (one flush) when the outbox holds several.
+pub(super) const WRITE_BATCH: usize = 64;
+/// Bytes of frames gathered for one write at most: the rest waits for the next write.
+pub(super) const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+/// A WebSocket upgrade request to `/app/{key}` (checked as axum checks it, with the same
+/// rejections).
+pub(crate) struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+}
+
+fn header_eq(headers: &HeaderMap, name: HeaderName, value: &str) -> bool {
+    headers.get(name).is_some_and(|header| header.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+}
+
+fn header_contains(headers: &HeaderMap, name: HeaderName, value: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|header| header.to_str().ok())
+        .is_some_and(|header| header.to_ascii_lowercase().contains(value))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Upgrade, Self::Rejection> {
+        let reject = |status: StatusCode, body: &'static str| Err((status, body));
+        if parts.method != Method::GET {
+            return reject(StatusCode::METHOD_NOT_ALLOWED, "Request method must be `GET`");
+        }
+        if !header_contains(&parts.headers, header::CONNECTION, "upgrade") {
+            return reject(StatusCode::BAD_REQUEST, "Connection header did not include 'upgrade'");
+        }
+        if !header_eq(&parts.headers, header::UPGRADE, "websocket") {
+            return reject(StatusCode::BAD_REQUEST, "`Upgrade` header did not include 'websocket'");
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+            return reject(StatusCode::BAD_REQUEST, "`Sec-WebSocket-Key` header missing");
+        };
+        if !header_eq(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
+            return reject(StatusCode::BAD_REQUEST, "`Sec-WebSocket-Version` header did not include '13'");
+        }
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return reject(
+                StatusCode::UPGRADE_REQUIRED,
+                "WebSocket request couldn't be upgraded since no upgrade state was present",
+            );
+        };
+        Ok(Upgrade { key, on_upgrade, config: WebSocketConfig::default() })
+    }
+}
+
+impl Upgrade {
+    /// The socket's tungstenite settings.
+    pub(crate) fn config(mut self, configure: impl FnOnce(WebSocketConfig) -> WebSocketConfig) -> Upgrade {
+        self.config = configure(self.config);
+        self
+    }
+
+    /// Answers 101 and runs `callback` on the socket once the connection is upgraded.
+    pub(crate) fn on_upgrade<C, Fut>(self, callback: C) -> Response
+    where
+        C: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Upgrade { key, on_upgrade, config } = self;
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let inner =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+            callback(Socket { inner, unsent: Bytes::new() }).await;
+        });
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64"));
+        response
+    }
+}
+
+/// One upgraded connection.
+pub(crate) struct Socket {
+    inner: WebSocketStream<TokioIo<Upgraded>>,
+    /// The rest of a framed write that was given up on midway (its write future dropped): written
+    /// before anything else, so the stream never holds half a frame. Empty (no allocation) otherwise.
+    unsent: Bytes,
+}
+
+impl Socket {
+    /// Writes whatever is left of `unsent`, then releases it.
+    fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.unsent.is_empty() {
+            let written = ready!(Pin::new(self.inner.get_mut()).poll_write(cx, &self.unsent))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.unsent.advance(written);
+        }
+        // An emptied `Bytes` still holds its buffer: drop it.
+        self.unsent = Bytes::new();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes framed bytes straight to the stream and flushes, after anything tungstenite holds.
+    pub(super) async fn write_framed(&mut self, framed: Vec<u8>) -> Result<(), axum::Error> {
+        // tungstenite's own frames (a reply, an automatic pong) go first, whole.
+        self.flush().await?;
+        self.unsent = Bytes::from(framed);
+        poll_fn(|cx| self.poll_unsent(cx)).await.map_err(axum::Error::new)?;
+        poll_fn(|cx| Pin::new(self.inner.get_mut()).poll_flush(cx)).await.map_err(axum::Error::new)
+    }
+}
+
+/// Appends `text` as one unmasked, final text frame (RFC 6455 5.2).
+pub(super) fn frame_text(buffer: &mut Vec<u8>, text: &[u8]) {
+    buffer.push(0x81);
+    match text.len() {
+        len @ 0..=125 => buffer.push(len as u8),
+        len @ 126..=0xFFFF => {
+            buffer.push(126);
+            buffer.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            buffer.push(127);
+            buffer.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    buffer.extend_from_slice(text);
+}
+
+/// The bytes `text` takes as a frame.
+fn framed_len(text: &[u8]) -> usize {
+    let header = match text.len() {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    };
+    header + text.len()
+}
+
+/// Frames `first` and whatever else the outbox holds (up to [`WRITE_BATCH`] frames and about
+/// [`WRITE_BATCH_BYTES`]) into one buffer, sized for them.
+pub(super) fn frame_batch(first: Utf8Bytes, outbox: &mut Outbox<Utf8Bytes>) -> Vec<u8> {
+    let first = Bytes::from(first);
+    let mut frames = vec![first];
+    let mut bytes = framed_len(&frames[0]);
+    while frames.len() < WRITE_BATCH && bytes < WRITE_BATCH_BYTES {
+        let Ok(frame) = outbox.try_recv() else { break };
+        let frame = Bytes::from(frame);
+        bytes += framed_len(&frame);
+        frames.push(frame);
+    }
+    let mut buffer = Vec::with_capacity(bytes);
+    for frame in &frames {
+        frame_text(&mut buffer, frame);
+    }
+    buffer
+}
+
+fn to_axum(message: tungstenite::Message) -> Option<Message> {
+    Some(match message {
+        tungstenite::Message::Text(text) => Message::Text(Utf8Bytes::try_from(Bytes::from(text)).ok()?),
+        tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
+        tungstenite::Message::Ping(bytes) => Message::Ping(bytes),
+        tungstenite::Message::Pong(bytes) => Message::Pong(bytes),
+        tungstenite::Message::Close(frame) => Message::Close(frame.and_then(|frame| {
+            Some(CloseFrame {
+                code: frame.code.into(),
+                reason: Utf8Bytes::try_from(Bytes::from(frame.reason)).ok()?,
+            })
+        })),
+        tungstenite::Message::Frame(_) => return None,
+    })
+}
+
+fn to_tungstenite(message: Message) -> Result<tungstenite::Message, axum::Error> {
+    let text =
+        |text: Utf8Bytes| tungstenite::Utf8Bytes::try_from(Bytes::from(text)).map_err(axum::Error::new);
+    Ok(match message {
+        Message::Text(text_) => tungstenite::Message::Text(text(text_)?),
+        Message::Binary(bytes) => tungstenite::Message::Binary(bytes),
+        Message::Ping(bytes) => tungstenite::Message::Ping(bytes),
+        Message::Pong(bytes) => tungstenite::Message::Pong(bytes),
+        Message::Close(frame) => tungstenite::Message::Close(match frame {
+            Some(frame) => Some(tungstenite::protocol::CloseFrame {
+                code: frame.code.into(),
+                reason: text(frame.reason)?,
+            }),
+            None => None,
+        }),
+    })
+}
+
+impl Stream for Socket {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // tungstenite may write while reading (a pong, a close reply): never into half a frame.
+        if let Err(error) = ready!(self.poll_unsent(cx)) {
+            return Poll::Ready(Some(Err(axum::Error::new(error))));
+        }
+        loop {
+            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                Some(Ok(message)) => {
+                    if let Some(message) = to_axum(message) {
+                        return Poll::Ready(Some(Ok(message)));
+                    }
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(axum::Error::new(error)))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl Sink<Message> for Socket {
+    type Error = axum::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
+        Pin::new(&mut self.inner).poll_ready(cx).map_err(axum::Error::new)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), axum::Error> {
+        Pin::new(&mut self.inner).start_send(to_tungstenite(message)?).map_err(axum::Error::new)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
+        Pin::new(&mut self.inner).poll_flush(cx).map_err(axum::Error::new)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
+        Pin::new(&mut self.inner).poll_close(cx).map_err(axum::Error::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame;
+
+    use super::*;
+
+    /// The framing of every length class matches tungstenite's own (server frames: unmasked).
+    #[test]
+    fn text_frames_are_framed_as_tungstenite_frames_them() {
+        for len in [0, 1, 125, 126, 127, 1000, 0xFFFF, 0x1_0000, 70_000] {
+            let text = "x".repeat(len);
+            let mut ours = Vec::new();
+            frame_text(&mut ours, text.as_bytes());
+            let mut theirs = Vec::new();
+            Frame::message(text.clone().into_bytes(), OpCode::Data(Data::Text), true)
+                .format(&mut theirs)
+                .expect("formatted");
+            assert_eq!(ours, theirs, "length {len}");
+            assert_eq!(framed_len(text.as_bytes()), ours.len());
+        }
+    }
+}
