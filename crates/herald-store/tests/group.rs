@@ -1,37 +1,15 @@
 //! Group commit on both backends: concurrent requests share transactions, yet each is answered
 //! as if it had been stored alone.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use herald_store::{
     EventRecord, IngestQueue, IngestResult, Lane, NewBroadcast, NewEvent, NewNotification, Store, StoreError,
 };
-use sqlx::postgres::PgConnectOptions;
 
-async fn sqlite() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    (Store::connect(&url).await.expect("sqlite opens"), dir)
-}
+mod support;
 
-async fn postgres() -> Option<Store> {
-    let url = std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let required = std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
-    let admin = match sqlx::PgPool::connect(&url).await {
-        Ok(pool) => pool,
-        Err(error) if !required => {
-            eprintln!("skipping PostgreSQL test: {error}");
-            return None;
-        }
-        Err(error) => panic!("PostgreSQL is required but unreachable at {url}: {error}"),
-    };
-    let schema = format!("herald_test_{}", fastrand::u64(..));
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("schema");
-    let options = PgConnectOptions::from_str(&url).expect("url").options([("search_path", schema.as_str())]);
-    Some(Store::connect_postgres(options).await.expect("postgres store"))
-}
+use support::{postgres, sqlite};
 
 /// An event with one notification (`n-<id>`) and one broadcast job (`b-<id>`).
 fn record(id: &str) -> EventRecord {

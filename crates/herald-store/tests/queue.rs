@@ -1,37 +1,14 @@
 //! The notification tables on both backends: ingest and idempotency, the queue, dead letters,
 //! the inbox, preferences, channel history and the audit trail.
 
-use std::str::FromStr;
-
 use herald_store::{
     AuditFilter, DeadLetters, EventRecord, IngestResult, Lane, Lanes, NewAudit, NewBroadcast, NewEvent,
     NewNotification, Preference, Store,
 };
-use sqlx::postgres::PgConnectOptions;
 
-async fn sqlite() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    (Store::connect(&url).await.expect("sqlite opens"), dir)
-}
+mod support;
 
-async fn postgres() -> Option<Store> {
-    let url = std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let required = std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
-    let admin = match sqlx::PgPool::connect(&url).await {
-        Ok(pool) => pool,
-        Err(error) if !required => {
-            eprintln!("skipping PostgreSQL test: {error}");
-            return None;
-        }
-        Err(error) => panic!("PostgreSQL is required but unreachable at {url}: {error}"),
-    };
-    let schema = format!("herald_test_{}", fastrand::u64(..));
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("schema");
-    let options = PgConnectOptions::from_str(&url).expect("url").options([("search_path", schema.as_str())]);
-    Some(Store::connect_postgres(options).await.expect("postgres store"))
-}
+use support::{postgres, sqlite};
 
 fn record(id: &str, lane: Lane, user: Option<&str>) -> EventRecord {
     EventRecord {

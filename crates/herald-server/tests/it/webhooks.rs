@@ -131,6 +131,14 @@ impl Receiver {
 /// A member joins `presence-room` on `first`, reloads onto `second` within the removal delay
 /// (`RELOAD_DELAY_MS`: nothing is sent), then leaves for good (one `member_removed`, one
 /// `channel_vacated`, after the delay).
+/// The kinds a page reload would change.
+const OCCUPANCY: [WebhookKind; 4] = [
+    WebhookKind::ChannelOccupied,
+    WebhookKind::ChannelVacated,
+    WebhookKind::MemberAdded,
+    WebhookKind::MemberRemoved,
+];
+
 /// The removal delay of the reload tests: room for a reconnection on a busy machine.
 const RELOAD_DELAY_MS: u64 = 2_000;
 
@@ -256,12 +264,7 @@ async fn every_kind_reaches_the_receiver_signed_and_in_pusher_s_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_within_the_delay_sends_nothing_and_staying_away_sends_one_removal() {
     let receiver = Receiver::start(Script::ok()).await;
-    let kinds = [
-        WebhookKind::ChannelOccupied,
-        WebhookKind::ChannelVacated,
-        WebhookKind::MemberAdded,
-        WebhookKind::MemberRemoved,
-    ];
+    let kinds = OCCUPANCY;
     let url = receiver.url.clone();
     let server = TestServer::with_config(move |config| {
         with_hooks(vec![hook(&url, &kinds)], false)(config);
@@ -442,12 +445,7 @@ async fn across_two_nodes_one_occupation_and_one_vacation_for_the_whole_cluster(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_onto_the_other_node_sends_nothing_either() {
     let receiver = Receiver::start(Script::ok()).await;
-    let kinds = [
-        WebhookKind::ChannelOccupied,
-        WebhookKind::ChannelVacated,
-        WebhookKind::MemberAdded,
-        WebhookKind::MemberRemoved,
-    ];
+    let kinds = OCCUPANCY;
     let hooks = with_hooks(vec![hook(&receiver.url, &kinds)], false);
     let Some((a, b)) = two_nodes_with(move |config| {
         hooks(config);
