@@ -552,6 +552,16 @@ async fn measure(cli: &Cli, server: &Server) -> anyhow::Result<Results> {
     Ok(results)
 }
 
+/// p50, p99 and max of sorted samples (µs), each as `ms`.
+fn spread(sorted: &[u64]) -> [String; 3] {
+    [50.0, 99.0, 100.0].map(|p| ms(percentile(sorted, p)))
+}
+
+/// `p50 / p99 / max` of sorted samples (µs).
+fn p50_p99_max(sorted: &[u64]) -> String {
+    spread(sorted).join(" / ")
+}
+
 fn ms(micros: u64) -> String {
     format!("{:.2} ms", micros as f64 / 1000.0)
 }
@@ -776,19 +786,11 @@ fn main_table(out: &mut String, notes: &mut Vec<String>, results: &Results, log:
             samples.len(),
             latency.connect_secs
         );
+        let _ = writeln!(out, "| **Broadcast latency p50 / p99 / max** | **{}** |", p50_p99_max(samples));
+        let [p50, p99, max] = spread(&latency.last_us);
         let _ = writeln!(
             out,
-            "| **Broadcast latency p50 / p99 / max** | **{} / {} / {}** |",
-            ms(percentile(samples, 50.0)),
-            ms(percentile(samples, 99.0)),
-            ms(percentile(samples, 100.0))
-        );
-        let _ = writeln!(
-            out,
-            "| **Time until the last subscriber has it, p50 / p99** (per round) | **{} / {}** (max {}) |",
-            ms(percentile(&latency.last_us, 50.0)),
-            ms(percentile(&latency.last_us, 99.0)),
-            ms(percentile(&latency.last_us, 100.0))
+            "| **Time until the last subscriber has it, p50 / p99** (per round) | **{p50} / {p99}** (max {max}) |"
         );
         let _ = writeln!(
             out,
@@ -880,15 +882,13 @@ fn fanout_rows(out: &mut String, notes: &mut Vec<String>, spec: &FanoutSpec, lat
     let samples = &latency.samples_us;
     let _ = writeln!(
         out,
-        "| **Fan-out {} subscribers / {} channel(s) at {}/s**: p50 / p99 / max ({} triggers, {} samples) | **{} / {} / {}** |",
+        "| **Fan-out {} subscribers / {} channel(s) at {}/s**: p50 / p99 / max ({} triggers, {} samples) | **{}** |",
         latency.subscribers,
         spec.channels,
         spec.rate,
         latency.rounds,
         samples.len(),
-        ms(percentile(samples, 50.0)),
-        ms(percentile(samples, 99.0)),
-        ms(percentile(samples, 100.0))
+        p50_p99_max(samples)
     );
     let _ = writeln!(
         out,
