@@ -1,8 +1,9 @@
 //! The hub's side of one connection: its outbox and the kill switch the session watches.
 //!
-//! The outbox is a bounded queue that holds memory only while frames wait in it: an idle socket
-//! costs one small shared cell (no queue storage), and the storage is given back as soon as the
-//! session has taken the last frame (docs/benchmarks.md, "Memory per connection").
+//! The outbox is a bounded queue that holds little memory while it is idle: a socket that never
+//! received costs one small shared cell (no queue storage); once drained, a queue keeps room for
+//! `KEPT_SLOTS` frames, so a steady stream costs no allocation per frame, and a burst's larger
+//! storage is given back (docs/benchmarks.md, "Memory per connection").
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -37,9 +38,13 @@ struct Shared<F> {
     kill: Notify,
 }
 
+/// Slots a drained queue keeps (4 × a 32-byte frame handle), so a socket receiving one frame at a
+/// time allocates its queue once, not per frame.
+pub(crate) const KEPT_SLOTS: usize = 4;
+
 #[derive(Debug)]
 struct Queue<F> {
-    /// Empty (and unallocated) while the socket is idle.
+    /// Unallocated until the first frame; at most `KEPT_SLOTS` of room once drained.
     frames: VecDeque<F>,
     /// The session waiting for a frame.
     waker: Option<Waker>,
@@ -51,6 +56,17 @@ impl<F> Shared<F> {
     fn queue(&self) -> MutexGuard<'_, Queue<F>> {
         // Plain data behind the lock: a panic while holding it leaves it usable.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<F> Queue<F> {
+    /// The next frame; a queue it drains gives back the room a burst took beyond `KEPT_SLOTS`.
+    fn pop(&mut self) -> Option<F> {
+        let frame = self.frames.pop_front()?;
+        if self.frames.is_empty() && self.frames.capacity() > KEPT_SLOTS {
+            self.frames = VecDeque::new();
+        }
+        Some(frame)
     }
 }
 
@@ -67,13 +83,7 @@ pub struct Empty;
 impl<F> Outbox<F> {
     /// Takes the next frame without waiting.
     pub fn try_recv(&mut self) -> Result<F, Empty> {
-        let mut queue = self.shared.queue();
-        let frame = queue.frames.pop_front().ok_or(Empty)?;
-        if queue.frames.is_empty() {
-            // The storage served this burst; an idle socket holds none.
-            queue.frames = VecDeque::new();
-        }
-        Ok(frame)
+        self.shared.queue().pop().ok_or(Empty)
     }
 
     /// Waits for the next frame. Never `None` while a handle on the socket exists (the session
@@ -81,13 +91,8 @@ impl<F> Outbox<F> {
     pub async fn recv(&mut self) -> Option<F> {
         poll_fn(|cx| {
             let mut queue = self.shared.queue();
-            match queue.frames.pop_front() {
-                Some(frame) => {
-                    if queue.frames.is_empty() {
-                        queue.frames = VecDeque::new();
-                    }
-                    Poll::Ready(Some(frame))
-                }
+            match queue.pop() {
+                Some(frame) => Poll::Ready(Some(frame)),
                 None => {
                     match &mut queue.waker {
                         Some(waker) => waker.clone_from(cx.waker()),
@@ -236,6 +241,11 @@ mod tests {
         assert!(outbox.shared.queue().frames.capacity() >= 20);
         while outbox.try_recv().is_ok() {}
         assert_eq!(outbox.shared.queue().frames.capacity(), 0, "given back once drained");
+        // One frame at a time: the small room is kept, not allocated again for every frame.
+        assert!(socket.send(&Bytes::from_static(b"frame")));
+        assert_eq!(outbox.try_recv(), Ok(Bytes::from_static(b"frame")));
+        let kept = outbox.shared.queue().frames.capacity();
+        assert!((1..=KEPT_SLOTS).contains(&kept), "{kept}");
     }
 
     #[test]

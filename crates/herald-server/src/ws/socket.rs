@@ -178,8 +178,15 @@ fn framed_len(text: &[u8]) -> usize {
 /// [`WRITE_BATCH_BYTES`]) into one buffer, sized for them.
 pub(super) fn frame_batch(first: Utf8Bytes, outbox: &mut Outbox<Utf8Bytes>) -> Vec<u8> {
     let first = Bytes::from(first);
-    let mut frames = vec![first];
-    let mut bytes = framed_len(&frames[0]);
+    // The common case, one frame: framed without gathering a list first.
+    let Ok(second) = outbox.try_recv() else {
+        let mut buffer = Vec::with_capacity(framed_len(&first));
+        frame_text(&mut buffer, &first);
+        return buffer;
+    };
+    let second = Bytes::from(second);
+    let mut bytes = framed_len(&first) + framed_len(&second);
+    let mut frames = vec![first, second];
     while frames.len() < WRITE_BATCH && bytes < WRITE_BATCH_BYTES {
         let Ok(frame) = outbox.try_recv() else { break };
         let frame = Bytes::from(frame);
