@@ -95,8 +95,7 @@ fn apply(tenant: &Tenant, message: Message) {
             tenant.hub.terminate_user(&user_id);
         }
         Message::SubscriptionCount { channel, subscription_count } => {
-            let frame = crate::tenant::subscription_count_frame(&channel, subscription_count);
-            tenant.hub.send_to_channel(&channel, &frame, None);
+            tenant.deliver_count(&channel, subscription_count);
         }
         Message::UserOnline { user_id } => {
             tenant.hub.tell_watchers(&user_id, true);

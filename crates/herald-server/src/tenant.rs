@@ -171,12 +171,29 @@ impl Tenant {
         except: Option<&str>,
         user_id: Option<&str>,
     ) -> usize {
-        let frame = herald_protocol::encode_server_event(event, Some(channel.as_str()), data, user_id);
-        let bytes = frame.len() as u64;
-        let reached = self.hub.publish(channel, &Utf8Bytes::from(frame), data, except);
-        self.messages_out.fetch_add(reached as u64, Ordering::Relaxed);
-        self.bytes_out.fetch_add(reached as u64 * bytes, Ordering::Relaxed);
+        let frame = Utf8Bytes::from(herald_protocol::encode_server_event(
+            event,
+            Some(channel.as_str()),
+            data,
+            user_id,
+        ));
+        let reached = self.hub.publish(channel, &frame, data, except);
+        self.count_out(reached, &frame);
         reached
+    }
+
+    /// `pusher_internal:subscription_count` to this node's subscribers of `channel` only, counted
+    /// (a count decided here, or by the node that changed it).
+    pub(crate) fn deliver_count(&self, channel: &str, count: u64) {
+        let frame = subscription_count_frame(channel, count);
+        let reached = self.hub.send_to_channel(channel, &frame, None);
+        self.count_out(reached, &frame);
+    }
+
+    /// Counts `frame` queued for `reached` sockets (the app's messages and bytes out).
+    fn count_out(&self, reached: usize, frame: &Utf8Bytes) {
+        self.messages_out.fetch_add(reached as u64, Ordering::Relaxed);
+        self.bytes_out.fetch_add(reached as u64 * frame.len() as u64, Ordering::Relaxed);
     }
 
     /// Closes every connection of `user_id`, on every node, with 4009.
@@ -284,8 +301,7 @@ impl Tenant {
     /// the other nodes' (which deliver it without deciding anything themselves). Never through
     /// `publish`: it is not a cache channel's last event.
     async fn send_count(&self, channel: &str, count: u64) {
-        let reached = self.hub.send_to_channel(channel, &subscription_count_frame(channel, count), None);
-        self.messages_out.fetch_add(reached as u64, Ordering::Relaxed);
+        self.deliver_count(channel, count);
         if let Fanout::Redis(broker) = &self.fanout {
             let message =
                 Message::SubscriptionCount { channel: channel.to_owned(), subscription_count: count };
@@ -617,7 +633,7 @@ impl Tenant {
 }
 
 /// `pusher_internal:subscription_count` on `channel`: `{"subscription_count": N}`.
-pub(crate) fn subscription_count_frame(channel: &str, count: u64) -> Utf8Bytes {
+fn subscription_count_frame(channel: &str, count: u64) -> Utf8Bytes {
     let data = serde_json::json!({ "subscription_count": count }).to_string();
     Utf8Bytes::from(herald_protocol::encode_server_event(
         "pusher_internal:subscription_count",
