@@ -172,6 +172,23 @@ async fn reload_then_leave(receiver: &Receiver, first: &TestServer, second: &Tes
     );
 }
 
+/// The server's dead letters once there is one, within `within`.
+async fn dead_letters_within(
+    server: &TestServer,
+    receiver: &Receiver,
+    within: Duration,
+) -> Vec<herald_store::DeadLetter> {
+    let deadline = Instant::now() + within;
+    loop {
+        let letters = server.store.dead_letters(10).await.expect("dead letters");
+        if !letters.is_empty() {
+            return letters;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered: {:?}", receiver.calls());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The `herald_webhook*` lines of the server's metrics.
 async fn webhook_metrics(server: &TestServer) -> Vec<String> {
     let url = format!("http://{}/metrics", server.admin_address);
@@ -329,17 +346,11 @@ async fn a_receiver_that_keeps_failing_is_retried_with_growing_gaps_then_dead_le
     .await;
     let mut client = server.client().await;
     client.subscribe("news").await;
-    let dead = || async { server.store.dead_letters(10).await.expect("dead letters") };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dead().await.is_empty() {
-        assert!(Instant::now() < deadline, "never dead-lettered: {:?}", receiver.calls());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let letters = dead_letters_within(&server, &receiver, Duration::from_secs(10)).await;
     let calls = receiver.calls();
     assert_eq!(calls.len(), 4, "{calls:?}");
     let gaps: Vec<Duration> = calls.windows(2).map(|pair| pair[1].at - pair[0].at).collect();
     assert!(gaps[1] > gaps[0] && gaps[2] > gaps[0], "the gaps grow: {gaps:?}");
-    let letters = dead().await;
     assert_eq!(
         (letters[0].event_name.as_str(), letters[0].channels.clone()),
         ("webhook", vec![receiver.url.clone()])
@@ -362,11 +373,7 @@ async fn a_refusal_is_dead_lettered_at_once() {
     .await;
     let mut client = server.client().await;
     client.subscribe("news").await;
-    let deadline = Instant::now() + WAIT;
-    while server.store.dead_letters(10).await.expect("dead letters").is_empty() {
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    dead_letters_within(&server, &receiver, WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.calls().len(), 1, "a 410 is not retried");
 }
