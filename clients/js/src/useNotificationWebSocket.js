@@ -1,7 +1,9 @@
 // useNotificationWebSocket: the Vue 3 composable of the platform's front end, talking to Herald
 // alone — Echo (pusher broadcaster) for the real-time broadcasts, Herald's /broadcasting/auth with
 // the platform's bearer token for private channels, and Herald's REST API for the inbox and for
-// catching up on what was missed while disconnected.
+// catching up on what was missed while disconnected. When no transport connects (a proxy that
+// blocks WebSockets), it falls back in two steps: pusher-js's own HTTP transports (xhr_streaming,
+// xhr_polling) against Herald, then polling Herald's inbox until a transport connects again.
 
 import { computed, getCurrentInstance, onUnmounted, reactive, ref } from 'vue';
 
@@ -9,7 +11,7 @@ import { INBOX_EVENTS, channelsFor, isAdmin } from './channels.js';
 import { describe as describeEvent } from './describe.js';
 
 /**
- * @typedef {'connecting'|'connected'|'disconnected'|'reconnecting'|'unavailable'} Status
+ * @typedef {'connecting'|'connected'|'disconnected'|'reconnecting'|'polling'|'unavailable'} Status
  *
  * @typedef {object} NotificationEntry One item of `notifications`.
  * @property {string} id The payload id (for inbox notifications, the inbox id).
@@ -23,8 +25,9 @@ import { describe as describeEvent } from './describe.js';
  * @property {boolean} read
  * @property {string|null} action_url
  * @property {string|null} channel The logical channel it came from (null: the inbox).
- * @property {'socket'|'inbox'|'catch-up'} source How it reached this page: live on the socket,
- *   the inbox loaded at start, or the catch-up after a reconnection.
+ * @property {'socket'|'inbox'|'catch-up'|'poll'} source How it reached this page: live on the
+ *   socket, the inbox loaded at start, the catch-up after a reconnection, or a poll while no
+ *   transport connects.
  * @property {boolean} inbox Whether it is stored in the user's inbox (can be marked read there).
  * @property {object} payload The broadcast payload (rebuilt in that shape for inbox rows).
  *
@@ -46,6 +49,13 @@ import { describe as describeEvent } from './describe.js';
  * @property {number} [wsPort] default: the port of `herald` (Herald serves both on one port).
  * @property {number} [wssPort] default: `wsPort`.
  * @property {boolean} [forceTLS] default: whether `herald` is `https:`.
+ * @property {boolean} [httpFallback=true] Let pusher-js fall back to its HTTP transports
+ *   (`xhr_streaming`, then `xhr_polling`) when WebSockets do not connect. `false`: WebSocket only
+ *   (`enabledTransports: ['ws', 'wss']`).
+ * @property {string} [httpHost] Host of the HTTP transports; default: `wsHost`.
+ * @property {number} [httpPort] Their port without TLS; default: `wsPort`.
+ * @property {number} [httpsPort] Their port with TLS; default: `wssPort`.
+ * @property {string} [httpPath='/pusher'] Their path prefix.
  * @property {string} [cluster='mt1'] pusher-js wants one; unused with `wsHost`.
  * @property {string} herald Herald's base URL (`https://herald.example.com`): `/broadcasting/auth`
  *   and `/api/v1/...` are under it.
@@ -58,7 +68,11 @@ import { describe as describeEvent } from './describe.js';
  * @property {{baseMs?: number, maxMs?: number}|false} [reconnect] The composable's own reconnection
  *   (when pusher-js gives up: `unavailable`, `failed`, or a 4000–4099 close): exponential backoff
  *   from `baseMs` (1000) up to `maxMs` (30000), each delay drawn in [delay/2, delay]. `false`:
- *   never (status then stays `unavailable` / `disconnected`).
+ *   never (status then stays `unavailable` / `disconnected`, and nothing is polled).
+ * @property {boolean} [polling=true] While no transport connects (pusher-js `unavailable` or
+ *   `failed`), poll Herald's inbox (and the channel histories, with `history`) every
+ *   `pollIntervalMs`, with status `polling`, until a transport connects again.
+ * @property {number} [pollIntervalMs=15000] Time between two polls (plus up to 20 % jitter).
  * @property {'private'|'public'} [adminVisibility='private'] Match the server's
  *   `[channels] admin_visibility`.
  * @property {(string|number)[]} [campaigns] Campaign ids to follow (`campaign.{id}`).
@@ -77,6 +91,12 @@ const DEFAULT_RECONNECT = { baseMs: 1000, maxMs: 30000 };
 const PAGE = 100;
 const MAX_PAGES = 20;
 const MAX_SEEN = 5000;
+const DEFAULT_POLL_INTERVAL_MS = 15000;
+const MIN_POLL_INTERVAL_MS = 100;
+/** Each poll waits between 1 and 1 + POLL_JITTER times the interval. */
+const POLL_JITTER = 0.2;
+/** pusher-js's HTTP fallbacks for browsers with CORS XHR (not XDomainRequest, not SockJS). */
+const HTTP_TRANSPORTS = ['xhr_streaming', 'xhr_polling'];
 
 /**
  * The platform's notification socket as a Vue 3 composable. Works inside a component's `setup`
@@ -111,6 +131,8 @@ export function useNotificationWebSocket(options) {
   const plans = channelsFor(user, { adminVisibility: options.adminVisibility, campaigns: options.campaigns });
   const historyOn = options.history ?? isAdmin(user);
   const historyChannels = historyOn ? plans.filter((plan) => plan.kind !== 'user').map((plan) => plan.name) : [];
+  const pollingOn = (options.polling ?? true) && reconnect !== null;
+  const pollIntervalMs = Math.max(MIN_POLL_INTERVAL_MS, Number(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS) || 0);
 
   // ---- state the component sees
   /** @type {import('vue').Ref<Status>} */
@@ -144,6 +166,10 @@ export function useNotificationWebSocket(options) {
   /** Per history channel: the last seq seen and whether that is the channel's tail yet. */
   const history = new Map();
   const seen = new Set();
+  /** The polling step: on while no transport connects; `pollOk` once a poll reached the inbox. */
+  let polling = false;
+  let pollOk = false;
+  let pollTimer = null;
 
   /** Records an error in `lastError` (an aborted request is not one). */
   const fail = (error) => {
@@ -276,13 +302,16 @@ export function useNotificationWebSocket(options) {
 
   function receiveInboxRow(row, source) {
     const event = row.type === 'payment.failed' ? 'payment.failed' : 'notification.created';
-    receive(event, payloadOfInboxRow(row), { channel: null, source }, { notify: source === 'catch-up', read: row.read_at != null });
+    receive(event, payloadOfInboxRow(row), { channel: null, source }, { notify: source !== 'inbox', read: row.read_at != null });
   }
 
   // ---- catching up
 
-  /** The inbox: the newest notifications at start, then everything after the newest one seen. */
-  async function catchUpInbox() {
+  /**
+   * The inbox: the newest notifications at start, then everything after the newest one seen
+   * (`source`: `catch-up` after a reconnection, `poll` while polling).
+   */
+  async function catchUpInbox(source = 'catch-up') {
     if (!inboxLoaded) {
       const body = await api(`/api/v1/notifications?limit=${Math.max(1, initialLimit)}`);
       const rows = body.data ?? [];
@@ -296,7 +325,7 @@ export function useNotificationWebSocket(options) {
       const after = encodeURIComponent(inboxCursor ?? '');
       const body = await api(`/api/v1/notifications?after=${after}&limit=${PAGE}`);
       const rows = body.data ?? [];
-      for (const row of rows) receiveInboxRow(row, 'catch-up');
+      for (const row of rows) receiveInboxRow(row, source);
       if (rows.length) inboxCursor = rows[rows.length - 1].id;
       if (rows.length < PAGE) break;
     }
@@ -306,13 +335,13 @@ export function useNotificationWebSocket(options) {
    * A shared channel's history: the first call only learns the channel's last seq (what came
    * before this page opened is not news); later calls add what came after it.
    */
-  async function catchUpChannel(name) {
+  async function catchUpChannel(name, source = 'catch-up') {
     const state = history.get(name) ?? { after: 0, tail: false };
     history.set(name, state);
     for (let page = 0; page < MAX_PAGES; page += 1) {
       const body = await api(`/api/v1/channels/${encodeURIComponent(name)}/events?after=${state.after}&limit=${PAGE}`);
       const events = body.events ?? [];
-      if (state.tail) for (const item of events) receive(item.event, item.data, { channel: name, source: 'catch-up' });
+      if (state.tail) for (const item of events) receive(item.event, item.data, { channel: name, source });
       if (typeof body.next_after === 'number') state.after = body.next_after;
       if (events.length < PAGE) {
         state.tail = true;
@@ -321,18 +350,79 @@ export function useNotificationWebSocket(options) {
     }
   }
 
-  /** Runs catch-ups one after the other; a failure is reported, the next one still runs. */
-  function queue(task) {
-    pending += 1;
-    catchingUp.value = true;
+  /**
+   * Runs catch-ups and polls one after the other (so two never read the inbox with the same
+   * cursor); a failure is reported, the next one still runs. Polls do not count in `catchingUp`.
+   */
+  function queue(task, { tracked = true } = {}) {
+    if (tracked) {
+      pending += 1;
+      catchingUp.value = true;
+    }
     chain = chain
       .then(task)
       .catch(fail)
       .finally(() => {
+        if (!tracked) return;
         pending -= 1;
         catchingUp.value = pending > 0;
       });
     return chain;
+  }
+
+  // ---- polling, while no transport connects
+
+  /** What `status` says while not connected: `polling` once a poll reached the inbox. */
+  const waiting = (fallback) => (polling && pollOk ? 'polling' : fallback);
+
+  /** One poll: the inbox, then (with `history`) the shared channels. */
+  async function pollOnce() {
+    if (!polling || !running) return;
+    try {
+      await catchUpInbox('poll');
+    } catch (error) {
+      pollOk = false;
+      if (polling && running && status.value === 'polling') status.value = 'reconnecting';
+      if (error?.status !== undefined || error?.type === 'token') fail(error);
+      // Herald unreachable over HTTP too: part of the connection problem already shown.
+      else if (lastError.value?.type !== 'connection') {
+        fail({ type: 'connection', message: `polling the inbox failed: ${error?.message ?? error}` });
+      }
+      return;
+    }
+    if (!polling || !running) return;
+    pollOk = true;
+    status.value = 'polling';
+    for (const name of historyChannels) {
+      if (!polling || !running) return;
+      await catchUpChannel(name, 'poll').catch(fail);
+    }
+  }
+
+  function schedulePoll() {
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    if (!polling || !running) return;
+    const delay = Math.round(pollIntervalMs * (1 + Math.random() * POLL_JITTER));
+    pollTimer = setTimeout(() => {
+      pollTimer = null;
+      queue(pollOnce, { tracked: false }).then(schedulePoll);
+    }, delay);
+  }
+
+  /** Starts polling (the first poll at once) unless it is on or turned off. */
+  function startPolling() {
+    if (!pollingOn || polling || !running) return;
+    polling = true;
+    pollOk = false;
+    queue(pollOnce, { tracked: false }).then(schedulePoll);
+  }
+
+  function stopPolling() {
+    polling = false;
+    pollOk = false;
+    clearTimeout(pollTimer);
+    pollTimer = null;
   }
 
   // ---- the socket
@@ -367,6 +457,8 @@ export function useNotificationWebSocket(options) {
   function onStateChange({ current }) {
     if (!running || releasing) return;
     if (current === 'connected') {
+      // Real time again: the personal channel's resubscription catches up once from the inbox.
+      stopPolling();
       everConnected = true;
       reconnectAttempts.value = 0;
       nextRetryAt.value = null;
@@ -377,10 +469,11 @@ export function useNotificationWebSocket(options) {
     }
     for (const name of Object.keys(subscriptions)) if (subscriptions[name] === 'subscribed') subscriptions[name] = 'pending';
     if (current === 'connecting') {
-      status.value = everConnected ? 'reconnecting' : 'connecting';
+      status.value = waiting(everConnected ? 'reconnecting' : 'connecting');
       currentToken().catch(fail); // a refreshed token for pusher-js's own resubscriptions
     } else if (current === 'unavailable' || current === 'failed' || current === 'disconnected') {
-      // pusher-js gave up (or stopped after a 4000-4099 close): take over.
+      // pusher-js gave up — no transport connected, its HTTP fallbacks included (`unavailable`),
+      // or none is supported here (`failed`) — or it stopped after a 4000-4099 close: take over.
       takeOver(current);
     }
   }
@@ -412,6 +505,8 @@ export function useNotificationWebSocket(options) {
       return;
     }
     scheduleReconnect();
+    // No transport connected: keep the list current from the inbox until one does.
+    if (state === 'unavailable' || state === 'failed') startPolling();
   }
 
   function scheduleReconnect() {
@@ -419,7 +514,7 @@ export function useNotificationWebSocket(options) {
     reconnectAttempts.value += 1;
     const ceiling = Math.min(reconnect.maxMs, reconnect.baseMs * 2 ** (reconnectAttempts.value - 1));
     const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-    status.value = 'reconnecting';
+    status.value = waiting('reconnecting');
     nextRetryAt.value = Date.now() + delay;
     retryTimer = setTimeout(() => {
       retryTimer = null;
@@ -434,7 +529,7 @@ export function useNotificationWebSocket(options) {
     } catch (error) {
       fail(error);
       if (running && reconnect) scheduleReconnect();
-      else if (running) status.value = 'unavailable';
+      else if (running) status.value = waiting('unavailable');
       return;
     }
     if (!running) return;
@@ -442,16 +537,24 @@ export function useNotificationWebSocket(options) {
       echo.connector.pusher.connect();
       return;
     }
+    const wsHost = options.wsHost ?? heraldUrl.hostname;
+    const wsPort = options.wsPort ?? defaultPort;
+    const wssPort = options.wssPort ?? options.wsPort ?? defaultPort;
     echo = new Echo({
       broadcaster: 'pusher',
       Pusher,
       key,
       cluster: options.cluster ?? 'mt1',
-      wsHost: options.wsHost ?? heraldUrl.hostname,
-      wsPort: options.wsPort ?? defaultPort,
-      wssPort: options.wssPort ?? options.wsPort ?? defaultPort,
+      wsHost,
+      wsPort,
+      wssPort,
       forceTLS: options.forceTLS ?? secure,
-      enabledTransports: ['ws', 'wss'],
+      // pusher-js's HTTP transports go to Herald too (its own default host is Pusher's).
+      httpHost: options.httpHost ?? wsHost,
+      httpPort: options.httpPort ?? wsPort,
+      httpsPort: options.httpsPort ?? wssPort,
+      httpPath: options.httpPath ?? '/pusher',
+      enabledTransports: (options.httpFallback ?? true) ? ['ws', 'wss', ...HTTP_TRANSPORTS] : ['ws', 'wss'],
       disableStats: true,
       authEndpoint: `${base}/broadcasting/auth`,
       auth: { headers: authHeaders },
@@ -461,6 +564,9 @@ export function useNotificationWebSocket(options) {
     connection.bind('state_change', onStateChange);
     connection.bind('error', onConnectionError);
     bindChannels();
+    // pusher-js connects in its constructor: no transport supported here is reported before
+    // anyone listens.
+    if (connection.state === 'failed') onStateChange({ previous: 'initialized', current: 'failed' });
   }
 
   /** Connects (again); a no-op while connected or connecting. */
@@ -476,6 +582,7 @@ export function useNotificationWebSocket(options) {
   /** Disconnects and stops reconnecting; `connect()` resumes (and catches up). */
   function disconnect() {
     running = false;
+    stopPolling();
     clearTimeout(retryTimer);
     retryTimer = null;
     nextRetryAt.value = null;

@@ -2,7 +2,9 @@
 // the real binary: Debian's Chromium driven by playwright-core, the demo page
 // (clients/js/examples/index.html) served with vue, laravel-echo and pusher-js straight from
 // node_modules. The page authorizes at Herald with a bearer token, lists notifications, survives
-// a server crash and catches up on what it missed while disconnected.
+// a server crash and catches up on what it missed while disconnected. Behind a gate that drops
+// its WebSocket and HTTP-transport connections (as a proxy blocking them would), it polls the
+// inbox and the channel history, then goes back to real time once the gate opens.
 //
 // Without /usr/bin/chromium (`apt-get install chromium`) the tests skip, unless CI=true or
 // HERALD_REQUIRE_BROWSER=1, where they fail. Never downloads a browser.
@@ -14,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { launchBrowser, skip } from '../lib/browser.mjs';
+import { startGate } from '../lib/gate.mjs';
 import { startServer } from '../lib/harness.mjs';
 import { startStaticServer } from '../../../clients/js/examples/serve.mjs';
 
@@ -27,6 +30,7 @@ let server;
 let files;
 let browser;
 const pages = [];
+const gates = [];
 
 before(async () => {
   if (skip) return;
@@ -37,13 +41,17 @@ before(async () => {
 
 after(async () => {
   for (const page of pages) await page.close().catch(() => {});
+  for (const gate of gates) await gate.stop();
   await browser?.close();
   await server?.stop();
   await files?.close();
 });
 
-/** Opens the demo page as `user` (`{id, org, roles}`); `diagnostics()` is its console. */
-async function openPage(user, query = {}) {
+/**
+ * Opens the demo page as `user` (`{id, org, roles}`); `diagnostics()` is its console. `init`:
+ * a script run in the page before its own (playwright's `addInitScript`).
+ */
+async function openPage(user, query = {}, { init } = {}) {
   const token = server.token({ user: user.id, org: user.org, roles: user.roles ?? [], name: `User ${user.id}` });
   const params = new URLSearchParams({
     herald: server.url(''),
@@ -60,6 +68,7 @@ async function openPage(user, query = {}) {
   page.on('console', (message) => logs.push(`console.${message.type()}: ${message.text()}`));
   page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
   page.on('requestfailed', (request) => logs.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`));
+  if (init) await page.addInitScript(init);
   await page.goto(files.url(`/clients/js/examples/index.html?${params}`));
   page.diagnostics = () => `\n--- page log ---\n${logs.join('\n')}\n--- herald log ---\n${server.logs().slice(-3000)}`;
   return page;
@@ -70,19 +79,56 @@ async function expectVisible(page, selector, timeout = 5000) {
   try {
     await page.waitForSelector(selector, { timeout, state: 'attached' });
   } catch (error) {
-    throw new Error(`${error.message.split('\n')[0]}${page.diagnostics()}`);
+    const shown = await page
+      .evaluate(() => ({
+        status: document.querySelector('[data-testid="status"]')?.dataset.status,
+        error: document.querySelector('[data-testid="error"]')?.textContent ?? null,
+        items: [...document.querySelectorAll('li.item')].map((node) => `${node.dataset.id}/${node.dataset.source}`),
+      }))
+      .catch((failure) => failure.message);
+    throw new Error(`${error.message.split('\n')[0]}\n--- page shows ---\n${JSON.stringify(shown)}${page.diagnostics()}`);
   }
 }
 
 const status = (page) => page.getAttribute('[data-testid="status"]', 'data-status');
 const items = (page, id) => page.locator(`li.item[data-id="${id}"]`);
 
-function notificationEvent(id, title) {
+function notificationEvent(id, title, userId = 42) {
   return {
     id: `${id}-created`,
     type: 'notification.created',
-    data: { notification: { id, user_id: 42, type: 'donation_receipt', title, message: `Receipt ${id} is ready`, priority: 'normal' } },
+    data: { notification: { id, user_id: userId, type: 'donation_receipt', title, message: `Receipt ${id} is ready`, priority: 'normal' } },
   };
+}
+
+/** A gate in front of Herald's port (closed: it drops every connection), stopped after the tests. */
+async function gate(options) {
+  const opened = await startGate(server.port, options);
+  gates.push(opened);
+  return opened;
+}
+
+/**
+ * The request line of pusher-js's HTTP transports (xhr_streaming, or xhr_polling's `/xhr`) under
+ * `/pusher`: Chromium sends the CORS preflight (`OPTIONS`) first, a server that allows it the POST.
+ */
+const httpTransport = (key) => new RegExp(`^(OPTIONS|POST) /pusher/app/${key}/\\d+/\\w+/xhr(_streaming)?\\?`);
+
+/** The ids of the list, top to bottom, and every id that is listed more than once. */
+async function listed(page) {
+  const ids = await page.locator('li.item').evaluateAll((nodes) => nodes.map((node) => node.dataset.id));
+  return { ids, repeated: ids.filter((id, index) => ids.indexOf(id) !== index) };
+}
+
+/** Records every `data-status` the page shows, from now on, in `window.statusLog`. */
+async function recordStatuses(page) {
+  await page.evaluate(() => {
+    const element = document.querySelector('[data-testid="status"]');
+    window.statusLog = [element.dataset.status];
+    new MutationObserver(() => {
+      if (window.statusLog.at(-1) !== element.dataset.status) window.statusLog.push(element.dataset.status);
+    }).observe(element, { attributes: true, attributeFilter: ['data-status'] });
+  });
 }
 
 async function ingest(event) {
@@ -207,4 +253,134 @@ test('an admin page subscribes by role, dedupes across channels and catches up c
     (await page.evaluate(() => window.heraldDemo.handled)).map(({ event, source }) => `${event}/${source}`),
     ['donation.large/socket', 'compliance.issue/catch-up'],
   );
+});
+
+test('behind a gate that drops WebSockets and the HTTP transports, the page polls, then goes back to real time', { skip }, async () => {
+  const user = { id: 8, org: 4, roles: ['csr_admin'] };
+  const closed = await gate();
+  await ingest(notificationEvent('fallback-before', 'Before the page opened', user.id));
+  // unavailableTimeout above 5 s: pusher-js (without TLS) tries ws at once, wss after 2 s and
+  // its HTTP transports after 5 s before it reports `unavailable`.
+  const page = await openPage(user, {
+    wsHost: '127.0.0.1',
+    wsPort: String(closed.port),
+    unavailableTimeout: '6500',
+    pollIntervalMs: '400',
+    baseMs: '1000',
+    maxMs: '1000',
+  });
+  await recordStatuses(page);
+  await expectVisible(page, '[data-testid="status"][data-status="polling"]', 12000);
+
+  // pusher-js tried the WebSocket and its HTTP transports, all on Herald's host and port (under
+  // /pusher), and the gate dropped them all.
+  const tried = closed.attempts.map(({ line }) => line);
+  const key = server.apps.main.key;
+  assert.ok(tried.some((line) => line.startsWith(`GET /app/${key}?`)), `no WebSocket attempt: ${tried.join(' | ')}`);
+  assert.ok(
+    tried.some((line) => httpTransport(key).test(line)),
+    `no HTTP transport attempt: ${tried.join(' | ')}`,
+  );
+  assert.ok(closed.attempts.every(({ passed }) => !passed));
+
+  // The first poll loaded the inbox as at start (no handler) and learned where the shared
+  // channels' histories end.
+  await expectVisible(page, 'li.item[data-id="fallback-before"][data-source="inbox"]');
+  for (const channel of ['user.notifications.8', 'organization.4', 'compliance-notifications']) {
+    assert.equal(await page.getAttribute(`[data-channel="${channel}"]`, 'data-state'), 'pending', channel);
+  }
+
+  // Sent while polling: the inbox and a shared channel's history bring them, once (the compliance
+  // issue is in two of the page's channels; its payload id is Herald's, not the event's).
+  await ingest(notificationEvent('fallback-polled', 'While polling', user.id));
+  await ingest({
+    id: 'compliance-fallback-1',
+    type: 'compliance.issue',
+    data: { issue_type: 'aml_review', severity: 'medium', message: 'AML review pending for 2 donations' },
+  });
+  await expectVisible(page, 'li.item[data-id="fallback-polled"][data-source="poll"]');
+  await expectVisible(page, 'li.item[data-source="poll"]:has-text("AML review pending for 2 donations")');
+  assert.equal(await status(page), 'polling');
+
+  // The gate opens: the composable's next attempt connects over the WebSocket, polling stops,
+  // and the catch-up brings what was sent around the switch, once.
+  closed.open();
+  await ingest(notificationEvent('fallback-switch', 'Around the switch', user.id));
+  await expectVisible(page, '[data-testid="status"][data-status="connected"]', 15000);
+  await expectVisible(page, '[data-channel="user.notifications.8"][data-state="subscribed"]');
+  await expectVisible(page, 'li.item[data-id="fallback-switch"]');
+  await expectVisible(page, '[data-testid="unread"][data-catching-up="false"]');
+  assert.match(await items(page, 'fallback-switch').getAttribute('data-source'), /^(poll|catch-up)$/);
+
+  // Real time again.
+  await ingest(notificationEvent('fallback-live', 'Live again', user.id));
+  await expectVisible(page, 'li.item[data-id="fallback-live"][data-source="socket"]');
+  await ingest({
+    id: 'compliance-fallback-2',
+    type: 'compliance.issue',
+    data: { issue_type: 'kyc_missing', severity: 'low', message: 'KYC renewal due' },
+  });
+  await expectVisible(page, 'li.item[data-source="socket"]:has-text("KYC renewal due")');
+
+  // Nothing twice, in the list or in the handlers.
+  const { ids, repeated } = await listed(page);
+  assert.deepEqual(repeated, []);
+  assert.equal(ids.length, 6, ids.join(' '));
+  for (const text of ['AML review pending for 2 donations', 'KYC renewal due']) {
+    assert.equal(await page.locator(`li.item:has-text("${text}")`).count(), 1, text);
+  }
+  const handled = (await page.evaluate(() => window.heraldDemo.handled)).map(({ id }) => id);
+  assert.equal(new Set(handled).size, 5, handled.join(' '));
+  assert.deepEqual(
+    handled.filter((id) => id.startsWith('fallback-')).sort(),
+    ['fallback-live', 'fallback-polled', 'fallback-switch'],
+    'the inbox loaded at start calls no handler',
+  );
+
+  // Once polling, the status stayed `polling` through the composable's retries until connected.
+  const statuses = await page.evaluate(() => window.statusLog);
+  assert.deepEqual(statuses.slice(statuses.indexOf('polling')), ['polling', 'connected'], statuses.join(' → '));
+  assert.equal(await page.locator('[data-testid="error"]').count(), 0, 'the connection error is cleared once connected');
+});
+
+test('httpFallback: false leaves pusher-js only ws and wss', { skip }, async () => {
+  const user = { id: 9 };
+  // No WebSocket in this browser and the gate open: with ws/wss only, pusher-js has no transport
+  // (`failed`), so the page polls although Herald is reachable; with the HTTP fallback (the
+  // default) it goes to Herald's /pusher path.
+  const noWebSocket = () => {
+    delete window.WebSocket;
+  };
+  const open = await gate({ open: true });
+  await ingest(notificationEvent('ws-only-before', 'Before', user.id));
+  const wsOnly = await openPage(
+    user,
+    { wsHost: '127.0.0.1', wsPort: String(open.port), httpFallback: 'false', pollIntervalMs: '400' },
+    { init: noWebSocket },
+  );
+  await expectVisible(wsOnly, '[data-testid="status"][data-status="polling"]');
+  assert.deepEqual(await wsOnly.evaluate(() => window.heraldDemo.echo().connector.pusher.config.enabledTransports), ['ws', 'wss']);
+  await expectVisible(wsOnly, 'li.item[data-id="ws-only-before"][data-source="inbox"]');
+  await ingest(notificationEvent('ws-only-polled', 'Polled', user.id));
+  await expectVisible(wsOnly, 'li.item[data-id="ws-only-polled"][data-source="poll"]');
+  assert.deepEqual(open.attempts, [], 'pusher-js tried a transport it should not have');
+
+  const closed = await gate();
+  const withFallback = await openPage(user, { wsHost: '127.0.0.1', wsPort: String(closed.port), pollIntervalMs: '400' }, { init: noWebSocket });
+  assert.deepEqual(await withFallback.evaluate(() => window.heraldDemo.echo().connector.pusher.config.enabledTransports), [
+    'ws',
+    'wss',
+    'xhr_streaming',
+    'xhr_polling',
+  ]);
+  const key = server.apps.main.key;
+  const deadline = Date.now() + 5000;
+  while (!closed.attempts.some(({ line }) => httpTransport(key).test(line)) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.ok(
+    closed.attempts.some(({ line }) => httpTransport(key).test(line)),
+    `no HTTP transport attempt: ${closed.attempts.map(({ line }) => line).join(' | ')}${withFallback.diagnostics()}`,
+  );
+  assert.equal(await status(withFallback), 'connecting', 'pusher-js is still trying its HTTP transports');
 });
