@@ -459,6 +459,8 @@ export function useNotificationWebSocket(options) {
     if (current === 'connected') {
       // Real time again: the personal channel's resubscription catches up once from the inbox.
       stopPolling();
+      clearTimeout(retryTimer); // pusher-js may connect by itself while a retry waits
+      retryTimer = null;
       everConnected = true;
       reconnectAttempts.value = 0;
       nextRetryAt.value = null;
@@ -499,11 +501,14 @@ export function useNotificationWebSocket(options) {
   }
 
   function takeOver(state) {
-    release();
     if (!reconnect) {
+      release();
       status.value = state === 'disconnected' ? 'disconnected' : 'unavailable';
       return;
     }
+    // `unavailable` is only a report: pusher-js goes on trying its transports (the HTTP ones
+    // start late, xhr_polling last) until the next attempt restarts it from the WebSocket.
+    if (state !== 'unavailable') release();
     scheduleReconnect();
     // No transport connected: keep the list current from the inbox until one does.
     if (state === 'unavailable' || state === 'failed') startPolling();
@@ -529,12 +534,16 @@ export function useNotificationWebSocket(options) {
     } catch (error) {
       fail(error);
       if (running && reconnect) scheduleReconnect();
-      else if (running) status.value = waiting('unavailable');
+      else if (running) status.value = 'unavailable';
       return;
     }
     if (!running) return;
     if (echo) {
-      echo.connector.pusher.connect();
+      const pusher = echo.connector.pusher;
+      // Still trying since `unavailable` (or connected meanwhile): start over, unless connected.
+      if (pusher.connection.state === 'connected') return;
+      release();
+      pusher.connect();
       return;
     }
     const wsHost = options.wsHost ?? heraldUrl.hostname;

@@ -312,9 +312,14 @@ test('behind a gate that drops WebSockets and the HTTP transports, the page poll
   await expectVisible(page, '[data-testid="unread"][data-catching-up="false"]');
   assert.match(await items(page, 'fallback-switch').getAttribute('data-source'), /^(poll|catch-up)$/);
 
-  // Real time again.
+  // Real time again. A broadcast carrying the id of a notification the page polled is not shown
+  // again (published through the HTTP API before the next one, so on the socket ahead of it).
+  const polled = await page.evaluate(() => JSON.parse(JSON.stringify(window.heraldDemo.notifications.find((n) => n.id === 'fallback-polled').payload)));
+  await server.sdk().trigger(`private-user.notifications.${user.id}`, 'notification.created', polled);
   await ingest(notificationEvent('fallback-live', 'Live again', user.id));
   await expectVisible(page, 'li.item[data-id="fallback-live"][data-source="socket"]');
+  assert.equal(await items(page, 'fallback-polled').count(), 1);
+  assert.equal(await items(page, 'fallback-polled').getAttribute('data-source'), 'poll');
   await ingest({
     id: 'compliance-fallback-2',
     type: 'compliance.issue',
