@@ -72,7 +72,8 @@ import { describe as describeEvent } from './describe.js';
  * @property {boolean} [polling=true] While no transport connects (pusher-js `unavailable` or
  *   `failed`), poll Herald's inbox (and the channel histories, with `history`) every
  *   `pollIntervalMs`, with status `polling`, until a transport connects again.
- * @property {number} [pollIntervalMs=15000] Time between two polls (plus up to 20 % jitter).
+ * @property {number} [pollIntervalMs=15000] Time between two polls (plus up to 20 % jitter); at
+ *   least 100, else a TypeError.
  * @property {'private'|'public'} [adminVisibility='private'] Match the server's
  *   `[channels] admin_visibility`.
  * @property {(string|number)[]} [campaigns] Campaign ids to follow (`campaign.{id}`).
@@ -111,6 +112,10 @@ export function useNotificationWebSocket(options) {
   if (!key) throw new TypeError('useNotificationWebSocket: options.key (the app key) is required');
   if (!options.herald) throw new TypeError('useNotificationWebSocket: options.herald (Herald\'s base URL) is required');
   if (options.token === undefined) throw new TypeError('useNotificationWebSocket: options.token is required');
+  const pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+  if (typeof pollIntervalMs !== 'number' || !Number.isFinite(pollIntervalMs) || pollIntervalMs < MIN_POLL_INTERVAL_MS) {
+    throw new TypeError(`useNotificationWebSocket: options.pollIntervalMs must be a number of milliseconds, at least ${MIN_POLL_INTERVAL_MS}`);
+  }
 
   const base = String(options.herald).replace(/\/+$/, '');
   const heraldUrl = new URL(base);
@@ -132,7 +137,6 @@ export function useNotificationWebSocket(options) {
   const historyOn = options.history ?? isAdmin(user);
   const historyChannels = historyOn ? plans.filter((plan) => plan.kind !== 'user').map((plan) => plan.name) : [];
   const pollingOn = (options.polling ?? true) && reconnect !== null;
-  const pollIntervalMs = Math.max(MIN_POLL_INTERVAL_MS, Number(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS) || 0);
 
   // ---- state the component sees
   /** @type {import('vue').Ref<Status>} */
@@ -381,8 +385,9 @@ export function useNotificationWebSocket(options) {
     try {
       await catchUpInbox('poll');
     } catch (error) {
+      if (!polling || !running || error?.name === 'AbortError') return;
       pollOk = false;
-      if (polling && running && status.value === 'polling') status.value = 'reconnecting';
+      if (status.value === 'polling') status.value = 'reconnecting';
       if (error?.status !== undefined || error?.type === 'token') fail(error);
       // Herald unreachable over HTTP too: part of the connection problem already shown.
       else if (lastError.value?.type !== 'connection') {
