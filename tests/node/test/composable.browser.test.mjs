@@ -301,6 +301,8 @@ test('behind a gate that drops WebSockets and the HTTP transports, the page poll
   await expectVisible(page, 'li.item[data-id="fallback-polled"][data-source="poll"]');
   await expectVisible(page, 'li.item[data-source="poll"]:has-text("AML review pending for 2 donations")');
   assert.equal(await status(page), 'polling');
+  mkdirSync(join(repo, 'test-artifacts'), { recursive: true });
+  await page.screenshot({ path: join(repo, 'test-artifacts/composable-polling.png'), fullPage: true });
 
   // The gate opens: the composable's next attempt connects over the WebSocket, polling stops,
   // and the catch-up brings what was sent around the switch, once.
