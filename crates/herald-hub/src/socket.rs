@@ -1,5 +1,10 @@
 //! The hub's side of one connection: its outbox and the kill switch the session watches.
 //!
+//! Both wake the session through one waker slot in one shared cell: a delivery or a close costs
+//! a lock, a store and at most one wake, with no notification machinery per connection. Only
+//! one task (the session) may wait on a socket at a time (`Outbox::poll_recv`,
+//! `SocketHandle::poll_closed`); anyone may send or close.
+//!
 //! The outbox is a bounded queue that holds little memory while it is idle: a socket that never
 //! received costs one small shared cell (no queue storage); once drained, a queue keeps room for
 //! `KEPT_SLOTS` frames, so a steady stream costs no allocation per frame, and a burst's larger
@@ -9,10 +14,9 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use herald_protocol::{CloseCode, SocketId};
-use tokio::sync::Notify;
 
 /// Default number of frames a socket may have queued before it counts as a slow consumer.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -32,10 +36,8 @@ struct Shared<F> {
     queue: Mutex<Queue<F>>,
     /// Frames the queue may hold before the socket counts as a slow consumer.
     capacity: usize,
-    /// The close code asked for (0: none yet).
+    /// The close code asked for (0: none yet); stored before the waiting session is woken.
     code: AtomicU16,
-    /// Wakes `closed()` once a code is stored.
-    kill: Notify,
 }
 
 /// Slots a drained queue keeps (4 × a 32-byte frame handle), so a socket receiving one frame at a
@@ -46,7 +48,7 @@ pub(crate) const KEPT_SLOTS: usize = 4;
 struct Queue<F> {
     /// Unallocated until the first frame; at most `KEPT_SLOTS` of room once drained.
     frames: VecDeque<F>,
-    /// The session waiting for a frame.
+    /// The session waiting for a frame or a close code (one slot: one waiting task).
     waker: Option<Waker>,
     /// The outbox was dropped: the session is gone and nobody will read.
     receiver_gone: bool,
@@ -60,6 +62,14 @@ impl<F> Shared<F> {
 }
 
 impl<F> Queue<F> {
+    /// Remembers the task to wake (cloned only when it is another task's waker).
+    fn wait(&mut self, cx: &Context<'_>) {
+        match &mut self.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => self.waker = Some(cx.waker().clone()),
+        }
+    }
+
     /// The next frame; a queue it drains gives back the room a burst took beyond `KEPT_SLOTS`.
     fn pop(&mut self) -> Option<F> {
         let frame = self.frames.pop_front()?;
@@ -86,23 +96,40 @@ impl<F> Outbox<F> {
         self.shared.queue().pop().ok_or(Empty)
     }
 
+    /// The next frame, or `Pending` with the task registered to be woken by the next frame or
+    /// close request (the one waker slot `SocketHandle::poll_closed` uses too).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<F> {
+        let mut queue = self.shared.queue();
+        match queue.pop() {
+            Some(frame) => Poll::Ready(frame),
+            None => {
+                queue.wait(cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The close code once one was asked for, else the next frame, else `Pending` with the task
+    /// registered to be woken by either: what a session waits on, in one lock.
+    pub fn poll_recv_or_closed(&mut self, cx: &mut Context<'_>) -> Poll<Result<F, CloseCode>> {
+        let mut queue = self.shared.queue();
+        // Read under the lock `close` takes after storing its code: no wake is lost.
+        if let Some(code) = CloseCode::from_code(self.shared.code.load(Ordering::Acquire)) {
+            return Poll::Ready(Err(code));
+        }
+        match queue.pop() {
+            Some(frame) => Poll::Ready(Ok(frame)),
+            None => {
+                queue.wait(cx);
+                Poll::Pending
+            }
+        }
+    }
+
     /// Waits for the next frame. Never `None` while a handle on the socket exists (the session
     /// keeps one), like a channel whose senders are all alive.
     pub async fn recv(&mut self) -> Option<F> {
-        poll_fn(|cx| {
-            let mut queue = self.shared.queue();
-            match queue.pop() {
-                Some(frame) => Poll::Ready(Some(frame)),
-                None => {
-                    match &mut queue.waker {
-                        Some(waker) => waker.clone_from(cx.waker()),
-                        None => queue.waker = Some(cx.waker().clone()),
-                    }
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        Some(poll_fn(|cx| self.poll_recv(cx)).await)
     }
 
     /// Frames waiting.
@@ -141,7 +168,6 @@ impl<F: Frame> SocketHandle<F> {
             queue: Mutex::new(Queue { frames: VecDeque::new(), waker: None, receiver_gone: false }),
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
-            kill: Notify::new(),
         });
         (SocketHandle { key, id: Arc::new(id), shared: shared.clone() }, Outbox { shared })
     }
@@ -172,18 +198,32 @@ impl<F> SocketHandle<F> {
     /// Asks the session to close the socket with `code`; the first code asked for wins.
     pub fn close(&self, code: CloseCode) {
         if self.shared.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.shared.kill.notify_one();
+            // Stored before the lock: a session registering after this sees the code.
+            let waker = self.shared.queue().waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
+    }
+
+    /// The close code once someone asked for this socket to be closed, or `Pending` with the task
+    /// registered to be woken by the request (or by a frame: the outbox's waker slot).
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseCode> {
+        if let Some(code) = self.close_requested() {
+            return Poll::Ready(code);
+        }
+        let mut queue = self.shared.queue();
+        // Checked again under the lock `close` takes after storing its code: no wake is lost.
+        if let Some(code) = self.close_requested() {
+            return Poll::Ready(code);
+        }
+        queue.wait(cx);
+        Poll::Pending
     }
 
     /// Resolves with the close code once someone asked for this socket to be closed.
     pub async fn closed(&self) -> CloseCode {
-        loop {
-            if let Some(code) = self.close_requested() {
-                return code;
-            }
-            self.shared.kill.notified().await;
-        }
+        poll_fn(|cx| self.poll_closed(cx)).await
     }
 
     /// The close code asked for, if any. Only `close` stores one (a `CloseCode`'s number), so

@@ -137,6 +137,61 @@ impl Socket {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes one outbox frame: its header, built on the stack, and its payload, the bytes shared
+    /// by every subscriber, in one vectored write, with neither copied. What the stream does not
+    /// take at once is left in `unsent` (the payload's rest is a slice of the shared bytes).
+    fn start_frame(&mut self, cx: &mut Context<'_>, text: Bytes) -> io::Result<()> {
+        let mut header = [0; 10];
+        let header = frame_header(&mut header, text.len());
+        let stream = self.inner.get_mut();
+        let written = if stream.is_write_vectored() {
+            let slices = [io::IoSlice::new(header), io::IoSlice::new(&text)];
+            match Pin::new(stream).poll_write_vectored(cx, &slices) {
+                Poll::Ready(written) => written?,
+                Poll::Pending => 0,
+            }
+        } else {
+            0
+        };
+        self.unsent = if written >= header.len() {
+            text.slice(written - header.len()..)
+        } else {
+            let mut framed = Vec::with_capacity(header.len() + text.len() - written);
+            framed.extend_from_slice(&header[written..]);
+            framed.extend_from_slice(&text);
+            Bytes::from(framed)
+        };
+        Ok(())
+    }
+
+    /// Writes `first` and whatever else the outbox holds (up to a batch) straight to the stream,
+    /// after anything tungstenite holds, and flushes: one frame goes out without being copied,
+    /// several are framed into one buffer for that write.
+    pub(super) async fn write_outbox(
+        &mut self,
+        first: Utf8Bytes,
+        outbox: &mut Outbox<Utf8Bytes>,
+    ) -> Result<(), axum::Error> {
+        // tungstenite's own frames (a reply, an automatic pong) go first, whole.
+        self.flush().await?;
+        let mut single = match outbox.try_recv() {
+            Ok(second) => {
+                self.unsent = Bytes::from(frame_batch(first, second, outbox));
+                None
+            }
+            Err(_) => Some(Bytes::from(first)),
+        };
+        poll_fn(|cx| {
+            if let Some(text) = single.take() {
+                self.start_frame(cx, text)?;
+            }
+            self.poll_unsent(cx)
+        })
+        .await
+        .map_err(axum::Error::new)?;
+        poll_fn(|cx| Pin::new(self.inner.get_mut()).poll_flush(cx)).await.map_err(axum::Error::new)
+    }
+
     /// Writes framed bytes straight to the stream and flushes, after anything tungstenite holds.
     pub(super) async fn write_framed(&mut self, framed: Vec<u8>) -> Result<(), axum::Error> {
         // tungstenite's own frames (a reply, an automatic pong) go first, whole.
@@ -147,20 +202,32 @@ impl Socket {
     }
 }
 
-/// Appends `text` as one unmasked, final text frame (RFC 6455 5.2).
-pub(super) fn frame_text(buffer: &mut Vec<u8>, text: &[u8]) {
-    buffer.push(0x81);
-    match text.len() {
-        len @ 0..=125 => buffer.push(len as u8),
-        len @ 126..=0xFFFF => {
-            buffer.push(126);
-            buffer.extend_from_slice(&(len as u16).to_be_bytes());
+/// The header of an unmasked, final text frame of `len` bytes (RFC 6455 5.2), written into
+/// `header`: the part of it that is the header.
+fn frame_header(header: &mut [u8; 10], len: usize) -> &[u8] {
+    header[0] = 0x81;
+    match len {
+        0..=125 => {
+            header[1] = len as u8;
+            &header[..2]
         }
-        len => {
-            buffer.push(127);
-            buffer.extend_from_slice(&(len as u64).to_be_bytes());
+        126..=0xFFFF => {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            &header[..4]
+        }
+        _ => {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            &header[..10]
         }
     }
+}
+
+/// Appends `text` as one unmasked, final text frame (RFC 6455 5.2).
+pub(super) fn frame_text(buffer: &mut Vec<u8>, text: &[u8]) {
+    let mut header = [0; 10];
+    buffer.extend_from_slice(frame_header(&mut header, text.len()));
     buffer.extend_from_slice(text);
 }
 
@@ -174,17 +241,10 @@ fn framed_len(text: &[u8]) -> usize {
     header + text.len()
 }
 
-/// Frames `first` and whatever else the outbox holds (up to [`WRITE_BATCH`] frames and about
-/// [`WRITE_BATCH_BYTES`]) into one buffer, sized for them.
-pub(super) fn frame_batch(first: Utf8Bytes, outbox: &mut Outbox<Utf8Bytes>) -> Vec<u8> {
-    let first = Bytes::from(first);
-    // The common case, one frame: framed without gathering a list first.
-    let Ok(second) = outbox.try_recv() else {
-        let mut buffer = Vec::with_capacity(framed_len(&first));
-        frame_text(&mut buffer, &first);
-        return buffer;
-    };
-    let second = Bytes::from(second);
+/// Frames `first`, `second` and whatever else the outbox holds (up to [`WRITE_BATCH`] frames and
+/// about [`WRITE_BATCH_BYTES`]) into one buffer, sized for them.
+pub(super) fn frame_batch(first: Utf8Bytes, second: Utf8Bytes, outbox: &mut Outbox<Utf8Bytes>) -> Vec<u8> {
+    let (first, second) = (Bytes::from(first), Bytes::from(second));
     let mut bytes = framed_len(&first) + framed_len(&second);
     let mut frames = vec![first, second];
     while frames.len() < WRITE_BATCH && bytes < WRITE_BATCH_BYTES {

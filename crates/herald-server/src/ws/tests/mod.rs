@@ -248,7 +248,7 @@ async fn shutdown_closes_every_session_with_4200() {
     let mut first = Client::connect(&context, &app).await;
     let mut second = Client::connect(&context, &app).await;
     sleep_until(first.at(10 * SECOND)).await;
-    context.shutdown.cancel();
+    super::close_sessions(&context.shutdown, [&app]);
     for client in [&mut first, &mut second] {
         client.goodbye(CloseCode::Reconnect).await;
         assert_eq!(client.elapsed(), 10 * SECOND);
