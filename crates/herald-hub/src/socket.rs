@@ -12,9 +12,9 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use herald_protocol::{CloseCode, SocketId};
 
@@ -38,6 +38,9 @@ struct Shared<F> {
     capacity: usize,
     /// The close code asked for (0: none yet); stored before the waiting session is woken.
     code: AtomicU16,
+    /// The session's other sources (its socket, its timer: one bit each, see
+    /// `Outbox::source_waker`) that woke it since it last looked.
+    fired: AtomicU8,
 }
 
 /// Slots a drained queue keeps (4 × a 32-byte frame handle), so a socket receiving one frame at a
@@ -126,6 +129,22 @@ impl<F> Outbox<F> {
         }
     }
 
+    /// A waker for another source the session waits on (its socket, its timer): waking it marks
+    /// `source` (one bit) as fired and wakes the session through the one waker slot, so the
+    /// session polls that source again only once it fired (`take_fired`).
+    pub fn source_waker(&self, source: u8) -> Waker
+    where
+        F: Send + 'static,
+    {
+        Waker::from(Arc::new(SourceWaker { shared: self.shared.clone(), source }))
+    }
+
+    /// The sources whose wakers fired since the last call (bits of `source_waker`), cleared.
+    /// Read after `poll_recv_or_closed` registered the session: a source firing later wakes it.
+    pub fn take_fired(&self) -> u8 {
+        self.shared.fired.swap(0, Ordering::AcqRel)
+    }
+
     /// Waits for the next frame. Never `None` while a handle on the socket exists (the session
     /// keeps one), like a channel whose senders are all alive.
     pub async fn recv(&mut self) -> Option<F> {
@@ -140,6 +159,27 @@ impl<F> Outbox<F> {
     /// Whether no frame is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// See `Outbox::source_waker`.
+struct SourceWaker<F> {
+    shared: Arc<Shared<F>>,
+    source: u8,
+}
+
+impl<F: Send + 'static> Wake for SourceWaker<F> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Marked before the lock the session registers under: it sees the bit or is woken.
+        self.shared.fired.fetch_or(self.source, Ordering::AcqRel);
+        let waker = self.shared.queue().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -168,6 +208,7 @@ impl<F: Frame> SocketHandle<F> {
             queue: Mutex::new(Queue { frames: VecDeque::new(), waker: None, receiver_gone: false }),
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
+            fired: AtomicU8::new(0),
         });
         (SocketHandle { key, id: Arc::new(id), shared: shared.clone() }, Outbox { shared })
     }
@@ -296,6 +337,31 @@ mod tests {
         assert!(!socket.send(&Bytes::from_static(b"late")));
         assert_eq!(socket.shared.queue().frames.capacity(), 0);
         assert_eq!(socket.close_requested(), None, "a gone session is not a slow one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_waker_marks_its_source_and_wakes_the_session() {
+        let (_socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 4);
+        let waker = outbox.source_waker(2);
+        assert_eq!(outbox.take_fired(), 0);
+        let woken = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            waker.wake_by_ref();
+        });
+        let waited = timeout(
+            Duration::from_secs(10),
+            poll_fn(|cx| match outbox.poll_recv_or_closed(cx) {
+                Poll::Ready(_) => Poll::Ready(0),
+                Poll::Pending => match outbox.take_fired() {
+                    0 => Poll::Pending,
+                    fired => Poll::Ready(fired),
+                },
+            }),
+        )
+        .await;
+        assert_eq!(waited, Ok(2));
+        assert_eq!(outbox.take_fired(), 0, "cleared once taken");
+        woken.await.expect("waker task");
     }
 
     #[tokio::test(start_paused = true)]

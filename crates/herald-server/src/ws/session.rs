@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -98,13 +98,29 @@ enum Wake {
     Timer,
 }
 
+/// The session's sources besides the outbox and its kill switch, one bit each: polled again only
+/// once their waker fired (`Outbox::source_waker`) or the session touched them.
+const SOCKET: u8 = 1;
+const TIMER: u8 = 2;
+
+/// The wakers the socket and the timer are polled with: each marks its source and wakes the
+/// session (two small allocations per connection, made once).
+struct SourceWakers {
+    socket: Waker,
+    timer: Waker,
+}
+
 /// Waits for the next thing the session has to do. Hand-written rather than a `select!`: the
 /// kill switch and the outbox are one lock in one cell (and one waker slot), nothing is built
-/// or re-armed per wake, and a frame waiting in the outbox is taken without polling the rest.
+/// or re-armed per wake, a frame waiting in the outbox is taken without polling the rest, and
+/// the socket and the timer are polled only when `due` (their waker fired, or the session
+/// touched them): a delivery does not read the socket or poll the timer.
 fn wait<'a, S: Frames>(
     outbox: &'a mut Outbox<Utf8Bytes>,
     socket: &'a mut S,
     mut timer: Pin<&'a mut Sleep>,
+    wakers: &'a SourceWakers,
+    due: &'a mut u8,
 ) -> impl Future<Output = Wake> + 'a {
     poll_fn(move |cx| {
         match outbox.poll_recv_or_closed(cx) {
@@ -112,10 +128,22 @@ fn wait<'a, S: Frames>(
             Poll::Ready(Err(code)) => return Poll::Ready(Wake::Closed(code)),
             Poll::Pending => {}
         }
-        if let Poll::Ready(incoming) = socket.poll_next_unpin(cx) {
-            return Poll::Ready(Wake::Incoming(incoming));
+        // After the registration above: a source firing from here on wakes the session.
+        *due |= outbox.take_fired();
+        if *due & SOCKET != 0 {
+            match socket.poll_next_unpin(&mut Context::from_waker(&wakers.socket)) {
+                // Still due: more frames may be buffered without another wake.
+                Poll::Ready(incoming) => return Poll::Ready(Wake::Incoming(incoming)),
+                Poll::Pending => *due &= !SOCKET,
+            }
         }
-        timer.as_mut().poll(cx).map(|()| Wake::Timer)
+        if *due & TIMER != 0 {
+            match timer.as_mut().poll(&mut Context::from_waker(&wakers.timer)) {
+                Poll::Ready(()) => return Poll::Ready(Wake::Timer),
+                Poll::Pending => *due &= !TIMER,
+            }
+        }
+        Poll::Pending
     })
 }
 
@@ -199,14 +227,26 @@ impl<'a> Session<'a> {
         // It lives in this block only, so the goodbye below does not carry it.
         let (code, reason) = {
             let mut timer = pin!(sleep_until(self.next_deadline(started)));
+            let wakers =
+                SourceWakers { socket: outbox.source_waker(SOCKET), timer: outbox.source_waker(TIMER) };
+            let mut due = SOCKET | TIMER;
             loop {
                 let deadline = self.next_deadline(started);
                 if timer.deadline() != deadline {
                     timer.as_mut().reset(deadline);
+                    due |= TIMER;
                 }
-                let next = match wait(&mut outbox, socket, timer.as_mut()).await {
+                let wake = wait(&mut outbox, socket, timer.as_mut(), &wakers, &mut due).await;
+                if !matches!(wake, Wake::Frame(_)) {
+                    // Handling anything else may poll the socket or the timer with the task's
+                    // own waker: poll both with theirs next time.
+                    due = SOCKET | TIMER;
+                }
+                let next = match wake {
                     Wake::Closed(code) => Next::Close(code),
-                    Wake::Frame(frame) => self.write_batch(socket, frame, &mut outbox, timer.as_mut()).await,
+                    Wake::Frame(frame) => {
+                        self.write_batch(socket, frame, &mut outbox, timer.as_mut(), &mut due).await
+                    }
                     // Boxed: the handling of a frame is rare next to waiting, and an idle connection should
                     // not carry its state inline.
                     Wake::Incoming(Some(Ok(message))) => {
@@ -260,6 +300,7 @@ impl<'a> Session<'a> {
         first: Utf8Bytes,
         outbox: &mut Outbox<Utf8Bytes>,
         mut timer: Pin<&mut Sleep>,
+        due: &mut u8,
     ) -> Next {
         // Boxed: its state (and the socket's framing) is not carried by an idle session.
         let mut write = Box::pin(socket.write_batch(first, outbox));
@@ -277,6 +318,8 @@ impl<'a> Session<'a> {
             if !stalled {
                 stalled = true;
                 timer.as_mut().reset(Instant::now() + self.context.pong_timeout);
+                // Polled below with the task's waker, and moved back after the write.
+                *due |= TIMER;
             }
             match timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {

@@ -101,7 +101,7 @@ impl Upgrade {
             };
             let inner =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-            callback(Socket { inner, unsent: Bytes::new() }).await;
+            callback(Socket { inner, unsent: Bytes::new(), own_queued: false }).await;
         });
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut response = Response::new(Body::empty());
@@ -120,6 +120,10 @@ pub(crate) struct Socket {
     /// The rest of a framed write that was given up on midway (its write future dropped): written
     /// before anything else, so the stream never holds half a frame. Empty (no allocation) otherwise.
     unsent: Bytes,
+    /// tungstenite may hold bytes of its own frames (a reply, an automatic pong, a close): set by
+    /// every send and read through it, cleared by a flush. An outbox write flushes them first,
+    /// and skips that when there can be none.
+    own_queued: bool,
 }
 
 impl Socket {
@@ -173,7 +177,9 @@ impl Socket {
         outbox: &mut Outbox<Utf8Bytes>,
     ) -> Result<(), axum::Error> {
         // tungstenite's own frames (a reply, an automatic pong) go first, whole.
-        self.flush().await?;
+        if self.own_queued {
+            self.flush().await?;
+        }
         let mut single = match outbox.try_recv() {
             Ok(second) => {
                 self.unsent = Bytes::from(frame_batch(first, second, outbox));
@@ -195,7 +201,9 @@ impl Socket {
     /// Writes framed bytes straight to the stream and flushes, after anything tungstenite holds.
     pub(super) async fn write_framed(&mut self, framed: Vec<u8>) -> Result<(), axum::Error> {
         // tungstenite's own frames (a reply, an automatic pong) go first, whole.
-        self.flush().await?;
+        if self.own_queued {
+            self.flush().await?;
+        }
         self.unsent = Bytes::from(framed);
         poll_fn(|cx| self.poll_unsent(cx)).await.map_err(axum::Error::new)?;
         poll_fn(|cx| Pin::new(self.inner.get_mut()).poll_flush(cx)).await.map_err(axum::Error::new)
@@ -302,6 +310,8 @@ impl Stream for Socket {
         if let Err(error) = ready!(self.poll_unsent(cx)) {
             return Poll::Ready(Some(Err(axum::Error::new(error))));
         }
+        // Reading may queue a reply (a pong, a close).
+        self.own_queued = true;
         loop {
             match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(message)) => {
@@ -325,12 +335,15 @@ impl Sink<Message> for Socket {
     }
 
     fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), axum::Error> {
+        self.own_queued = true;
         Pin::new(&mut self.inner).start_send(to_tungstenite(message)?).map_err(axum::Error::new)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
-        Pin::new(&mut self.inner).poll_flush(cx).map_err(axum::Error::new)
+        ready!(Pin::new(&mut self.inner).poll_flush(cx)).map_err(axum::Error::new)?;
+        self.own_queued = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
