@@ -1,8 +1,8 @@
 //! The WebSocket endpoint `/app/{key}`: the upgrade, the connection checks and refusals, and the
 //! task of each connection.
 //!
-//! Each connection is one task: its session (session.rs) `select!`s over the client's frames, its
-//! outbox, its timers and shutdown, and is the only writer to its socket. The session works on
+//! Each connection is one task: its session (session.rs) waits on its kill switch (which shutdown
+//! sets), its outbox, the client's frames and its timer, and is the only writer to its socket. The session works on
 //! any [`Frames`]: Herald's [`Socket`] (socket.rs) in the server, an in-memory pair in the tests.
 
 mod frames;

@@ -147,6 +147,42 @@ fn wait<'a, S: Frames>(
     })
 }
 
+/// An outbox write (`Frames::write_batch`). A client that stops reading blocks it: it is raced
+/// with the kill switch (which shutdown sets too) and the stall deadline, so a slow consumer is
+/// still closed (4100) and its memory freed. A write the socket takes at once (the common case)
+/// touches neither: the stall deadline is armed, on the session's one timer, only once the write
+/// has to wait. A plain function over borrowed state, so the session's task carries no copy of it.
+fn raced<'a, W: Future<Output = Result<(), axum::Error>>>(
+    mut write: Pin<&'a mut W>,
+    handle: &'a SocketHandle<Utf8Bytes>,
+    stall: Duration,
+    mut timer: Pin<&'a mut Sleep>,
+    due: &'a mut u8,
+) -> impl Future<Output = Next> + 'a {
+    let mut stalled = false;
+    poll_fn(move |cx| {
+        if let Poll::Ready(sent) = write.as_mut().poll(cx) {
+            return Poll::Ready(match sent {
+                Ok(()) => Next::Continue,
+                Err(_) => Next::End,
+            });
+        }
+        if let Poll::Ready(code) = handle.poll_closed(cx) {
+            return Poll::Ready(Next::Close(code));
+        }
+        if !stalled {
+            stalled = true;
+            timer.as_mut().reset(Instant::now() + stall);
+            // Polled below with the task's waker, and moved back after the write.
+            *due |= TIMER;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Next::CloseBecause(CloseCode::OverCapacity, SLOW_CONSUMER.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
 /// How the hello went.
 enum Greeting {
     Sent,
@@ -245,7 +281,10 @@ impl<'a> Session<'a> {
                 let next = match wake {
                     Wake::Closed(code) => Next::Close(code),
                     Wake::Frame(frame) => {
-                        self.write_batch(socket, frame, &mut outbox, timer.as_mut(), &mut due).await
+                        // Inline, not boxed: no allocation per write (the server's socket's write
+                        // is a few words).
+                        let write = pin!(socket.write_batch(frame, &mut outbox));
+                        raced(write, &self.handle, self.context.pong_timeout, timer.as_mut(), &mut due).await
                     }
                     // Boxed: the handling of a frame is rare next to waiting, and an idle connection should
                     // not carry its state inline.
@@ -287,48 +326,6 @@ impl<'a> Session<'a> {
             socket.send(close_message(code)).await
         };
         let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye)).await;
-    }
-
-    /// Writes `first` and whatever else the outbox holds. A client that stops reading blocks
-    /// this write: it is raced with the kill switch (which shutdown sets too) and the stall
-    /// deadline, so a slow consumer is still closed (4100) and its memory freed. A write the
-    /// socket takes at once (the common case) touches neither: the stall deadline is armed, on
-    /// the session's one timer, only once the write has to wait.
-    async fn write_batch<S: Frames>(
-        &self,
-        socket: &mut S,
-        first: Utf8Bytes,
-        outbox: &mut Outbox<Utf8Bytes>,
-        mut timer: Pin<&mut Sleep>,
-        due: &mut u8,
-    ) -> Next {
-        // Boxed: its state (and the socket's framing) is not carried by an idle session.
-        let mut write = Box::pin(socket.write_batch(first, outbox));
-        let mut stalled = false;
-        poll_fn(|cx| {
-            if let Poll::Ready(sent) = write.as_mut().poll(cx) {
-                return Poll::Ready(match sent {
-                    Ok(()) => Next::Continue,
-                    Err(_) => Next::End,
-                });
-            }
-            if let Poll::Ready(code) = self.handle.poll_closed(cx) {
-                return Poll::Ready(Next::Close(code));
-            }
-            if !stalled {
-                stalled = true;
-                timer.as_mut().reset(Instant::now() + self.context.pong_timeout);
-                // Polled below with the task's waker, and moved back after the write.
-                *due |= TIMER;
-            }
-            match timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    Poll::Ready(Next::CloseBecause(CloseCode::OverCapacity, SLOW_CONSUMER.into()))
-                }
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
     }
 
     /// Writes a frame the session itself produces (a pong, an error, a subscription reply). A

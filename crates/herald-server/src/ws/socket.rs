@@ -170,32 +170,29 @@ impl Socket {
 
     /// Writes `first` and whatever else the outbox holds (up to a batch) straight to the stream,
     /// after anything tungstenite holds, and flushes: one frame goes out without being copied,
-    /// several are framed into one buffer for that write.
-    pub(super) async fn write_outbox(
-        &mut self,
+    /// several are framed into one buffer for that write. A plain poll over the socket's own
+    /// state (`unsent`): the future is three words and a frame, small enough for the session to
+    /// keep inline instead of allocating it per write.
+    pub(super) fn write_outbox<'a>(
+        &'a mut self,
         first: Utf8Bytes,
-        outbox: &mut Outbox<Utf8Bytes>,
-    ) -> Result<(), axum::Error> {
-        // tungstenite's own frames (a reply, an automatic pong) go first, whole.
-        if self.own_queued {
-            self.flush().await?;
-        }
-        let mut single = match outbox.try_recv() {
-            Ok(second) => {
-                self.unsent = Bytes::from(frame_batch(first, second, outbox));
-                None
+        outbox: &'a mut Outbox<Utf8Bytes>,
+    ) -> impl Future<Output = Result<(), axum::Error>> + Send + 'a {
+        let mut first = Some(first);
+        poll_fn(move |cx| {
+            // tungstenite's own frames (a reply, an automatic pong) go first, whole.
+            if self.own_queued {
+                ready!(Pin::new(&mut *self).poll_flush(cx))?;
             }
-            Err(_) => Some(Bytes::from(first)),
-        };
-        poll_fn(|cx| {
-            if let Some(text) = single.take() {
-                self.start_frame(cx, text)?;
+            if let Some(first) = first.take() {
+                match outbox.try_recv() {
+                    Ok(second) => self.unsent = Bytes::from(frame_batch(first, second, outbox)),
+                    Err(_) => self.start_frame(cx, Bytes::from(first)).map_err(axum::Error::new)?,
+                }
             }
-            self.poll_unsent(cx)
+            ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
+            Pin::new(self.inner.get_mut()).poll_flush(cx).map_err(axum::Error::new)
         })
-        .await
-        .map_err(axum::Error::new)?;
-        poll_fn(|cx| Pin::new(self.inner.get_mut()).poll_flush(cx)).await.map_err(axum::Error::new)
     }
 
     /// Writes framed bytes straight to the stream and flushes, after anything tungstenite holds.
