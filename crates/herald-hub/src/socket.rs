@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -41,6 +41,9 @@ struct Shared<F> {
     /// The session's other sources (its socket, its timer: one bit each, see
     /// `Outbox::source_waker`) that woke it since it last looked.
     fired: AtomicU8,
+    /// The session's last `poll_recv_or_closed` left frames in the queue (`try_recv_more`).
+    /// Only the session reads and writes it.
+    more: AtomicBool,
 }
 
 /// Slots a drained queue keeps (4 × a 32-byte frame handle), so a socket receiving one frame at a
@@ -121,12 +124,27 @@ impl<F> Outbox<F> {
             return Poll::Ready(Err(code));
         }
         match queue.pop() {
-            Some(frame) => Poll::Ready(Ok(frame)),
+            Some(frame) => {
+                self.shared.more.store(!queue.frames.is_empty(), Ordering::Relaxed);
+                Poll::Ready(Ok(frame))
+            }
             None => {
                 queue.wait(cx);
                 Poll::Pending
             }
         }
+    }
+
+    /// The next frame of a batch started by `poll_recv_or_closed`: like `try_recv`, but without
+    /// the lock when that poll took the last frame (frames queued since are the next poll's).
+    pub fn try_recv_more(&mut self) -> Result<F, Empty> {
+        if !self.shared.more.load(Ordering::Relaxed) {
+            return Err(Empty);
+        }
+        let mut queue = self.shared.queue();
+        let frame = queue.pop().ok_or(Empty);
+        self.shared.more.store(!queue.frames.is_empty(), Ordering::Relaxed);
+        frame
     }
 
     /// A waker for another source the session waits on (its socket, its timer): waking it marks
@@ -209,6 +227,7 @@ impl<F: Frame> SocketHandle<F> {
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
             fired: AtomicU8::new(0),
+            more: AtomicBool::new(false),
         });
         (SocketHandle { key, id: Arc::new(id), shared: shared.clone() }, Outbox { shared })
     }
@@ -337,6 +356,21 @@ mod tests {
         assert!(!socket.send(&Bytes::from_static(b"late")));
         assert_eq!(socket.shared.queue().frames.capacity(), 0);
         assert_eq!(socket.close_requested(), None, "a gone session is not a slow one");
+    }
+
+    #[tokio::test]
+    async fn try_recv_more_takes_the_rest_of_what_the_poll_found_and_no_more() {
+        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
+        assert_eq!(outbox.try_recv_more(), Err(Empty), "no poll yet");
+        for frame in ["a", "b"] {
+            assert!(socket.send(&Bytes::from(frame)));
+        }
+        let first = poll_fn(|cx| outbox.poll_recv_or_closed(cx)).await;
+        assert_eq!(first, Ok(Bytes::from("a")));
+        assert_eq!(outbox.try_recv_more(), Ok(Bytes::from("b")));
+        assert!(socket.send(&Bytes::from("c")));
+        assert_eq!(outbox.try_recv_more(), Err(Empty), "queued after: the next poll's");
+        assert_eq!(poll_fn(|cx| outbox.poll_recv_or_closed(cx)).await, Ok(Bytes::from("c")));
     }
 
     #[tokio::test(start_paused = true)]

@@ -185,7 +185,7 @@ impl Socket {
                 ready!(Pin::new(&mut *self).poll_flush(cx))?;
             }
             if let Some(first) = first.take() {
-                match outbox.try_recv() {
+                match outbox.try_recv_more() {
                     Ok(second) => self.unsent = Bytes::from(frame_batch(first, second, outbox)),
                     Err(_) => self.start_frame(cx, Bytes::from(first)).map_err(axum::Error::new)?,
                 }
@@ -253,7 +253,7 @@ pub(super) fn frame_batch(first: Utf8Bytes, second: Utf8Bytes, outbox: &mut Outb
     let mut bytes = framed_len(&first) + framed_len(&second);
     let mut frames = vec![first, second];
     while frames.len() < WRITE_BATCH && bytes < WRITE_BATCH_BYTES {
-        let Ok(frame) = outbox.try_recv() else { break };
+        let Ok(frame) = outbox.try_recv_more() else { break };
         let frame = Bytes::from(frame);
         bytes += framed_len(&frame);
         frames.push(frame);
