@@ -1,5 +1,10 @@
 //! The hub's side of one connection: its outbox and the kill switch the session watches.
 //!
+//! Both wake the session through one waker slot in one shared cell: a delivery or a close costs
+//! a lock, a store and at most one wake, with no notification machinery per connection. Only
+//! one task (the session) may wait on a socket at a time (`Outbox::poll_recv`,
+//! `SocketHandle::poll_closed`); anyone may send or close.
+//!
 //! The outbox is a bounded queue that holds little memory while it is idle: a socket that never
 //! received costs one small shared cell (no queue storage); once drained, a queue keeps room for
 //! `KEPT_SLOTS` frames, so a steady stream costs no allocation per frame, and a burst's larger
@@ -7,12 +12,11 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use herald_protocol::{CloseCode, SocketId};
-use tokio::sync::Notify;
 
 /// Default number of frames a socket may have queued before it counts as a slow consumer.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -32,10 +36,14 @@ struct Shared<F> {
     queue: Mutex<Queue<F>>,
     /// Frames the queue may hold before the socket counts as a slow consumer.
     capacity: usize,
-    /// The close code asked for (0: none yet).
+    /// The close code asked for (0: none yet); stored before the waiting session is woken.
     code: AtomicU16,
-    /// Wakes `closed()` once a code is stored.
-    kill: Notify,
+    /// The session's other sources (its socket, its timer: one bit each, see
+    /// `Outbox::source_waker`) that woke it since it last looked.
+    fired: AtomicU8,
+    /// The session's last `poll_recv_or_closed` left frames in the queue (`try_recv_more`).
+    /// Only the session reads and writes it.
+    more: AtomicBool,
 }
 
 /// Slots a drained queue keeps (4 × a 32-byte frame handle), so a socket receiving one frame at a
@@ -46,7 +54,7 @@ pub(crate) const KEPT_SLOTS: usize = 4;
 struct Queue<F> {
     /// Unallocated until the first frame; at most `KEPT_SLOTS` of room once drained.
     frames: VecDeque<F>,
-    /// The session waiting for a frame.
+    /// The session waiting for a frame or a close code (one slot: one waiting task).
     waker: Option<Waker>,
     /// The outbox was dropped: the session is gone and nobody will read.
     receiver_gone: bool,
@@ -60,6 +68,14 @@ impl<F> Shared<F> {
 }
 
 impl<F> Queue<F> {
+    /// Remembers the task to wake (cloned only when it is another task's waker).
+    fn wait(&mut self, cx: &Context<'_>) {
+        match &mut self.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => self.waker = Some(cx.waker().clone()),
+        }
+    }
+
     /// The next frame; a queue it drains gives back the room a burst took beyond `KEPT_SLOTS`.
     fn pop(&mut self) -> Option<F> {
         let frame = self.frames.pop_front()?;
@@ -86,23 +102,71 @@ impl<F> Outbox<F> {
         self.shared.queue().pop().ok_or(Empty)
     }
 
+    /// The next frame, or `Pending` with the task registered to be woken by the next frame or
+    /// close request (the one waker slot `SocketHandle::poll_closed` uses too).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<F> {
+        let mut queue = self.shared.queue();
+        match queue.pop() {
+            Some(frame) => Poll::Ready(frame),
+            None => {
+                queue.wait(cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The close code once one was asked for, else the next frame, else `Pending` with the task
+    /// registered to be woken by either: what a session waits on, in one lock.
+    pub fn poll_recv_or_closed(&mut self, cx: &mut Context<'_>) -> Poll<Result<F, CloseCode>> {
+        let mut queue = self.shared.queue();
+        // Read under the lock `close` takes after storing its code: no wake is lost.
+        if let Some(code) = CloseCode::from_code(self.shared.code.load(Ordering::Acquire)) {
+            return Poll::Ready(Err(code));
+        }
+        match queue.pop() {
+            Some(frame) => {
+                self.shared.more.store(!queue.frames.is_empty(), Ordering::Relaxed);
+                Poll::Ready(Ok(frame))
+            }
+            None => {
+                queue.wait(cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The next frame of a batch started by `poll_recv_or_closed`: like `try_recv`, but without
+    /// the lock when that poll took the last frame (frames queued since are the next poll's).
+    pub fn try_recv_more(&mut self) -> Result<F, Empty> {
+        if !self.shared.more.load(Ordering::Relaxed) {
+            return Err(Empty);
+        }
+        let mut queue = self.shared.queue();
+        let frame = queue.pop().ok_or(Empty);
+        self.shared.more.store(!queue.frames.is_empty(), Ordering::Relaxed);
+        frame
+    }
+
+    /// A waker for another source the session waits on (its socket, its timer): waking it marks
+    /// `source` (one bit) as fired and wakes the session through the one waker slot, so the
+    /// session polls that source again only once it fired (`take_fired`).
+    pub fn source_waker(&self, source: u8) -> Waker
+    where
+        F: Send + 'static,
+    {
+        Waker::from(Arc::new(SourceWaker { shared: self.shared.clone(), source }))
+    }
+
+    /// The sources whose wakers fired since the last call (bits of `source_waker`), cleared.
+    /// Read after `poll_recv_or_closed` registered the session: a source firing later wakes it.
+    pub fn take_fired(&self) -> u8 {
+        self.shared.fired.swap(0, Ordering::AcqRel)
+    }
+
     /// Waits for the next frame. Never `None` while a handle on the socket exists (the session
     /// keeps one), like a channel whose senders are all alive.
     pub async fn recv(&mut self) -> Option<F> {
-        poll_fn(|cx| {
-            let mut queue = self.shared.queue();
-            match queue.pop() {
-                Some(frame) => Poll::Ready(Some(frame)),
-                None => {
-                    match &mut queue.waker {
-                        Some(waker) => waker.clone_from(cx.waker()),
-                        None => queue.waker = Some(cx.waker().clone()),
-                    }
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        Some(poll_fn(|cx| self.poll_recv(cx)).await)
     }
 
     /// Frames waiting.
@@ -113,6 +177,27 @@ impl<F> Outbox<F> {
     /// Whether no frame is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// See `Outbox::source_waker`.
+struct SourceWaker<F> {
+    shared: Arc<Shared<F>>,
+    source: u8,
+}
+
+impl<F: Send + 'static> Wake for SourceWaker<F> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Marked before the lock the session registers under: it sees the bit or is woken.
+        self.shared.fired.fetch_or(self.source, Ordering::AcqRel);
+        let waker = self.shared.queue().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -141,7 +226,8 @@ impl<F: Frame> SocketHandle<F> {
             queue: Mutex::new(Queue { frames: VecDeque::new(), waker: None, receiver_gone: false }),
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
-            kill: Notify::new(),
+            fired: AtomicU8::new(0),
+            more: AtomicBool::new(false),
         });
         (SocketHandle { key, id: Arc::new(id), shared: shared.clone() }, Outbox { shared })
     }
@@ -172,18 +258,32 @@ impl<F> SocketHandle<F> {
     /// Asks the session to close the socket with `code`; the first code asked for wins.
     pub fn close(&self, code: CloseCode) {
         if self.shared.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.shared.kill.notify_one();
+            // Stored before the lock: a session registering after this sees the code.
+            let waker = self.shared.queue().waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
+    }
+
+    /// The close code once someone asked for this socket to be closed, or `Pending` with the task
+    /// registered to be woken by the request (or by a frame: the outbox's waker slot).
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseCode> {
+        if let Some(code) = self.close_requested() {
+            return Poll::Ready(code);
+        }
+        let mut queue = self.shared.queue();
+        // Checked again under the lock `close` takes after storing its code: no wake is lost.
+        if let Some(code) = self.close_requested() {
+            return Poll::Ready(code);
+        }
+        queue.wait(cx);
+        Poll::Pending
     }
 
     /// Resolves with the close code once someone asked for this socket to be closed.
     pub async fn closed(&self) -> CloseCode {
-        loop {
-            if let Some(code) = self.close_requested() {
-                return code;
-            }
-            self.shared.kill.notified().await;
-        }
+        poll_fn(|cx| self.poll_closed(cx)).await
     }
 
     /// The close code asked for, if any. Only `close` stores one (a `CloseCode`'s number), so
@@ -256,6 +356,46 @@ mod tests {
         assert!(!socket.send(&Bytes::from_static(b"late")));
         assert_eq!(socket.shared.queue().frames.capacity(), 0);
         assert_eq!(socket.close_requested(), None, "a gone session is not a slow one");
+    }
+
+    #[tokio::test]
+    async fn try_recv_more_takes_the_rest_of_what_the_poll_found_and_no_more() {
+        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
+        assert_eq!(outbox.try_recv_more(), Err(Empty), "no poll yet");
+        for frame in ["a", "b"] {
+            assert!(socket.send(&Bytes::from(frame)));
+        }
+        let first = poll_fn(|cx| outbox.poll_recv_or_closed(cx)).await;
+        assert_eq!(first, Ok(Bytes::from("a")));
+        assert_eq!(outbox.try_recv_more(), Ok(Bytes::from("b")));
+        assert!(socket.send(&Bytes::from("c")));
+        assert_eq!(outbox.try_recv_more(), Err(Empty), "queued after: the next poll's");
+        assert_eq!(poll_fn(|cx| outbox.poll_recv_or_closed(cx)).await, Ok(Bytes::from("c")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_waker_marks_its_source_and_wakes_the_session() {
+        let (_socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 4);
+        let waker = outbox.source_waker(2);
+        assert_eq!(outbox.take_fired(), 0);
+        let woken = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            waker.wake_by_ref();
+        });
+        let waited = timeout(
+            Duration::from_secs(10),
+            poll_fn(|cx| match outbox.poll_recv_or_closed(cx) {
+                Poll::Ready(_) => Poll::Ready(0),
+                Poll::Pending => match outbox.take_fired() {
+                    0 => Poll::Pending,
+                    fired => Poll::Ready(fired),
+                },
+            }),
+        )
+        .await;
+        assert_eq!(waited, Ok(2));
+        assert_eq!(outbox.take_fired(), 0, "cleared once taken");
+        woken.await.expect("waker task");
     }
 
     #[tokio::test(start_paused = true)]

@@ -191,7 +191,7 @@ impl App {
             shutdown.await;
             info!("shutting down: closing connections with 4200");
             drain.lifecycle().start_draining();
-            drain.lifecycle().shutdown.cancel();
+            crate::ws::close_sessions(&drain.lifecycle().shutdown, drain.tenants().all());
         });
         let body_timeout = Duration::from_secs(state.pusher.server.body_timeout_secs);
         let admin_router = crate::routes::admin_listener(state.clone()).layer(axum::middleware::from_fn(

@@ -1,8 +1,8 @@
 //! The WebSocket endpoint `/app/{key}`: the upgrade, the connection checks and refusals, and the
 //! task of each connection.
 //!
-//! Each connection is one task: its session (session.rs) `select!`s over the client's frames, its
-//! outbox, its timers and shutdown, and is the only writer to its socket. The session works on
+//! Each connection is one task: its session (session.rs) waits on its kill switch (which shutdown
+//! sets), its outbox, the client's frames and its timer, and is the only writer to its socket. The session works on
 //! any [`Frames`]: Herald's [`Socket`] (socket.rs) in the server, an in-memory pair in the tests.
 
 mod frames;
@@ -67,18 +67,15 @@ pub(crate) trait Frames:
     }
 }
 
-/// The server's socket frames a batch itself, into a buffer that lives for that write only.
+/// The server's socket frames outbox frames itself: one frame is written as its header and the
+/// shared payload (no copy), a batch is framed into a buffer that lives for that write only.
 impl Frames for Socket {
-    #[allow(clippy::manual_async_fn, reason = "the trait's future must be Send")]
     fn write_batch<'a>(
         &'a mut self,
         first: Utf8Bytes,
         outbox: &'a mut Outbox<Utf8Bytes>,
     ) -> impl std::future::Future<Output = Result<(), axum::Error>> + Send + 'a {
-        async move {
-            let framed = socket::frame_batch(first, outbox);
-            self.write_framed(framed).await
-        }
+        self.write_outbox(first, outbox)
     }
 }
 
@@ -95,7 +92,8 @@ pub(crate) struct SessionContext {
     /// How long a ping waits for an answer, and a write for a client that does not read
     /// (`server.pong_timeout_secs`).
     pub(crate) pong_timeout: Duration,
-    /// Cancelled when the server shuts down: every session closes with 4200.
+    /// Cancelled when the server shuts down (`close_sessions`, which also sets every registered
+    /// socket's kill switch to 4200); a session checks it once, after it registers.
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -106,6 +104,19 @@ impl SessionContext {
             pong_timeout: Duration::from_secs(state.pusher.server.pong_timeout_secs),
             shutdown: state.lifecycle().shutdown.clone(),
         }
+    }
+}
+
+/// Shuts every session of `tenants` down with 4200: cancels `shutdown`, then sets the kill switch
+/// of every registered socket. A session registering after that sees the cancelled token right
+/// after it registers, so none is missed, and no session polls the token while it waits.
+pub(crate) fn close_sessions<'a>(
+    shutdown: &CancellationToken,
+    tenants: impl IntoIterator<Item = &'a Arc<Tenant>>,
+) {
+    shutdown.cancel();
+    for tenant in tenants {
+        tenant.hub.close_all(CloseCode::Reconnect);
     }
 }
 

@@ -3,7 +3,10 @@
 //! kill switch, shutdown and the stall deadline) and the goodbye.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -11,7 +14,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use herald_hub::{Outbox, SocketHandle};
 use herald_protocol::{encode_error, encode_server_event, ChannelName, CloseCode};
 use serde_json::json;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 use tracing::{instrument, warn};
 
 use super::{close_message, finish_close, refuse, violation, Frames, SessionContext, CLOSE_WRITE_TIMEOUT};
@@ -39,6 +42,11 @@ pub(super) fn start<S: Frames>(
             Box::pin(refuse(&mut socket, CloseCode::OverConnectionQuota)).await;
             return;
         };
+        // Shutdown closes every registered socket (`close_sessions`); one registering after that
+        // sees the cancelled token here. Sessions never poll the token while they wait.
+        if context.shutdown.is_cancelled() {
+            handle.close(CloseCode::Reconnect);
+        }
         // Scoped: a local still in scope would be carried (and its heap kept) by the task for the
         // connection's whole life. The hello itself moves into the boxed greeting.
         let hello = {
@@ -79,6 +87,100 @@ pub(super) fn start<S: Frames>(
             Greeting::Full => app.hub.unregister(handle.key, std::iter::empty(), None),
         }
     }
+}
+
+/// What woke the session, in the order it looks: the kill switch, the outbox, the client, the
+/// timer.
+enum Wake {
+    Closed(CloseCode),
+    Frame(Utf8Bytes),
+    Incoming(Option<Result<Message, axum::Error>>),
+    Timer,
+}
+
+/// The session's sources besides the outbox and its kill switch, one bit each: polled again only
+/// once their waker fired (`Outbox::source_waker`) or the session touched them.
+const SOCKET: u8 = 1;
+const TIMER: u8 = 2;
+
+/// The wakers the socket and the timer are polled with: each marks its source and wakes the
+/// session (two small allocations per connection, made once).
+struct SourceWakers {
+    socket: Waker,
+    timer: Waker,
+}
+
+/// Waits for the next thing the session has to do. Hand-written rather than a `select!`: the
+/// kill switch and the outbox are one lock in one cell (and one waker slot), nothing is built
+/// or re-armed per wake, a frame waiting in the outbox is taken without polling the rest, and
+/// the socket and the timer are polled only when `due` (their waker fired, or the session
+/// touched them): a delivery does not read the socket or poll the timer.
+fn wait<'a, S: Frames>(
+    outbox: &'a mut Outbox<Utf8Bytes>,
+    socket: &'a mut S,
+    mut timer: Pin<&'a mut Sleep>,
+    wakers: &'a SourceWakers,
+    due: &'a mut u8,
+) -> impl Future<Output = Wake> + 'a {
+    poll_fn(move |cx| {
+        match outbox.poll_recv_or_closed(cx) {
+            Poll::Ready(Ok(frame)) => return Poll::Ready(Wake::Frame(frame)),
+            Poll::Ready(Err(code)) => return Poll::Ready(Wake::Closed(code)),
+            Poll::Pending => {}
+        }
+        // After the registration above: a source firing from here on wakes the session.
+        *due |= outbox.take_fired();
+        if *due & SOCKET != 0 {
+            match socket.poll_next_unpin(&mut Context::from_waker(&wakers.socket)) {
+                // Still due: more frames may be buffered without another wake.
+                Poll::Ready(incoming) => return Poll::Ready(Wake::Incoming(incoming)),
+                Poll::Pending => *due &= !SOCKET,
+            }
+        }
+        if *due & TIMER != 0 {
+            match timer.as_mut().poll(&mut Context::from_waker(&wakers.timer)) {
+                Poll::Ready(()) => return Poll::Ready(Wake::Timer),
+                Poll::Pending => *due &= !TIMER,
+            }
+        }
+        Poll::Pending
+    })
+}
+
+/// An outbox write (`Frames::write_batch`). A client that stops reading blocks it: it is raced
+/// with the kill switch (which shutdown sets too) and the stall deadline, so a slow consumer is
+/// still closed (4100) and its memory freed. A write the socket takes at once (the common case)
+/// touches neither: the stall deadline is armed, on the session's one timer, only once the write
+/// has to wait. A plain function over borrowed state, so the session's task carries no copy of it.
+fn raced<'a, W: Future<Output = Result<(), axum::Error>>>(
+    mut write: Pin<&'a mut W>,
+    handle: &'a SocketHandle<Utf8Bytes>,
+    stall: Duration,
+    mut timer: Pin<&'a mut Sleep>,
+    due: &'a mut u8,
+) -> impl Future<Output = Next> + 'a {
+    let mut stalled = false;
+    poll_fn(move |cx| {
+        if let Poll::Ready(sent) = write.as_mut().poll(cx) {
+            return Poll::Ready(match sent {
+                Ok(()) => Next::Continue,
+                Err(_) => Next::End,
+            });
+        }
+        if let Poll::Ready(code) = handle.poll_closed(cx) {
+            return Poll::Ready(Next::Close(code));
+        }
+        if !stalled {
+            stalled = true;
+            timer.as_mut().reset(Instant::now() + stall);
+            // Polled below with the task's waker, and moved back after the write.
+            *due |= TIMER;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Next::CloseBecause(CloseCode::OverCapacity, SLOW_CONSUMER.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// How the hello went.
@@ -156,79 +258,79 @@ impl<'a> Session<'a> {
     #[instrument(level = "debug", skip_all, fields(app = %self.app.config.id, socket = %self.handle.id))]
     async fn run<S: Frames>(&mut self, socket: &mut S, mut outbox: Outbox<Utf8Bytes>) {
         let started = Instant::now();
-        let context = self.context;
-        loop {
-            let deadline = self.next_deadline(started);
-            let next = tokio::select! {
-                biased;
-                code = self.handle.closed() => Next::Close(code),
-                _ = context.shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
-                frame = outbox.recv() => match frame {
-                    // A client that stops reading blocks this write: race it with the kill switch
-                    // and the stall deadline so a slow consumer is still closed (4100) and its
-                    // memory freed.
-                    // The stall timer lives in the boxed write, so an idle session does not
-                    // carry it.
-                    Some(frame) => tokio::select! {
-                        sent = Box::pin(tokio::time::timeout(
-                            context.pong_timeout,
-                            socket.write_batch(frame, &mut outbox),
-                        )) => match sent {
-                            Ok(Ok(())) => Next::Continue,
-                            Ok(Err(_)) => return,
-                            Err(_) => Next::CloseBecause(CloseCode::OverCapacity, SLOW_CONSUMER.into()),
-                        },
-                        code = self.handle.closed() => Next::Close(code),
-                        _ = context.shutdown.cancelled() => Next::Close(CloseCode::Reconnect),
-                    },
-                    None => return,
-                },
-                incoming = socket.next() => match incoming {
+        // One timer for the session's life, moved only when its deadline does: a delivery does
+        // not touch the timer wheel.
+        // It lives in this block only, so the goodbye below does not carry it.
+        let (code, reason) = {
+            let mut timer = pin!(sleep_until(self.next_deadline(started)));
+            let wakers =
+                SourceWakers { socket: outbox.source_waker(SOCKET), timer: outbox.source_waker(TIMER) };
+            let mut due = SOCKET | TIMER;
+            loop {
+                let deadline = self.next_deadline(started);
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                    due |= TIMER;
+                }
+                let wake = wait(&mut outbox, socket, timer.as_mut(), &wakers, &mut due).await;
+                if !matches!(wake, Wake::Frame(_)) {
+                    // Handling anything else may poll the socket or the timer with the task's
+                    // own waker: poll both with theirs next time.
+                    due = SOCKET | TIMER;
+                }
+                let next = match wake {
+                    Wake::Closed(code) => Next::Close(code),
+                    Wake::Frame(frame) => {
+                        // Inline, not boxed: no allocation per write (the server's socket's write
+                        // is a few words).
+                        let write = pin!(socket.write_batch(frame, &mut outbox));
+                        raced(write, &self.handle, self.context.pong_timeout, timer.as_mut(), &mut due).await
+                    }
                     // Boxed: the handling of a frame is rare next to waiting, and an idle connection should
                     // not carry its state inline.
-                    Some(Ok(message)) => {
+                    Wake::Incoming(Some(Ok(message))) => {
                         let handled = Box::pin(self.on_message(socket, message)).await;
                         handled.unwrap_or_else(|stop| stop)
                     }
-                    Some(Err(error)) => match violation(error) {
+                    Wake::Incoming(Some(Err(error))) => match violation(error) {
                         Some(code) => Next::Close(code),
                         None => return,
                     },
-                    None => return,
-                },
-                _ = sleep_until(deadline) => Box::pin(self.on_timer(socket, started)).await,
-            };
-            let (code, reason) = match next {
-                Next::Continue => continue,
-                Next::End => return,
-                Next::ClientClosed => {
-                    finish_close(socket).await;
-                    return;
+                    Wake::Incoming(None) => return,
+                    Wake::Timer => Box::pin(self.on_timer(socket, started)).await,
+                };
+                match next {
+                    Next::Continue => continue,
+                    Next::End => return,
+                    Next::ClientClosed => {
+                        // Boxed, like the goodbye: an idle session does not carry its timer.
+                        Box::pin(finish_close(socket)).await;
+                        return;
+                    }
+                    Next::Close(code) => break (code, None),
+                    Next::CloseBecause(code, reason) => break (code, Some(reason)),
                 }
-                Next::Close(code) => (code, None),
-                Next::CloseBecause(code, reason) => (code, Some(reason)),
-            };
-            if code == CloseCode::OverCapacity {
-                self.app.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                warn!(reason = reason.as_deref().unwrap_or("outbox full"), "closing with 4100");
             }
-            // The peer may not be reading at all (a slow consumer): never wait long on it.
-            let goodbye = async {
-                if !code.is_websocket_level() {
-                    let message = reason.as_deref().unwrap_or(code.message());
-                    let error = encode_error(Some(code.code()), message);
-                    socket.send(Message::Text(error.into())).await?;
-                }
-                socket.send(close_message(code)).await
-            };
-            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye).await;
-            return;
+        };
+        if code == CloseCode::OverCapacity {
+            self.app.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(reason = reason.as_deref().unwrap_or("outbox full"), "closing with 4100");
         }
+        // The peer may not be reading at all (a slow consumer): never wait long on it.
+        let goodbye = async {
+            if !code.is_websocket_level() {
+                let message = reason.as_deref().unwrap_or(code.message());
+                let error = encode_error(Some(code.code()), message);
+                socket.send(Message::Text(error.into())).await?;
+            }
+            socket.send(close_message(code)).await
+        };
+        let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, goodbye)).await;
     }
 
     /// Writes a frame the session itself produces (a pong, an error, a subscription reply). A
     /// client that sends without reading cannot hold the session here: the write is raced
-    /// against the kill switch, shutdown and the stall deadline (`pong_timeout`, the same
+    /// against the kill switch (which shutdown sets too) and the stall deadline (`pong_timeout`, the same
     /// patience the heartbeat has).
     pub(super) async fn send<S: Frames>(
         &self,
@@ -238,7 +340,6 @@ impl<'a> Session<'a> {
         tokio::select! {
             biased;
             code = self.handle.closed() => Err(Next::Close(code)),
-            _ = self.context.shutdown.cancelled() => Err(Next::Close(CloseCode::Reconnect)),
             sent = tokio::time::timeout(self.context.pong_timeout, socket.send(Message::Text(frame.into()))) => {
                 match sent {
                     Ok(Ok(())) => Ok(()),

@@ -101,7 +101,7 @@ impl Upgrade {
             };
             let inner =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-            callback(Socket { inner, unsent: Bytes::new() }).await;
+            callback(Socket { inner, unsent: Bytes::new(), own_queued: false }).await;
         });
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut response = Response::new(Body::empty());
@@ -120,6 +120,10 @@ pub(crate) struct Socket {
     /// The rest of a framed write that was given up on midway (its write future dropped): written
     /// before anything else, so the stream never holds half a frame. Empty (no allocation) otherwise.
     unsent: Bytes,
+    /// tungstenite may hold bytes of its own frames (a reply, an automatic pong, a close): set by
+    /// every send and read through it, cleared by a flush. An outbox write flushes them first,
+    /// and skips that when there can be none.
+    own_queued: bool,
 }
 
 impl Socket {
@@ -137,30 +141,98 @@ impl Socket {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes one outbox frame: its header, built on the stack, and its payload, the bytes shared
+    /// by every subscriber, in one vectored write, with neither copied. What the stream does not
+    /// take at once is left in `unsent` (the payload's rest is a slice of the shared bytes).
+    fn start_frame(&mut self, cx: &mut Context<'_>, text: Bytes) -> io::Result<()> {
+        let mut header = [0; 10];
+        let header = frame_header(&mut header, text.len());
+        let stream = self.inner.get_mut();
+        let written = if stream.is_write_vectored() {
+            let slices = [io::IoSlice::new(header), io::IoSlice::new(&text)];
+            match Pin::new(stream).poll_write_vectored(cx, &slices) {
+                Poll::Ready(written) => written?,
+                Poll::Pending => 0,
+            }
+        } else {
+            0
+        };
+        self.unsent = if written >= header.len() {
+            text.slice(written - header.len()..)
+        } else {
+            let mut framed = Vec::with_capacity(header.len() + text.len() - written);
+            framed.extend_from_slice(&header[written..]);
+            framed.extend_from_slice(&text);
+            Bytes::from(framed)
+        };
+        Ok(())
+    }
+
+    /// Writes `first` and whatever else the outbox holds (up to a batch) straight to the stream,
+    /// after anything tungstenite holds, and flushes: one frame goes out without being copied,
+    /// several are framed into one buffer for that write. A plain poll over the socket's own
+    /// state (`unsent`): the future is three words and a frame, small enough for the session to
+    /// keep inline instead of allocating it per write.
+    pub(super) fn write_outbox<'a>(
+        &'a mut self,
+        first: Utf8Bytes,
+        outbox: &'a mut Outbox<Utf8Bytes>,
+    ) -> impl Future<Output = Result<(), axum::Error>> + Send + 'a {
+        let mut first = Some(first);
+        poll_fn(move |cx| {
+            // tungstenite's own frames (a reply, an automatic pong) go first, whole.
+            if self.own_queued {
+                ready!(Pin::new(&mut *self).poll_flush(cx))?;
+            }
+            if let Some(first) = first.take() {
+                match outbox.try_recv_more() {
+                    Ok(second) => self.unsent = Bytes::from(frame_batch(first, second, outbox)),
+                    Err(_) => self.start_frame(cx, Bytes::from(first)).map_err(axum::Error::new)?,
+                }
+            }
+            ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
+            Pin::new(self.inner.get_mut()).poll_flush(cx).map_err(axum::Error::new)
+        })
+    }
+
     /// Writes framed bytes straight to the stream and flushes, after anything tungstenite holds.
     pub(super) async fn write_framed(&mut self, framed: Vec<u8>) -> Result<(), axum::Error> {
         // tungstenite's own frames (a reply, an automatic pong) go first, whole.
-        self.flush().await?;
+        if self.own_queued {
+            self.flush().await?;
+        }
         self.unsent = Bytes::from(framed);
         poll_fn(|cx| self.poll_unsent(cx)).await.map_err(axum::Error::new)?;
         poll_fn(|cx| Pin::new(self.inner.get_mut()).poll_flush(cx)).await.map_err(axum::Error::new)
     }
 }
 
-/// Appends `text` as one unmasked, final text frame (RFC 6455 5.2).
-pub(super) fn frame_text(buffer: &mut Vec<u8>, text: &[u8]) {
-    buffer.push(0x81);
-    match text.len() {
-        len @ 0..=125 => buffer.push(len as u8),
-        len @ 126..=0xFFFF => {
-            buffer.push(126);
-            buffer.extend_from_slice(&(len as u16).to_be_bytes());
+/// The header of an unmasked, final text frame of `len` bytes (RFC 6455 5.2), written into
+/// `header`: the part of it that is the header.
+fn frame_header(header: &mut [u8; 10], len: usize) -> &[u8] {
+    header[0] = 0x81;
+    match len {
+        0..=125 => {
+            header[1] = len as u8;
+            &header[..2]
         }
-        len => {
-            buffer.push(127);
-            buffer.extend_from_slice(&(len as u64).to_be_bytes());
+        126..=0xFFFF => {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            &header[..4]
+        }
+        _ => {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            &header[..10]
         }
     }
+}
+
+/// Appends `text` as one unmasked, final text frame (RFC 6455 5.2).
+pub(super) fn frame_text(buffer: &mut Vec<u8>, text: &[u8]) {
+    let mut header = [0; 10];
+    buffer.extend_from_slice(frame_header(&mut header, text.len()));
     buffer.extend_from_slice(text);
 }
 
@@ -174,21 +246,14 @@ fn framed_len(text: &[u8]) -> usize {
     header + text.len()
 }
 
-/// Frames `first` and whatever else the outbox holds (up to [`WRITE_BATCH`] frames and about
-/// [`WRITE_BATCH_BYTES`]) into one buffer, sized for them.
-pub(super) fn frame_batch(first: Utf8Bytes, outbox: &mut Outbox<Utf8Bytes>) -> Vec<u8> {
-    let first = Bytes::from(first);
-    // The common case, one frame: framed without gathering a list first.
-    let Ok(second) = outbox.try_recv() else {
-        let mut buffer = Vec::with_capacity(framed_len(&first));
-        frame_text(&mut buffer, &first);
-        return buffer;
-    };
-    let second = Bytes::from(second);
+/// Frames `first`, `second` and whatever else the outbox holds (up to [`WRITE_BATCH`] frames and
+/// about [`WRITE_BATCH_BYTES`]) into one buffer, sized for them.
+pub(super) fn frame_batch(first: Utf8Bytes, second: Utf8Bytes, outbox: &mut Outbox<Utf8Bytes>) -> Vec<u8> {
+    let (first, second) = (Bytes::from(first), Bytes::from(second));
     let mut bytes = framed_len(&first) + framed_len(&second);
     let mut frames = vec![first, second];
     while frames.len() < WRITE_BATCH && bytes < WRITE_BATCH_BYTES {
-        let Ok(frame) = outbox.try_recv() else { break };
+        let Ok(frame) = outbox.try_recv_more() else { break };
         let frame = Bytes::from(frame);
         bytes += framed_len(&frame);
         frames.push(frame);
@@ -242,6 +307,8 @@ impl Stream for Socket {
         if let Err(error) = ready!(self.poll_unsent(cx)) {
             return Poll::Ready(Some(Err(axum::Error::new(error))));
         }
+        // Reading may queue a reply (a pong, a close).
+        self.own_queued = true;
         loop {
             match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(message)) => {
@@ -265,12 +332,15 @@ impl Sink<Message> for Socket {
     }
 
     fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), axum::Error> {
+        self.own_queued = true;
         Pin::new(&mut self.inner).start_send(to_tungstenite(message)?).map_err(axum::Error::new)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
-        Pin::new(&mut self.inner).poll_flush(cx).map_err(axum::Error::new)
+        ready!(Pin::new(&mut self.inner).poll_flush(cx)).map_err(axum::Error::new)?;
+        self.own_queued = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {

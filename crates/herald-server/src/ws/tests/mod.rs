@@ -73,11 +73,13 @@ fn size_of_task<F>(_: fn(SessionContext, Option<Arc<Tenant>>, Option<CloseCode>,
 /// connection"): it must not grow unnoticed. Test profile: 2064 bytes before the session was
 /// made generic over its frames, 2048 after, 2032 with the lazily allocated outbox, 2008 on
 /// Herald's own socket (without axum's protocol header), 1224 once the socket was stored once
-/// (it was stored three times: by the task's async wrapper, and as `start`'s argument and local).
+/// (it was stored three times: by the task's async wrapper, and as `start`'s argument and local),
+/// 1176 with the hand-written wait (no `select!` state, no `Notify` or cancellation futures; the
+/// goodbye boxed), the two source wakers and the outbox write kept inline instead of boxed.
 #[test]
 fn the_connection_task_stays_small() {
     let size = size_of_task(connection::<Socket>);
-    assert!(size <= 1224, "the connection task grew to {size} bytes");
+    assert!(size <= 1176, "the connection task grew to {size} bytes");
 }
 
 #[tokio::test(start_paused = true)]
@@ -248,7 +250,7 @@ async fn shutdown_closes_every_session_with_4200() {
     let mut first = Client::connect(&context, &app).await;
     let mut second = Client::connect(&context, &app).await;
     sleep_until(first.at(10 * SECOND)).await;
-    context.shutdown.cancel();
+    super::close_sessions(&context.shutdown, [&app]);
     for client in [&mut first, &mut second] {
         client.goodbye(CloseCode::Reconnect).await;
         assert_eq!(client.elapsed(), 10 * SECOND);
@@ -256,6 +258,46 @@ async fn shutdown_closes_every_session_with_4200() {
     first.ended().await;
     second.ended().await;
     assert_eq!(app.hub.connections(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_registering_after_shutdown_began_is_closed_with_4200_too() {
+    let app = tenant(|_| {});
+    let context = context();
+    super::close_sessions(&context.shutdown, [&app]);
+    let mut late = Client::connect(&context, &app).await;
+    late.goodbye(CloseCode::Reconnect).await;
+    assert_eq!(late.elapsed(), Duration::ZERO);
+    late.ended().await;
+    assert_eq!(app.hub.connections(), 0);
+}
+
+/// Deliveries wake the session without reading the client or polling its timer: the client's
+/// frames are still read and the ping still comes exactly one activity timeout after them.
+#[tokio::test(start_paused = true)]
+async fn deliveries_leave_the_client_s_frames_and_the_ping_on_time() {
+    let app = tenant(|_| {});
+    let mut client = subscribed_to_news(&app).await;
+    let news = ChannelName::parse("news", 200).expect("a channel name");
+    let deliver = async |client: &mut Client, ticks: std::ops::Range<u32>| {
+        for tick in ticks {
+            sleep_until(Instant::now() + SECOND).await;
+            app.publish(&news, "tick", &tick.to_string(), None, None).await.expect("a local publication");
+            let frame = client.event().await;
+            assert_eq!((&frame["event"], data_of(&frame)), (&json!("tick"), json!(tick)));
+        }
+    };
+    deliver(&mut client, 0..3).await;
+    client.round_trip().await;
+    let answered = client.elapsed();
+    deliver(&mut client, 3..6).await;
+    client.round_trip().await;
+    let answered_again = client.elapsed();
+    assert_eq!(answered_again, answered + 3 * SECOND);
+    deliver(&mut client, 6..9).await;
+    client.silent_until(client.at(answered_again + ACTIVITY - MILLISECOND)).await;
+    assert_eq!(client.event().await["event"], "pusher:ping");
+    assert_eq!(client.elapsed(), answered_again + ACTIVITY);
 }
 
 #[tokio::test(start_paused = true)]
