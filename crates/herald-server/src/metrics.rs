@@ -90,6 +90,22 @@ pub(crate) async fn render(state: &SharedState) -> String {
             app.hub.connections(),
         );
     }
+    header(
+        &mut out,
+        "herald_transport_connections",
+        "gauge",
+        "Open connections by transport (ws, xhr_streaming, xhr_polling).",
+    );
+    for app in state.tenants().all() {
+        for (transport, count) in state.transports(app).named() {
+            line(
+                &mut out,
+                "herald_transport_connections",
+                &format!("app=\"{}\",transport=\"{transport}\"", label(&app.config.id)),
+                count,
+            );
+        }
+    }
     if let Some(gates) = state.gates.get() {
         let stats: Vec<(&str, crate::listener::GateStats)> =
             ["main", "admin"].into_iter().zip(gates.iter().map(|gate| gate.stats())).collect();

@@ -53,6 +53,22 @@ fn main_routes() -> Vec<Entry> {
     use Access::{Bearer, Open, Signed};
     vec![
         ("/app/{key}", Open, get(ws::upgrade)),
+        // pusher-js's HTTP fallback transports (ws/http.rs): the session id is in the path.
+        (
+            "/pusher/app/{key}/{server}/{session}/xhr_streaming",
+            Open,
+            post(ws::http::xhr_streaming).options(ws::http::preflight),
+        ),
+        (
+            "/pusher/app/{key}/{server}/{session}/xhr",
+            Open,
+            post(ws::http::xhr_polling).options(ws::http::preflight),
+        ),
+        (
+            "/pusher/app/{key}/{server}/{session}/xhr_send",
+            Open,
+            post(ws::http::xhr_send).options(ws::http::preflight),
+        ),
         ("/apps/{app_id}/events", Signed, post(api::trigger)),
         ("/apps/{app_id}/batch_events", Signed, post(api::trigger_batch)),
         ("/apps/{app_id}/channels", Signed, get(api::list_channels)),

@@ -166,7 +166,18 @@ function renderStatus(status) {
       'tr',
       { dataset: { app: app.id } },
       el('th', { scope: 'row' }, app.id, app.enabled ? null : el('span', { className: 'tag' }, 'disabled')),
-      el('td', { className: 'num' }, formatCount(app.connections)),
+      el(
+        'td',
+        { className: 'num' },
+        formatCount(app.connections),
+        el(
+          'span',
+          { className: 'transports' },
+          ['ws', 'xhr_streaming', 'xhr_polling']
+            .map((name) => `${name} ${formatCount(app.transports?.[name] ?? 0)}`)
+            .join(' · '),
+        ),
+      ),
       el('td', { className: 'num' }, formatCount(app.subscriptions)),
       el('td', {}, channels || el('span', { className: 'muted' }, 'none')),
       el('td', { className: 'num' }, formatCount(app.messages_in), perSecond('messages_in')),
