@@ -81,7 +81,7 @@ fn cluster(out: &mut String, broker: &herald_broker::Broker) {
 /// omitted and `herald_database_up` is 0.
 pub(crate) async fn render(state: &SharedState) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    header(&mut out, "herald_connections", "gauge", "Open WebSocket connections.");
+    header(&mut out, "herald_connections", "gauge", "Open connections (WebSocket and HTTP sessions).");
     for app in state.tenants().all() {
         line(
             &mut out,
@@ -113,7 +113,7 @@ pub(crate) async fn render(state: &SharedState) -> String {
             &mut out,
             "herald_listener_connections",
             "gauge",
-            "Open TCP connections (HTTP and WebSocket).",
+            "Open TCP connections (HTTP and WebSocket) and HTTP sessions.",
         );
         for (listener, stats) in &stats {
             line(&mut out, "herald_listener_connections", &format!("listener=\"{listener}\""), stats.open);

@@ -1,6 +1,6 @@
 // pusher-js's HTTP fallback transports (xhr_streaming, xhr_polling) against the real binary: the
 // WebSocket suite's public, private, presence, client-event, sign-in and authorization cases run
-// again with pusher-js restricted to each transport (`HERALD_NODE_TRANSPORTS`, read by the
+// (and the notification catalog through Echo) again with pusher-js restricted to each transport (`HERALD_NODE_TRANSPORTS`, read by the
 // harness's clientOptions), each file in a child `node --test`.
 
 import { test } from 'node:test';
@@ -25,6 +25,7 @@ const FILES = [
   'users.test.mjs',
   'authorization.test.mjs',
   'echo.test.mjs',
+  'notifications.test.mjs',
 ];
 
 // Inside a child run this file has nothing to do (it would start its own children again).
