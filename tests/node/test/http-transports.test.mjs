@@ -1,7 +1,8 @@
 // pusher-js's HTTP fallback transports (xhr_streaming, xhr_polling) against the real binary: the
-// WebSocket suite's public, private, presence, client-event, sign-in and authorization cases run
-// (and the notification catalog through Echo) again with pusher-js restricted to each transport (`HERALD_NODE_TRANSPORTS`, read by the
-// harness's clientOptions), each file in a child `node --test`.
+// WebSocket suite's public, private, presence, client-event, sign-in, authorization and Echo
+// cases, and the notification catalog through Echo, run again with pusher-js restricted to each
+// transport (`HERALD_NODE_TRANSPORTS`, read by the harness's clientOptions), each file in a
+// child `node --test`.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
