@@ -476,6 +476,7 @@ fn create(state: &SharedState, kind: Kind, id: String, client: &Receiver) -> Res
         _ => None,
     };
     let context = SessionContext::of(state);
+    let shutdown = context.shutdown.clone();
     let idle_timeout = DISCONNECT_DELAY.min(context.activity_timeout);
     let (inbound, messages) = mpsc::channel(INBOUND_MESSAGES);
     let shared = Arc::new(Shared {
@@ -509,7 +510,7 @@ fn create(state: &SharedState, kind: Kind, id: String, client: &Receiver) -> Res
         let shared = shared.clone();
         async move {
             connection(context, app, refusal, pipe).await;
-            linger(&shared).await;
+            linger(&shared, shutdown).await;
             registry.remove(&id, &shared);
             drop::<Option<Ticket>>(ticket);
         }
@@ -518,8 +519,9 @@ fn create(state: &SharedState, kind: Kind, id: String, client: &Receiver) -> Res
     Ok(shared)
 }
 
-/// Keeps an ended session until a receive request has taken its close line, or [`LINGER`].
-async fn linger(shared: &Shared) {
+/// Keeps an ended session until a receive request has taken its close line, or [`LINGER`]; during
+/// shutdown (no new requests come) at most [`super::CLOSE_WRITE_TIMEOUT`].
+async fn linger(shared: &Shared, shutdown: tokio_util::sync::CancellationToken) {
     let wait = async {
         loop {
             let notified = shared.changed.notified();
@@ -531,7 +533,15 @@ async fn linger(shared: &Shared) {
             notified.await;
         }
     };
-    let _ = tokio::time::timeout(LINGER, wait).await;
+    let shutting_down = async {
+        shutdown.cancelled().await;
+        sleep(super::CLOSE_WRITE_TIMEOUT).await;
+    };
+    tokio::select! {
+        () = wait => {}
+        () = sleep(LINGER) => {}
+        () = shutting_down => {}
+    }
 }
 
 /// One receive request's response, line by line.
