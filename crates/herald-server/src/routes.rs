@@ -8,7 +8,8 @@
 //! - `Admin` routes sit behind `guard::require_admin` (admin token or dashboard session, and no
 //!   cross-origin writes), applied here to all of them at once.
 //! - `Bearer` routes are the browser's, behind CORS: they check the platform's bearer token.
-//! - `Open` routes are the probes, the WebSocket upgrade (the protocol checks the app key), and
+//! - `Open` routes are the probes, the WebSocket upgrade and pusher-js's HTTP fallback transports
+//!   (the protocol checks the app key, and an `xhr_send` needs a live session), and
 //!   the dashboard's page, style, icon, login and logout.
 
 use axum::middleware::from_fn_with_state;
