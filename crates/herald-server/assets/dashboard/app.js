@@ -166,17 +166,13 @@ function renderStatus(status) {
       'tr',
       { dataset: { app: app.id } },
       el('th', { scope: 'row' }, app.id, app.enabled ? null : el('span', { className: 'tag' }, 'disabled')),
+      el('td', { className: 'num' }, formatCount(app.connections)),
       el(
         'td',
-        { className: 'num' },
-        formatCount(app.connections),
-        el(
-          'span',
-          { className: 'transports' },
-          ['ws', 'xhr_streaming', 'xhr_polling']
-            .map((name) => `${name} ${formatCount(app.transports?.[name] ?? 0)}`)
-            .join(' · '),
-        ),
+        { className: 'transports' },
+        ['ws', 'xhr_streaming', 'xhr_polling']
+          .map((name) => `${name} ${formatCount(app.transports?.[name] ?? 0)}`)
+          .join(' · '),
       ),
       el('td', { className: 'num' }, formatCount(app.subscriptions)),
       el('td', {}, channels || el('span', { className: 'muted' }, 'none')),
@@ -185,7 +181,7 @@ function renderStatus(status) {
       el('td', { className: 'num' }, formatCount(app.slow_consumer_disconnects)),
     );
   });
-  fillTable($('apps').tBodies[0], appRows, 'No apps configured.', 7);
+  fillTable($('apps').tBodies[0], appRows, 'No apps configured.', 8);
   previous = { status, at: Date.now() };
 
   const delivery = status.delivery ?? {};

@@ -37,7 +37,7 @@ use axum::Extension;
 use futures_util::{Sink, Stream};
 use herald_hub::Outbox;
 use herald_protocol::CloseCode;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::{sleep, Instant, Sleep};
 
 use super::{admission, connection, Frames, SessionContext};
@@ -134,7 +134,6 @@ struct Shared {
     kind: Kind,
     /// The app, when the session was admitted (a refused one only says why and ends).
     app: Option<Arc<Tenant>>,
-    inbound: mpsc::Sender<Message>,
     pipe: Mutex<Pipe>,
     /// Told of every change: frames queued or taken, a receive request superseded, the end.
     changed: Notify,
@@ -155,8 +154,12 @@ struct Pipe {
     receiving: bool,
     /// Since when no receive request has been open.
     idle_since: Instant,
-    /// The session's task, woken when the last receive request ends (its idle deadline starts).
-    idle_waker: Option<std::task::Waker>,
+    /// Messages posted by `xhr_send` and not yet read by the session (at most
+    /// [`INBOUND_MESSAGES`]).
+    inbound: VecDeque<Message>,
+    /// The session's task, woken by a message and when the last receive request ends (its idle
+    /// deadline starts).
+    session_waker: Option<std::task::Waker>,
 }
 
 impl Shared {
@@ -176,7 +179,6 @@ impl Shared {
 /// queues frames for the receive requests.
 pub(crate) struct HttpPipe {
     shared: Arc<Shared>,
-    inbound: mpsc::Receiver<Message>,
     /// The idle deadline: no receive request open for `idle_timeout` ends the session.
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
@@ -197,12 +199,20 @@ impl Stream for HttpPipe {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Poll::Ready(message) = this.inbound.poll_recv(cx) {
-            return Poll::Ready(message.map(Ok));
-        }
         let deadline = {
             let mut pipe = this.shared.pipe();
-            pipe.idle_waker = Some(cx.waker().clone());
+            let was_full = pipe.inbound.len() >= INBOUND_MESSAGES;
+            if let Some(message) = pipe.inbound.pop_front() {
+                drop(pipe);
+                if was_full {
+                    // Room for an `xhr_send` waiting to deliver.
+                    this.shared.changed.notify_waiters();
+                }
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if !pipe.session_waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+                pipe.session_waker = Some(cx.waker().clone());
+            }
             (!pipe.receiving).then(|| pipe.idle_since + this.idle_timeout)
         };
         let Some(deadline) = deadline else {
@@ -478,11 +488,9 @@ fn create(state: &SharedState, kind: Kind, id: String, client: &Receiver) -> Res
     let context = SessionContext::of(state);
     let shutdown = context.shutdown.clone();
     let idle_timeout = DISCONNECT_DELAY.min(context.activity_timeout);
-    let (inbound, messages) = mpsc::channel(INBOUND_MESSAGES);
     let shared = Arc::new(Shared {
         kind,
         app: if refusal.is_none() { app.clone() } else { None },
-        inbound,
         pipe: Mutex::new(Pipe {
             opened: false,
             frames: VecDeque::new(),
@@ -492,19 +500,15 @@ fn create(state: &SharedState, kind: Kind, id: String, client: &Receiver) -> Res
             receiver: 0,
             receiving: false,
             idle_since: Instant::now(),
-            idle_waker: None,
+            inbound: VecDeque::new(),
+            session_waker: None,
         }),
         changed: Notify::new(),
     });
     let id: Box<str> = id.into();
     map.insert(id.clone(), shared.clone());
     drop(map);
-    let pipe = HttpPipe {
-        shared: shared.clone(),
-        inbound: messages,
-        idle: Box::pin(sleep(idle_timeout)),
-        idle_timeout,
-    };
+    let pipe = HttpPipe { shared: shared.clone(), idle: Box::pin(sleep(idle_timeout)), idle_timeout };
     let registry = state.http_sessions.clone();
     let task = {
         let shared = shared.clone();
@@ -560,7 +564,7 @@ impl Drop for Lines {
         if pipe.receiver == self.generation {
             pipe.receiving = false;
             pipe.idle_since = Instant::now();
-            if let Some(waker) = pipe.idle_waker.take() {
+            if let Some(waker) = pipe.session_waker.take() {
                 waker.wake();
             }
         }
@@ -702,16 +706,46 @@ pub(crate) async fn xhr_send(
         messages.into_iter().map(|message| Message::Text(message.into())).collect()
     };
     let timeout = Duration::from_secs(state.pusher.server.body_timeout_secs);
-    for message in messages {
-        match tokio::time::timeout(timeout, shared.inbound.send(message)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return refused(ApiError::NotFound("session"), origin),
-            Err(_) => return refused(ApiError::BodyTimeout(timeout.as_secs()), origin),
-        }
+    match tokio::time::timeout(timeout, deliver(&shared, messages)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(SessionGone)) => return refused(ApiError::NotFound("session"), origin),
+        Err(_) => return refused(ApiError::BodyTimeout(timeout.as_secs()), origin),
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     cors(&mut response, origin);
     response
+}
+
+/// The session ended before it took every message.
+struct SessionGone;
+
+/// Hands `messages` to the session in order, waiting while [`INBOUND_MESSAGES`] wait already.
+async fn deliver(shared: &Shared, messages: Vec<Message>) -> Result<(), SessionGone> {
+    for message in messages {
+        let mut message = Some(message);
+        loop {
+            let notified = shared.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut pipe = shared.pipe();
+                if pipe.ended {
+                    return Err(SessionGone);
+                }
+                if pipe.inbound.len() < INBOUND_MESSAGES {
+                    pipe.inbound.extend(message.take());
+                    if let Some(waker) = pipe.session_waker.take() {
+                        waker.wake();
+                    }
+                }
+            }
+            if message.is_none() {
+                break;
+            }
+            notified.await;
+        }
+    }
+    Ok(())
 }
 
 /// `OPTIONS` on the three paths: the CORS preflight of a page on another origin (pusher-js
