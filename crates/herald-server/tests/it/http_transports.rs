@@ -413,3 +413,33 @@ async fn cors_preflight_follows_the_apps_allowed_origins() {
     let stream = session.stream_from(Some("https://good.example")).await;
     assert_eq!(stream.response.headers()["access-control-allow-origin"], "https://good.example");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_takes_a_place_under_the_listener_cap() {
+    // Three places: the first session holds one, and its stream's TCP connection another.
+    let server = TestServer::with_config(|config| config.server.max_connections = 3).await;
+    let mut first = Session::new(&server, "main-key").stream().await;
+    first.event("pusher:connection_established").await;
+    // The second request's connection takes the third place; its session finds none left.
+    let second = Session::new(&server, "main-key");
+    let response = second.post("xhr_streaming", None, None).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body, json!({ "error": "too many connections; retry later" }));
+    assert_eq!(connections(&server), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xhr_send_from_an_origin_the_app_refuses_is_403_and_delivers_nothing() {
+    let server = TestServer::start().await;
+    let session = Session::new(&server, "origin-key");
+    let mut stream = session.stream_from(Some("https://good.example")).await;
+    stream.event("pusher:connection_established").await;
+    let subscribe = serde_json::to_string(&[subscribe("orders").to_string()]).expect("json");
+    let response = session.post("xhr_send", Some(subscribe), Some("https://evil.example")).await;
+    assert_eq!(response.status(), 403);
+    assert!(response.headers().get("access-control-allow-origin").is_none());
+    let origin = server.state.tenants().by_id("origin").expect("origin app").clone();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(origin.hub.stats().subscriptions, 0);
+}
