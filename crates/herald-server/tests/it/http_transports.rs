@@ -443,3 +443,22 @@ async fn xhr_send_from_an_origin_the_app_refuses_is_403_and_delivers_nothing() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(origin.hub.stats().subscriptions, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_session_hears_other_nodes_and_lives_on_its_own_node_only() {
+    let Some((a, b)) = crate::cluster::two_nodes_with(|_| {}).await else { return };
+    let session = Session::new(&b, "main-key");
+    let mut stream = session.stream().await;
+    stream.event("pusher:connection_established").await;
+    session.send(&[subscribe("news")]).await;
+    stream.event("pusher_internal:subscription_succeeded").await;
+    // Cluster-wide: a trigger on node A reaches the session on node B.
+    let (status, _) = a.trigger(&["news"], "flash", "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(stream.event("flash").await["channel"], "news");
+    // Its requests must reach node B (sticky sessions): on node A the session does not exist.
+    let elsewhere =
+        Session { server: &a, base: session.base.replace(&b.address.to_string(), &a.address.to_string()) };
+    let (status, body) = elsewhere.send_raw("[]").await;
+    assert_eq!((status, body), (404, json!({ "error": "no such session" })));
+}
