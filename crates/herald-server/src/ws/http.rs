@@ -462,6 +462,8 @@ fn receive(state: &SharedState, kind: Kind, client: Receiver) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
     );
+    // nginx passes the stream on as it comes instead of buffering it.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     cors(&mut response, origin.as_deref());
     response
 }
