@@ -624,8 +624,9 @@ impl Lines {
                 return Taken::Over;
             }
             if !pipe.opened {
+                // The `o` line alone: a poll's first answer is always just `o` (as in SockJS).
                 pipe.opened = true;
-                text.push_str("o\n");
+                return Taken::Lines { text: "o\n".to_owned(), last: false };
             }
             taken_frames = !pipe.frames.is_empty();
             if taken_frames {
