@@ -4,6 +4,8 @@
 //! 3. HTTP trigger throughput,
 //! 4. the notification layer: accepted domain events per second and ingest → subscriber latency,
 //!    each on a server of its own with a fresh SQLite file and a fresh PostgreSQL database,
+//! 6. pusher-js's HTTP fallback (`--only http-transports`, not run by default): memory per idle
+//!    `xhr_streaming` session and broadcast latency over it, next to WebSocket in the same run,
 //! 5. cross-node delivery in a cluster (`--only cluster`, not run by default): the latency and
 //!    throughput of 2 and 3 on one node, on one node with Redis, and on several nodes sharing
 //!    Redis and a fresh PostgreSQL database,
@@ -16,6 +18,7 @@ mod cluster;
 mod compare;
 #[cfg(test)]
 mod golden;
+mod http_transports;
 mod ingest;
 mod instructions;
 mod peers;
@@ -52,6 +55,8 @@ enum Phase {
     Fanout,
     /// Instructions per delivery counted by callgrind on a scripted fan-out (needs valgrind)
     Instructions,
+    /// pusher-js's HTTP fallback next to WebSocket: memory per idle session, latency
+    HttpTransports,
 }
 
 /// A peer the bench knows how to install and start.
@@ -135,6 +140,12 @@ struct Cli {
     /// Where peers are installed (never the repository's tree: `target/` is ignored)
     #[arg(long, default_value = "target/peers")]
     peers_dir: PathBuf,
+    /// HTTP transports: idle subscribed sessions per transport for the memory reading
+    #[arg(long, default_value_t = 2_000)]
+    http_sessions: usize,
+    /// HTTP transports: subscribers of the latency channel per transport (rounds: --rounds)
+    #[arg(long, default_value_t = 200)]
+    http_subscribers: usize,
     /// Instructions: subscribers on the one channel
     #[arg(long, default_value_t = 500)]
     instructions_subscribers: usize,
@@ -285,6 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli.fanout.iter().map(|spec| spec.subscribers).max().unwrap_or(0),
         ),
         (cli.only.contains(&Phase::Instructions), cli.instructions_subscribers),
+        (cli.only.contains(&Phase::HttpTransports), cli.http_sessions + cli.http_subscribers),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -409,7 +421,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli.callgrind_dir.as_deref(),
         ))
     });
+    let http_config = http_transports::HttpConfig {
+        bin: bin.clone(),
+        server_log: cli.server_log.clone(),
+        server_env: cli.server_env.clone(),
+        sessions: cli.http_sessions.max(1),
+        subscribers: cli.http_subscribers.max(1),
+        rounds: cli.rounds.max(1),
+        connect_concurrency: cli.connect_concurrency,
+        settle: Duration::from_secs_f64(cli.settle_secs.clamp(0.0, 120.0)),
+    };
+    let http = cli
+        .only
+        .contains(&Phase::HttpTransports)
+        .then(|| runtime.block_on(http_transports::run(&http_config)));
     let other = Other {
+        http_config: &http_config,
+        http: http.as_ref(),
         peer_failures,
         instructions: instructions.as_ref(),
         ingest_config: &ingest_config,
@@ -436,6 +464,8 @@ struct Target {
 
 /// The phases that start servers of their own, with their configurations.
 struct Other<'a> {
+    http_config: &'a http_transports::HttpConfig,
+    http: Option<&'a anyhow::Result<Vec<http_transports::TransportResult>>>,
     /// Peers that could not be installed, started or measured.
     peer_failures: Vec<String>,
     instructions: Option<&'a anyhow::Result<instructions::Instructions>>,
@@ -660,6 +690,12 @@ fn to_markdown(cli: &Cli, targets: &[Target], other: &Other<'_>) -> String {
         }
         out.push_str(&cluster::to_markdown(other.cluster_config, cluster, &mut notes));
     }
+    if let Some(http) = other.http {
+        if !out.is_empty() {
+            let _ = writeln!(out);
+        }
+        out.push_str(&http_transports::to_markdown(other.http_config, http));
+    }
     if !notes.is_empty() {
         let _ = writeln!(out, "\nNotes:");
         for note in notes {
@@ -671,8 +707,12 @@ fn to_markdown(cli: &Cli, targets: &[Target], other: &Other<'_>) -> String {
         "\n(`herald-bench` with --only {} --connections {} --channels {} --subscribers {} --rounds {} --concurrency {} --duration {} \
          --throughput-subscribers {} \
          --ingest-backends {} --ingest-clients {} --ingest-duration {} --ingest-batch {} --ingest-events {} --ingest-interval-ms {} \
-         --cluster-nodes {} --server-log {} --fanout {} --fanout-secs {}{}{})",
-        cli.only.iter().map(|phase| format!("{phase:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+         --cluster-nodes {} --http-sessions {} --http-subscribers {} --server-log {} --fanout {} --fanout-secs {}{}{})",
+        cli.only
+            .iter()
+            .map(|phase| phase.to_possible_value().map_or_else(String::new, |value| value.get_name().to_owned()))
+            .collect::<Vec<_>>()
+            .join(","),
         cli.connections,
         cli.channels,
         cli.subscribers,
@@ -687,6 +727,8 @@ fn to_markdown(cli: &Cli, targets: &[Target], other: &Other<'_>) -> String {
         cli.ingest_events,
         cli.ingest_interval_ms,
         cli.cluster_nodes,
+        cli.http_sessions,
+        cli.http_subscribers,
         cli.server_log,
         cli.fanout.iter().map(FanoutSpec::to_string).collect::<Vec<_>>().join(","),
         cli.fanout_secs,
@@ -923,6 +965,8 @@ fn to_json(cli: &Cli, targets: &[Target], other: &Other<'_>, bin: &std::path::Pa
     value["ingest"] = other.ingest.map_or(Value::Null, |ingest| ingest::to_json(other.ingest_config, ingest));
     value["cluster"] =
         other.cluster.map_or(Value::Null, |cluster| cluster::to_json(other.cluster_config, cluster));
+    value["http_transports"] =
+        other.http.map_or(Value::Null, |http| http_transports::to_json(other.http_config, http));
     value
 }
 

@@ -189,6 +189,7 @@ pub(crate) async fn snapshot(state: &SharedState, check_deps: bool) -> StatusDoc
                 key: app.config.key.clone(),
                 enabled: app.config.enabled,
                 connections: stats.connections as u64,
+                transports: state.transports(app),
                 subscriptions: stats.subscriptions as u64,
                 channels: stats
                     .channels_by_kind

@@ -28,6 +28,9 @@ pub enum ApiError {
     RateLimited(u32),
     #[error("server is shutting down; retry on another node")]
     Unavailable,
+    /// The main listener's connection caps (in all, or for the client's IP) are reached.
+    #[error("too many connections; retry later")]
+    ConnectionsFull,
     #[error("{0}")]
     Token(herald_auth::TokenError),
     #[error("{}", match .policy { Some(policy) => format!("the {policy:?} policy refused this channel"), None => "no policy allows this channel".to_owned() })]
@@ -78,9 +81,10 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable | ApiError::BackendUnavailable | ApiError::ClusterUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable
+            | ApiError::ConnectionsFull
+            | ApiError::BackendUnavailable
+            | ApiError::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

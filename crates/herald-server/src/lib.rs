@@ -123,7 +123,14 @@ pub fn banner(
             "    wsHost: '{shown_host}', wsPort: {port}, wssPort: {port},",
             port = address.port()
         );
-        let _ = writeln!(text, "    forceTLS: {tls}, enabledTransports: ['ws', 'wss'] }})");
+        // httpHost/httpPort: pusher-js's HTTP fallback (xhr_streaming, xhr_polling) comes to
+        // Herald too, not to its default host (hosted Pusher's).
+        let _ = writeln!(
+            text,
+            "    httpHost: '{shown_host}', httpPort: {port}, httpsPort: {port},",
+            port = address.port()
+        );
+        let _ = writeln!(text, "    forceTLS: {tls} }})");
     }
     text
 }

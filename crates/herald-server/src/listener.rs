@@ -69,7 +69,7 @@ pub(crate) struct ListenerLimits {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     ListenerFull,
     IpFull,
 }
@@ -115,7 +115,7 @@ impl Gate {
         }
     }
 
-    fn admit(self: &Arc<Gate>, ip: IpAddr) -> Result<Ticket, Refusal> {
+    pub(crate) fn admit(self: &Arc<Gate>, ip: IpAddr) -> Result<Ticket, Refusal> {
         let ip = canonical(ip);
         let counted_per_ip = self.limits.max_per_ip > 0 && !self.limits.exempt_ips.contains(&ip);
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
@@ -148,7 +148,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// A connection's place under the caps, given back when it is dropped.
 #[derive(Debug)]
-struct Ticket {
+pub(crate) struct Ticket {
     gate: Arc<Gate>,
     ip: Option<IpAddr>,
 }

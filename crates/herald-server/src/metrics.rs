@@ -81,7 +81,7 @@ fn cluster(out: &mut String, broker: &herald_broker::Broker) {
 /// omitted and `herald_database_up` is 0.
 pub(crate) async fn render(state: &SharedState) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    header(&mut out, "herald_connections", "gauge", "Open WebSocket connections.");
+    header(&mut out, "herald_connections", "gauge", "Open connections (WebSocket and HTTP sessions).");
     for app in state.tenants().all() {
         line(
             &mut out,
@@ -90,6 +90,22 @@ pub(crate) async fn render(state: &SharedState) -> String {
             app.hub.connections(),
         );
     }
+    header(
+        &mut out,
+        "herald_transport_connections",
+        "gauge",
+        "Open connections by transport (ws, xhr_streaming, xhr_polling).",
+    );
+    for app in state.tenants().all() {
+        for (transport, count) in state.transports(app).named() {
+            line(
+                &mut out,
+                "herald_transport_connections",
+                &format!("app=\"{}\",transport=\"{transport}\"", label(&app.config.id)),
+                count,
+            );
+        }
+    }
     if let Some(gates) = state.gates.get() {
         let stats: Vec<(&str, crate::listener::GateStats)> =
             ["main", "admin"].into_iter().zip(gates.iter().map(|gate| gate.stats())).collect();
@@ -97,7 +113,7 @@ pub(crate) async fn render(state: &SharedState) -> String {
             &mut out,
             "herald_listener_connections",
             "gauge",
-            "Open TCP connections (HTTP and WebSocket).",
+            "Open TCP connections (HTTP and WebSocket) and HTTP sessions.",
         );
         for (listener, stats) in &stats {
             line(&mut out, "herald_listener_connections", &format!("listener=\"{listener}\""), stats.open);

@@ -8,7 +8,8 @@
 //! - `Admin` routes sit behind `guard::require_admin` (admin token or dashboard session, and no
 //!   cross-origin writes), applied here to all of them at once.
 //! - `Bearer` routes are the browser's, behind CORS: they check the platform's bearer token.
-//! - `Open` routes are the probes, the WebSocket upgrade (the protocol checks the app key), and
+//! - `Open` routes are the probes, the WebSocket upgrade and pusher-js's HTTP fallback transports
+//!   (the protocol checks the app key, and an `xhr_send` needs a live session), and
 //!   the dashboard's page, style, icon, login and logout.
 
 use axum::middleware::from_fn_with_state;
@@ -53,6 +54,22 @@ fn main_routes() -> Vec<Entry> {
     use Access::{Bearer, Open, Signed};
     vec![
         ("/app/{key}", Open, get(ws::upgrade)),
+        // pusher-js's HTTP fallback transports (ws/http.rs): the session id is in the path.
+        (
+            "/pusher/app/{key}/{server}/{session}/xhr_streaming",
+            Open,
+            post(ws::http::xhr_streaming).options(ws::http::preflight),
+        ),
+        (
+            "/pusher/app/{key}/{server}/{session}/xhr",
+            Open,
+            post(ws::http::xhr_polling).options(ws::http::preflight),
+        ),
+        (
+            "/pusher/app/{key}/{server}/{session}/xhr_send",
+            Open,
+            post(ws::http::xhr_send).options(ws::http::preflight),
+        ),
         ("/apps/{app_id}/events", Signed, post(api::trigger)),
         ("/apps/{app_id}/batch_events", Signed, post(api::trigger_batch)),
         ("/apps/{app_id}/channels", Signed, get(api::list_channels)),

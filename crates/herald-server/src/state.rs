@@ -117,6 +117,8 @@ pub struct State {
     pub(crate) started: Instant,
     /// The main and the admin listener's connection gates, set once they are bound.
     pub(crate) gates: std::sync::OnceLock<[Arc<crate::listener::Gate>; 2]>,
+    /// This node's live HTTP sessions (pusher-js's `xhr_streaming` and `xhr_polling`).
+    pub(crate) http_sessions: Arc<crate::ws::http::HttpSessions>,
     /// How long a backlog found at start-up waits for clients to reconnect (`herald` driver).
     pub(crate) reconnect_grace: Duration,
     /// The webhook dispatcher and sender; `None` when no app has a receiver.
@@ -183,6 +185,7 @@ impl State {
             admin: crate::guard::AdminGuard::new(&config.admin),
             started: Instant::now(),
             gates: std::sync::OnceLock::new(),
+            http_sessions: Arc::default(),
             reconnect_grace: match config.notifications.driver {
                 crate::config::DriverName::Herald => {
                     Duration::from_secs(config.notifications.reconnect_grace_secs)
@@ -208,6 +211,17 @@ impl State {
 
     pub fn records(&self) -> &Records {
         self.notify.notifier.records()
+    }
+
+    /// `app`'s connections on this node by transport: its HTTP sessions, the rest WebSocket.
+    pub fn transports(&self, app: &Tenant) -> crate::status::TransportCounts {
+        let http = self.http_sessions.counts(Some(&app.config.id));
+        let connections = app.hub.connections() as u64;
+        crate::status::TransportCounts {
+            ws: connections.saturating_sub(http.streaming + http.polling),
+            xhr_streaming: http.streaming,
+            xhr_polling: http.polling,
+        }
     }
 
     pub fn authorizer(&self) -> &Authorizer {

@@ -104,12 +104,30 @@ pub struct AppStatus {
     pub key: String,
     pub enabled: bool,
     pub connections: u64,
+    /// The same connections by what carries them.
+    pub transports: TransportCounts,
     pub subscriptions: u64,
     /// Occupied channels by kind (`public`, `private`, `presence`, …).
     pub channels: BTreeMap<String, u64>,
     pub messages_in: u64,
     pub messages_out: u64,
     pub slow_consumer_disconnects: u64,
+}
+
+/// Connections by transport: WebSocket, and pusher-js's HTTP fallbacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransportCounts {
+    pub ws: u64,
+    pub xhr_streaming: u64,
+    pub xhr_polling: u64,
+}
+
+impl TransportCounts {
+    /// `(name, count)` in a fixed order, as the metrics and `herald status` show them.
+    pub fn named(&self) -> [(&'static str, u64); 3] {
+        [("ws", self.ws), ("xhr_streaming", self.xhr_streaming), ("xhr_polling", self.xhr_polling)]
+    }
 }
 
 /// The notification layer's counters since start.

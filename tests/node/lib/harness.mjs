@@ -24,6 +24,13 @@ export const HERALD_BIN = process.env.HERALD_BIN
   ? resolve(suiteRoot, process.env.HERALD_BIN)
   : resolve(suiteRoot, '../../target/debug/herald');
 
+/**
+ * The pusher-js transports the clients use: `ws` unless `HERALD_NODE_TRANSPORTS` names others
+ * (comma-separated, e.g. `xhr_streaming`); http-transports.test.mjs runs the suite's files again
+ * with each of pusher-js's HTTP fallback transports.
+ */
+export const TRANSPORTS = (process.env.HERALD_NODE_TRANSPORTS ?? 'ws').split(',').map((name) => name.trim());
+
 /** Default time any single wait may take. */
 export const TIMEOUT_MS = 5000;
 
@@ -438,8 +445,13 @@ export async function startServer(options = {}) {
         wsHost: '127.0.0.1',
         wsPort: port,
         wssPort: port,
+        // The HTTP fallback transports go to httpHost/httpPort (pusher-js's default host is
+        // sockjs.pusher.com, so both are always set).
+        httpHost: '127.0.0.1',
+        httpPort: port,
+        httpsPort: port,
         forceTLS: false,
-        enabledTransports: ['ws'],
+        enabledTransports: TRANSPORTS,
         disableStats: true,
         key: config.key,
       };

@@ -14,6 +14,7 @@ import {
   useServer,
   waitForEvent,
   withTimeout,
+  TRANSPORTS,
 } from '../lib/harness.mjs';
 
 let server;
@@ -105,7 +106,15 @@ test('client events over 10 per second: pusher:error 4301, the socket stays open
   assert.equal(errorFrames[0].code, 4301);
 
   await barrier(sdk, receiverChannel);
-  assert.deepEqual(relayed.events.map((d) => d.i), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'the first 10 were relayed');
+  const order = relayed.events.map((d) => d.i);
+  if (TRANSPORTS.includes('ws')) {
+    assert.deepEqual(order, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'the first 10 were relayed');
+  } else {
+    // Over HTTP pusher-js posts each event in a request of its own, and requests made in the
+    // same tick may arrive in any order: 10 of the 12 are relayed, whichever came first.
+    assert.equal(order.length, 10, 'ten were relayed');
+    assert.equal(new Set(order).size, 10, 'none twice');
+  }
 
   // Not closed: the same socket still receives events.
   await barrier(sdk, senderChannel);

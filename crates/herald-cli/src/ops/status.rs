@@ -108,6 +108,15 @@ pub(crate) fn render(status: &Value, detailed: bool, style: &Style) -> String {
             if refused == 0 { style.dim("none refused") } else { style.bad(&format!("{refused} refused")) };
         let _ = writeln!(out, "  {:<14}{} open of {} ({refused})", "Connections", main.open, main.capacity);
     }
+    let mut transports = herald_server::status::TransportCounts::default();
+    for app in &status.apps {
+        transports.ws += app.transports.ws;
+        transports.xhr_streaming += app.transports.xhr_streaming;
+        transports.xhr_polling += app.transports.xhr_polling;
+    }
+    let by_transport: Vec<String> =
+        transports.named().iter().map(|(name, count)| format!("{name} {count}")).collect();
+    let _ = writeln!(out, "  {:<14}{}", "Transports", by_transport.join(", "));
     let _ = writeln!(out, "  {:<14}{}", "Driver", status.driver);
     let database = if status.database.up { style.ok("up") } else { style.bad("DOWN") };
     let _ = writeln!(out, "  {:<14}{} ({database})", "Database", status.database.backend);

@@ -167,6 +167,13 @@ function renderStatus(status) {
       { dataset: { app: app.id } },
       el('th', { scope: 'row' }, app.id, app.enabled ? null : el('span', { className: 'tag' }, 'disabled')),
       el('td', { className: 'num' }, formatCount(app.connections)),
+      el(
+        'td',
+        { className: 'transports' },
+        ['ws', 'xhr_streaming', 'xhr_polling']
+          .map((name) => `${name} ${formatCount(app.transports?.[name] ?? 0)}`)
+          .join(' · '),
+      ),
       el('td', { className: 'num' }, formatCount(app.subscriptions)),
       el('td', {}, channels || el('span', { className: 'muted' }, 'none')),
       el('td', { className: 'num' }, formatCount(app.messages_in), perSecond('messages_in')),
@@ -174,7 +181,7 @@ function renderStatus(status) {
       el('td', { className: 'num' }, formatCount(app.slow_consumer_disconnects)),
     );
   });
-  fillTable($('apps').tBodies[0], appRows, 'No apps configured.', 7);
+  fillTable($('apps').tBodies[0], appRows, 'No apps configured.', 8);
   previous = { status, at: Date.now() };
 
   const delivery = status.delivery ?? {};

@@ -6,6 +6,7 @@
 //! any [`Frames`]: Herald's [`Socket`] (socket.rs) in the server, an in-memory pair in the tests.
 
 mod frames;
+pub(crate) mod http;
 mod session;
 mod socket;
 #[cfg(test)]
@@ -130,26 +131,38 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    let app = state.tenants().by_key(&key).cloned();
+    let (app, refusal) = admission(
+        &state,
+        &key,
+        query.as_deref(),
+        transport.map(|Extension(transport)| transport),
+        peer.map(|Extension(ConnectInfo(peer))| peer),
+        &headers,
+    );
     let max_message = app.as_ref().map_or(herald_protocol::Limits::default().max_ws_message_bytes, |app| {
         app.config.limits.max_ws_message_bytes
     });
-    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let client = Client {
-        query: query.as_deref(),
-        origin: origin.as_deref(),
-        over_tls: over_tls(
-            &state,
-            transport.map(|Extension(transport)| transport),
-            peer.map(|Extension(ConnectInfo(peer))| peer),
-            &headers,
-        ),
-    };
-    let refusal = refusal(&state, app.as_deref(), &client);
     let tracker = state.lifecycle().sessions.clone();
     let context = SessionContext::of(&state);
     configure(ws, max_message)
         .on_upgrade(move |socket| tracker.track_future(connection(context, app, refusal, socket)))
+}
+
+/// The app a connecting client asks for by key, and why it is refused, if it is: the one set of
+/// checks of a WebSocket upgrade and of an HTTP session's first request (http.rs).
+fn admission(
+    state: &ServerState,
+    key: &str,
+    query: Option<&str>,
+    transport: Option<Transport>,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> (Option<Arc<Tenant>>, Option<CloseCode>) {
+    let app = state.tenants().by_key(key).cloned();
+    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
+    let client = Client { query, origin, over_tls: over_tls(state, transport, peer, headers) };
+    let refusal = refusal(state, app.as_deref(), &client);
+    (app, refusal)
 }
 
 /// The task of one upgraded connection: the refusal, or the session.

@@ -11,6 +11,7 @@ mod dashboard;
 mod harness;
 mod hostile;
 mod hostile_events;
+mod http_transports;
 mod notify;
 mod protocol;
 mod routes;

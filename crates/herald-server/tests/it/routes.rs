@@ -68,6 +68,9 @@ async fn the_open_routes_are_the_documented_ones() {
         open,
         [
             (Listener::Main, "/app/{key}"),
+            (Listener::Main, "/pusher/app/{key}/{server}/{session}/xhr_streaming"),
+            (Listener::Main, "/pusher/app/{key}/{server}/{session}/xhr"),
+            (Listener::Main, "/pusher/app/{key}/{server}/{session}/xhr_send"),
             (Listener::Main, "/up"),
             (Listener::Main, "/live"),
             (Listener::Admin, "/metrics"),
