@@ -30,10 +30,10 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, Utf8Bytes};
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures_util::{Sink, Stream};
 use herald_hub::Outbox;
 use herald_protocol::CloseCode;
@@ -381,45 +381,32 @@ pub(crate) struct Receiver {
     headers: HeaderMap,
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for Receiver {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((key, server, session)) = Path::<(String, String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            key,
+            server,
+            session,
+            query: parts.uri.query().map(str::to_owned),
+            transport: parts.extensions.get::<Transport>().copied(),
+            peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 /// `POST /pusher/app/{key}/{server}/{session}/xhr_streaming`.
-pub(crate) async fn xhr_streaming(
-    State(state): State<SharedState>,
-    Path((key, server, session)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    transport: Option<Extension<Transport>>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Response {
-    let client = Receiver {
-        key,
-        server,
-        session,
-        query,
-        transport: transport.map(|Extension(transport)| transport),
-        peer: peer.map(|Extension(ConnectInfo(peer))| peer),
-        headers,
-    };
+pub(crate) async fn xhr_streaming(State(state): State<SharedState>, client: Receiver) -> Response {
     receive(&state, Kind::Streaming, client)
 }
 
 /// `POST /pusher/app/{key}/{server}/{session}/xhr` (`xhr_polling`).
-pub(crate) async fn xhr_polling(
-    State(state): State<SharedState>,
-    Path((key, server, session)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    transport: Option<Extension<Transport>>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Response {
-    let client = Receiver {
-        key,
-        server,
-        session,
-        query,
-        transport: transport.map(|Extension(transport)| transport),
-        peer: peer.map(|Extension(ConnectInfo(peer))| peer),
-        headers,
-    };
+pub(crate) async fn xhr_polling(State(state): State<SharedState>, client: Receiver) -> Response {
     receive(&state, Kind::Polling, client)
 }
 
