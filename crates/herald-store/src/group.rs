@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::{info, warn};
 
-use crate::records::{now_ms, store_records};
+use crate::records::{now_ms, store_group};
 use crate::{Backend, EventRecord, IngestResult, Store, StoreError};
 
 /// Most events one group transaction takes (a request is never split, so a group may exceed it
@@ -138,10 +138,7 @@ impl Store {
         let _writing = self.writing().await;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(GroupFailure::Statement)?;
-            let mut answers = Vec::with_capacity(batches.len());
-            for batch in batches {
-                answers.push(store_records!(tx, batch, now).await.map_err(GroupFailure::Statement)?);
-            }
+            let answers = store_group!(tx, batches, now).await.map_err(GroupFailure::Statement)?;
             tx.commit().await.map_err(GroupFailure::Commit)?;
             Ok(answers)
         })
@@ -157,8 +154,9 @@ impl Store {
                 let mut answers = Vec::with_capacity(batches.len());
                 for batch in batches {
                     sqlx::query("SAVEPOINT ingest_request").execute(&mut *tx).await?;
-                    match store_records!(tx, batch, now).await {
-                        Ok(results) => {
+                    match store_group!(tx, std::slice::from_ref(batch), now).await {
+                        Ok(mut results) => {
+                            let results = results.pop().unwrap_or_default();
                             sqlx::query("RELEASE SAVEPOINT ingest_request").execute(&mut *tx).await?;
                             answers.push(Ok(results));
                         }

@@ -83,6 +83,19 @@ macro_rules! current_attempt {
     };
 }
 
+/// For `rows` pairs of parameters from `$first` on (`$first`, `$first+1` the first pair): the
+/// list of the keys (`$first, $first+2, …`) and the `WHEN key THEN value` arms of a `CASE`.
+fn keyed(rows: usize, first: usize) -> (String, String) {
+    let mut keys = Vec::with_capacity(rows);
+    let mut arms = String::with_capacity(rows * 20);
+    for row in 0..rows {
+        let key = first + 2 * row;
+        keys.push(format!("${key}"));
+        arms.push_str(&format!("WHEN ${key} THEN ${} ", key + 1));
+    }
+    (keys.join(", "), arms)
+}
+
 impl Store {
     /// Queues jobs that belong to no domain event (webhooks), in one transaction: all or none.
     /// `source` stands in the event id column (`webhook:<app id>`).
@@ -208,32 +221,52 @@ impl Store {
         Ok(recorded)
     }
 
-    /// Marks delivered jobs delivered and audits each, in one transaction: `complete` for many.
-    /// One flag per job, in order: false (nothing recorded for it) when its attempt is no longer
-    /// current.
+    /// Marks delivered jobs delivered and audits each, in one transaction: `complete` for many,
+    /// set-based (one `UPDATE` and one audit `INSERT … SELECT` per up to 256 jobs). One flag per
+    /// job, in order: false (nothing recorded for it) when its attempt is no longer current.
     pub async fn complete_all(&self, delivered: &[Delivered]) -> Result<Vec<bool>, StoreError> {
+        if delivered.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
         let _writing = self.writing().await;
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut recorded = Vec::with_capacity(delivered.len());
-            for job in delivered {
-                let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
-                    .bind(&job.job_id)
-                    .bind(job.attempt)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if changed > 0 {
-                    sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::Delivered.as_str()).bind(&job.detail).bind(now).bind(&job.job_id).execute(&mut *tx).await?;
+            let mut recorded = std::collections::HashSet::with_capacity(delivered.len());
+            for jobs in crate::records::chunks(delivered, 3) {
+                // $1 now; each job's id and attempt: $2, $3, then $4, $5, …
+                let (ids, attempts) = keyed(jobs.len(), 2);
+                let sql = format!(
+                    "UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL \
+                     WHERE id IN ({ids}) AND status = 'pending' AND attempts = CASE id {attempts} END RETURNING id"
+                );
+                let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
+                for job in jobs {
+                    query = query.bind(&job.job_id).bind(job.attempt);
                 }
-                recorded.push(changed > 0);
+                let changed = query.fetch_all(&mut *tx).await?;
+                let done: Vec<&Delivered> = jobs.iter().filter(|job| changed.contains(&job.job_id)).collect();
+                recorded.extend(changed);
+                if done.is_empty() {
+                    continue;
+                }
+                // $1 kind, $2 now; each job's id and detail: $3, $4, …
+                let (ids, details) = keyed(done.len(), 3);
+                let sql = format!(
+                    "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
+                     SELECT b.event_id, d.event_type, b.id, $1, CASE b.id {details} END, $2 FROM broadcasts b \
+                     JOIN domain_events d ON d.id = b.event_id WHERE b.id IN ({ids}) ORDER BY b.seq"
+                );
+                let mut query = sqlx::query(&sql).bind(AuditKind::Delivered.as_str()).bind(now);
+                for job in done {
+                    query = query.bind(&job.job_id).bind(&job.detail);
+                }
+                query.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             recorded
         });
-        Ok(recorded)
+        Ok(delivered.iter().map(|job| recorded.contains(&job.job_id)).collect())
     }
 
     /// Schedules another attempt at `next_attempt_at` after a failed one (false, and nothing
