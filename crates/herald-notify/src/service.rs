@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use herald_store::{
     now_ms, AuditKind, ClaimedJob, Delivered, EventRecord, IngestQueue, IngestResult, Lanes, NewAudit,
-    NewBroadcast, NewEvent, NewNotification, Store, StoreError,
+    NewBroadcast, NewEvent, NewNotification, Preference, Store, StoreError,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -250,6 +250,21 @@ impl Notifier {
             invalid.truncate(MAX_FIELD_ERRORS);
             return Err(IngestError::Invalid { errors: invalid });
         }
+        // Every preference the batch needs, in one query.
+        let pairs: Vec<(&str, &str)> = planned
+            .iter()
+            .flat_map(|envelope| {
+                let inbox = envelope
+                    .plan
+                    .notification
+                    .as_ref()
+                    .map(|n| (n.user_id.as_str(), n.notification_type.as_str()));
+                let personal = envelope.plan.broadcast.as_ref().and_then(|b| b.personal.as_ref());
+                inbox.into_iter().chain(personal.map(|(user_id, kind)| (user_id.as_str(), kind.as_str())))
+            })
+            .collect();
+        let preferences =
+            if pairs.is_empty() { HashMap::new() } else { self.store.preferences_of(&pairs).await? };
         let mut records = Vec::with_capacity(planned.len());
         let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(planned.len());
         let mut first_of_id: HashMap<String, usize> = HashMap::new();
@@ -263,7 +278,7 @@ impl Notifier {
                 continue;
             }
             first_of_id.insert(envelope.id.clone(), index);
-            let (record, outcome) = self.record_for(index, envelope).await?;
+            let (record, outcome) = self.record_for(index, envelope, &preferences).await?;
             record_of.push(Some(records.len()));
             records.push(record);
             outcomes.push(outcome);
@@ -300,11 +315,12 @@ impl Notifier {
         Ok(outcomes)
     }
 
-    /// Builds what one event stores, applying the user's preferences.
+    /// Builds what one event stores, applying the user's preferences (read for the whole batch).
     async fn record_for(
         &self,
         index: usize,
         envelope: Envelope,
+        preferences: &HashMap<(String, String), Preference>,
     ) -> Result<(EventRecord, EventOutcome), IngestError> {
         let Envelope { id, event_type, occurred_at, raw, plan } = envelope;
         let Plan { broadcast, notification, ignored, campaign } = plan;
@@ -334,8 +350,8 @@ impl Notifier {
             }
         }
         if let Some(planned) = notification {
-            let preference = self.store.preference(&planned.user_id, &planned.notification_type).await?;
-            if preference.in_app {
+            let key = (planned.user_id.clone(), planned.notification_type.clone());
+            if preferences.get(&key).is_none_or(|preference| preference.in_app) {
                 notifications.push(NewNotification {
                     id: notification_id.clone(),
                     user_id: planned.user_id,
@@ -363,8 +379,8 @@ impl Notifier {
         if let Some(mut planned) = broadcast {
             let broadcast_id = notification_id.clone();
             if let Some((user_id, notification_type)) = &planned.personal {
-                let preference = self.store.preference(user_id, notification_type).await?;
-                if !preference.realtime {
+                let key = (user_id.clone(), notification_type.clone());
+                if preferences.get(&key).is_some_and(|preference| !preference.realtime) {
                     let channel = crate::CatalogChannel::user(user_id).into_string();
                     planned.channels.retain(|name| *name != channel);
                     audits.push(NewAudit {
