@@ -82,6 +82,12 @@ async fn write_groups(store: Store, receiver: Arc<Mutex<mpsc::Receiver<Pending>>
         let group = {
             let mut receiver = receiver.lock().await;
             let Some(first) = receiver.recv().await else { return };
+            // Let the requests already on their way (tasks ready to run) join this group: larger
+            // groups mean fewer transactions, statements and pages written per event, at the
+            // cost of one turn of the scheduler.
+            if receiver.is_empty() {
+                tokio::task::yield_now().await;
+            }
             let mut events = first.records.len();
             let mut group = vec![first];
             while events < MAX_GROUP_EVENTS {
@@ -138,7 +144,7 @@ impl Store {
         let _writing = self.writing().await;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(GroupFailure::Statement)?;
-            let answers = store_group!(tx, batches, now).await.map_err(GroupFailure::Statement)?;
+            let answers = store_group!(tx, batches, now, self.backend() == Backend::Sqlite).await.map_err(GroupFailure::Statement)?;
             tx.commit().await.map_err(GroupFailure::Commit)?;
             Ok(answers)
         })
@@ -154,7 +160,7 @@ impl Store {
                 let mut answers = Vec::with_capacity(batches.len());
                 for batch in batches {
                     sqlx::query("SAVEPOINT ingest_request").execute(&mut *tx).await?;
-                    match store_group!(tx, std::slice::from_ref(batch), now).await {
+                    match store_group!(tx, std::slice::from_ref(batch), now, self.backend() == Backend::Sqlite).await {
                         Ok(mut results) => {
                             let results = results.pop().unwrap_or_default();
                             sqlx::query("RELEASE SAVEPOINT ingest_request").execute(&mut *tx).await?;

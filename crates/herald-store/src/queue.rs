@@ -83,17 +83,45 @@ macro_rules! current_attempt {
     };
 }
 
-/// For `rows` pairs of parameters from `$first` on (`$first`, `$first+1` the first pair): the
-/// list of the keys (`$first, $first+2, …`) and the `WHEN key THEN value` arms of a `CASE`.
-fn keyed(rows: usize, first: usize) -> (String, String) {
-    let mut keys = Vec::with_capacity(rows);
-    let mut arms = String::with_capacity(rows * 20);
-    for row in 0..rows {
-        let key = first + 2 * row;
-        keys.push(format!("${key}"));
-        arms.push_str(&format!("WHEN ${key} THEN ${} ", key + 1));
+/// Marks `jobs` jobs delivered: `$1` now, then each job's id and claimed attempt (`$2`, `$3`,
+/// …); returns the ids of the jobs still at that attempt, now recorded.
+fn complete_sql(jobs: usize) -> String {
+    let ids: Vec<String> = (0..jobs).map(|job| format!("${}", 2 + 2 * job)).collect();
+    let attempts: String =
+        (0..jobs).map(|job| format!("WHEN ${} THEN ${} ", 2 + 2 * job, 3 + 2 * job)).collect();
+    format!(
+        "UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL \
+         WHERE id IN ({}) AND status = 'pending' AND attempts = CASE id {attempts}END RETURNING id",
+        ids.join(", ")
+    )
+}
+
+/// The `delivered` audit entries of the jobs [`complete_sql`] recorded (delivered at the attempt
+/// that was claimed). `$1` now and `$kind` the kind. `shared`: after `complete_sql` in one call,
+/// its ids and attempts, and each job's detail from `$kind + 1` on; else each job's id, attempt
+/// and detail from `$kind + 1` on.
+fn audit_sql(jobs: usize, kind: usize, shared: bool) -> String {
+    let place = |job: usize| -> (usize, usize, usize) {
+        if shared {
+            (2 + 2 * job, 3 + 2 * job, kind + 1 + job)
+        } else {
+            (kind + 1 + 3 * job, kind + 2 + 3 * job, kind + 3 + 3 * job)
+        }
+    };
+    let ids: Vec<String> = (0..jobs).map(|job| format!("${}", place(job).0)).collect();
+    let (mut attempts, mut details) = (String::new(), String::new());
+    for job in 0..jobs {
+        let (id, attempt, detail) = place(job);
+        attempts.push_str(&format!("WHEN ${id} THEN ${attempt} "));
+        details.push_str(&format!("WHEN ${id} THEN ${detail} "));
     }
-    (keys.join(", "), arms)
+    format!(
+        "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
+         SELECT b.event_id, d.event_type, b.id, ${kind}, CASE b.id {details}END, $1 FROM broadcasts b \
+         JOIN domain_events d ON d.id = b.event_id WHERE b.id IN ({}) AND b.status = 'delivered' \
+         AND b.attempts = CASE b.id {attempts}END ORDER BY b.seq",
+        ids.join(", ")
+    )
 }
 
 impl Store {
@@ -222,46 +250,51 @@ impl Store {
     }
 
     /// Marks delivered jobs delivered and audits each, in one transaction: `complete` for many,
-    /// set-based (one `UPDATE` and one audit `INSERT … SELECT` per up to 256 jobs). One flag per
-    /// job, in order: false (nothing recorded for it) when its attempt is no longer current.
+    /// set-based (one `UPDATE` and one audit `INSERT … SELECT` per up to 256 jobs; on SQLite both
+    /// in one call). One flag per job, in order: false (nothing recorded for it) when its attempt
+    /// is no longer current.
     pub async fn complete_all(&self, delivered: &[Delivered]) -> Result<Vec<bool>, StoreError> {
         if delivered.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_ms();
+        let one_call = self.backend() == crate::Backend::Sqlite;
         let _writing = self.writing().await;
         let recorded = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut recorded = std::collections::HashSet::with_capacity(delivered.len());
             for jobs in crate::records::chunks(delivered, 3) {
-                // $1 now; each job's id and attempt: $2, $3, then $4, $5, …
-                let (ids, attempts) = keyed(jobs.len(), 2);
-                let sql = format!(
-                    "UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL \
-                     WHERE id IN ({ids}) AND status = 'pending' AND attempts = CASE id {attempts} END RETURNING id"
-                );
-                let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
-                for job in jobs {
-                    query = query.bind(&job.job_id).bind(job.attempt);
+                // `$1` now, each job's id and attempt from `$2` on; the audit entries' kind and
+                // details after them, or (on their own) `$1` now, `$2` kind, from `$3` on.
+                let update = complete_sql(jobs.len());
+                let audit = if one_call { audit_sql(jobs.len(), 2 + 2 * jobs.len(), true) } else { audit_sql(jobs.len(), 2, false) };
+                if one_call {
+                    let sql = format!("{update};\n{audit}");
+                    let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
+                    for job in jobs {
+                        query = query.bind(&job.job_id).bind(job.attempt);
+                    }
+                    query = query.bind(AuditKind::Delivered.as_str());
+                    for job in jobs {
+                        query = query.bind(&job.detail);
+                    }
+                    recorded.extend(query.fetch_all(&mut *tx).await?);
+                } else {
+                    let mut query = sqlx::query_scalar::<_, String>(&update).bind(now);
+                    for job in jobs {
+                        query = query.bind(&job.job_id).bind(job.attempt);
+                    }
+                    let changed = query.fetch_all(&mut *tx).await?;
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    recorded.extend(changed);
+                    let mut query = sqlx::query(&audit).bind(now).bind(AuditKind::Delivered.as_str());
+                    for job in jobs {
+                        query = query.bind(&job.job_id).bind(job.attempt).bind(&job.detail);
+                    }
+                    query.execute(&mut *tx).await?;
                 }
-                let changed = query.fetch_all(&mut *tx).await?;
-                let done: Vec<&Delivered> = jobs.iter().filter(|job| changed.contains(&job.job_id)).collect();
-                recorded.extend(changed);
-                if done.is_empty() {
-                    continue;
-                }
-                // $1 kind, $2 now; each job's id and detail: $3, $4, …
-                let (ids, details) = keyed(done.len(), 3);
-                let sql = format!(
-                    "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
-                     SELECT b.event_id, d.event_type, b.id, $1, CASE b.id {details} END, $2 FROM broadcasts b \
-                     JOIN domain_events d ON d.id = b.event_id WHERE b.id IN ({ids}) ORDER BY b.seq"
-                );
-                let mut query = sqlx::query(&sql).bind(AuditKind::Delivered.as_str()).bind(now);
-                for job in done {
-                    query = query.bind(&job.job_id).bind(&job.detail);
-                }
-                query.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             recorded

@@ -168,7 +168,7 @@ impl Store {
         let _writing = self.writing().await;
         let results = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut results = store_group!(tx, &[records], now).await?;
+            let mut results = store_group!(tx, &[records], now, self.backend() == crate::Backend::Sqlite).await?;
             tx.commit().await?;
             results.pop().unwrap_or_default()
         });
@@ -177,7 +177,7 @@ impl Store {
 }
 
 /// Most bind parameters one statement takes: under SQLite's 32 766 and PostgreSQL's 65 535.
-const MAX_BINDS: usize = 32_000;
+pub(crate) const MAX_BINDS: usize = 32_000;
 /// Most rows one multi-row statement writes.
 const MAX_ROWS: usize = 256;
 
@@ -279,153 +279,274 @@ impl<'a> GroupPlan<'a> {
     }
 }
 
+/// The rows new events write beside their own, table by table, in group order.
+pub(crate) struct Rows<'a> {
+    pub(crate) campaigns: Vec<&'a (String, String)>,
+    pub(crate) notifications: Vec<(&'a NewEvent, &'a NewNotification)>,
+    /// With the channels as stored (a JSON list).
+    pub(crate) jobs: Vec<(&'a NewEvent, &'a NewBroadcast, String)>,
+    pub(crate) history: Vec<(&'a String, &'a NewBroadcast)>,
+    pub(crate) audits: Vec<(&'a NewEvent, &'a NewAudit)>,
+}
+
+impl<'a> Rows<'a> {
+    pub(crate) fn of(records: &[&'a EventRecord]) -> Rows<'a> {
+        let campaigns = records.iter().filter_map(|record| record.campaign.as_ref()).collect();
+        let notifications = records
+            .iter()
+            .flat_map(|record| record.notifications.iter().map(move |n| (&record.event, n)))
+            .collect();
+        let jobs: Vec<(&NewEvent, &NewBroadcast, String)> = records
+            .iter()
+            .flat_map(|record| {
+                record
+                    .broadcasts
+                    .iter()
+                    .map(move |broadcast| (&record.event, broadcast, serde_json_list(&broadcast.channels)))
+            })
+            .collect();
+        let history = jobs
+            .iter()
+            .flat_map(|(_, broadcast, _)| broadcast.channels.iter().map(move |channel| (channel, *broadcast)))
+            .collect();
+        let audits = records
+            .iter()
+            .flat_map(|record| record.audits.iter().map(move |audit| (&record.event, audit)))
+            .collect();
+        Rows { campaigns, notifications, jobs, history, audits }
+    }
+
+    /// Bind parameters of one statement per table plus the events' own (and `now`).
+    pub(crate) fn binds(&self, events: usize) -> usize {
+        1 + events * 6
+            + self.campaigns.len() * 2
+            + self.notifications.len() * 9
+            + self.jobs.len() * 6
+            + self.history.len() * 4
+            + self.audits.len() * 5
+    }
+
+    /// One string of statements (SQLite runs them in one call, on one argument list: `$1` is
+    /// `now`, then the rows' parameters in the order [`bind_rows!`] binds them): the events with
+    /// `RETURNING id`, then each other table in one multi-row statement.
+    pub(crate) fn sql(&self, events: usize) -> String {
+        let mut sql = String::with_capacity(4096);
+        let mut next = 2;
+        let mut add = |head: &str, row: &str, rows: usize, tail: &str, columns: usize| {
+            if rows > 0 {
+                sql.push_str(&rows_sql(head, row, rows, tail, next));
+                sql.push_str(";\n");
+                next += rows * columns;
+            }
+        };
+        add(EVENTS_HEAD, EVENTS_ROW, events, EVENTS_TAIL, 6);
+        for _ in &self.campaigns {
+            add(CAMPAIGNS_HEAD, "(?, ?)", 1, CAMPAIGNS_TAIL, 2);
+        }
+        add(NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW, self.notifications.len(), "", 9);
+        add(JOBS_HEAD, JOBS_ROW, self.jobs.len(), "", 6);
+        add(HISTORY_HEAD, HISTORY_ROW, self.history.len(), "", 4);
+        add(AUDITS_HEAD, AUDITS_ROW, self.audits.len(), "", 5);
+        sql
+    }
+}
+
+pub(crate) const CAMPAIGNS_HEAD: &str =
+    "INSERT INTO campaign_organizations (campaign_id, organization_id) VALUES ";
+pub(crate) const CAMPAIGNS_TAIL: &str =
+    " ON CONFLICT (campaign_id) DO UPDATE SET organization_id = excluded.organization_id";
+
+/// Binds `$rows` (a slice of one table's rows of [`Rows`], named by `$table`) to `$query`, in
+/// the order of that table's row template.
+macro_rules! bind_rows {
+    ($query:ident, events, $rows:expr) => {
+        for record in $rows {
+            let event = &record.event;
+            $query = $query
+                .bind(&event.id)
+                .bind(&event.event_type)
+                .bind(event.occurred_at)
+                .bind(&event.payload)
+                .bind(&event.status)
+                .bind(&record.outcome);
+        }
+    };
+    ($query:ident, campaigns, $rows:expr) => {
+        for (campaign, organization) in $rows {
+            $query = $query.bind(campaign).bind(organization);
+        }
+    };
+    ($query:ident, notifications, $rows:expr) => {
+        for (event, notification) in $rows {
+            $query = $query
+                .bind(&notification.id)
+                .bind(&notification.user_id)
+                .bind(&event.id)
+                .bind(&notification.notification_type)
+                .bind(&notification.title)
+                .bind(&notification.message)
+                .bind(&notification.priority)
+                .bind(&notification.data)
+                .bind(&notification.action_url);
+        }
+    };
+    ($query:ident, jobs, $rows:expr) => {
+        for (event, broadcast, channels) in $rows {
+            $query = $query
+                .bind(&broadcast.id)
+                .bind(&event.id)
+                .bind(&broadcast.event_name)
+                .bind(channels)
+                .bind(&broadcast.payload)
+                .bind(broadcast.lane.code());
+        }
+    };
+    ($query:ident, history, $rows:expr) => {
+        for (channel, broadcast) in $rows {
+            $query = $query
+                .bind(*channel)
+                .bind(&broadcast.id)
+                .bind(&broadcast.event_name)
+                .bind(&broadcast.payload);
+        }
+    };
+    ($query:ident, audits, $rows:expr) => {
+        for (event, audit) in $rows {
+            $query = $query
+                .bind(&event.id)
+                .bind(&event.event_type)
+                .bind(&audit.broadcast_id)
+                .bind(audit.kind.as_str())
+                .bind(&audit.detail);
+        }
+    };
+}
+pub(crate) use bind_rows;
+
 /// Stores the batches of a group (`$batches`: `&[&[EventRecord]]`) in the open transaction `$tx`,
 /// as if each batch were stored alone one after the other: an id stored before (in this group
 /// too) is a duplicate answering its original outcome. Each table is written once per group
-/// (multi-row statements, see [`chunks`]): the events with `ON CONFLICT DO NOTHING RETURNING id`
-/// to tell the new ones, then the new events' notifications, jobs, channel history and audit
-/// entries. An async block: `Result<Vec<Vec<IngestResult>>, sqlx::Error>`, one list per batch.
+/// (multi-row statements): the events with `ON CONFLICT DO NOTHING RETURNING id` to tell the new
+/// ones, then the new events' notifications, jobs, channel history and audit entries.
+///
+/// `$one_call` (SQLite): first, behind a savepoint, every statement in one call to the database
+/// on the guess that every id is new (the usual case); when an id was stored before, that is
+/// rolled back and the group stored statement by statement. Otherwise (PostgreSQL, which
+/// prepares one statement at a time, or a group of more than [`MAX_BINDS`] parameters)
+/// statement by statement, each table in chunks of a power of two rows (see [`chunks`]).
+/// An async block: `Result<Vec<Vec<IngestResult>>, sqlx::Error>`, one list per batch.
 macro_rules! store_group {
-    ($tx:ident, $batches:expr, $now:expr) => {
+    ($tx:ident, $batches:expr, $now:expr, $one_call:expr) => {
         async {
-            use $crate::records::{chunks, rows_sql};
+            use $crate::records::{bind_rows, chunks, rows_sql, Rows};
             let now: i64 = $now;
             let batches: &[&[$crate::EventRecord]] = $batches;
             let group = $crate::records::GroupPlan::new(batches);
-
-            // The events; the ids that come back are new, the others were stored before.
-            let mut inserted = std::collections::HashSet::with_capacity(group.fresh.len());
-            for rows in chunks(&group.fresh, 6) {
-                use $crate::records::{EVENTS_HEAD, EVENTS_ROW, EVENTS_TAIL};
-                let sql = rows_sql(EVENTS_HEAD, EVENTS_ROW, rows.len(), EVENTS_TAIL, 2);
-                let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
-                for record in rows {
-                    let event = &record.event;
-                    query = query
-                        .bind(&event.id)
-                        .bind(&event.event_type)
-                        .bind(event.occurred_at)
-                        .bind(&event.payload)
-                        .bind(&event.status)
-                        .bind(&record.outcome);
-                }
-                inserted.extend(query.fetch_all(&mut *$tx).await?);
-            }
-            let stored: Vec<&$crate::EventRecord> =
-                group.fresh.iter().copied().filter(|record| inserted.contains(&record.event.id)).collect();
-
-            // The original outcomes of ids stored before this group (the rare path).
-            let known: Vec<&str> = group
-                .fresh
-                .iter()
-                .filter(|record| !inserted.contains(&record.event.id))
-                .map(|record| record.event.id.as_str())
-                .collect();
+            let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
             let mut earlier: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-            for ids in chunks(&known, 1) {
-                let sql = rows_sql("SELECT id, outcome FROM domain_events WHERE id IN (", "?", ids.len(), ")", 1);
-                let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-                for id in ids {
-                    query = query.bind(*id);
+
+            let mut stored_all = false;
+            let rows = if $one_call { Some(Rows::of(&group.fresh)) } else { None };
+            if let Some(rows) =
+                rows.filter(|rows| rows.binds(group.fresh.len()) <= $crate::records::MAX_BINDS)
+            {
+                sqlx::query("SAVEPOINT ingest_group").execute(&mut *$tx).await?;
+                let sql = rows.sql(group.fresh.len());
+                let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
+                bind_rows!(query, events, &group.fresh);
+                bind_rows!(query, campaigns, &rows.campaigns);
+                bind_rows!(query, notifications, &rows.notifications);
+                bind_rows!(query, jobs, &rows.jobs);
+                bind_rows!(query, history, &rows.history);
+                bind_rows!(query, audits, &rows.audits);
+                // A unique conflict may be a repeat's rows (its own notification id): the
+                // statement-by-statement way below tells a repeat from a real conflict.
+                match query.fetch_all(&mut *$tx).await {
+                    Ok(ids) if ids.len() == group.fresh.len() => {
+                        inserted.extend(ids);
+                        stored_all = true;
+                    }
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {}
+                    Err(error) => return Err(error),
                 }
-                earlier.extend(query.fetch_all(&mut *$tx).await?);
+                if !stored_all {
+                    sqlx::query("ROLLBACK TO SAVEPOINT ingest_group").execute(&mut *$tx).await?;
+                }
             }
 
-            for record in &stored {
-                if let Some((campaign, organization)) = &record.campaign {
-                    sqlx::query(
-                        "INSERT INTO campaign_organizations (campaign_id, organization_id) VALUES ($1, $2) \
-                         ON CONFLICT (campaign_id) DO UPDATE SET organization_id = excluded.organization_id",
-                    )
-                    .bind(campaign)
-                    .bind(organization)
-                    .execute(&mut *$tx)
-                    .await?;
+            if !stored_all {
+                // The events; the ids that come back are new, the others were stored before.
+                for chunk in chunks(&group.fresh, 6) {
+                    use $crate::records::{EVENTS_HEAD, EVENTS_ROW, EVENTS_TAIL};
+                    let sql = rows_sql(EVENTS_HEAD, EVENTS_ROW, chunk.len(), EVENTS_TAIL, 2);
+                    let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
+                    bind_rows!(query, events, chunk);
+                    inserted.extend(query.fetch_all(&mut *$tx).await?);
                 }
-            }
+                let stored: Vec<&$crate::EventRecord> = group
+                    .fresh
+                    .iter()
+                    .copied()
+                    .filter(|record| inserted.contains(&record.event.id))
+                    .collect();
 
-            let notifications: Vec<(&$crate::NewEvent, &$crate::NewNotification)> = stored
-                .iter()
-                .flat_map(|record| record.notifications.iter().map(move |n| (&record.event, n)))
-                .collect();
-            for rows in chunks(&notifications, 9) {
-                use $crate::records::{NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW};
-                let sql = rows_sql(NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW, rows.len(), "", 2);
-                let mut query = sqlx::query(&sql).bind(now);
-                for (event, notification) in rows {
-                    query = query
-                        .bind(&notification.id)
-                        .bind(&notification.user_id)
-                        .bind(&event.id)
-                        .bind(&notification.notification_type)
-                        .bind(&notification.title)
-                        .bind(&notification.message)
-                        .bind(&notification.priority)
-                        .bind(&notification.data)
-                        .bind(&notification.action_url);
+                // The original outcomes of ids stored before this group (the rare path).
+                let known: Vec<&str> = group
+                    .fresh
+                    .iter()
+                    .filter(|record| !inserted.contains(&record.event.id))
+                    .map(|record| record.event.id.as_str())
+                    .collect();
+                for ids in chunks(&known, 1) {
+                    let sql = rows_sql(
+                        "SELECT id, outcome FROM domain_events WHERE id IN (",
+                        "?",
+                        ids.len(),
+                        ")",
+                        1,
+                    );
+                    let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+                    for id in ids {
+                        query = query.bind(*id);
+                    }
+                    earlier.extend(query.fetch_all(&mut *$tx).await?);
                 }
-                query.execute(&mut *$tx).await?;
-            }
 
-            let jobs: Vec<(&$crate::NewEvent, &$crate::NewBroadcast, String)> = stored
-                .iter()
-                .flat_map(|record| {
-                    record.broadcasts.iter().map(move |broadcast| {
-                        (&record.event, broadcast, $crate::records::serde_json_list(&broadcast.channels))
-                    })
-                })
-                .collect();
-            for rows in chunks(&jobs, 6) {
-                use $crate::records::{JOBS_HEAD, JOBS_ROW};
-                let sql = rows_sql(JOBS_HEAD, JOBS_ROW, rows.len(), "", 2);
-                let mut query = sqlx::query(&sql).bind(now);
-                for (event, broadcast, channels) in rows {
-                    query = query
-                        .bind(&broadcast.id)
-                        .bind(&event.id)
-                        .bind(&broadcast.event_name)
-                        .bind(channels)
-                        .bind(&broadcast.payload)
-                        .bind(broadcast.lane.code());
+                let rows = Rows::of(&stored);
+                for campaign in &rows.campaigns {
+                    use $crate::records::{CAMPAIGNS_HEAD, CAMPAIGNS_TAIL};
+                    let sql = rows_sql(CAMPAIGNS_HEAD, "(?, ?)", 1, CAMPAIGNS_TAIL, 1);
+                    sqlx::query(&sql).bind(&campaign.0).bind(&campaign.1).execute(&mut *$tx).await?;
                 }
-                query.execute(&mut *$tx).await?;
-            }
-
-            let history: Vec<(&String, &$crate::NewBroadcast)> = jobs
-                .iter()
-                .flat_map(|(_, broadcast, _)| broadcast.channels.iter().map(move |channel| (channel, *broadcast)))
-                .collect();
-            for rows in chunks(&history, 4) {
-                use $crate::records::{HISTORY_HEAD, HISTORY_ROW};
-                let sql = rows_sql(HISTORY_HEAD, HISTORY_ROW, rows.len(), "", 2);
-                let mut query = sqlx::query(&sql).bind(now);
-                for (channel, broadcast) in rows {
-                    query = query
-                        .bind(*channel)
-                        .bind(&broadcast.id)
-                        .bind(&broadcast.event_name)
-                        .bind(&broadcast.payload);
+                for chunk in chunks(&rows.notifications, 9) {
+                    use $crate::records::{NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW};
+                    let sql = rows_sql(NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW, chunk.len(), "", 2);
+                    let mut query = sqlx::query(&sql).bind(now);
+                    bind_rows!(query, notifications, chunk);
+                    query.execute(&mut *$tx).await?;
                 }
-                query.execute(&mut *$tx).await?;
-            }
-
-            let audits: Vec<(&$crate::NewEvent, &$crate::NewAudit)> = stored
-                .iter()
-                .flat_map(|record| record.audits.iter().map(move |audit| (&record.event, audit)))
-                .collect();
-            for rows in chunks(&audits, 5) {
-                use $crate::records::{AUDITS_HEAD, AUDITS_ROW};
-                let sql = rows_sql(AUDITS_HEAD, AUDITS_ROW, rows.len(), "", 2);
-                let mut query = sqlx::query(&sql).bind(now);
-                for (event, audit) in rows {
-                    query = query
-                        .bind(&event.id)
-                        .bind(&event.event_type)
-                        .bind(&audit.broadcast_id)
-                        .bind(audit.kind.as_str())
-                        .bind(&audit.detail);
+                for chunk in chunks(&rows.jobs, 6) {
+                    use $crate::records::{JOBS_HEAD, JOBS_ROW};
+                    let sql = rows_sql(JOBS_HEAD, JOBS_ROW, chunk.len(), "", 2);
+                    let mut query = sqlx::query(&sql).bind(now);
+                    bind_rows!(query, jobs, chunk);
+                    query.execute(&mut *$tx).await?;
                 }
-                query.execute(&mut *$tx).await?;
+                for chunk in chunks(&rows.history, 4) {
+                    use $crate::records::{HISTORY_HEAD, HISTORY_ROW};
+                    let sql = rows_sql(HISTORY_HEAD, HISTORY_ROW, chunk.len(), "", 2);
+                    let mut query = sqlx::query(&sql).bind(now);
+                    bind_rows!(query, history, chunk);
+                    query.execute(&mut *$tx).await?;
+                }
+                for chunk in chunks(&rows.audits, 5) {
+                    use $crate::records::{AUDITS_HEAD, AUDITS_ROW};
+                    let sql = rows_sql(AUDITS_HEAD, AUDITS_ROW, chunk.len(), "", 2);
+                    let mut query = sqlx::query(&sql).bind(now);
+                    bind_rows!(query, audits, chunk);
+                    query.execute(&mut *$tx).await?;
+                }
             }
 
             // The answers, and an audit entry for every duplicate (after its original's).
