@@ -2,7 +2,7 @@
 //! one transaction, and runs the queue workers that deliver them through the driver.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -174,6 +174,14 @@ pub struct Notifier {
     driver: Driver,
     settings: NotifySettings,
     wake: Notify,
+    /// Workers between waking and going idle again (claiming, delivering, claiming again).
+    busy: AtomicUsize,
+    /// Set by every ingest that queued jobs, cleared by a worker before it claims: a worker whose
+    /// claim found nothing looks at it before it waits, so a commit that raced its claim (and
+    /// woke nobody, a worker being busy) is not left waiting for the poll.
+    queued_since_claim: AtomicBool,
+    /// New jobs not yet claimed, as this node counts them (a hint for how many workers to wake).
+    backlog: AtomicI64,
     paused: AtomicBool,
     pub counters: DeliveryCounters,
 }
@@ -195,6 +203,9 @@ impl Notifier {
             driver,
             settings,
             wake: Notify::new(),
+            busy: AtomicUsize::new(0),
+            queued_since_claim: AtomicBool::new(false),
+            backlog: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             counters: DeliveryCounters::default(),
         }
@@ -473,12 +484,14 @@ impl Notifier {
 
     async fn work(self: Arc<Self>, worker: usize, shutdown: CancellationToken) {
         let idle = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let mut busy = false;
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
             let wake = self.wake.notified();
             if self.paused.load(Ordering::Acquire) {
+                self.set_busy(&mut busy, false);
                 tokio::select! {
                     _ = wake => {}
                     _ = shutdown.cancelled() => return,
@@ -486,10 +499,13 @@ impl Notifier {
                 }
                 continue;
             }
+            self.set_busy(&mut busy, true);
+            self.queued_since_claim.store(false, Ordering::SeqCst);
             let jobs =
                 match self.store.claim(Lanes::Broadcasts, CLAIM_BATCH as i64, self.settings.lease_ms).await {
                     Ok(jobs) => jobs,
                     Err(error) => {
+                        self.set_busy(&mut busy, false);
                         warn!(worker, %error, "cannot claim broadcast jobs; retrying");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -498,7 +514,19 @@ impl Notifier {
                         continue;
                     }
                 };
+            if jobs.len() < CLAIM_BATCH {
+                // Nothing more was due: the count starts again (jobs other nodes claimed, or
+                // retries, leave no drift behind).
+                self.backlog.store(0, Ordering::Relaxed);
+            } else {
+                self.backlog.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+            }
             if jobs.is_empty() {
+                self.set_busy(&mut busy, false);
+                if self.queued_since_claim.swap(false, Ordering::SeqCst) {
+                    // Jobs were committed while this claim ran, and maybe nobody was woken.
+                    continue;
+                }
                 tokio::select! {
                     _ = wake => {}
                     _ = shutdown.cancelled() => return,
@@ -514,9 +542,30 @@ impl Notifier {
         }
     }
 
-    /// Wakes as many idle workers as `jobs` new jobs need (one per claim batch), not all of them.
+    /// Counts this worker busy (awake: claiming, delivering, claiming again) or idle.
+    fn set_busy(&self, busy: &mut bool, now: bool) {
+        if *busy != now {
+            *busy = now;
+            if now {
+                self.busy.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// After `jobs` new jobs were committed: wakes as many idle workers as the backlog needs (one
+    /// per claim batch) beyond those already awake, who claim again when they finish. Under a
+    /// stream of small groups one awake worker takes them all, claiming up to a batch at a time,
+    /// instead of every group waking a worker for its one job (a claim and a record each).
     fn wake_workers(&self, jobs: usize) {
-        for _ in 0..jobs.div_ceil(CLAIM_BATCH).min(self.settings.workers) {
+        if jobs == 0 {
+            return;
+        }
+        let backlog = self.backlog.fetch_add(jobs as i64, Ordering::Relaxed) + jobs as i64;
+        self.queued_since_claim.store(true, Ordering::SeqCst);
+        let wanted = (backlog.max(jobs as i64) as usize).div_ceil(CLAIM_BATCH).min(self.settings.workers);
+        for _ in 0..wanted.saturating_sub(self.busy.load(Ordering::SeqCst)) {
             self.wake.notify_one();
         }
     }
