@@ -142,7 +142,7 @@ impl Store {
         now: i64,
     ) -> Result<Vec<Vec<IngestResult>>, GroupFailure> {
         let _writing = self.writing().await;
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await.map_err(GroupFailure::Statement)?;
             let answers = store_group!(tx, batches, now, self.backend() == Backend::Sqlite).await.map_err(GroupFailure::Statement)?;
             tx.commit().await.map_err(GroupFailure::Commit)?;
@@ -154,7 +154,7 @@ impl Store {
     /// rolled back alone and answered its error.
     async fn commit_apart(&self, batches: &[&[EventRecord]], now: i64) -> Vec<Answer> {
         let _writing = self.writing().await;
-        let outcome: Result<Vec<Answer>, sqlx::Error> = with_pool!(self, pool => {
+        let outcome: Result<Vec<Answer>, sqlx::Error> = with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 let mut answers = Vec::with_capacity(batches.len());

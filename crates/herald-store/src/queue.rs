@@ -133,7 +133,7 @@ impl Store {
         }
         let now = now_ms();
         let _writing = self.writing().await;
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for job in jobs {
                 sqlx::query(INSERT_JOB)
@@ -199,7 +199,7 @@ impl Store {
              RETURNING id, event_id, event_name, channels, payload, lane, attempts, created_at"
         );
         let _writing = self.writing().await;
-        let mut jobs = with_pool!(self, pool => {
+        let mut jobs = with_writer!(self, pool => {
             let (first, last) = lanes.codes();
             let mut query = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(first).bind(last);
             for list in &skipped {
@@ -231,7 +231,7 @@ impl Store {
     pub async fn complete(&self, job_id: &str, attempt: i64, detail: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
                 .bind(job_id)
@@ -260,7 +260,7 @@ impl Store {
         let now = now_ms();
         let one_call = self.backend() == crate::Backend::Sqlite;
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut recorded = std::collections::HashSet::with_capacity(delivered.len());
             for jobs in crate::records::chunks(delivered, 3) {
@@ -314,7 +314,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET next_attempt_at = $3, locked_until = 0, last_error = $4 WHERE ", current_attempt!()))
                 .bind(job_id)
@@ -344,7 +344,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $3 WHERE ", current_attempt!()))
                 .bind(job_id)
@@ -379,7 +379,7 @@ impl Store {
     /// other process can be working on its jobs, so a crash's unfinished jobs are resumed at once.
     pub async fn release_leases(&self) -> Result<u64, StoreError> {
         let _writing = self.writing().await;
-        let released = with_pool!(self, pool => {
+        let released = with_writer!(self, pool => {
             sqlx::query("UPDATE broadcasts SET locked_until = 0 WHERE status = 'pending' AND locked_until > 0")
                 .execute(pool)
                 .await?
@@ -441,7 +441,7 @@ impl Store {
         let now = now_ms();
         let Some(only) = which.filter() else { return Ok(0) };
         let _writing = self.writing().await;
-        let replayed = with_pool!(self, pool => {
+        let replayed = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
@@ -473,7 +473,7 @@ impl Store {
     pub async fn purge_dead_letters(&self, which: DeadLetters<'_>) -> Result<u64, StoreError> {
         let Some(only) = which.filter() else { return Ok(0) };
         let _writing = self.writing().await;
-        let purged = with_pool!(self, pool => {
+        let purged = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE broadcasts SET status = 'purged' \

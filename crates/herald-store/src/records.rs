@@ -166,7 +166,7 @@ impl Store {
     pub async fn ingest(&self, records: &[EventRecord]) -> Result<Vec<IngestResult>, StoreError> {
         let now = now_ms();
         let _writing = self.writing().await;
-        let results = with_pool!(self, pool => {
+        let results = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut results = store_group!(tx, &[records], now, self.backend() == crate::Backend::Sqlite).await?;
             tx.commit().await?;
