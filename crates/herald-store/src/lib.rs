@@ -121,6 +121,9 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
+                // Statement journals (a multi-row INSERT's undo, a savepoint's) in memory, not in
+                // temporary files: the WAL alone makes commits durable.
+                .pragma("temp_store", "memory")
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
             let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
