@@ -2,13 +2,13 @@
 //! one transaction, and runs the queue workers that deliver them through the driver.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_store::{
     now_ms, AuditKind, ClaimedJob, Delivered, EventRecord, IngestQueue, IngestResult, Lanes, NewAudit,
-    NewBroadcast, NewEvent, NewNotification, Store, StoreError,
+    NewBroadcast, NewEvent, NewNotification, Preference, Store, StoreError,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -174,6 +174,14 @@ pub struct Notifier {
     driver: Driver,
     settings: NotifySettings,
     wake: Notify,
+    /// Workers between waking and going idle again (claiming, delivering, claiming again).
+    busy: AtomicUsize,
+    /// Set by every ingest that queued jobs, cleared by a worker before it claims: a worker whose
+    /// claim found nothing looks at it before it waits, so a commit that raced its claim (and
+    /// woke nobody, a worker being busy) is not left waiting for the poll.
+    queued_since_claim: AtomicBool,
+    /// New jobs not yet claimed, as this node counts them (a hint for how many workers to wake).
+    backlog: AtomicI64,
     paused: AtomicBool,
     pub counters: DeliveryCounters,
 }
@@ -195,6 +203,9 @@ impl Notifier {
             driver,
             settings,
             wake: Notify::new(),
+            busy: AtomicUsize::new(0),
+            queued_since_claim: AtomicBool::new(false),
+            backlog: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             counters: DeliveryCounters::default(),
         }
@@ -250,6 +261,21 @@ impl Notifier {
             invalid.truncate(MAX_FIELD_ERRORS);
             return Err(IngestError::Invalid { errors: invalid });
         }
+        // Every preference the batch needs, in one query.
+        let pairs: Vec<(&str, &str)> = planned
+            .iter()
+            .flat_map(|envelope| {
+                let inbox = envelope
+                    .plan
+                    .notification
+                    .as_ref()
+                    .map(|n| (n.user_id.as_str(), n.notification_type.as_str()));
+                let personal = envelope.plan.broadcast.as_ref().and_then(|b| b.personal.as_ref());
+                inbox.into_iter().chain(personal.map(|(user_id, kind)| (user_id.as_str(), kind.as_str())))
+            })
+            .collect();
+        let preferences =
+            if pairs.is_empty() { HashMap::new() } else { self.store.preferences_of(&pairs).await? };
         let mut records = Vec::with_capacity(planned.len());
         let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(planned.len());
         let mut first_of_id: HashMap<String, usize> = HashMap::new();
@@ -263,7 +289,7 @@ impl Notifier {
                 continue;
             }
             first_of_id.insert(envelope.id.clone(), index);
-            let (record, outcome) = self.record_for(index, envelope).await?;
+            let (record, outcome) = self.record_for(index, envelope, &preferences).await?;
             record_of.push(Some(records.len()));
             records.push(record);
             outcomes.push(outcome);
@@ -300,11 +326,12 @@ impl Notifier {
         Ok(outcomes)
     }
 
-    /// Builds what one event stores, applying the user's preferences.
+    /// Builds what one event stores, applying the user's preferences (read for the whole batch).
     async fn record_for(
         &self,
         index: usize,
         envelope: Envelope,
+        preferences: &HashMap<(String, String), Preference>,
     ) -> Result<(EventRecord, EventOutcome), IngestError> {
         let Envelope { id, event_type, occurred_at, raw, plan } = envelope;
         let Plan { broadcast, notification, ignored, campaign } = plan;
@@ -334,8 +361,8 @@ impl Notifier {
             }
         }
         if let Some(planned) = notification {
-            let preference = self.store.preference(&planned.user_id, &planned.notification_type).await?;
-            if preference.in_app {
+            let key = (planned.user_id.clone(), planned.notification_type.clone());
+            if preferences.get(&key).is_none_or(|preference| preference.in_app) {
                 notifications.push(NewNotification {
                     id: notification_id.clone(),
                     user_id: planned.user_id,
@@ -363,8 +390,8 @@ impl Notifier {
         if let Some(mut planned) = broadcast {
             let broadcast_id = notification_id.clone();
             if let Some((user_id, notification_type)) = &planned.personal {
-                let preference = self.store.preference(user_id, notification_type).await?;
-                if !preference.realtime {
+                let key = (user_id.clone(), notification_type.clone());
+                if preferences.get(&key).is_some_and(|preference| !preference.realtime) {
                     let channel = crate::CatalogChannel::user(user_id).into_string();
                     planned.channels.retain(|name| *name != channel);
                     audits.push(NewAudit {
@@ -457,12 +484,14 @@ impl Notifier {
 
     async fn work(self: Arc<Self>, worker: usize, shutdown: CancellationToken) {
         let idle = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let mut busy = false;
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
             let wake = self.wake.notified();
             if self.paused.load(Ordering::Acquire) {
+                self.set_busy(&mut busy, false);
                 tokio::select! {
                     _ = wake => {}
                     _ = shutdown.cancelled() => return,
@@ -470,10 +499,13 @@ impl Notifier {
                 }
                 continue;
             }
+            self.set_busy(&mut busy, true);
+            self.queued_since_claim.store(false, Ordering::SeqCst);
             let jobs =
                 match self.store.claim(Lanes::Broadcasts, CLAIM_BATCH as i64, self.settings.lease_ms).await {
                     Ok(jobs) => jobs,
                     Err(error) => {
+                        self.set_busy(&mut busy, false);
                         warn!(worker, %error, "cannot claim broadcast jobs; retrying");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -482,7 +514,19 @@ impl Notifier {
                         continue;
                     }
                 };
+            if jobs.len() < CLAIM_BATCH {
+                // Nothing more was due: the count starts again (jobs other nodes claimed, or
+                // retries, leave no drift behind).
+                self.backlog.store(0, Ordering::Relaxed);
+            } else {
+                self.backlog.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+            }
             if jobs.is_empty() {
+                self.set_busy(&mut busy, false);
+                if self.queued_since_claim.swap(false, Ordering::SeqCst) {
+                    // Jobs were committed while this claim ran, and maybe nobody was woken.
+                    continue;
+                }
                 tokio::select! {
                     _ = wake => {}
                     _ = shutdown.cancelled() => return,
@@ -498,9 +542,30 @@ impl Notifier {
         }
     }
 
-    /// Wakes as many idle workers as `jobs` new jobs need (one per claim batch), not all of them.
+    /// Counts this worker busy (awake: claiming, delivering, claiming again) or idle.
+    fn set_busy(&self, busy: &mut bool, now: bool) {
+        if *busy != now {
+            *busy = now;
+            if now {
+                self.busy.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// After `jobs` new jobs were committed: wakes as many idle workers as the backlog needs (one
+    /// per claim batch) beyond those already awake, who claim again when they finish. Under a
+    /// stream of small groups one awake worker takes them all, claiming up to a batch at a time,
+    /// instead of every group waking a worker for its one job (a claim and a record each).
     fn wake_workers(&self, jobs: usize) {
-        for _ in 0..jobs.div_ceil(CLAIM_BATCH).min(self.settings.workers) {
+        if jobs == 0 {
+            return;
+        }
+        let backlog = self.backlog.fetch_add(jobs as i64, Ordering::Relaxed) + jobs as i64;
+        self.queued_since_claim.store(true, Ordering::SeqCst);
+        let wanted = (backlog.max(jobs as i64) as usize).div_ceil(CLAIM_BATCH).min(self.settings.workers);
+        for _ in 0..wanted.saturating_sub(self.busy.load(Ordering::SeqCst)) {
             self.wake.notify_one();
         }
     }

@@ -203,6 +203,45 @@ impl Store {
         Ok(Preference { notification_type: notification_type.to_owned(), realtime, in_app })
     }
 
+    /// The preferences of many `(user id, notification type)` pairs at once (one query per 256
+    /// users): each pair asked for is in the answer, the defaults (both on) where no row is stored.
+    pub async fn preferences_of(
+        &self,
+        pairs: &[(&str, &str)],
+    ) -> Result<std::collections::HashMap<(String, String), Preference>, StoreError> {
+        let mut users: Vec<&str> = pairs.iter().map(|(user_id, _)| *user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut stored = std::collections::HashMap::new();
+        for chunk in crate::records::chunks(&users, 1) {
+            let sql = crate::records::rows_sql(
+                "SELECT user_id, notification_type, realtime, in_app FROM preferences WHERE user_id IN (",
+                "?",
+                chunk.len(),
+                ")",
+                1,
+            );
+            let rows: Vec<(String, String, i64, i64)> = with_pool!(self, pool => {
+                let mut query = sqlx::query_as(&sql);
+                for user_id in chunk {
+                    query = query.bind(*user_id);
+                }
+                query.fetch_all(pool).await?
+            });
+            for (user_id, notification_type, realtime, in_app) in rows {
+                stored.insert((user_id, notification_type), (realtime != 0, in_app != 0));
+            }
+        }
+        Ok(pairs
+            .iter()
+            .map(|&(user_id, notification_type)| {
+                let key = (user_id.to_owned(), notification_type.to_owned());
+                let (realtime, in_app) = stored.get(&key).copied().unwrap_or((true, true));
+                (key, Preference { notification_type: notification_type.to_owned(), realtime, in_app })
+            })
+            .collect())
+    }
+
     /// Events sent to a (logical) channel after `after_seq`, oldest first.
     pub async fn channel_events(
         &self,

@@ -24,6 +24,21 @@ macro_rules! with_pool {
     };
 }
 
+/// `with_pool!` for writes made in the store's turn to write (`Store::writing`): on SQLite the
+/// one writer connection, whose page cache no other connection's commit invalidates; on
+/// PostgreSQL the pool.
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite(_, write) => {
+                let $pool = &write.pool;
+                $body
+            }
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+
 mod audit;
 mod group;
 mod inbox;
@@ -77,9 +92,16 @@ impl From<sqlx::Error> for StoreError {
 /// The database, one of the two supported backends.
 #[derive(Debug, Clone)]
 pub enum Store {
-    /// The pool, and the turn to write: one write transaction at a time (see `writing`).
-    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
+    /// The pool for reads, and the turn to write with the connection that writes (see `writing`).
+    Sqlite(SqlitePool, Arc<SqliteWrite>),
     Postgres(PgPool),
+}
+
+/// SQLite's writing side: one write transaction at a time, on one connection of its own.
+#[derive(Debug)]
+pub struct SqliteWrite {
+    turn: tokio::sync::Mutex<()>,
+    pool: SqlitePool,
 }
 
 /// Which backend a store uses, for status output.
@@ -99,9 +121,13 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
+                // Statement journals (a multi-row INSERT's undo, a savepoint's) in memory, not in
+                // temporary files: the WAL alone makes commits durable.
+                .pragma("temp_store", "memory")
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-            Store::Sqlite(pool, Arc::new(tokio::sync::Mutex::new(())))
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
+            let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+            Store::Sqlite(pool, Arc::new(SqliteWrite { turn: tokio::sync::Mutex::new(()), pool: writer }))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options =
                 PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
@@ -139,7 +165,7 @@ impl Store {
     /// ends, instead of sleeping 1 to 100 ms in SQLite's busy handler. PostgreSQL: no wait.
     pub(crate) async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self {
-            Store::Sqlite(_, turn) => Some(turn.lock().await),
+            Store::Sqlite(_, write) => Some(write.turn.lock().await),
             Store::Postgres(_) => None,
         }
     }
@@ -227,7 +253,10 @@ impl Store {
     /// and by tests to simulate an outage).
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(pool, _) => pool.close().await,
+            Store::Sqlite(pool, write) => {
+                write.pool.close().await;
+                pool.close().await
+            }
             Store::Postgres(pool) => pool.close().await,
         }
     }

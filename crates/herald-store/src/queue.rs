@@ -83,6 +83,47 @@ macro_rules! current_attempt {
     };
 }
 
+/// Marks `jobs` jobs delivered: `$1` now, then each job's id and claimed attempt (`$2`, `$3`,
+/// …); returns the ids of the jobs still at that attempt, now recorded.
+fn complete_sql(jobs: usize) -> String {
+    let ids: Vec<String> = (0..jobs).map(|job| format!("${}", 2 + 2 * job)).collect();
+    let attempts: String =
+        (0..jobs).map(|job| format!("WHEN ${} THEN ${} ", 2 + 2 * job, 3 + 2 * job)).collect();
+    format!(
+        "UPDATE broadcasts SET status = 'delivered', delivered_at = $1, locked_until = 0, last_error = NULL \
+         WHERE id IN ({}) AND status = 'pending' AND attempts = CASE id {attempts}END RETURNING id",
+        ids.join(", ")
+    )
+}
+
+/// The `delivered` audit entries of the jobs [`complete_sql`] recorded (delivered at the attempt
+/// that was claimed). `$1` now and `$kind` the kind. `shared`: after `complete_sql` in one call,
+/// its ids and attempts, and each job's detail from `$kind + 1` on; else each job's id, attempt
+/// and detail from `$kind + 1` on.
+fn audit_sql(jobs: usize, kind: usize, shared: bool) -> String {
+    let place = |job: usize| -> (usize, usize, usize) {
+        if shared {
+            (2 + 2 * job, 3 + 2 * job, kind + 1 + job)
+        } else {
+            (kind + 1 + 3 * job, kind + 2 + 3 * job, kind + 3 + 3 * job)
+        }
+    };
+    let ids: Vec<String> = (0..jobs).map(|job| format!("${}", place(job).0)).collect();
+    let (mut attempts, mut details) = (String::new(), String::new());
+    for job in 0..jobs {
+        let (id, attempt, detail) = place(job);
+        attempts.push_str(&format!("WHEN ${id} THEN ${attempt} "));
+        details.push_str(&format!("WHEN ${id} THEN ${detail} "));
+    }
+    format!(
+        "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
+         SELECT b.event_id, d.event_type, b.id, ${kind}, CASE b.id {details}END, $1 FROM broadcasts b \
+         JOIN domain_events d ON d.id = b.event_id WHERE b.id IN ({}) AND b.status = 'delivered' \
+         AND b.attempts = CASE b.id {attempts}END ORDER BY b.seq",
+        ids.join(", ")
+    )
+}
+
 impl Store {
     /// Queues jobs that belong to no domain event (webhooks), in one transaction: all or none.
     /// `source` stands in the event id column (`webhook:<app id>`).
@@ -92,7 +133,7 @@ impl Store {
         }
         let now = now_ms();
         let _writing = self.writing().await;
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for job in jobs {
                 sqlx::query(INSERT_JOB)
@@ -158,7 +199,7 @@ impl Store {
              RETURNING id, event_id, event_name, channels, payload, lane, attempts, created_at"
         );
         let _writing = self.writing().await;
-        let mut jobs = with_pool!(self, pool => {
+        let mut jobs = with_writer!(self, pool => {
             let (first, last) = lanes.codes();
             let mut query = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(first).bind(last);
             for list in &skipped {
@@ -190,7 +231,7 @@ impl Store {
     pub async fn complete(&self, job_id: &str, attempt: i64, detail: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
                 .bind(job_id)
@@ -208,32 +249,57 @@ impl Store {
         Ok(recorded)
     }
 
-    /// Marks delivered jobs delivered and audits each, in one transaction: `complete` for many.
-    /// One flag per job, in order: false (nothing recorded for it) when its attempt is no longer
-    /// current.
+    /// Marks delivered jobs delivered and audits each, in one transaction: `complete` for many,
+    /// set-based (one `UPDATE` and one audit `INSERT … SELECT` per up to 256 jobs; on SQLite both
+    /// in one call). One flag per job, in order: false (nothing recorded for it) when its attempt
+    /// is no longer current.
     pub async fn complete_all(&self, delivered: &[Delivered]) -> Result<Vec<bool>, StoreError> {
+        if delivered.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
+        let one_call = self.backend() == crate::Backend::Sqlite;
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut recorded = Vec::with_capacity(delivered.len());
-            for job in delivered {
-                let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'delivered', delivered_at = $3, locked_until = 0, last_error = NULL WHERE ", current_attempt!()))
-                    .bind(&job.job_id)
-                    .bind(job.attempt)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if changed > 0 {
-                    sqlx::query(AUDIT_FOR_BROADCAST).bind(AuditKind::Delivered.as_str()).bind(&job.detail).bind(now).bind(&job.job_id).execute(&mut *tx).await?;
+            let mut recorded = std::collections::HashSet::with_capacity(delivered.len());
+            for jobs in crate::records::chunks(delivered, 3) {
+                // `$1` now, each job's id and attempt from `$2` on; the audit entries' kind and
+                // details after them, or (on their own) `$1` now, `$2` kind, from `$3` on.
+                let update = complete_sql(jobs.len());
+                let audit = if one_call { audit_sql(jobs.len(), 2 + 2 * jobs.len(), true) } else { audit_sql(jobs.len(), 2, false) };
+                if one_call {
+                    let sql = format!("{update};\n{audit}");
+                    let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
+                    for job in jobs {
+                        query = query.bind(&job.job_id).bind(job.attempt);
+                    }
+                    query = query.bind(AuditKind::Delivered.as_str());
+                    for job in jobs {
+                        query = query.bind(&job.detail);
+                    }
+                    recorded.extend(query.fetch_all(&mut *tx).await?);
+                } else {
+                    let mut query = sqlx::query_scalar::<_, String>(&update).bind(now);
+                    for job in jobs {
+                        query = query.bind(&job.job_id).bind(job.attempt);
+                    }
+                    let changed = query.fetch_all(&mut *tx).await?;
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    recorded.extend(changed);
+                    let mut query = sqlx::query(&audit).bind(now).bind(AuditKind::Delivered.as_str());
+                    for job in jobs {
+                        query = query.bind(&job.job_id).bind(job.attempt).bind(&job.detail);
+                    }
+                    query.execute(&mut *tx).await?;
                 }
-                recorded.push(changed > 0);
             }
             tx.commit().await?;
             recorded
         });
-        Ok(recorded)
+        Ok(delivered.iter().map(|job| recorded.contains(&job.job_id)).collect())
     }
 
     /// Schedules another attempt at `next_attempt_at` after a failed one (false, and nothing
@@ -248,7 +314,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET next_attempt_at = $3, locked_until = 0, last_error = $4 WHERE ", current_attempt!()))
                 .bind(job_id)
@@ -278,7 +344,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let _writing = self.writing().await;
-        let recorded = with_pool!(self, pool => {
+        let recorded = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(concat!("UPDATE broadcasts SET status = 'dead', locked_until = 0, last_error = $3 WHERE ", current_attempt!()))
                 .bind(job_id)
@@ -313,7 +379,7 @@ impl Store {
     /// other process can be working on its jobs, so a crash's unfinished jobs are resumed at once.
     pub async fn release_leases(&self) -> Result<u64, StoreError> {
         let _writing = self.writing().await;
-        let released = with_pool!(self, pool => {
+        let released = with_writer!(self, pool => {
             sqlx::query("UPDATE broadcasts SET locked_until = 0 WHERE status = 'pending' AND locked_until > 0")
                 .execute(pool)
                 .await?
@@ -375,7 +441,7 @@ impl Store {
         let now = now_ms();
         let Some(only) = which.filter() else { return Ok(0) };
         let _writing = self.writing().await;
-        let replayed = with_pool!(self, pool => {
+        let replayed = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO audit_entries (event_id, event_type, broadcast_id, kind, detail, at) \
@@ -407,7 +473,7 @@ impl Store {
     pub async fn purge_dead_letters(&self, which: DeadLetters<'_>) -> Result<u64, StoreError> {
         let Some(only) = which.filter() else { return Ok(0) };
         let _writing = self.writing().await;
-        let purged = with_pool!(self, pool => {
+        let purged = with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE broadcasts SET status = 'purged' \

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use herald_store::{
-    EventRecord, IngestQueue, IngestResult, Lane, NewBroadcast, NewEvent, NewNotification, Store, StoreError,
+    AuditFilter, AuditKind, Delivered, EventRecord, IngestQueue, IngestResult, Lane, Lanes, NewAudit,
+    NewBroadcast, NewEvent, NewNotification, Store, StoreError,
 };
 
 mod support;
@@ -108,6 +109,58 @@ async fn a_failing_request_leaves_the_others_of_its_group_committed(store: &Stor
     assert_eq!(answers[1].as_deref().expect("stored"), [IngestResult::Stored]);
 }
 
+/// More rows than one multi-row statement takes (300 events: statements of 256, 32, 8 and 4
+/// rows), with a repeat inside the group and an id stored before: every table gets every row once.
+async fn a_large_group_is_stored_whole(store: &Store) {
+    store.ingest(&[record("big-7")]).await.expect("stored before");
+    let mut batch: Vec<EventRecord> = (0..300).map(|n| record(&format!("big-{n}"))).collect();
+    for record in &mut batch {
+        record.audits.push(NewAudit { broadcast_id: None, kind: AuditKind::Received, detail: "{}".into() });
+        record.broadcasts[0].channels.push("admin.security".into());
+    }
+    batch.push(record("big-42"));
+    let before = pending_jobs(store).await;
+    let results = store.ingest(&batch).await.expect("stored");
+    assert_eq!(results.len(), 301);
+    for (index, result) in results.iter().enumerate() {
+        let repeat = index == 7 || index == 300;
+        assert_eq!(matches!(result, IngestResult::Duplicate { .. }), repeat, "{index}: {result:?}");
+    }
+    assert_eq!(results[300], IngestResult::Duplicate { outcome: r#"{"id":"big-42"}"#.into() });
+    assert_eq!(pending_jobs(store).await, before + 299);
+    assert!(store.notification_exists("n-big-299").await.expect("query"));
+    for channel in ["user.notifications.1", "admin.security"] {
+        let history = store.channel_events(channel, 0, 1000).await.expect("history");
+        let mine = history.iter().filter(|event| event.broadcast_id.starts_with("b-big-")).count();
+        assert_eq!(mine, if channel == "admin.security" { 299 } else { 300 }, "{channel}");
+    }
+    let filter = AuditFilter { event_id: "big-42".into(), ..Default::default() };
+    let kinds: Vec<AuditKind> = store.audit(&filter).await.expect("audit").iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [AuditKind::Duplicate, AuditKind::Received], "newest first");
+
+    // Their deliveries, recorded set-based: a stale attempt among them records nothing.
+    let jobs = store.claim(Lanes::Broadcasts, 1000, 60_000).await.expect("claim");
+    assert!(jobs.len() >= 299, "{}", jobs.len());
+    let mut delivered: Vec<Delivered> = jobs
+        .iter()
+        .map(|job| Delivered { job_id: job.id.clone(), attempt: job.attempts, detail: r#"{"n":1}"#.into() })
+        .collect();
+    delivered[3].attempt += 1;
+    let recorded = store.complete_all(&delivered).await.expect("recorded");
+    assert_eq!(recorded.iter().filter(|recorded| !**recorded).count(), 1);
+    assert!(!recorded[3]);
+    assert_eq!(pending_jobs(store).await, 1, "only the stale one is left");
+    let filter =
+        AuditFilter { event_id: "big-42".into(), kind: Some(AuditKind::Delivered), ..Default::default() };
+    let entries = store.audit(&filter).await.expect("audit");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (entries[0].broadcast_id.as_deref(), entries[0].detail.as_str()),
+        (Some("b-big-42"), r#"{"n":1}"#)
+    );
+    assert!(store.complete_all(&[]).await.expect("nothing").is_empty());
+}
+
 async fn an_outage_answers_unavailable(store: &Store) {
     let queue = IngestQueue::new(store.clone());
     store.close().await;
@@ -126,6 +179,7 @@ async fn exercise(store: &Store) {
     concurrent_requests_are_all_committed_and_answered(store).await;
     a_repeated_id_in_one_group_answers_the_first_outcome(store).await;
     a_failing_request_leaves_the_others_of_its_group_committed(store).await;
+    a_large_group_is_stored_whole(store).await;
     an_outage_answers_unavailable(store).await;
 }
 
