@@ -240,3 +240,42 @@ fn a_large_donation_threshold_beyond_exact_amounts_exits_64() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("notifications.large_donation_threshold"), "{message}");
 }
+
+#[test]
+fn status_counts_connections_by_transport() {
+    use std::io::{Read as _, Write as _};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = config(dir.path(), 0, 0);
+    let (mut server, port, _admin) = start_with_admin(&file);
+
+    // pusher-js's xhr_streaming, as it opens it: one POST whose response stays open.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout set");
+    write!(
+        stream,
+        "POST /pusher/app/cli-key/123/abcdefgh/xhr_streaming?protocol=7&client=js&version=8.4.0 HTTP/1.1\r\n\
+         Host: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut received = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("pusher:connection_established") {
+        let read = stream.read(&mut chunk).expect("the session's lines");
+        assert!(read > 0, "stream ended early: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..read]);
+    }
+
+    let status = run(&file, &["status", "--json"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let document: Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(document["apps"][0]["transports"]["xhr_streaming"], 1, "{document}");
+    assert_eq!(document["apps"][0]["transports"]["ws"], 0, "{document}");
+    let table = text(&run(&file, &["status"]));
+    let line = table.lines().find(|line| line.trim_start().starts_with("Transports")).unwrap_or_default();
+    assert!(line.contains("xhr_streaming 1"), "Transports line in\n{table}");
+
+    drop(stream);
+    server.kill().expect("server stopped");
+    server.wait().expect("server reaped");
+}

@@ -85,6 +85,8 @@ test('the dashboard shows live deliveries and recovers by itself after a server 
     null,
     { timeout: 5000 },
   );
+  // … and in the count by transport (a pusher-js client in Node connects over WebSocket).
+  assert.match(await page.textContent('#apps tr[data-app="main-app"] td.transports'), /\bws 1\b/);
 
   // The signed ingest: the delivery appears in the feed with its channels, lane and latency.
   await ingest(securityAlert('dash-before'));
