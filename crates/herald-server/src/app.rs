@@ -319,9 +319,16 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
+/// How much of an oversized body is read (and dropped) before its 413 is sent. Closing a
+/// connection whose request bytes were never read makes the kernel send a reset, which can reach
+/// the client before the answer does, so a client that sent the whole body would see a network
+/// error instead of the 413; past this much the connection is cut regardless.
+const DRAIN_BYTES: u64 = 1 << 20;
+
 /// Reads a request's body whole before any handler runs: a declared length over `limit` is 413
-/// at once (before `100 Continue` is sent), a body slower than `timeout` is 408, and neither
-/// reaches a handler.
+/// at once when the client waits for `100 Continue` (which is then never sent), else after the
+/// body is read and dropped (up to [`DRAIN_BYTES`]); a body slower than `timeout` is 408, and
+/// neither reaches a handler.
 async fn read_body(
     limit: usize,
     timeout: Duration,
@@ -335,21 +342,60 @@ async fn read_body(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let waits_for_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let too_large = || ApiError::TooLarge { what: "request body", limit }.into_response();
     match declared {
-        Some(length) if length > limit as u64 => {
-            return ApiError::TooLarge { what: "request body", limit }.into_response();
+        Some(length) if length > limit as u64 && (waits_for_continue || length > DRAIN_BYTES) => {
+            return too_large();
         }
         Some(0) | None if !chunked => return next.run(request).await,
         _ => {}
     }
     let (parts, body) = request.into_parts();
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+    match tokio::time::timeout(timeout, read_capped(body, limit)).await {
         Err(_) => ApiError::BodyTimeout(timeout.as_secs()).into_response(),
-        Ok(Err(_)) => ApiError::TooLarge { what: "request body", limit }.into_response(),
-        Ok(Ok(bytes)) => {
+        Ok(None) => too_large(),
+        Ok(Some(bytes)) => {
             next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
         }
     }
+}
+
+/// The body if it is at most `limit` bytes; `None` if it is larger (read on and dropped up to
+/// [`DRAIN_BYTES`]) or broken off. A body of one chunk is kept without a copy.
+async fn read_capped(body: axum::body::Body, limit: usize) -> Option<bytes::Bytes> {
+    use futures_util::StreamExt as _;
+    let mut chunks = body.into_data_stream();
+    let mut first: Option<bytes::Bytes> = None;
+    let mut rest = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.ok()?;
+        seen += chunk.len() as u64;
+        if seen > limit as u64 {
+            first = None;
+            rest = bytes::BytesMut::new();
+            if seen > DRAIN_BYTES {
+                return None;
+            }
+            continue;
+        }
+        match &first {
+            None if rest.is_empty() => first = Some(chunk),
+            _ => {
+                if let Some(first) = first.take() {
+                    rest.extend_from_slice(&first);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    if seen > limit as u64 {
+        return None;
+    }
+    Some(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// A database URL for messages: the password, if any, replaced by `***`.
