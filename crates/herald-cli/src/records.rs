@@ -116,20 +116,22 @@ pub(crate) async fn dead_letters(store_args: StoreArgs, command: DeadLetterComma
             }
             Ok(letters) => {
                 out!(
-                    "{:<36}  {:<24}  {:>8}  {:<20}  LAST ERROR",
+                    "{:<36}  {:<24}  {:>8}  {:<20}  {:<32}  LAST ERROR",
                     "BROADCAST",
                     "EVENT",
                     "ATTEMPTS",
-                    "FAILED AT"
+                    "FAILED AT",
+                    "CHANNELS (WEBHOOK: URL)"
                 );
                 for letter in letters {
                     let at = &letter.failed_at;
                     out!(
-                        "{:<36}  {:<24}  {:>8}  {:<20}  {}",
+                        "{:<36}  {:<24}  {:>8}  {:<20}  {:<32}  {}",
                         printable(&letter.broadcast_id),
                         printable(&letter.event),
                         letter.attempts,
                         at.get(..19).unwrap_or(at),
+                        printable(&letter.channels.join(", ")),
                         printable(&letter.last_error)
                     );
                 }

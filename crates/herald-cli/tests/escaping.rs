@@ -99,6 +99,7 @@ async fn control_characters_from_an_upstream_are_escaped_in_the_cli_and_the_log(
     };
     assert!(letters.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[31mred\\r\\n2026"), "{letters}");
     assert_escaped("dead-letters list", &letters);
+    assert!(letters.contains("private-security-alerts"), "the table names the channels: {letters}");
     // The JSON list names the channels as clients subscribe to them, as the dashboard does.
     let listed = run(&file, &["dead-letters", "list", "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
