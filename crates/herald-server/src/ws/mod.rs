@@ -76,7 +76,7 @@ impl Frames for Socket {
         first: Utf8Bytes,
         outbox: &'a mut Outbox<Utf8Bytes>,
     ) -> impl std::future::Future<Output = Result<(), axum::Error>> + Send + 'a {
-        self.write_outbox(first, outbox)
+        self.write_text(first, Some(outbox))
     }
 }
 
@@ -214,11 +214,10 @@ pub fn conformance_echo_router() -> axum::Router {
             |mut socket| async move {
                 loop {
                     let reply = match socket.next().await {
-                        // Text goes back the way outbox frames go out: framed by Herald.
+                        // Text goes back the way an outbox frame goes out: framed by Herald,
+                        // header and payload in one vectored write.
                         Some(Ok(Message::Text(text))) => {
-                            let mut framed = Vec::new();
-                            socket::frame_text(&mut framed, text.as_bytes());
-                            if socket.write_framed(framed).await.is_err() {
+                            if socket.write_text(text, None).await.is_err() {
                                 return;
                             }
                             continue;

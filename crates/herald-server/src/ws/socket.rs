@@ -19,7 +19,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use bytes::{Buf as _, Bytes};
-use futures_util::{Sink, SinkExt as _, Stream};
+use futures_util::{Sink, Stream};
 use herald_hub::Outbox;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -168,15 +168,16 @@ impl Socket {
         Ok(())
     }
 
-    /// Writes `first` and whatever else the outbox holds (up to a batch) straight to the stream,
+    /// Writes `first` and whatever else `outbox` holds (up to a batch) straight to the stream,
     /// after anything tungstenite holds, and flushes: one frame goes out without being copied,
     /// several are framed into one buffer for that write. A plain poll over the socket's own
     /// state (`unsent`): the future is three words and a frame, small enough for the session to
-    /// keep inline instead of allocating it per write.
-    pub(super) fn write_outbox<'a>(
+    /// keep inline instead of allocating it per write. Without an outbox (the conformance echo),
+    /// `first` alone, the same way.
+    pub(super) fn write_text<'a>(
         &'a mut self,
         first: Utf8Bytes,
-        outbox: &'a mut Outbox<Utf8Bytes>,
+        mut outbox: Option<&'a mut Outbox<Utf8Bytes>>,
     ) -> impl Future<Output = Result<(), axum::Error>> + Send + 'a {
         let mut first = Some(first);
         poll_fn(move |cx| {
@@ -185,25 +186,17 @@ impl Socket {
                 ready!(Pin::new(&mut *self).poll_flush(cx))?;
             }
             if let Some(first) = first.take() {
-                match outbox.try_recv_more() {
-                    Ok(second) => self.unsent = Bytes::from(frame_batch(first, second, outbox)),
-                    Err(_) => self.start_frame(cx, Bytes::from(first)).map_err(axum::Error::new)?,
+                // A second frame waiting makes it a batch.
+                let more =
+                    outbox.as_deref_mut().and_then(|outbox| Some((outbox.try_recv_more().ok()?, outbox)));
+                match more {
+                    Some((second, outbox)) => self.unsent = Bytes::from(frame_batch(first, second, outbox)),
+                    None => self.start_frame(cx, Bytes::from(first)).map_err(axum::Error::new)?,
                 }
             }
             ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
             Pin::new(self.inner.get_mut()).poll_flush(cx).map_err(axum::Error::new)
         })
-    }
-
-    /// Writes framed bytes straight to the stream and flushes, after anything tungstenite holds.
-    pub(super) async fn write_framed(&mut self, framed: Vec<u8>) -> Result<(), axum::Error> {
-        // tungstenite's own frames (a reply, an automatic pong) go first, whole.
-        if self.own_queued {
-            self.flush().await?;
-        }
-        self.unsent = Bytes::from(framed);
-        poll_fn(|cx| self.poll_unsent(cx)).await.map_err(axum::Error::new)?;
-        poll_fn(|cx| Pin::new(self.inner.get_mut()).poll_flush(cx)).await.map_err(axum::Error::new)
     }
 }
 
