@@ -17,39 +17,33 @@ fn ratio(base: Option<f64>, value: Option<f64>) -> String {
 /// A row: a label, and per target a text and a number to take ratios of.
 type Row = (String, Vec<(String, Option<f64>)>);
 
+/// A row of one cell per target; `—` where the target has no measurement or `cell` no value.
+fn row<T>(label: String, targets: &[Option<T>], cell: impl Fn(&T) -> Option<(String, Option<f64>)>) -> Row {
+    let cells =
+        targets.iter().map(|target| target.as_ref().and_then(&cell).unwrap_or(("—".to_owned(), None)));
+    (label, cells.collect())
+}
+
 fn latency_rows(label: &str, latencies: &[Option<&LatencyResult>], rows: &mut Vec<Row>) {
     if latencies.iter().all(Option::is_none) {
         return;
     }
-    let cell = |latency: &Option<&LatencyResult>, p: f64| match latency {
-        Some(latency) if !latency.samples_us.is_empty() => {
-            let value = percentile(&latency.samples_us, p);
-            (ms(value), Some(value as f64))
-        }
-        _ => ("—".to_owned(), None),
-    };
-    rows.push((format!("{label}: latency p50"), latencies.iter().map(|l| cell(l, 50.0)).collect()));
-    rows.push((format!("{label}: latency p99"), latencies.iter().map(|l| cell(l, 99.0)).collect()));
-    let cpu = |latency: &Option<&LatencyResult>, pick: usize| match latency
-        .and_then(|latency| latency.cpu.per_delivery_us(latency.deliveries))
-    {
-        Some(split) => {
-            let value = [split.0, split.1, split.2][pick];
-            (format!("{value:.2} µs"), Some(value))
-        }
-        None => ("—".to_owned(), None),
-    };
-    for (pick, what) in ["user", "system", "total"].iter().enumerate() {
-        rows.push((
-            format!("{label}: server CPU per delivery, {what}"),
-            latencies.iter().map(|l| cpu(l, pick)).collect(),
-        ));
+    for p in [50.0, 99.0] {
+        rows.push(row(format!("{label}: latency p{p}"), latencies, |latency| {
+            let value = (!latency.samples_us.is_empty()).then(|| percentile(&latency.samples_us, p))?;
+            Some((ms(value), Some(value as f64)))
+        }));
     }
-    let missing = |latency: &Option<&LatencyResult>| match latency {
-        Some(latency) => (latency.missing.to_string(), None),
-        None => ("—".to_owned(), None),
-    };
-    rows.push((format!("{label}: deliveries missing"), latencies.iter().map(missing).collect()));
+    for (pick, what) in ["user", "system", "total"].iter().enumerate() {
+        rows.push(row(format!("{label}: server CPU per delivery, {what}"), latencies, |latency| {
+            let (user, system, total) = latency.cpu.per_delivery_us(latency.deliveries)?;
+            let value = [user, system, total][pick];
+            Some((format!("{value:.2} µs"), Some(value)))
+        }));
+    }
+    rows.push(row(format!("{label}: deliveries missing"), latencies, |latency| {
+        Some((latency.missing.to_string(), None))
+    }));
 }
 
 /// The comparison table.
@@ -57,53 +51,24 @@ pub(crate) fn to_markdown(targets: &[Target]) -> String {
     let mut rows: Vec<Row> = Vec::new();
     let memory: Vec<_> = targets.iter().map(|t| t.results.memory.as_ref()).collect();
     if memory.iter().any(Option::is_some) {
-        rows.push((
-            "Memory per idle subscribed connection".to_owned(),
-            memory
-                .iter()
-                .map(|m| match m {
-                    Some(m) => (format!("{:.0} B", m.per_connection()), Some(m.per_connection())),
-                    None => ("—".to_owned(), None),
-                })
-                .collect(),
-        ));
-        rows.push((
-            "Open + subscribe the idle connections".to_owned(),
-            memory
-                .iter()
-                .map(|m| match m {
-                    Some(m) => (format!("{:.1} s ({})", m.connect_secs, m.connected), Some(m.connect_secs)),
-                    None => ("—".to_owned(), None),
-                })
-                .collect(),
-        ));
+        rows.push(row("Memory per idle subscribed connection".to_owned(), &memory, |m| {
+            Some((format!("{:.0} B", m.per_connection()), Some(m.per_connection())))
+        }));
+        rows.push(row("Open + subscribe the idle connections".to_owned(), &memory, |m| {
+            Some((format!("{:.1} s ({})", m.connect_secs, m.connected), Some(m.connect_secs)))
+        }));
     }
     let latencies: Vec<_> = targets.iter().map(|t| t.results.latency.as_ref()).collect();
     latency_rows("Broadcast rounds", &latencies, &mut rows);
     let throughput: Vec<_> = targets.iter().map(|t| t.results.throughput.as_ref()).collect();
     if throughput.iter().any(Option::is_some) {
-        rows.push((
-            "HTTP trigger throughput".to_owned(),
-            throughput
-                .iter()
-                .map(|t| match t {
-                    Some(t) => (format!("{:.0} req/s", t.per_second()), Some(t.per_second())),
-                    None => ("—".to_owned(), None),
-                })
-                .collect(),
-        ));
-        rows.push((
-            "Throughput: server CPU per delivery, total".to_owned(),
-            throughput
-                .iter()
-                .map(|t| match t.and_then(|t| t.cpu.per_delivery_us(t.delivered)) {
-                    Some((user, system, total)) => {
-                        (format!("{total:.2} µs ({user:.2} + {system:.2})"), Some(total))
-                    }
-                    None => ("—".to_owned(), None),
-                })
-                .collect(),
-        ));
+        rows.push(row("HTTP trigger throughput".to_owned(), &throughput, |t| {
+            Some((format!("{:.0} req/s", t.per_second()), Some(t.per_second())))
+        }));
+        rows.push(row("Throughput: server CPU per delivery, total".to_owned(), &throughput, |t| {
+            let (user, system, total) = t.cpu.per_delivery_us(t.delivered)?;
+            Some((format!("{total:.2} µs ({user:.2} + {system:.2})"), Some(total)))
+        }));
     }
     if let Some(first) = targets.first() {
         for (index, (spec, _)) in first.results.fanout.iter().enumerate() {

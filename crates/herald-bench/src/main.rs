@@ -360,26 +360,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => ("herald".to_owned(), Server::start(&bin, &cli.server_log, &cli.server_env, None)),
                 Some(spec) => (spec.name.clone(), spec.start()),
             };
-            let server = match (started, &spec) {
-                (Ok(server), _) => server,
-                (Err(error), None) => return Err(error),
-                (Err(error), Some(_)) => {
-                    peer_failures.push(format!("{name}: {error:#}"));
-                    continue;
-                }
-            };
+            let Some(server) = settle(started, spec.is_some(), &name, &mut peer_failures)? else { continue };
             eprintln!("herald-bench: started {name} (pid {}) on 127.0.0.1:{}", server.pid, server.port);
             let outcome = runtime.block_on(measure(&cli, &server));
             let exited = server.exited();
             let log = server.stop();
-            let results = match (outcome, &spec) {
-                (Ok(results), _) => results,
-                (Err(error), None) => return Err(error),
-                (Err(error), Some(_)) => {
-                    peer_failures.push(format!("{name}: {error:#}"));
-                    continue;
-                }
-            };
+            let Some(results) = settle(outcome, spec.is_some(), &name, &mut peer_failures)? else { continue };
             if let Some(status) = exited {
                 eprintln!("herald-bench: WARNING: {name} exited during the run ({status})");
             }
@@ -530,6 +516,23 @@ fn throughput_load(cli: &Cli) -> ThroughputLoad {
         concurrency: cli.concurrency,
         duration: Duration::from_secs_f64(cli.duration.clamp(0.1, 600.0)),
         connect_concurrency: cli.connect_concurrency,
+    }
+}
+
+/// Herald's failure ends the run; a peer's is noted (and that peer skipped: `None`).
+fn settle<T>(
+    result: anyhow::Result<T>,
+    peer: bool,
+    name: &str,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if peer => {
+            failures.push(format!("{name}: {error:#}"));
+            Ok(None)
+        }
+        Err(error) => Err(error),
     }
 }
 
