@@ -65,6 +65,15 @@ impl<F> Shared<F> {
         // Plain data behind the lock: a panic while holding it leaves it usable.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Wakes the waiting session, outside the lock. Whatever it should see (a close code, a
+    /// fired source) is stored before this takes the lock it registers under: no wake is lost.
+    fn wake_session(&self) {
+        let waker = self.queue().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 impl<F> Queue<F> {
@@ -194,10 +203,7 @@ impl<F: Send + 'static> Wake for SourceWaker<F> {
     fn wake_by_ref(self: &Arc<Self>) {
         // Marked before the lock the session registers under: it sees the bit or is woken.
         self.shared.fired.fetch_or(self.source, Ordering::AcqRel);
-        let waker = self.shared.queue().waker.take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.shared.wake_session();
     }
 }
 
@@ -259,10 +265,7 @@ impl<F> SocketHandle<F> {
     pub fn close(&self, code: CloseCode) {
         if self.shared.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
             // Stored before the lock: a session registering after this sees the code.
-            let waker = self.shared.queue().waker.take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            self.shared.wake_session();
         }
     }
 
