@@ -226,6 +226,22 @@ pub(crate) fn rows_sql(head: &str, row: &str, rows: usize, tail: &str, first: us
     sql
 }
 
+/// The parameters one row of a template binds: its `?`s (`$1`, `now`, is the statement's own).
+pub(crate) const fn columns(row: &str) -> usize {
+    let bytes = row.as_bytes();
+    let (mut index, mut count) = (0, 0);
+    while index < bytes.len() {
+        if bytes[index] == b'?' {
+            count += 1;
+        }
+        index += 1;
+    }
+    count
+}
+
+/// A `campaign_organizations` row: campaign id, organization id.
+pub(crate) const CAMPAIGNS_ROW: &str = "(?, ?)";
+
 /// `INSERT INTO domain_events … VALUES` with `now` as `$1`; the new ids come back.
 pub(crate) const EVENTS_HEAD: &str =
     "INSERT INTO domain_events (id, event_type, occurred_at, received_at, payload, status, outcome) VALUES ";
@@ -318,12 +334,12 @@ impl<'a> Rows<'a> {
 
     /// Bind parameters of one statement per table plus the events' own (and `now`).
     pub(crate) fn binds(&self, events: usize) -> usize {
-        1 + events * 6
-            + self.campaigns.len() * 2
-            + self.notifications.len() * 9
-            + self.jobs.len() * 6
-            + self.history.len() * 4
-            + self.audits.len() * 5
+        1 + events * columns(EVENTS_ROW)
+            + self.campaigns.len() * columns(CAMPAIGNS_ROW)
+            + self.notifications.len() * columns(NOTIFICATIONS_ROW)
+            + self.jobs.len() * columns(JOBS_ROW)
+            + self.history.len() * columns(HISTORY_ROW)
+            + self.audits.len() * columns(AUDITS_ROW)
     }
 
     /// One string of statements (SQLite runs them in one call, on one argument list: `$1` is
@@ -332,21 +348,21 @@ impl<'a> Rows<'a> {
     pub(crate) fn sql(&self, events: usize) -> String {
         let mut sql = String::with_capacity(4096);
         let mut next = 2;
-        let mut add = |head: &str, row: &str, rows: usize, tail: &str, columns: usize| {
+        let mut add = |head: &str, row: &str, rows: usize, tail: &str| {
             if rows > 0 {
                 sql.push_str(&rows_sql(head, row, rows, tail, next));
                 sql.push_str(";\n");
-                next += rows * columns;
+                next += rows * columns(row);
             }
         };
-        add(EVENTS_HEAD, EVENTS_ROW, events, EVENTS_TAIL, 6);
+        add(EVENTS_HEAD, EVENTS_ROW, events, EVENTS_TAIL);
         for _ in &self.campaigns {
-            add(CAMPAIGNS_HEAD, "(?, ?)", 1, CAMPAIGNS_TAIL, 2);
+            add(CAMPAIGNS_HEAD, CAMPAIGNS_ROW, 1, CAMPAIGNS_TAIL);
         }
-        add(NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW, self.notifications.len(), "", 9);
-        add(JOBS_HEAD, JOBS_ROW, self.jobs.len(), "", 6);
-        add(HISTORY_HEAD, HISTORY_ROW, self.history.len(), "", 4);
-        add(AUDITS_HEAD, AUDITS_ROW, self.audits.len(), "", 5);
+        add(NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW, self.notifications.len(), "");
+        add(JOBS_HEAD, JOBS_ROW, self.jobs.len(), "");
+        add(HISTORY_HEAD, HISTORY_ROW, self.history.len(), "");
+        add(AUDITS_HEAD, AUDITS_ROW, self.audits.len(), "");
         sql
     }
 }
@@ -477,7 +493,7 @@ macro_rules! store_group {
 
             if !stored_all {
                 // The events; the ids that come back are new, the others were stored before.
-                for chunk in chunks(&group.fresh, 6) {
+                for chunk in chunks(&group.fresh, $crate::records::columns($crate::records::EVENTS_ROW)) {
                     use $crate::records::{EVENTS_HEAD, EVENTS_ROW, EVENTS_TAIL};
                     let sql = rows_sql(EVENTS_HEAD, EVENTS_ROW, chunk.len(), EVENTS_TAIL, 2);
                     let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
@@ -515,32 +531,34 @@ macro_rules! store_group {
 
                 let rows = Rows::of(&stored);
                 for campaign in &rows.campaigns {
-                    use $crate::records::{CAMPAIGNS_HEAD, CAMPAIGNS_TAIL};
-                    let sql = rows_sql(CAMPAIGNS_HEAD, "(?, ?)", 1, CAMPAIGNS_TAIL, 1);
+                    use $crate::records::{CAMPAIGNS_HEAD, CAMPAIGNS_ROW, CAMPAIGNS_TAIL};
+                    let sql = rows_sql(CAMPAIGNS_HEAD, CAMPAIGNS_ROW, 1, CAMPAIGNS_TAIL, 1);
                     sqlx::query(&sql).bind(&campaign.0).bind(&campaign.1).execute(&mut *$tx).await?;
                 }
-                for chunk in chunks(&rows.notifications, 9) {
+                for chunk in
+                    chunks(&rows.notifications, $crate::records::columns($crate::records::NOTIFICATIONS_ROW))
+                {
                     use $crate::records::{NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW};
                     let sql = rows_sql(NOTIFICATIONS_HEAD, NOTIFICATIONS_ROW, chunk.len(), "", 2);
                     let mut query = sqlx::query(&sql).bind(now);
                     bind_rows!(query, notifications, chunk);
                     query.execute(&mut *$tx).await?;
                 }
-                for chunk in chunks(&rows.jobs, 6) {
+                for chunk in chunks(&rows.jobs, $crate::records::columns($crate::records::JOBS_ROW)) {
                     use $crate::records::{JOBS_HEAD, JOBS_ROW};
                     let sql = rows_sql(JOBS_HEAD, JOBS_ROW, chunk.len(), "", 2);
                     let mut query = sqlx::query(&sql).bind(now);
                     bind_rows!(query, jobs, chunk);
                     query.execute(&mut *$tx).await?;
                 }
-                for chunk in chunks(&rows.history, 4) {
+                for chunk in chunks(&rows.history, $crate::records::columns($crate::records::HISTORY_ROW)) {
                     use $crate::records::{HISTORY_HEAD, HISTORY_ROW};
                     let sql = rows_sql(HISTORY_HEAD, HISTORY_ROW, chunk.len(), "", 2);
                     let mut query = sqlx::query(&sql).bind(now);
                     bind_rows!(query, history, chunk);
                     query.execute(&mut *$tx).await?;
                 }
-                for chunk in chunks(&rows.audits, 5) {
+                for chunk in chunks(&rows.audits, $crate::records::columns($crate::records::AUDITS_ROW)) {
                     use $crate::records::{AUDITS_HEAD, AUDITS_ROW};
                     let sql = rows_sql(AUDITS_HEAD, AUDITS_ROW, chunk.len(), "", 2);
                     let mut query = sqlx::query(&sql).bind(now);
