@@ -14,9 +14,12 @@ use bytes::Bytes;
 use herald_protocol::{encode_server_event, ChannelKind, ChannelName, CloseCode, SocketId};
 use serde_json::{json, Map, Value};
 
-use crate::socket::{Frame, Outbox, SocketHandle, SocketKey};
+use crate::socket::{Frame, Outbox, Recipient, SocketHandle, SocketKey};
 
 const SHARDS: usize = 16;
+/// A channel with more subscribers than this is delivered to after its shard's lock is released
+/// (from a list of its recipients taken under the lock): a delivery may be a socket write.
+const DELIVER_UNDER_LOCK: usize = 32;
 /// Socket keys are unique in the process, across every app's hub, so socket ids are too.
 static NEXT_SOCKET_KEY: AtomicU64 = AtomicU64::new(1);
 /// How long a cache channel keeps its last event.
@@ -350,13 +353,13 @@ impl<F: Frame> Hub<F> {
             let cached = Cached { frame: frame.clone(), data: Arc::from(data), at: Instant::now() };
             remember(&mut shard.cache, channel.as_str(), cached);
         }
-        send_to(&shard, channel.as_str(), frame, except)
+        send_to(shard, channel.as_str(), frame, except)
     }
 
     /// Delivers a frame to every subscriber of `channel` but `except`, without touching the
     /// cache: presence announcements decided by a cluster.
     pub fn send_to_channel(&self, channel: &str, frame: &F, except: Option<&str>) -> usize {
-        send_to(&self.shard(channel), channel, frame, except)
+        send_to(self.shard(channel), channel, frame, except)
     }
 
     /// Every subscription on this node, for a cluster registry that lost them.
@@ -574,20 +577,29 @@ impl<F: Frame> Hub<F> {
 }
 
 /// The queued subscribers of `channel` in `shard`, but `except`: how many it reached.
-fn send_to<F: Frame>(shard: &Shard<F>, channel: &str, frame: &F, except: Option<&str>) -> usize {
+/// Sends `frame` to every subscriber of `channel` in `shard` but `except`: under the shard's
+/// lock for a small channel, else to the list of its recipients after the lock is released (a
+/// send may be a socket write, and other channels of the shard should not wait for thousands).
+/// One caller's sends reach each socket in the order they were made.
+fn send_to<F: Frame>(
+    shard: MutexGuard<'_, Shard<F>>,
+    channel: &str,
+    frame: &F,
+    except: Option<&str>,
+) -> usize {
     let Some(entry) = shard.channels.get(channel) else {
         return 0;
     };
-    let mut delivered = 0;
-    for subscriber in entry.subscribers.values() {
-        if except.is_some_and(|id| subscriber.handle.id.as_str() == id) {
-            continue;
-        }
-        if subscriber.handle.send(frame) {
-            delivered += 1;
-        }
+    let others = entry
+        .subscribers
+        .values()
+        .filter(|subscriber| except.is_none_or(|id| subscriber.handle.id.as_str() != id));
+    if entry.subscribers.len() <= DELIVER_UNDER_LOCK {
+        return others.filter(|subscriber| subscriber.handle.send(frame)).count();
     }
-    delivered
+    let recipients: Vec<Recipient<F>> = others.map(|subscriber| subscriber.handle.recipient()).collect();
+    drop(shard);
+    recipients.iter().filter(|recipient| recipient.send(frame)).count()
 }
 
 /// `pusher_internal:member_added` for `user_id` on `channel`.

@@ -5,6 +5,15 @@
 //! one task (the session) may wait on a socket at a time (`Outbox::poll_recv`,
 //! `SocketHandle::poll_closed`); anyone may send or close.
 //!
+//! A session whose socket can take bytes straight from another task (the server's plain TCP
+//! sockets) gives the hub a [`Direct`] writer and lends it whenever it goes idle with nothing of
+//! its own to write (`Outbox::lend`). While it is lent and the queue is empty, `send` writes the
+//! frame to the socket itself, under the queue's lock: no queue, no wake-up, no task switch per
+//! delivery. Whatever the socket does not take at once is queued (with how much of it went out)
+//! and the session woken to finish it. Every poll of the session takes the writer back first, so
+//! one writer at a time touches the socket: the session, or a sender holding the queue's lock
+//! while the session waits.
+//!
 //! The outbox is a bounded queue that holds little memory while it is idle: a socket that never
 //! received costs one small shared cell (no queue storage); once drained, a queue keeps room for
 //! `KEPT_SLOTS` frames, so a steady stream costs no allocation per frame, and a burst's larger
@@ -29,6 +38,23 @@ pub type SocketKey = u64;
 pub trait Frame: Clone + From<String> + Send + Sync + 'static {}
 
 impl<T: Clone + From<String> + Send + Sync + 'static> Frame for T {}
+
+/// Writes a frame straight to a socket without waiting (see the module's comment).
+pub trait Direct<F>: Send + Sync {
+    /// Writes as much of `frame` (framed for the wire) as the socket takes now, without
+    /// waiting: `None` when all of it went out, else how many bytes did (0 on an error, which the
+    /// session then meets itself).
+    fn try_write(&self, frame: &F) -> Option<usize>;
+}
+
+/// A lent writer (`Debug` for the queue's sake).
+struct Writer<F>(Box<dyn Direct<F>>);
+
+impl<F> std::fmt::Debug for Writer<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
 
 /// What one connection's handles and its outbox share: one allocation per connection.
 #[derive(Debug)]
@@ -58,6 +84,12 @@ struct Queue<F> {
     waker: Option<Waker>,
     /// The outbox was dropped: the session is gone and nobody will read.
     receiver_gone: bool,
+    /// The session's writer for senders (`Outbox::set_direct`), dropped with the outbox.
+    direct: Option<Writer<F>>,
+    /// The session lent `direct`: it waits with nothing of its own to write.
+    lent: bool,
+    /// Bytes of the first queued frame a direct write already put on the wire.
+    head_sent: usize,
 }
 
 impl<F> Shared<F> {
@@ -85,9 +117,10 @@ impl<F> Queue<F> {
         }
     }
 
-    /// The next frame; a queue it drains gives back the room a burst took beyond `KEPT_SLOTS`.
-    fn pop(&mut self) -> Option<F> {
-        let frame = self.frames.pop_front()?;
+    /// The next frame, and how many of its bytes a direct write already sent; a queue it drains
+    /// gives back the room a burst took beyond `KEPT_SLOTS`.
+    fn pop(&mut self) -> Option<(F, usize)> {
+        let frame = (self.frames.pop_front()?, std::mem::take(&mut self.head_sent));
         if self.frames.is_empty() && self.frames.capacity() > KEPT_SLOTS {
             self.frames = VecDeque::new();
         }
@@ -99,6 +132,8 @@ impl<F> Queue<F> {
 #[derive(Debug)]
 pub struct Outbox<F> {
     shared: Arc<Shared<F>>,
+    /// Bytes of the frame last taken that a direct write already sent (`take_sent`).
+    sent: usize,
 }
 
 /// `Outbox::try_recv` found no frame waiting.
@@ -108,14 +143,41 @@ pub struct Empty;
 impl<F> Outbox<F> {
     /// Takes the next frame without waiting.
     pub fn try_recv(&mut self) -> Result<F, Empty> {
-        self.shared.queue().pop().ok_or(Empty)
+        let popped = self.shared.queue().pop();
+        take(&mut self.sent, popped).ok_or(Empty)
+    }
+
+    /// How many bytes of the frame taken last (framed for the wire) a direct write already sent:
+    /// the session writes only the rest. Zero unless the session lends a writer.
+    pub fn take_sent(&mut self) -> usize {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Gives senders `direct` to write with while the session lends it (`lend`).
+    pub fn set_direct(&mut self, direct: Box<dyn Direct<F>>) {
+        self.shared.queue().direct = Some(Writer(direct));
+    }
+
+    /// Lends the direct writer to senders until the session's next poll of the outbox, when no
+    /// frame waits: call it only with nothing of the session's own left to write to the socket.
+    /// A no-op without a writer.
+    pub fn lend(&mut self) {
+        let mut queue = self.shared.queue();
+        queue.lent = queue.direct.is_some() && queue.frames.is_empty();
+    }
+
+    /// Takes the direct writer back (every poll of the outbox does too): from here until the
+    /// next `lend`, only the session writes to its socket.
+    pub fn reclaim(&mut self) {
+        self.shared.queue().lent = false;
     }
 
     /// The next frame, or `Pending` with the task registered to be woken by the next frame or
     /// close request (the one waker slot `SocketHandle::poll_closed` uses too).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<F> {
         let mut queue = self.shared.queue();
-        match queue.pop() {
+        queue.lent = false;
+        match take(&mut self.sent, queue.pop()) {
             Some(frame) => Poll::Ready(frame),
             None => {
                 queue.wait(cx);
@@ -125,14 +187,16 @@ impl<F> Outbox<F> {
     }
 
     /// The close code once one was asked for, else the next frame, else `Pending` with the task
-    /// registered to be woken by either: what a session waits on, in one lock.
+    /// registered to be woken by either: what a session waits on, in one lock. Takes the direct
+    /// writer back.
     pub fn poll_recv_or_closed(&mut self, cx: &mut Context<'_>) -> Poll<Result<F, CloseCode>> {
         let mut queue = self.shared.queue();
+        queue.lent = false;
         // Read under the lock `close` takes after storing its code: no wake is lost.
         if let Some(code) = CloseCode::from_code(self.shared.code.load(Ordering::Acquire)) {
             return Poll::Ready(Err(code));
         }
-        match queue.pop() {
+        match take(&mut self.sent, queue.pop()) {
             Some(frame) => {
                 self.shared.more.store(!queue.frames.is_empty(), Ordering::Relaxed);
                 Poll::Ready(Ok(frame))
@@ -151,7 +215,7 @@ impl<F> Outbox<F> {
             return Err(Empty);
         }
         let mut queue = self.shared.queue();
-        let frame = queue.pop().ok_or(Empty);
+        let frame = take(&mut self.sent, queue.pop()).ok_or(Empty);
         self.shared.more.store(!queue.frames.is_empty(), Ordering::Relaxed);
         frame
     }
@@ -189,6 +253,63 @@ impl<F> Outbox<F> {
     }
 }
 
+/// One socket of a fan-out's list: `send` as `SocketHandle::send`.
+pub(crate) struct Recipient<F>(Arc<Shared<F>>);
+
+impl<F: Frame> Recipient<F> {
+    pub(crate) fn send(&self, frame: &F) -> bool {
+        self.0.send(frame)
+    }
+}
+
+impl<F: Frame> Shared<F> {
+    /// See `SocketHandle::send`.
+    fn send(&self, frame: &F) -> bool {
+        let mut queue = self.queue();
+        if queue.receiver_gone {
+            return false;
+        }
+        if queue.lent {
+            // `lent` implies a writer and an empty queue; the frame goes first.
+            let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(frame));
+            let Some(sent) = sent else { return true };
+            // The socket is full (or failed): the session finishes the frame, and writes until it
+            // lends again.
+            queue.lent = false;
+            queue.head_sent = sent;
+        }
+        if queue.frames.len() >= self.capacity {
+            drop(queue);
+            self.close(CloseCode::OverCapacity);
+            return false;
+        }
+        queue.frames.push_back(frame.clone());
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
+impl<F> Shared<F> {
+    /// See `SocketHandle::close`.
+    fn close(&self, code: CloseCode) {
+        if self.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // Stored before the lock: a session registering after this sees the code.
+            self.wake_session();
+        }
+    }
+}
+
+/// A popped frame, keeping in `sent` how much of it a direct write already sent.
+fn take<F>(sent: &mut usize, popped: Option<(F, usize)>) -> Option<F> {
+    let (frame, already) = popped?;
+    *sent = already;
+    Some(frame)
+}
+
 /// See `Outbox::source_waker`.
 struct SourceWaker<F> {
     shared: Arc<Shared<F>>,
@@ -212,9 +333,12 @@ impl<F> Drop for Outbox<F> {
         let mut queue = self.shared.queue();
         queue.receiver_gone = true;
         queue.waker = None;
+        queue.lent = false;
+        let direct = queue.direct.take();
         let frames = std::mem::take(&mut queue.frames);
         drop(queue);
         drop(frames);
+        drop(direct);
     }
 }
 
@@ -229,44 +353,40 @@ pub struct SocketHandle<F> {
 impl<F: Frame> SocketHandle<F> {
     pub(crate) fn new(key: SocketKey, id: SocketId, capacity: usize) -> (SocketHandle<F>, Outbox<F>) {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { frames: VecDeque::new(), waker: None, receiver_gone: false }),
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                waker: None,
+                receiver_gone: false,
+                direct: None,
+                lent: false,
+                head_sent: 0,
+            }),
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
             fired: AtomicU8::new(0),
             more: AtomicBool::new(false),
         });
-        (SocketHandle { key, id: Arc::new(id), shared: shared.clone() }, Outbox { shared })
+        (SocketHandle { key, id: Arc::new(id), shared: shared.clone() }, Outbox { shared, sent: 0 })
     }
 
-    /// Queues a frame without waiting. Returns false when the socket is gone or too slow;
-    /// a slow socket is asked to close with 4100.
+    /// Delivers a frame without waiting: straight to the socket while its session lends its
+    /// writer and nothing waits before it, else (and for what the socket did not take) into the
+    /// queue. Returns false when the socket is gone or too slow; a slow socket is asked to close
+    /// with 4100.
     pub fn send(&self, frame: &F) -> bool {
-        let mut queue = self.shared.queue();
-        if queue.receiver_gone {
-            return false;
-        }
-        if queue.frames.len() >= self.shared.capacity {
-            drop(queue);
-            self.close(CloseCode::OverCapacity);
-            return false;
-        }
-        queue.frames.push_back(frame.clone());
-        let waker = queue.waker.take();
-        drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        true
+        self.shared.send(frame)
+    }
+
+    /// The part of the handle a fan-out needs (`Recipient::send`), cheaper to hold.
+    pub(crate) fn recipient(&self) -> Recipient<F> {
+        Recipient(self.shared.clone())
     }
 }
 
 impl<F> SocketHandle<F> {
     /// Asks the session to close the socket with `code`; the first code asked for wins.
     pub fn close(&self, code: CloseCode) {
-        if self.shared.code.compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            // Stored before the lock: a session registering after this sees the code.
-            self.shared.wake_session();
-        }
+        self.shared.close(code);
     }
 
     /// The close code once someone asked for this socket to be closed, or `Pending` with the task
@@ -399,6 +519,65 @@ mod tests {
         assert_eq!(waited, Ok(2));
         assert_eq!(outbox.take_fired(), 0, "cleared once taken");
         woken.await.expect("waker task");
+    }
+
+    /// A socket that takes at most `room` bytes (then none until given more), as the kernel's
+    /// buffer does.
+    struct Wire {
+        taken: Arc<Mutex<Vec<u8>>>,
+        room: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Direct<Bytes> for Wire {
+        fn try_write(&self, frame: &Bytes) -> Option<usize> {
+            let room = self.room.load(Ordering::SeqCst);
+            let taken = frame.len().min(room);
+            self.room.fetch_sub(taken, Ordering::SeqCst);
+            self.taken.lock().unwrap().extend_from_slice(&frame[..taken]);
+            (taken < frame.len()).then_some(taken)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lent_writer_takes_frames_until_the_socket_is_full_then_the_session_finishes_them() {
+        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(7));
+        outbox.set_direct(Box::new(Wire { taken: taken.clone(), room: room.clone() }));
+        // Not lent: queued for the session, as without a writer.
+        assert!(socket.send(&Bytes::from_static(b"q0")));
+        assert_eq!(outbox.try_recv(), Ok(Bytes::from_static(b"q0")));
+        assert_eq!(outbox.take_sent(), 0);
+        // Lent: written at once, nothing queued, until a frame does not fit.
+        outbox.lend();
+        assert!(socket.send(&Bytes::from_static(b"abc")));
+        assert!(socket.send(&Bytes::from_static(b"defgh")));
+        assert!(socket.send(&Bytes::from_static(b"ijk")));
+        assert_eq!(&taken.lock().unwrap()[..], b"abcdefg");
+        // The cut frame is the session's, with how much of it went out, and so is every frame
+        // after it, until the session lends again.
+        assert_eq!(outbox.len(), 2);
+        let first = poll_fn(|cx| outbox.poll_recv_or_closed(cx)).await;
+        assert_eq!((first, outbox.take_sent()), (Ok(Bytes::from_static(b"defgh")), 4));
+        assert_eq!(outbox.try_recv_more(), Ok(Bytes::from_static(b"ijk")));
+        assert_eq!(outbox.take_sent(), 0);
+        room.store(100, Ordering::SeqCst);
+        outbox.lend();
+        assert!(socket.send(&Bytes::from_static(b"lm")));
+        assert!(outbox.is_empty());
+        // A poll takes the writer back, even one that finds nothing.
+        assert!(poll_fn(|cx| Poll::Ready(outbox.poll_recv_or_closed(cx).is_pending())).await);
+        assert!(socket.send(&Bytes::from_static(b"no")));
+        assert_eq!(&taken.lock().unwrap()[..], b"abcdefglm");
+        assert_eq!(outbox.try_recv(), Ok(Bytes::from_static(b"no")));
+        // Lending with a frame waiting lends nothing: the frame goes first.
+        assert!(socket.send(&Bytes::from_static(b"w1")));
+        outbox.lend();
+        assert!(socket.send(&Bytes::from_static(b"w2")));
+        assert_eq!(outbox.len(), 2);
+        // A dropped outbox drops its writer.
+        drop(outbox);
+        assert_eq!(Arc::strong_count(&taken), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -175,6 +175,13 @@ pub(crate) struct Counted {
     _ticket: Ticket,
 }
 
+impl Counted {
+    /// The stream, for a socket that reads and writes it through a shared reference.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
 impl AsyncRead for Counted {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)

@@ -9,6 +9,7 @@ mod frames;
 pub(crate) mod http;
 mod session;
 mod socket;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +67,17 @@ pub(crate) trait Frames:
             self.flush().await
         }
     }
+
+    /// A writer for the hub to use while the session waits (`Outbox::lend`): none by default.
+    fn direct(&self) -> Option<Box<dyn herald_hub::Direct<Utf8Bytes>>> {
+        None
+    }
+
+    /// Whether nothing of the session's own waits to be written, so that it may lend its writer
+    /// (flushing what it can without waiting). Only asked when `direct` gave one.
+    fn poll_idle(&mut self, _cx: &mut std::task::Context<'_>) -> bool {
+        false
+    }
 }
 
 /// The server's socket frames outbox frames itself: one frame is written as its header and the
@@ -77,6 +89,14 @@ impl Frames for Socket {
         outbox: &'a mut Outbox<Utf8Bytes>,
     ) -> impl std::future::Future<Output = Result<(), axum::Error>> + Send + 'a {
         self.write_text(first, Some(outbox))
+    }
+
+    fn direct(&self) -> Option<Box<dyn herald_hub::Direct<Utf8Bytes>>> {
+        Socket::direct(self)
+    }
+
+    fn poll_idle(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        Socket::poll_idle(self, cx)
     }
 }
 

@@ -143,6 +143,12 @@ fn wait<'a, S: Frames>(
                 Poll::Pending => *due &= !TIMER,
             }
         }
+        // Nothing to do: senders may write to the socket themselves until the next poll, which
+        // takes the writer back before the session touches the socket. (A flush that has to
+        // wait wakes the session through the socket's waker.)
+        if socket.poll_idle(&mut Context::from_waker(&wakers.socket)) {
+            outbox.lend();
+        }
         Poll::Pending
     })
 }
@@ -266,6 +272,10 @@ impl<'a> Session<'a> {
             let wakers =
                 SourceWakers { socket: outbox.source_waker(SOCKET), timer: outbox.source_waker(TIMER) };
             let mut due = SOCKET | TIMER;
+            // Over plain TCP, deliveries go straight to the socket while the session waits.
+            if let Some(direct) = socket.direct() {
+                outbox.set_direct(direct);
+            }
             loop {
                 let deadline = self.next_deadline(started);
                 if timer.deadline() != deadline {

@@ -20,12 +20,14 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::response::Response;
 use bytes::{Buf as _, Bytes};
 use futures_util::{Sink, Stream};
+use herald_hub::Direct;
 use herald_hub::Outbox;
-use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
+use hyper::upgrade::OnUpgrade;
 use tokio::io::AsyncWrite;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::tcp::Io;
 
 /// Frames written in one go (one flush) when the outbox holds several.
 pub(super) const WRITE_BATCH: usize = 64;
@@ -99,8 +101,9 @@ impl Upgrade {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
+            let (stream, read_ahead) = Io::of(upgraded);
             let inner =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                WebSocketStream::from_partially_read(stream, read_ahead, Role::Server, Some(config)).await;
             callback(Socket { inner, unsent: Bytes::new(), own_queued: false }).await;
         });
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -116,7 +119,7 @@ impl Upgrade {
 
 /// One upgraded connection.
 pub(crate) struct Socket {
-    inner: WebSocketStream<TokioIo<Upgraded>>,
+    inner: WebSocketStream<Io>,
     /// The rest of a framed write that was given up on midway (its write future dropped): written
     /// before anything else, so the stream never holds half a frame. Empty (no allocation) otherwise.
     unsent: Bytes,
@@ -127,6 +130,21 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
+    /// The writer the session may lend the hub (`Outbox::lend`): over plain TCP only.
+    pub(super) fn direct(&self) -> Option<Box<dyn Direct<Utf8Bytes>>> {
+        self.inner.get_ref().direct()
+    }
+
+    /// Whether nothing of the session's own waits to be written (tungstenite's frames flushed,
+    /// no frame half written), so that the hub may write: flushes what it can without waiting.
+    /// False over TLS, which has no such writer.
+    pub(super) fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.unsent.is_empty() || !self.inner.get_ref().lends() {
+            return false;
+        }
+        !self.own_queued || matches!(Pin::new(&mut *self).poll_flush(cx), Poll::Ready(Ok(())))
+    }
+
     /// Writes whatever is left of `unsent`, then releases it.
     fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.unsent.is_empty() {
@@ -186,6 +204,15 @@ impl Socket {
                 ready!(Pin::new(&mut *self).poll_flush(cx))?;
             }
             if let Some(first) = first.take() {
+                // Part of it may be out already (a direct write the socket did not take whole).
+                let sent = outbox.as_deref_mut().map_or(0, Outbox::take_sent);
+                if sent > 0 {
+                    let mut framed = Vec::with_capacity(framed_len(first.as_bytes()));
+                    frame_text(&mut framed, first.as_bytes());
+                    self.unsent = Bytes::from(framed).slice(sent..);
+                    ready!(self.poll_unsent(cx)).map_err(axum::Error::new)?;
+                    return Pin::new(self.inner.get_mut()).poll_flush(cx).map_err(axum::Error::new);
+                }
                 // A second frame waiting makes it a batch.
                 let more =
                     outbox.as_deref_mut().and_then(|outbox| Some((outbox.try_recv_more().ok()?, outbox)));
@@ -202,7 +229,7 @@ impl Socket {
 
 /// The header of an unmasked, final text frame of `len` bytes (RFC 6455 5.2), written into
 /// `header`: the part of it that is the header.
-fn frame_header(header: &mut [u8; 10], len: usize) -> &[u8] {
+pub(super) fn frame_header(header: &mut [u8; 10], len: usize) -> &[u8] {
     header[0] = 0x81;
     match len {
         0..=125 => {

@@ -167,3 +167,51 @@ async fn draining_server_answers_up_with_503_and_refuses_new_sockets_with_4200()
     assert_eq!(client.recv().await["data"]["code"], 4200);
     assert_eq!(client.expect_close().await, 4200);
 }
+
+/// Broadcasts go straight from the publisher into an idle subscriber's socket; once a client
+/// stops reading, its socket fills mid-frame and the session finishes that frame and writes the
+/// rest. Every subscriber, the one that stalled and one that kept reading, gets every event
+/// whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_gets_every_event_whole_and_in_order() {
+    // 12 MB in all: more than the server's send buffer (at most 4 MB here) and the client's
+    // receive buffer take while the client does not read.
+    const EVENTS: usize = 24;
+    const BYTES: usize = 500_000;
+    let server = TestServer::with_config(|config| {
+        let main = config.apps.iter_mut().find(|app| app.id == "main").expect("main app");
+        main.limits.max_event_data_bytes = BYTES + 100;
+        main.limits.max_http_body_bytes = 2 * BYTES;
+    })
+    .await;
+    // A small receive buffer, so that the server's writes stop taking whole frames soon.
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("buffer size");
+    let tcp = tcp.connect(server.address).await.expect("connects");
+    let (socket, _) =
+        tokio_tungstenite::client_async(server.ws_url("main-key"), tcp).await.expect("websocket connects");
+    let mut stalled = Client::over(socket).established().await;
+    stalled.subscribe("flood").await;
+    let mut reader = server.client().await;
+    reader.subscribe("flood").await;
+    let reading = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(EVENTS);
+        while seen.len() < EVENTS {
+            let frame = reader.recv_event("flood").await;
+            seen.push(frame["data"].as_str().map(str::to_owned));
+        }
+        seen
+    });
+    let data = |n: usize| format!("{n:05}{}", "x".repeat(BYTES));
+    for n in 0..EVENTS {
+        let (status, body) = server.trigger(&["flood"], "flood", &data(n)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let expected: Vec<Option<String>> = (0..EVENTS).map(|n| Some(data(n))).collect();
+    let read = tokio::time::timeout(Duration::from_secs(30), reading).await.expect("reader done in time");
+    assert!(read.expect("reader") == expected, "the reading subscriber's events differ");
+    for (n, want) in expected.iter().enumerate() {
+        let frame = stalled.recv_event("flood").await;
+        assert!(frame["data"].as_str() == want.as_deref(), "the stalled subscriber's event {n} differs");
+    }
+}

@@ -75,11 +75,12 @@ fn size_of_task<F>(_: fn(SessionContext, Option<Arc<Tenant>>, Option<CloseCode>,
 /// Herald's own socket (without axum's protocol header), 1224 once the socket was stored once
 /// (it was stored three times: by the task's async wrapper, and as `start`'s argument and local),
 /// 1176 with the hand-written wait (no `select!` state, no `Notify` or cancellation futures; the
-/// goodbye boxed), the two source wakers and the outbox write kept inline instead of boxed.
+/// goodbye boxed), the two source wakers and the outbox write kept inline instead of boxed, 1160
+/// with the socket shared with its direct writer (a TLS stream boxed).
 #[test]
 fn the_connection_task_stays_small() {
     let size = size_of_task(connection::<Socket>);
-    assert!(size <= 1176, "the connection task grew to {size} bytes");
+    assert!(size <= 1160, "the connection task grew to {size} bytes");
 }
 
 #[tokio::test(start_paused = true)]
