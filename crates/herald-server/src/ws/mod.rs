@@ -2,7 +2,10 @@
 //! task of each connection.
 //!
 //! Each connection is one task: its session (session.rs) waits on its kill switch (which shutdown
-//! sets), its outbox, the client's frames and its timer, and is the only writer to its socket. The session works on
+//! sets), its outbox, the client's frames and its timer, and writes to its socket, alone: while it
+//! waits with nothing of its own to write, it lends its writer to the hub (over plain TCP,
+//! tcp.rs), whose sends then write broadcasts straight into the socket, and it takes the writer
+//! back before it touches the socket again. The session works on
 //! any [`Frames`]: Herald's [`Socket`] (socket.rs) in the server, an in-memory pair in the tests.
 
 mod frames;

@@ -1,4 +1,5 @@
-//! One connection's session: the hello, the loop that is the only writer to its socket, its
+//! One connection's session: the hello, the loop that writes to its socket (or lends its writer
+//! to the hub while it waits with nothing to write), its
 //! timers (activity ping, pong deadline, sign-in deadline), its writes (each raced against the
 //! kill switch, shutdown and the stall deadline) and the goodbye.
 
