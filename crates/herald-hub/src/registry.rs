@@ -14,7 +14,7 @@ use bytes::Bytes;
 use herald_protocol::{encode_server_event, ChannelKind, ChannelName, CloseCode, SocketId};
 use serde_json::{json, Map, Value};
 
-use crate::socket::{Frame, Outbox, Recipient, SocketHandle, SocketKey};
+use crate::socket::{Frame, Outbox, Pace, Recipient, SocketHandle, SocketKey};
 
 const SHARDS: usize = 16;
 /// A channel with more subscribers than this is delivered to after its shard's lock is released
@@ -576,11 +576,13 @@ impl<F: Frame> Hub<F> {
     }
 }
 
-/// The queued subscribers of `channel` in `shard`, but `except`: how many it reached.
-/// Sends `frame` to every subscriber of `channel` in `shard` but `except`: under the shard's
-/// lock for a small channel, else to the list of its recipients after the lock is released (a
-/// send may be a socket write, and other channels of the shard should not wait for thousands).
-/// One caller's sends reach each socket in the order they were made.
+/// Sends `frame` to every subscriber of `channel` in `shard` but `except`; how many it reached.
+/// Under the shard's lock for a small channel, else to the list of its recipients after the
+/// lock is released (a send may be a socket write, and other channels of the shard should not
+/// wait for thousands). Of a list, the share of the other worker threads (all but
+/// `1 / workers`) is queued for the sessions first, which those threads then write in parallel,
+/// and the rest is written from here. One caller's sends reach each socket in the order they
+/// were made.
 fn send_to<F: Frame>(
     shard: MutexGuard<'_, Shard<F>>,
     channel: &str,
@@ -590,16 +592,29 @@ fn send_to<F: Frame>(
     let Some(entry) = shard.channels.get(channel) else {
         return 0;
     };
+    let now = std::time::Instant::now();
     let others = entry
         .subscribers
         .values()
         .filter(|subscriber| except.is_none_or(|id| subscriber.handle.id.as_str() != id));
     if entry.subscribers.len() <= DELIVER_UNDER_LOCK {
-        return others.filter(|subscriber| subscriber.handle.send(frame)).count();
+        let how = Pace { now, direct: true };
+        return others.filter(|subscriber| subscriber.handle.send_as(frame, how)).count();
     }
     let recipients: Vec<Recipient<F>> = others.map(|subscriber| subscriber.handle.recipient()).collect();
     drop(shard);
-    recipients.iter().filter(|recipient| recipient.send(frame)).count()
+    let handed_off = recipients.len() - recipients.len() / workers();
+    let (queued, written) = recipients.split_at(handed_off);
+    let send = |recipients: &[Recipient<F>], direct: bool| {
+        recipients.iter().filter(|recipient| recipient.send(frame, Pace { now, direct })).count()
+    };
+    send(queued, false) + send(written, true)
+}
+
+/// The threads a fan-out's writes are shared among: the runtime's workers, one per CPU.
+fn workers() -> usize {
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// `pusher_internal:member_added` for `user_id` on `channel`.

@@ -24,8 +24,14 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use herald_protocol::{CloseCode, SocketId};
+
+/// A frame that follows the socket's previous one this closely is queued for its session rather
+/// than written straight away: under a stream of frames the session writes several per system
+/// call (docs/benchmarks.md, "Direct writes"), while a sparse frame is cheapest written at once.
+pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
 /// Default number of frames a socket may have queued before it counts as a slow consumer.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -90,6 +96,9 @@ struct Queue<F> {
     lent: bool,
     /// Bytes of the first queued frame a direct write already put on the wire.
     head_sent: usize,
+    /// When the last frame was sent to this socket (by any way): one coming within
+    /// `BATCH_WINDOW` of it is queued, so that a stream of frames is written in batches.
+    last_frame: Option<Instant>,
 }
 
 impl<F> Shared<F> {
@@ -257,19 +266,32 @@ impl<F> Outbox<F> {
 pub(crate) struct Recipient<F>(Arc<Shared<F>>);
 
 impl<F: Frame> Recipient<F> {
-    pub(crate) fn send(&self, frame: &F) -> bool {
-        self.0.send(frame)
+    pub(crate) fn send(&self, frame: &F, how: Pace) -> bool {
+        self.0.send(frame, how)
     }
+}
+
+/// How a fan-out sends one frame (`SocketHandle::send_as`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// When the fan-out started (read once for all its sockets).
+    pub(crate) now: Instant,
+    /// Whether the frame may be written straight to the socket; if not, it is queued and the
+    /// session woken (a fan-out hands part of its sockets to the other worker threads so).
+    pub(crate) direct: bool,
 }
 
 impl<F: Frame> Shared<F> {
     /// See `SocketHandle::send`.
-    fn send(&self, frame: &F) -> bool {
+    fn send(&self, frame: &F, how: Pace) -> bool {
         let mut queue = self.queue();
         if queue.receiver_gone {
             return false;
         }
-        if queue.lent {
+        let recent =
+            queue.last_frame.is_some_and(|last| how.now.saturating_duration_since(last) < BATCH_WINDOW);
+        queue.last_frame = Some(how.now);
+        if queue.lent && how.direct && !recent {
             // `lent` implies a writer and an empty queue; the frame goes first.
             let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(frame));
             let Some(sent) = sent else { return true };
@@ -284,6 +306,8 @@ impl<F: Frame> Shared<F> {
             return false;
         }
         queue.frames.push_back(frame.clone());
+        // A writer is lent only over an empty queue: the queued frame goes first.
+        queue.lent = false;
         let waker = queue.waker.take();
         drop(queue);
         if let Some(waker) = waker {
@@ -360,6 +384,7 @@ impl<F: Frame> SocketHandle<F> {
                 direct: None,
                 lent: false,
                 head_sent: 0,
+                last_frame: None,
             }),
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
@@ -374,7 +399,12 @@ impl<F: Frame> SocketHandle<F> {
     /// queue. Returns false when the socket is gone or too slow; a slow socket is asked to close
     /// with 4100.
     pub fn send(&self, frame: &F) -> bool {
-        self.shared.send(frame)
+        self.send_as(frame, Pace { now: Instant::now(), direct: true })
+    }
+
+    /// `send`, as one of a fan-out's sends.
+    pub(crate) fn send_as(&self, frame: &F, how: Pace) -> bool {
+        self.shared.send(frame, how)
     }
 
     /// The part of the handle a fan-out needs (`Recipient::send`), cheaper to hold.
@@ -544,15 +574,23 @@ mod tests {
         let taken = Arc::new(Mutex::new(Vec::new()));
         let room = Arc::new(std::sync::atomic::AtomicUsize::new(7));
         outbox.set_direct(Box::new(Wire { taken: taken.clone(), room: room.clone() }));
+        // Frames a batch window apart, each written straight away when it may be.
+        let start = Instant::now();
+        let mut sent = 0;
+        let mut send = |frame: &'static [u8]| {
+            sent += 1;
+            let now = start + BATCH_WINDOW * sent;
+            socket.send_as(&Bytes::from_static(frame), Pace { now, direct: true })
+        };
         // Not lent: queued for the session, as without a writer.
-        assert!(socket.send(&Bytes::from_static(b"q0")));
+        assert!(send(b"q0"));
         assert_eq!(outbox.try_recv(), Ok(Bytes::from_static(b"q0")));
         assert_eq!(outbox.take_sent(), 0);
         // Lent: written at once, nothing queued, until a frame does not fit.
         outbox.lend();
-        assert!(socket.send(&Bytes::from_static(b"abc")));
-        assert!(socket.send(&Bytes::from_static(b"defgh")));
-        assert!(socket.send(&Bytes::from_static(b"ijk")));
+        assert!(send(b"abc"));
+        assert!(send(b"defgh"));
+        assert!(send(b"ijk"));
         assert_eq!(&taken.lock().unwrap()[..], b"abcdefg");
         // The cut frame is the session's, with how much of it went out, and so is every frame
         // after it, until the session lends again.
@@ -563,21 +601,44 @@ mod tests {
         assert_eq!(outbox.take_sent(), 0);
         room.store(100, Ordering::SeqCst);
         outbox.lend();
-        assert!(socket.send(&Bytes::from_static(b"lm")));
+        assert!(send(b"lm"));
         assert!(outbox.is_empty());
         // A poll takes the writer back, even one that finds nothing.
         assert!(poll_fn(|cx| Poll::Ready(outbox.poll_recv_or_closed(cx).is_pending())).await);
-        assert!(socket.send(&Bytes::from_static(b"no")));
+        assert!(send(b"no"));
         assert_eq!(&taken.lock().unwrap()[..], b"abcdefglm");
         assert_eq!(outbox.try_recv(), Ok(Bytes::from_static(b"no")));
         // Lending with a frame waiting lends nothing: the frame goes first.
-        assert!(socket.send(&Bytes::from_static(b"w1")));
+        assert!(send(b"w1"));
         outbox.lend();
-        assert!(socket.send(&Bytes::from_static(b"w2")));
+        assert!(send(b"w2"));
         assert_eq!(outbox.len(), 2);
         // A dropped outbox drops its writer.
         drop(outbox);
         assert_eq!(Arc::strong_count(&taken), 1);
+    }
+
+    #[tokio::test]
+    async fn frames_close_together_and_handed_off_frames_are_queued_for_the_session() {
+        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(100));
+        outbox.set_direct(Box::new(Wire { taken: taken.clone(), room }));
+        let start = Instant::now();
+        let frame = |text: &'static [u8]| Bytes::from_static(text);
+        outbox.lend();
+        assert!(socket.send_as(&frame(b"a"), Pace { now: start, direct: true }));
+        // Within the batch window of the one before: queued, so that a stream is batched.
+        assert!(socket.send_as(&frame(b"b"), Pace { now: start + BATCH_WINDOW / 2, direct: true }));
+        assert_eq!(&taken.lock().unwrap()[..], b"a");
+        assert_eq!(outbox.try_recv(), Ok(frame(b"b")));
+        // A fan-out's hand-off to the session: queued however sparse.
+        outbox.lend();
+        assert!(socket.send_as(&frame(b"c"), Pace { now: start + BATCH_WINDOW * 10, direct: false }));
+        assert_eq!(outbox.try_recv(), Ok(frame(b"c")));
+        outbox.lend();
+        assert!(socket.send_as(&frame(b"d"), Pace { now: start + BATCH_WINDOW * 20, direct: true }));
+        assert_eq!(&taken.lock().unwrap()[..], b"ad");
     }
 
     #[tokio::test(start_paused = true)]
