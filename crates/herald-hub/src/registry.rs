@@ -14,7 +14,7 @@ use bytes::Bytes;
 use herald_protocol::{encode_server_event, ChannelKind, ChannelName, CloseCode, SocketId};
 use serde_json::{json, Map, Value};
 
-use crate::socket::{Frame, Outbox, Pace, Recipient, SocketHandle, SocketKey};
+use crate::socket::{Frame, Outbox, Pace, Recipient, Sent, SocketHandle, SocketKey};
 
 const SHARDS: usize = 16;
 /// A channel with more subscribers than this is delivered to after its shard's lock is released
@@ -577,12 +577,13 @@ impl<F: Frame> Hub<F> {
 }
 
 /// Sends `frame` to every subscriber of `channel` in `shard` but `except`; how many it reached.
-/// Under the shard's lock for a small channel, else to the list of its recipients after the
-/// lock is released (a send may be a socket write, and other channels of the shard should not
-/// wait for thousands). Of a list, the share of the other worker threads (all but
-/// `1 / workers`) is queued for the sessions first, which those threads then write in parallel,
-/// and the rest is written from here. One caller's sends reach each socket in the order they
-/// were made.
+/// A small channel is sent to under the shard's lock, each frame written at once where the
+/// socket's session lends its writer. A larger one is sent to from a list of its recipients,
+/// after the lock is released (other channels of the shard should not wait for thousands of
+/// writes): each frame is queued, and where the session lends its writer it is not woken; those
+/// sockets are then written by `workers()` tasks in parallel (`drain`), so that the caller
+/// (an HTTP request, say) is not held by thousands of writes. Every socket's frames stay in
+/// the order they were sent: they go through its queue.
 fn send_to<F: Frame>(
     shard: MutexGuard<'_, Shard<F>>,
     channel: &str,
@@ -598,17 +599,40 @@ fn send_to<F: Frame>(
         .values()
         .filter(|subscriber| except.is_none_or(|id| subscriber.handle.id.as_str() != id));
     if entry.subscribers.len() <= DELIVER_UNDER_LOCK {
-        let how = Pace { now, direct: true };
-        return others.filter(|subscriber| subscriber.handle.send_as(frame, how)).count();
+        let how = Pace { now, defer: false };
+        return others.filter(|subscriber| subscriber.handle.send_as(frame, how) != Sent::Refused).count();
     }
     let recipients: Vec<Recipient<F>> = others.map(|subscriber| subscriber.handle.recipient()).collect();
     drop(shard);
-    let handed_off = recipients.len() - recipients.len() / workers();
-    let (queued, written) = recipients.split_at(handed_off);
-    let send = |recipients: &[Recipient<F>], direct: bool| {
-        recipients.iter().filter(|recipient| recipient.send(frame, Pace { now, direct })).count()
+    let how = Pace { now, defer: true };
+    let mut reached = 0;
+    let mut deferred = Vec::new();
+    for recipient in recipients {
+        match recipient.send(frame, how) {
+            Sent::Done => reached += 1,
+            Sent::Deferred => {
+                reached += 1;
+                deferred.push(recipient);
+            }
+            Sent::Refused => {}
+        }
+    }
+    drain(deferred);
+    reached
+}
+
+/// Writes the deferred sockets (`Recipient::drain`) from `workers()` tasks, or here when there
+/// is no runtime to run them.
+fn drain<F: Frame>(mut deferred: Vec<Recipient<F>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        deferred.iter().for_each(Recipient::drain);
+        return;
     };
-    send(queued, false) + send(written, true)
+    let share = deferred.len().div_ceil(workers()).max(1);
+    while !deferred.is_empty() {
+        let part = deferred.split_off(deferred.len().saturating_sub(share));
+        runtime.spawn(async move { part.iter().for_each(Recipient::drain) });
+    }
 }
 
 /// The threads a fan-out's writes are shared among: the runtime's workers, one per CPU.

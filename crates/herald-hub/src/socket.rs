@@ -262,12 +262,38 @@ impl<F> Outbox<F> {
     }
 }
 
-/// One socket of a fan-out's list: `send` as `SocketHandle::send`.
+/// One socket of a fan-out's list: `send` as `SocketHandle::send`, and `drain`.
 pub(crate) struct Recipient<F>(Arc<Shared<F>>);
 
 impl<F: Frame> Recipient<F> {
-    pub(crate) fn send(&self, frame: &F, how: Pace) -> bool {
+    pub(crate) fn send(&self, frame: &F, how: Pace) -> Sent {
         self.0.send(frame, how)
+    }
+
+    /// Writes the frames a deferred send left (`Sent::Deferred`) straight to the socket, while
+    /// its session still lends its writer; what the socket does not take is left to the session,
+    /// woken. Nothing to do when the session took its writer back: it writes them itself.
+    pub(crate) fn drain(&self) {
+        let mut queue = self.0.queue();
+        let mut woken = None;
+        while queue.lent {
+            let Some(front) = queue.frames.front() else { break };
+            let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(front));
+            match sent {
+                None => {
+                    queue.pop();
+                }
+                Some(sent) => {
+                    queue.head_sent = sent;
+                    queue.lent = false;
+                    woken = queue.waker.take();
+                }
+            }
+        }
+        drop(queue);
+        if let Some(waker) = woken {
+            waker.wake();
+        }
     }
 }
 
@@ -276,44 +302,65 @@ impl<F: Frame> Recipient<F> {
 pub(crate) struct Pace {
     /// When the fan-out started (read once for all its sockets).
     pub(crate) now: Instant,
-    /// Whether the frame may be written straight to the socket; if not, it is queued and the
-    /// session woken (a fan-out hands part of its sockets to the other worker threads so).
-    pub(crate) direct: bool,
+    /// Whether a frame the socket could be sent at once is queued instead, without waking the
+    /// session, for the fan-out to write later (`Recipient::drain`, from other threads).
+    pub(crate) defer: bool,
+}
+
+/// What became of one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Written, or queued for a writer that will write it.
+    Done,
+    /// Queued for the fan-out to write (`Recipient::drain`): the session was not woken.
+    Deferred,
+    /// The socket is gone or too slow.
+    Refused,
 }
 
 impl<F: Frame> Shared<F> {
-    /// See `SocketHandle::send`.
-    fn send(&self, frame: &F, how: Pace) -> bool {
+    /// See `SocketHandle::send` and `Pace`. While the session lends its writer, frames in its
+    /// queue are deferred ones, which a fan-out's `drain` will write: a frame joins them.
+    fn send(&self, frame: &F, how: Pace) -> Sent {
         let mut queue = self.queue();
         if queue.receiver_gone {
-            return false;
+            return Sent::Refused;
         }
         let recent =
             queue.last_frame.is_some_and(|last| how.now.saturating_duration_since(last) < BATCH_WINDOW);
         queue.last_frame = Some(how.now);
-        if queue.lent && how.direct && !recent {
-            // `lent` implies a writer and an empty queue; the frame goes first.
+        let mut outcome = Sent::Done;
+        let mut keep_lent = false;
+        if queue.lent && !queue.frames.is_empty() {
+            // A drain is due on this socket and writes this frame after the others.
+            keep_lent = true;
+        } else if queue.lent && !recent && how.defer {
+            keep_lent = true;
+            outcome = Sent::Deferred;
+        } else if queue.lent && !recent {
             let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(frame));
-            let Some(sent) = sent else { return true };
+            let Some(sent) = sent else { return Sent::Done };
             // The socket is full (or failed): the session finishes the frame, and writes until it
             // lends again.
-            queue.lent = false;
             queue.head_sent = sent;
         }
         if queue.frames.len() >= self.capacity {
             drop(queue);
             self.close(CloseCode::OverCapacity);
-            return false;
+            return Sent::Refused;
         }
         queue.frames.push_back(frame.clone());
-        // A writer is lent only over an empty queue: the queued frame goes first.
+        if keep_lent {
+            return outcome;
+        }
+        // The session writes what is queued; it lends its writer again once the queue is empty.
         queue.lent = false;
         let waker = queue.waker.take();
         drop(queue);
         if let Some(waker) = waker {
             waker.wake();
         }
-        true
+        outcome
     }
 }
 
@@ -399,11 +446,11 @@ impl<F: Frame> SocketHandle<F> {
     /// queue. Returns false when the socket is gone or too slow; a slow socket is asked to close
     /// with 4100.
     pub fn send(&self, frame: &F) -> bool {
-        self.send_as(frame, Pace { now: Instant::now(), direct: true })
+        self.send_as(frame, Pace { now: Instant::now(), defer: false }) != Sent::Refused
     }
 
     /// `send`, as one of a fan-out's sends.
-    pub(crate) fn send_as(&self, frame: &F, how: Pace) -> bool {
+    pub(crate) fn send_as(&self, frame: &F, how: Pace) -> Sent {
         self.shared.send(frame, how)
     }
 
@@ -580,7 +627,7 @@ mod tests {
         let mut send = |frame: &'static [u8]| {
             sent += 1;
             let now = start + BATCH_WINDOW * sent;
-            socket.send_as(&Bytes::from_static(frame), Pace { now, direct: true })
+            socket.send_as(&Bytes::from_static(frame), Pace { now, defer: false }) == Sent::Done
         };
         // Not lent: queued for the session, as without a writer.
         assert!(send(b"q0"));
@@ -619,26 +666,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_close_together_and_handed_off_frames_are_queued_for_the_session() {
+    async fn frames_close_together_are_batched_and_deferred_frames_are_drained_in_order() {
         let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
         let taken = Arc::new(Mutex::new(Vec::new()));
-        let room = Arc::new(std::sync::atomic::AtomicUsize::new(100));
-        outbox.set_direct(Box::new(Wire { taken: taken.clone(), room }));
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(6));
+        outbox.set_direct(Box::new(Wire { taken: taken.clone(), room: room.clone() }));
         let start = Instant::now();
         let frame = |text: &'static [u8]| Bytes::from_static(text);
+        let at = |windows: u32, defer: bool| Pace { now: start + BATCH_WINDOW * windows, defer };
         outbox.lend();
-        assert!(socket.send_as(&frame(b"a"), Pace { now: start, direct: true }));
-        // Within the batch window of the one before: queued, so that a stream is batched.
-        assert!(socket.send_as(&frame(b"b"), Pace { now: start + BATCH_WINDOW / 2, direct: true }));
+        assert_eq!(socket.send_as(&frame(b"a"), at(0, false)), Sent::Done);
+        // Within the batch window of the one before: queued for the session, so that a stream
+        // is written in batches.
+        let soon = Pace { now: start + BATCH_WINDOW / 2, defer: false };
+        assert_eq!(socket.send_as(&frame(b"b"), soon), Sent::Done);
         assert_eq!(&taken.lock().unwrap()[..], b"a");
         assert_eq!(outbox.try_recv(), Ok(frame(b"b")));
-        // A fan-out's hand-off to the session: queued however sparse.
+        // Deferred: queued without waking the session, and what comes before the drain joins it.
         outbox.lend();
-        assert!(socket.send_as(&frame(b"c"), Pace { now: start + BATCH_WINDOW * 10, direct: false }));
-        assert_eq!(outbox.try_recv(), Ok(frame(b"c")));
+        assert_eq!(socket.send_as(&frame(b"cd"), at(10, true)), Sent::Deferred);
+        assert_eq!(socket.send_as(&frame(b"ef"), at(20, false)), Sent::Done);
+        assert_eq!(socket.send_as(&frame(b"gh"), at(30, true)), Sent::Done, "one drain is due already");
+        assert_eq!(outbox.len(), 3);
+        // The drain writes them in order until the socket is full, and leaves the rest, with how
+        // much of it went out, to the session.
+        socket.recipient().drain();
+        assert_eq!(&taken.lock().unwrap()[..], b"acdefg");
+        let rest = poll_fn(|cx| outbox.poll_recv_or_closed(cx)).await;
+        assert_eq!((rest, outbox.take_sent()), (Ok(frame(b"gh")), 1));
+        // A drain after the session took its writer back does nothing: the session writes.
+        room.store(100, Ordering::SeqCst);
         outbox.lend();
-        assert!(socket.send_as(&frame(b"d"), Pace { now: start + BATCH_WINDOW * 20, direct: true }));
-        assert_eq!(&taken.lock().unwrap()[..], b"ad");
+        assert_eq!(socket.send_as(&frame(b"ij"), at(40, true)), Sent::Deferred);
+        outbox.reclaim();
+        socket.recipient().drain();
+        assert_eq!(&taken.lock().unwrap()[..], b"acdefg");
+        assert_eq!(outbox.try_recv(), Ok(frame(b"ij")));
     }
 
     #[tokio::test(start_paused = true)]

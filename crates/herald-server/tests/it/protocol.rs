@@ -168,6 +168,27 @@ async fn draining_server_answers_up_with_503_and_refuses_new_sockets_with_4200()
     assert_eq!(client.expect_close().await, 4200);
 }
 
+/// A client whose receive buffer is small, so that the server's writes to it stop taking whole
+/// frames soon once it does not read.
+async fn small_buffer_client(server: &TestServer) -> Client<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("buffer size");
+    let tcp = tcp.connect(server.address).await.expect("connects");
+    let (socket, _) =
+        tokio_tungstenite::client_async(server.ws_url("main-key"), tcp).await.expect("websocket connects");
+    Client::over(socket).established().await
+}
+
+/// A server whose main app takes events of `bytes` of data.
+async fn server_for_events_of(bytes: usize) -> TestServer {
+    TestServer::with_config(|config| {
+        let main = config.apps.iter_mut().find(|app| app.id == "main").expect("main app");
+        main.limits.max_event_data_bytes = bytes + 100;
+        main.limits.max_http_body_bytes = 2 * bytes;
+    })
+    .await
+}
+
 /// Broadcasts go straight from the publisher into an idle subscriber's socket; once a client
 /// stops reading, its socket fills mid-frame and the session finishes that frame and writes the
 /// rest. Every subscriber, the one that stalled and one that kept reading, gets every event
@@ -178,19 +199,8 @@ async fn a_subscriber_that_stops_reading_gets_every_event_whole_and_in_order() {
     // receive buffer take while the client does not read.
     const EVENTS: usize = 24;
     const BYTES: usize = 500_000;
-    let server = TestServer::with_config(|config| {
-        let main = config.apps.iter_mut().find(|app| app.id == "main").expect("main app");
-        main.limits.max_event_data_bytes = BYTES + 100;
-        main.limits.max_http_body_bytes = 2 * BYTES;
-    })
-    .await;
-    // A small receive buffer, so that the server's writes stop taking whole frames soon.
-    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
-    tcp.set_recv_buffer_size(4096).expect("buffer size");
-    let tcp = tcp.connect(server.address).await.expect("connects");
-    let (socket, _) =
-        tokio_tungstenite::client_async(server.ws_url("main-key"), tcp).await.expect("websocket connects");
-    let mut stalled = Client::over(socket).established().await;
+    let server = server_for_events_of(BYTES).await;
+    let mut stalled = small_buffer_client(&server).await;
     stalled.subscribe("flood").await;
     let mut reader = server.client().await;
     reader.subscribe("flood").await;
@@ -213,5 +223,41 @@ async fn a_subscriber_that_stops_reading_gets_every_event_whole_and_in_order() {
     for (n, want) in expected.iter().enumerate() {
         let frame = stalled.recv_event("flood").await;
         assert!(frame["data"].as_str() == want.as_deref(), "the stalled subscriber's event {n} differs");
+    }
+}
+
+/// The same on a channel large enough to be written by the fan-out's drain tasks (more than 32
+/// subscribers): 40 subscribers that all stop reading, their sockets filling mid-frame, then all
+/// read and get every event whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_of_a_large_channel_that_stop_reading_get_every_event_whole_and_in_order() {
+    const SUBSCRIBERS: usize = 40;
+    const EVENTS: usize = 12;
+    const BYTES: usize = 500_000;
+    let server = server_for_events_of(BYTES).await;
+    let mut clients = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut client = small_buffer_client(&server).await;
+        client.subscribe("large").await;
+        clients.push(client);
+    }
+    let data = |n: usize| format!("{n:05}{}", "x".repeat(BYTES));
+    for n in 0..EVENTS {
+        let (status, body) = server.trigger(&["large"], "e", &data(n)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                for n in 0..EVENTS {
+                    let frame = client.recv_event("e").await;
+                    assert!(frame["data"].as_str() == Some(&data(n)), "event {n} differs");
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        tokio::time::timeout(Duration::from_secs(60), reader).await.expect("read in time").expect("reader");
     }
 }
