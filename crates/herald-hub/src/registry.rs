@@ -593,7 +593,7 @@ fn send_to<F: Frame>(
     let Some(entry) = shard.channels.get(channel) else {
         return 0;
     };
-    let now = std::time::Instant::now();
+    let now = crate::socket::clock();
     let others = entry
         .subscribers
         .values()

@@ -8,11 +8,15 @@
 //! A session whose socket can take bytes straight from another task (the server's plain TCP
 //! sockets) gives the hub a [`Direct`] writer and lends it whenever it goes idle with nothing of
 //! its own to write (`Outbox::lend`). While it is lent and the queue is empty, `send` writes the
-//! frame to the socket itself, under the queue's lock: no queue, no wake-up, no task switch per
-//! delivery. Whatever the socket does not take at once is queued (with how much of it went out)
-//! and the session woken to finish it. Every poll of the session takes the writer back first, so
-//! one writer at a time touches the socket: the session, or a sender holding the queue's lock
-//! while the session waits.
+//! frame to the socket itself, under the queue's lock: no wake-up, no task switch per delivery.
+//! A large fan-out instead queues the frame without waking the session (`Sent::Deferred`) and
+//! writes it afterwards from its drain tasks (`Recipient::drain`), the same way. Whatever the
+//! socket does not take at once stays queued (with how much of it went out) and the session is
+//! woken to finish it. A frame within `BATCH_WINDOW` of the socket's previous one is queued for
+//! the session too, which writes a stream of frames several per system call. Every poll of the
+//! session takes the writer back first, so one writer at a time touches the socket: the
+//! session, or a sender holding the queue's lock while the session waits. Frames leave a queue
+//! in order, whoever writes them.
 //!
 //! The outbox is a bounded queue that holds little memory while it is idle: a socket that never
 //! received costs one small shared cell (no queue storage); once drained, a queue keeps room for
@@ -22,6 +26,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -32,6 +37,15 @@ use herald_protocol::{CloseCode, SocketId};
 /// than written straight away: under a stream of frames the session writes several per system
 /// call (docs/benchmarks.md, "Direct writes"), while a sparse frame is cheapest written at once.
 pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// `BATCH_WINDOW` on the fan-out's clock (`clock`).
+const BATCH_WINDOW_NANOS: u64 = BATCH_WINDOW.as_nanos() as u64;
+
+/// The fan-out's clock: nanoseconds since its first reading, plus one (0 means never). Read once
+/// per fan-out; compared per socket as integers.
+pub(crate) fn clock() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
 
 /// Default number of frames a socket may have queued before it counts as a slow consumer.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -54,7 +68,7 @@ pub trait Direct<F>: Send + Sync {
 }
 
 /// A lent writer (`Debug` for the queue's sake).
-struct Writer<F>(Box<dyn Direct<F>>);
+struct Writer<F>(Arc<dyn Direct<F>>);
 
 impl<F> std::fmt::Debug for Writer<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,7 +112,8 @@ struct Queue<F> {
     head_sent: usize,
     /// When the last frame was sent to this socket (by any way): one coming within
     /// `BATCH_WINDOW` of it is queued, so that a stream of frames is written in batches.
-    last_frame: Option<Instant>,
+    /// On the fan-out's `clock`; 0: none yet.
+    last_frame: u64,
 }
 
 impl<F> Shared<F> {
@@ -163,7 +178,7 @@ impl<F> Outbox<F> {
     }
 
     /// Gives senders `direct` to write with while the session lends it (`lend`).
-    pub fn set_direct(&mut self, direct: Box<dyn Direct<F>>) {
+    pub fn set_direct(&mut self, direct: Arc<dyn Direct<F>>) {
         self.shared.queue().direct = Some(Writer(direct));
     }
 
@@ -300,8 +315,8 @@ impl<F: Frame> Recipient<F> {
 /// How a fan-out sends one frame (`SocketHandle::send_as`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pace {
-    /// When the fan-out started (read once for all its sockets).
-    pub(crate) now: Instant,
+    /// When the fan-out started (`clock`, read once for all its sockets).
+    pub(crate) now: u64,
     /// Whether a frame the socket could be sent at once is queued instead, without waking the
     /// session, for the fan-out to write later (`Recipient::drain`, from other threads).
     pub(crate) defer: bool,
@@ -326,9 +341,8 @@ impl<F: Frame> Shared<F> {
         if queue.receiver_gone {
             return Sent::Refused;
         }
-        let recent =
-            queue.last_frame.is_some_and(|last| how.now.saturating_duration_since(last) < BATCH_WINDOW);
-        queue.last_frame = Some(how.now);
+        let recent = queue.last_frame != 0 && how.now.saturating_sub(queue.last_frame) < BATCH_WINDOW_NANOS;
+        queue.last_frame = how.now;
         let mut outcome = Sent::Done;
         let mut keep_lent = false;
         if queue.lent && !queue.frames.is_empty() {
@@ -431,7 +445,7 @@ impl<F: Frame> SocketHandle<F> {
                 direct: None,
                 lent: false,
                 head_sent: 0,
-                last_frame: None,
+                last_frame: 0,
             }),
             capacity: capacity.max(1),
             code: AtomicU16::new(0),
@@ -446,7 +460,7 @@ impl<F: Frame> SocketHandle<F> {
     /// queue. Returns false when the socket is gone or too slow; a slow socket is asked to close
     /// with 4100.
     pub fn send(&self, frame: &F) -> bool {
-        self.send_as(frame, Pace { now: Instant::now(), defer: false }) != Sent::Refused
+        self.send_as(frame, Pace { now: clock(), defer: false }) != Sent::Refused
     }
 
     /// `send`, as one of a fan-out's sends.
@@ -620,13 +634,13 @@ mod tests {
         let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
         let taken = Arc::new(Mutex::new(Vec::new()));
         let room = Arc::new(std::sync::atomic::AtomicUsize::new(7));
-        outbox.set_direct(Box::new(Wire { taken: taken.clone(), room: room.clone() }));
+        outbox.set_direct(Arc::new(Wire { taken: taken.clone(), room: room.clone() }));
         // Frames a batch window apart, each written straight away when it may be.
-        let start = Instant::now();
+        let start = clock();
         let mut sent = 0;
         let mut send = |frame: &'static [u8]| {
             sent += 1;
-            let now = start + BATCH_WINDOW * sent;
+            let now = start + BATCH_WINDOW_NANOS * sent;
             socket.send_as(&Bytes::from_static(frame), Pace { now, defer: false }) == Sent::Done
         };
         // Not lent: queued for the session, as without a writer.
@@ -670,15 +684,15 @@ mod tests {
         let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
         let taken = Arc::new(Mutex::new(Vec::new()));
         let room = Arc::new(std::sync::atomic::AtomicUsize::new(6));
-        outbox.set_direct(Box::new(Wire { taken: taken.clone(), room: room.clone() }));
-        let start = Instant::now();
+        outbox.set_direct(Arc::new(Wire { taken: taken.clone(), room: room.clone() }));
+        let start = clock();
         let frame = |text: &'static [u8]| Bytes::from_static(text);
-        let at = |windows: u32, defer: bool| Pace { now: start + BATCH_WINDOW * windows, defer };
+        let at = |windows: u64, defer: bool| Pace { now: start + BATCH_WINDOW_NANOS * windows, defer };
         outbox.lend();
         assert_eq!(socket.send_as(&frame(b"a"), at(0, false)), Sent::Done);
         // Within the batch window of the one before: queued for the session, so that a stream
         // is written in batches.
-        let soon = Pace { now: start + BATCH_WINDOW / 2, defer: false };
+        let soon = Pace { now: start + BATCH_WINDOW_NANOS / 2, defer: false };
         assert_eq!(socket.send_as(&frame(b"b"), soon), Sent::Done);
         assert_eq!(&taken.lock().unwrap()[..], b"a");
         assert_eq!(outbox.try_recv(), Ok(frame(b"b")));

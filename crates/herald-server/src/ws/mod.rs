@@ -72,7 +72,7 @@ pub(crate) trait Frames:
     }
 
     /// A writer for the hub to use while the session waits (`Outbox::lend`): none by default.
-    fn direct(&self) -> Option<Box<dyn herald_hub::Direct<Utf8Bytes>>> {
+    fn direct(&self) -> Option<Arc<dyn herald_hub::Direct<Utf8Bytes>>> {
         None
     }
 
@@ -94,7 +94,7 @@ impl Frames for Socket {
         self.write_text(first, Some(outbox))
     }
 
-    fn direct(&self) -> Option<Box<dyn herald_hub::Direct<Utf8Bytes>>> {
+    fn direct(&self) -> Option<Arc<dyn herald_hub::Direct<Utf8Bytes>>> {
         Socket::direct(self)
     }
 

@@ -131,7 +131,7 @@ pub(crate) struct Socket {
 
 impl Socket {
     /// The writer the session may lend the hub (`Outbox::lend`): over plain TCP only.
-    pub(super) fn direct(&self) -> Option<Box<dyn Direct<Utf8Bytes>>> {
+    pub(super) fn direct(&self) -> Option<std::sync::Arc<dyn Direct<Utf8Bytes>>> {
         self.inner.get_ref().direct()
     }
 

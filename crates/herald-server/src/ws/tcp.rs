@@ -2,7 +2,7 @@
 //!
 //! A plain-TCP connection's stream is shared (`Arc`) between the session's WebSocket, which
 //! reads and writes it through a shared reference (readiness, then a non-blocking call), and
-//! a [`DirectTcp`] writer that the hub uses while the session waits with nothing of its own to
+//! the hub, which writes with it (`Counted` is a `Direct` writer) while the session waits with nothing of its own to
 //! write (`herald_hub::Direct`): a broadcast then goes from the publishing task straight into
 //! the socket, one `writev` of the frame's header and its shared payload, with no task woken.
 //! Which of the two writes is decided under the outbox's lock (`Outbox::lend`), so they never
@@ -48,9 +48,9 @@ impl Io {
     }
 
     /// The writer a session may lend the hub: only over plain TCP.
-    pub(super) fn direct(&self) -> Option<Box<dyn Direct<Utf8Bytes>>> {
+    pub(super) fn direct(&self) -> Option<Arc<dyn Direct<Utf8Bytes>>> {
         match self {
-            Io::Tcp(tcp) => Some(Box::new(DirectTcp(tcp.0.clone()))),
+            Io::Tcp(tcp) => Some(tcp.0.clone()),
             Io::Upgraded(_) => None,
         }
     }
@@ -59,15 +59,14 @@ impl Io {
 /// A TCP stream read and written through a shared reference.
 pub(super) struct SharedTcp(Arc<Counted>);
 
-/// Writes whole frames for the hub while the session lends it (see the module's comment).
-struct DirectTcp(Arc<Counted>);
-
-impl Direct<Utf8Bytes> for DirectTcp {
+/// The connection itself is the writer the session lends the hub (see the module's comment):
+/// one allocation shared by the WebSocket and the hub, one pointer from the outbox to the stream.
+impl Direct<Utf8Bytes> for Counted {
     fn try_write(&self, frame: &Utf8Bytes) -> Option<usize> {
         let mut header = [0; 10];
         let header = frame_header(&mut header, frame.len());
         let slices = [IoSlice::new(header), IoSlice::new(frame.as_str().as_bytes())];
-        match self.0.tcp().try_write_vectored(&slices) {
+        match self.tcp().try_write_vectored(&slices) {
             Ok(written) if written == header.len() + frame.len() => None,
             Ok(written) => Some(written),
             // Would block, or failed: the session writes it, or meets the error itself.
