@@ -629,12 +629,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_lent_writer_takes_frames_until_the_socket_is_full_then_the_session_finishes_them() {
+    /// A socket whose session has a `Wire` with `room` bytes of room as its direct writer.
+    type Wired =
+        (SocketHandle<Bytes>, Outbox<Bytes>, Arc<Mutex<Vec<u8>>>, Arc<std::sync::atomic::AtomicUsize>);
+    fn wired(room: usize) -> Wired {
         let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
         let taken = Arc::new(Mutex::new(Vec::new()));
-        let room = Arc::new(std::sync::atomic::AtomicUsize::new(7));
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(room));
         outbox.set_direct(Arc::new(Wire { taken: taken.clone(), room: room.clone() }));
+        (socket, outbox, taken, room)
+    }
+
+    #[tokio::test]
+    async fn a_lent_writer_takes_frames_until_the_socket_is_full_then_the_session_finishes_them() {
+        let (socket, mut outbox, taken, room) = wired(7);
         // Frames a batch window apart, each written straight away when it may be.
         let start = clock();
         let mut sent = 0;
@@ -681,10 +689,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_close_together_are_batched_and_deferred_frames_are_drained_in_order() {
-        let (socket, mut outbox) = SocketHandle::<Bytes>::new(1, SocketId::from_parts(1, 1), 8);
-        let taken = Arc::new(Mutex::new(Vec::new()));
-        let room = Arc::new(std::sync::atomic::AtomicUsize::new(6));
-        outbox.set_direct(Arc::new(Wire { taken: taken.clone(), room: room.clone() }));
+        let (socket, mut outbox, taken, room) = wired(6);
         let start = clock();
         let frame = |text: &'static [u8]| Bytes::from_static(text);
         let at = |windows: u64, defer: bool| Pace { now: start + BATCH_WINDOW_NANOS * windows, defer };
