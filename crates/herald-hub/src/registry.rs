@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 use crate::socket::{Frame, Outbox, Pace, Recipient, Sent, SocketHandle, SocketKey};
 
 const SHARDS: usize = 16;
-/// A channel with more subscribers than this is delivered to after its shard's lock is released
-/// (from a list of its recipients taken under the lock): a delivery may be a socket write.
+/// A channel with more subscribers than this is written to after its shard's lock is released
+/// (its frames queued under the lock, then drained): a delivery may be a socket write.
 const DELIVER_UNDER_LOCK: usize = 32;
 /// Socket keys are unique in the process, across every app's hub, so socket ids are too.
 static NEXT_SOCKET_KEY: AtomicU64 = AtomicU64::new(1);
@@ -576,14 +576,13 @@ impl<F: Frame> Hub<F> {
     }
 }
 
-/// Sends `frame` to every subscriber of `channel` in `shard` but `except`; how many it reached.
-/// A small channel is sent to under the shard's lock, each frame written at once where the
-/// socket's session lends its writer. A larger one is sent to from a list of its recipients,
-/// after the lock is released (other channels of the shard should not wait for thousands of
-/// writes): each frame is queued, and where the session lends its writer it is not woken; those
-/// sockets are then written by `workers()` tasks in parallel (`drain`), so that the caller
-/// (an HTTP request, say) is not held by thousands of writes. Every socket's frames stay in
-/// the order they were sent: they go through its queue.
+/// Sends `frame` to every subscriber of `channel` in `shard` but `except`, under the shard's lock
+/// (so concurrent publishers' frames reach every subscriber in one order); how many it reached.
+/// A small channel's frames are written at once where the socket's session lends its writer. A
+/// larger one's are queued, without waking the lending sessions, and those sockets are written
+/// after the lock is released by `workers()` tasks in parallel (`drain`): other channels of the
+/// shard do not wait for thousands of writes, nor does the caller (an HTTP request, say). Every
+/// socket's frames stay in order: they go through its queue.
 fn send_to<F: Frame>(
     shard: MutexGuard<'_, Shard<F>>,
     channel: &str,
@@ -593,31 +592,26 @@ fn send_to<F: Frame>(
     let Some(entry) = shard.channels.get(channel) else {
         return 0;
     };
-    let now = crate::socket::clock();
-    let others = entry
-        .subscribers
-        .values()
-        .filter(|subscriber| except.is_none_or(|id| subscriber.handle.id.as_str() != id));
-    if entry.subscribers.len() <= DELIVER_UNDER_LOCK {
-        let how = Pace { now, defer: false };
-        return others.filter(|subscriber| subscriber.handle.send_as(frame, how) != Sent::Refused).count();
-    }
-    let recipients: Vec<Recipient<F>> = others.map(|subscriber| subscriber.handle.recipient()).collect();
-    drop(shard);
-    let how = Pace { now, defer: true };
+    let how = Pace { now: crate::socket::clock(), defer: entry.subscribers.len() > DELIVER_UNDER_LOCK };
     let mut reached = 0;
     let mut deferred = Vec::new();
-    for recipient in recipients {
-        match recipient.send(frame, how) {
+    for subscriber in entry.subscribers.values() {
+        if except.is_some_and(|id| subscriber.handle.id.as_str() == id) {
+            continue;
+        }
+        match subscriber.handle.send_as(frame, how) {
             Sent::Done => reached += 1,
             Sent::Deferred => {
                 reached += 1;
-                deferred.push(recipient);
+                deferred.push(subscriber.handle.recipient());
             }
             Sent::Refused => {}
         }
     }
-    drain(deferred);
+    drop(shard);
+    if !deferred.is_empty() {
+        drain(deferred);
+    }
     reached
 }
 

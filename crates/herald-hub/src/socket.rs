@@ -277,14 +277,10 @@ impl<F> Outbox<F> {
     }
 }
 
-/// One socket of a fan-out's list: `send` as `SocketHandle::send`, and `drain`.
+/// A socket a fan-out deferred frames to (`Sent::Deferred`), to `drain` later.
 pub(crate) struct Recipient<F>(Arc<Shared<F>>);
 
 impl<F: Frame> Recipient<F> {
-    pub(crate) fn send(&self, frame: &F, how: Pace) -> Sent {
-        self.0.send(frame, how)
-    }
-
     /// Writes the frames a deferred send left (`Sent::Deferred`) straight to the socket, while
     /// its session still lends its writer; what the socket does not take is left to the session,
     /// woken. Nothing to do when the session took its writer back: it writes them itself.
@@ -468,7 +464,7 @@ impl<F: Frame> SocketHandle<F> {
         self.shared.send(frame, how)
     }
 
-    /// The part of the handle a fan-out needs (`Recipient::send`), cheaper to hold.
+    /// The part of the handle a fan-out's drain needs, cheaper to hold.
     pub(crate) fn recipient(&self) -> Recipient<F> {
         Recipient(self.shared.clone())
     }
