@@ -214,6 +214,12 @@ impl<F> Outbox<F> {
     /// registered to be woken by either: what a session waits on, in one lock. Takes the direct
     /// writer back.
     pub fn poll_recv_or_closed(&mut self, cx: &mut Context<'_>) -> Poll<Result<F, CloseCode>> {
+        self.poll_recv_or_lend(cx, false)
+    }
+
+    /// `poll_recv_or_closed`, lending the direct writer with the same lock when it is `Pending`
+    /// and `lend` says the session has nothing of its own to write (see `lend`).
+    pub fn poll_recv_or_lend(&mut self, cx: &mut Context<'_>, lend: bool) -> Poll<Result<F, CloseCode>> {
         let mut queue = self.shared.queue();
         queue.lent = false;
         // Read under the lock `close` takes after storing its code: no wake is lost.
@@ -227,6 +233,8 @@ impl<F> Outbox<F> {
             }
             None => {
                 queue.wait(cx);
+                // The queue is empty here.
+                queue.lent = lend && queue.direct.is_some();
                 Poll::Pending
             }
         }

@@ -124,31 +124,47 @@ fn wait<'a, S: Frames>(
     due: &'a mut u8,
 ) -> impl Future<Output = Wake> + 'a {
     poll_fn(move |cx| {
-        match outbox.poll_recv_or_closed(cx) {
+        // With nothing of its own left to write, the session lends its writer to senders until
+        // its next poll, in the lock that finds the outbox empty; each poll takes it back before
+        // the session touches the socket. (A flush that has to wait wakes the session through
+        // the socket's waker.) While the writer is lent from the last poll, nothing of the
+        // session's waits (it lent only so), so this check writes nothing then.
+        let idle = socket.poll_idle(&mut Context::from_waker(&wakers.socket));
+        match outbox.poll_recv_or_lend(cx, idle) {
             Poll::Ready(Ok(frame)) => return Poll::Ready(Wake::Frame(frame)),
             Poll::Ready(Err(code)) => return Poll::Ready(Wake::Closed(code)),
             Poll::Pending => {}
         }
         // After the registration above: a source firing from here on wakes the session.
         *due |= outbox.take_fired();
+        // Whether the writer is lent now: taken back before anything that may write.
+        let mut lent = idle;
         if *due & SOCKET != 0 {
+            // Reading may write (tungstenite answers a ping or a close).
+            if lent {
+                outbox.reclaim();
+            }
             match socket.poll_next_unpin(&mut Context::from_waker(&wakers.socket)) {
                 // Still due: more frames may be buffered without another wake.
                 Poll::Ready(incoming) => return Poll::Ready(Wake::Incoming(incoming)),
                 Poll::Pending => *due &= !SOCKET,
             }
+            lent = socket.poll_idle(&mut Context::from_waker(&wakers.socket));
+            if lent {
+                outbox.lend();
+            }
         }
         if *due & TIMER != 0 {
             match timer.as_mut().poll(&mut Context::from_waker(&wakers.timer)) {
-                Poll::Ready(()) => return Poll::Ready(Wake::Timer),
+                Poll::Ready(()) => {
+                    // The session's answer to its timer may write (a ping).
+                    if lent {
+                        outbox.reclaim();
+                    }
+                    return Poll::Ready(Wake::Timer);
+                }
                 Poll::Pending => *due &= !TIMER,
             }
-        }
-        // Nothing to do: senders may write to the socket themselves until the next poll, which
-        // takes the writer back before the session touches the socket. (A flush that has to
-        // wait wakes the session through the socket's waker.)
-        if socket.poll_idle(&mut Context::from_waker(&wakers.socket)) {
-            outbox.lend();
         }
         Poll::Pending
     })
