@@ -10,7 +10,8 @@
 //! its own to write (`Outbox::lend`). While it is lent and the queue is empty, `send` writes the
 //! frame to the socket itself, under the queue's lock: no wake-up, no task switch per delivery.
 //! A large fan-out instead queues the frame without waking the session (`Sent::Deferred`) and
-//! writes it afterwards from its drain tasks (`Recipient::drain`), the same way. Whatever the
+//! writes it afterwards from its drain tasks (`Recipient::drain`), the same way; a second frame
+//! coming before the drain wakes the session, which writes both in one system call. Whatever the
 //! socket does not take at once stays queued (with how much of it went out) and the session is
 //! woken to finish it. A frame within `BATCH_WINDOW` of the socket's previous one is queued for
 //! the session too, which writes a stream of frames several per system call. Every poll of the
@@ -289,9 +290,9 @@ impl<F> Outbox<F> {
 pub(crate) struct Recipient<F>(Arc<Shared<F>>);
 
 impl<F: Frame> Recipient<F> {
-    /// Writes the frames a deferred send left (`Sent::Deferred`) straight to the socket, while
-    /// its session still lends its writer; what the socket does not take is left to the session,
-    /// woken. Nothing to do when the session took its writer back: it writes them itself.
+    /// Writes the frame a deferred send left (`Sent::Deferred`) straight to the socket, while its
+    /// session still lends its writer; what the socket does not take is left to the session,
+    /// woken. Nothing to do when the session took its writer back: it writes the frame itself.
     pub(crate) fn drain(&self) {
         let mut queue = self.0.queue();
         let mut woken = None;
@@ -338,8 +339,9 @@ pub(crate) enum Sent {
 }
 
 impl<F: Frame> Shared<F> {
-    /// See `SocketHandle::send` and `Pace`. While the session lends its writer, frames in its
-    /// queue are deferred ones, which a fan-out's `drain` will write: a frame joins them.
+    /// See `SocketHandle::send` and `Pace`. While the session lends its writer, a frame in its
+    /// queue is a deferred one, which a fan-out's `drain` will write; a second frame wakes the
+    /// session instead, which writes both in one system call.
     fn send(&self, frame: &F, how: Pace) -> Sent {
         let mut queue = self.queue();
         if queue.receiver_gone {
@@ -349,18 +351,17 @@ impl<F: Frame> Shared<F> {
         queue.last_frame = how.now;
         let mut outcome = Sent::Done;
         let mut keep_lent = false;
-        if queue.lent && !queue.frames.is_empty() {
-            // A drain is due on this socket and writes this frame after the others.
-            keep_lent = true;
-        } else if queue.lent && !recent && how.defer {
-            keep_lent = true;
-            outcome = Sent::Deferred;
-        } else if queue.lent && !recent {
-            let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(frame));
-            let Some(sent) = sent else { return Sent::Done };
-            // The socket is full (or failed): the session finishes the frame, and writes until it
-            // lends again.
-            queue.head_sent = sent;
+        if queue.lent && queue.frames.is_empty() && !recent {
+            if how.defer {
+                keep_lent = true;
+                outcome = Sent::Deferred;
+            } else {
+                let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(frame));
+                let Some(sent) = sent else { return Sent::Done };
+                // The socket is full (or failed): the session finishes the frame, and writes
+                // until it lends again.
+                queue.head_sent = sent;
+            }
         }
         if queue.frames.len() >= self.capacity {
             drop(queue);
@@ -705,22 +706,32 @@ mod tests {
         assert_eq!(socket.send_as(&frame(b"b"), soon), Sent::Done);
         assert_eq!(&taken.lock().unwrap()[..], b"a");
         assert_eq!(outbox.try_recv(), Ok(frame(b"b")));
-        // Deferred: queued without waking the session, and what comes before the drain joins it.
+        // Deferred: queued without waking the session; the drain writes it, and leaves what the
+        // socket does not take, with how much of it went out, to the session.
         outbox.lend();
         assert_eq!(socket.send_as(&frame(b"cd"), at(10, true)), Sent::Deferred);
-        assert_eq!(socket.send_as(&frame(b"ef"), at(20, false)), Sent::Done);
-        assert_eq!(socket.send_as(&frame(b"gh"), at(30, true)), Sent::Done, "one drain is due already");
-        assert_eq!(outbox.len(), 3);
-        // The drain writes them in order until the socket is full, and leaves the rest, with how
-        // much of it went out, to the session.
+        assert_eq!(outbox.len(), 1);
+        socket.recipient().drain();
+        assert_eq!(&taken.lock().unwrap()[..], b"acd");
+        outbox.lend();
+        assert_eq!(socket.send_as(&frame(b"efgh"), at(20, true)), Sent::Deferred);
         socket.recipient().drain();
         assert_eq!(&taken.lock().unwrap()[..], b"acdefg");
         let rest = poll_fn(|cx| outbox.poll_recv_or_closed(cx)).await;
-        assert_eq!((rest, outbox.take_sent()), (Ok(frame(b"gh")), 1));
-        // A drain after the session took its writer back does nothing: the session writes.
+        assert_eq!((rest, outbox.take_sent()), (Ok(frame(b"efgh")), 3));
+        // A second frame before the drain wakes the session, which writes both in one go; the
+        // drain then has nothing to do.
         room.store(100, Ordering::SeqCst);
         outbox.lend();
-        assert_eq!(socket.send_as(&frame(b"ij"), at(40, true)), Sent::Deferred);
+        assert_eq!(socket.send_as(&frame(b"ij"), at(30, true)), Sent::Deferred);
+        assert_eq!(socket.send_as(&frame(b"kl"), at(40, true)), Sent::Done);
+        socket.recipient().drain();
+        assert_eq!(&taken.lock().unwrap()[..], b"acdefg");
+        assert_eq!(outbox.try_recv(), Ok(frame(b"ij")));
+        assert_eq!(outbox.try_recv(), Ok(frame(b"kl")));
+        // A drain after the session took its writer back does nothing: the session writes.
+        outbox.lend();
+        assert_eq!(socket.send_as(&frame(b"ij"), at(50, true)), Sent::Deferred);
         outbox.reclaim();
         socket.recipient().drain();
         assert_eq!(&taken.lock().unwrap()[..], b"acdefg");
