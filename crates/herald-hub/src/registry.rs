@@ -615,14 +615,18 @@ fn send_to<F: Frame>(
     reached
 }
 
-/// Writes the deferred sockets (`Recipient::drain`) from `workers()` tasks, or here when there
-/// is no runtime to run them.
+/// Sockets one drain task writes at most (a few milliseconds of writes), so that a huge channel's
+/// drains share the worker threads with other tasks rather than holding one for long.
+const DRAIN_CHUNK: usize = 512;
+
+/// Writes the deferred sockets (`Recipient::drain`) from at least `workers()` tasks, or here
+/// when there is no runtime to run them.
 fn drain<F: Frame>(mut deferred: Vec<Recipient<F>>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         deferred.iter().for_each(Recipient::drain);
         return;
     };
-    let share = deferred.len().div_ceil(workers()).max(1);
+    let share = deferred.len().div_ceil(workers()).clamp(1, DRAIN_CHUNK);
     while !deferred.is_empty() {
         let part = deferred.split_off(deferred.len().saturating_sub(share));
         runtime.spawn(async move { part.iter().for_each(Recipient::drain) });
