@@ -20,7 +20,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::socket::frame_header;
+use super::socket::{frame_header, small_frame};
 use crate::listener::Counted;
 
 /// What a WebSocket runs over.
@@ -65,8 +65,13 @@ impl Direct<Utf8Bytes> for Counted {
     fn try_write(&self, frame: &Utf8Bytes) -> Option<usize> {
         let mut header = [0; 10];
         let header = frame_header(&mut header, frame.len());
-        let slices = [IoSlice::new(header), IoSlice::new(frame.as_str().as_bytes())];
-        match self.tcp().try_write_vectored(&slices) {
+        let payload = frame.as_str().as_bytes();
+        let written = if let Some((framed, len)) = small_frame(header, payload) {
+            self.tcp().try_write(&framed[..len])
+        } else {
+            self.tcp().try_write_vectored(&[IoSlice::new(header), IoSlice::new(payload)])
+        };
+        match written {
             Ok(written) if written == header.len() + frame.len() => None,
             Ok(written) => Some(written),
             // Would block, or failed: the session writes it, or meets the error itself.
