@@ -161,17 +161,19 @@ impl Socket {
 
     /// Writes one outbox frame: its header, built on the stack, and its payload, the bytes shared
     /// by every subscriber, in one vectored write, with neither copied (a small frame is copied
-    /// beside its header on the stack, `small_frame`). What the stream does not take at once is
+    /// beside its header, `with_small_frame`). What the stream does not take at once is
     /// left in `unsent` (the payload's rest is a slice of the shared bytes).
     fn start_frame(&mut self, cx: &mut Context<'_>, text: Bytes) -> io::Result<()> {
         let mut header = [0; 10];
         let header = frame_header(&mut header, text.len());
         let stream = self.inner.get_mut();
-        let written = if let Some((framed, len)) = small_frame(header, &text) {
-            match Pin::new(stream).poll_write(cx, &framed[..len]) {
-                Poll::Ready(written) => written?,
-                Poll::Pending => 0,
-            }
+        let small =
+            with_small_frame(header, &text, |framed| match Pin::new(&mut *stream).poll_write(cx, framed) {
+                Poll::Ready(written) => written,
+                Poll::Pending => Ok(0),
+            });
+        let written = if let Some(written) = small {
+            written?
         } else if stream.is_write_vectored() {
             let slices = [io::IoSlice::new(header), io::IoSlice::new(&text)];
             match Pin::new(stream).poll_write_vectored(cx, &slices) {
@@ -255,22 +257,30 @@ pub(super) fn frame_header(header: &mut [u8; 10], len: usize) -> &[u8] {
     }
 }
 
-/// Frames up to this size (header included) are written from one buffer on the stack with one
-/// plain write: measured cheaper in the kernel than gathering the header and the payload
+/// Frames up to this size (header included) are written from one buffer with one plain write: measured cheaper in the kernel than gathering the header and the payload
 /// (docs/benchmarks.md, "Direct writes", step 7).
 pub(super) const SMALL_FRAME: usize = 512;
 
-/// `header` and `payload` side by side in one buffer on the stack, and their length, when they
-/// fit in `SMALL_FRAME`.
-pub(super) fn small_frame(header: &[u8], payload: &[u8]) -> Option<([u8; SMALL_FRAME], usize)> {
-    let len = header.len() + payload.len();
-    if len > SMALL_FRAME {
+/// Calls `write` with `header` and `payload` side by side in one buffer, when they fit in
+/// `SMALL_FRAME`: the thread's own buffer, kept between calls (nothing to allocate or clear).
+pub(super) fn with_small_frame<R>(
+    header: &[u8],
+    payload: &[u8],
+    write: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
+    thread_local! {
+        static FRAMED: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(SMALL_FRAME));
+    }
+    if header.len() + payload.len() > SMALL_FRAME {
         return None;
     }
-    let mut framed = [0; SMALL_FRAME];
-    framed[..header.len()].copy_from_slice(header);
-    framed[header.len()..len].copy_from_slice(payload);
-    Some((framed, len))
+    FRAMED.with(|framed| {
+        let mut framed = framed.borrow_mut();
+        framed.clear();
+        framed.extend_from_slice(header);
+        framed.extend_from_slice(payload);
+        Some(write(&framed))
+    })
 }
 
 /// Appends `text` as one unmasked, final text frame (RFC 6455 5.2).

@@ -20,7 +20,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::socket::{frame_header, small_frame};
+use super::socket::{frame_header, with_small_frame};
 use crate::listener::Counted;
 
 /// What a WebSocket runs over.
@@ -66,11 +66,8 @@ impl Direct<Utf8Bytes> for Counted {
         let mut header = [0; 10];
         let header = frame_header(&mut header, frame.len());
         let payload = frame.as_str().as_bytes();
-        let written = if let Some((framed, len)) = small_frame(header, payload) {
-            self.tcp().try_write(&framed[..len])
-        } else {
-            self.tcp().try_write_vectored(&[IoSlice::new(header), IoSlice::new(payload)])
-        };
+        let written = with_small_frame(header, payload, |framed| self.tcp().try_write(framed))
+            .unwrap_or_else(|| self.tcp().try_write_vectored(&[IoSlice::new(header), IoSlice::new(payload)]));
         match written {
             Ok(written) if written == header.len() + frame.len() => None,
             Ok(written) => Some(written),
