@@ -2,11 +2,11 @@
 //!
 //! A plain-TCP connection's stream is shared (`Arc`) between the session's WebSocket, which
 //! reads and writes it through a shared reference (readiness, then a non-blocking call), and
-//! the hub, which writes with it (`Counted` is a `Direct` writer) while the session waits with nothing of its own to
-//! write (`herald_hub::Direct`): a broadcast then goes from the publishing task straight into
-//! the socket, one `writev` of the frame's header and its shared payload, with no task woken.
-//! Which of the two writes is decided under the outbox's lock (`Outbox::lend`), so they never
-//! write at once. A TLS connection (or anything hyper does not hand back as our socket) keeps
+//! the hub, which writes with it (`Counted` is a `herald_hub::Direct` writer) while the
+//! session waits with nothing of its own to write: a broadcast then goes from the publishing
+//! task straight into the socket, one non-blocking write of the frame's header and its shared
+//! payload (copied into one buffer when small), with no task woken. Which of the two writes is
+//! decided under the outbox's lock (`Outbox::poll_recv_or_lend`), so they never write at once. A TLS connection (or anything hyper does not hand back as our socket) keeps
 //! the upgraded stream and its session writes everything.
 
 use std::io::{self, IoSlice};
