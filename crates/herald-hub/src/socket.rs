@@ -30,16 +30,15 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use herald_protocol::{CloseCode, SocketId};
 
 /// A frame that follows the socket's previous one this closely is queued for its session rather
 /// than written straight away: under a stream of frames the session writes several per system
 /// call (docs/benchmarks.md, "Direct writes"), while a sparse frame is cheapest written at once.
-pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(2);
-/// `BATCH_WINDOW` on the fan-out's clock (`clock`).
-const BATCH_WINDOW_NANOS: u64 = BATCH_WINDOW.as_nanos() as u64;
+/// Nanoseconds on the fan-out's `clock`: 2 ms.
+pub(crate) const BATCH_WINDOW: u64 = 2_000_000;
 
 /// The fan-out's clock: nanoseconds since its first reading, plus one (0 means never). Read once
 /// per fan-out; compared per socket as integers.
@@ -347,21 +346,20 @@ impl<F: Frame> Shared<F> {
         if queue.receiver_gone {
             return Sent::Refused;
         }
-        let recent = queue.last_frame != 0 && how.now.saturating_sub(queue.last_frame) < BATCH_WINDOW_NANOS;
+        let recent = queue.last_frame != 0 && how.now.saturating_sub(queue.last_frame) < BATCH_WINDOW;
         queue.last_frame = how.now;
-        let mut outcome = Sent::Done;
-        let mut keep_lent = false;
         if queue.lent && queue.frames.is_empty() && !recent {
             if how.defer {
-                keep_lent = true;
-                outcome = Sent::Deferred;
-            } else {
-                let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(frame));
-                let Some(sent) = sent else { return Sent::Done };
-                // The socket is full (or failed): the session finishes the frame, and writes
-                // until it lends again.
-                queue.head_sent = sent;
+                // Still lent: the fan-out's drain writes it (the queue was empty: no capacity
+                // to check).
+                queue.frames.push_back(frame.clone());
+                return Sent::Deferred;
             }
+            let sent = queue.direct.as_ref().map_or(Some(0), |direct| direct.0.try_write(frame));
+            let Some(sent) = sent else { return Sent::Done };
+            // The socket is full (or failed): the session finishes the frame, and writes until it
+            // lends again.
+            queue.head_sent = sent;
         }
         if queue.frames.len() >= self.capacity {
             drop(queue);
@@ -369,9 +367,6 @@ impl<F: Frame> Shared<F> {
             return Sent::Refused;
         }
         queue.frames.push_back(frame.clone());
-        if keep_lent {
-            return outcome;
-        }
         // The session writes what is queued; it lends its writer again once the queue is empty.
         queue.lent = false;
         let waker = queue.waker.take();
@@ -379,7 +374,7 @@ impl<F: Frame> Shared<F> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        outcome
+        Sent::Done
     }
 }
 
@@ -653,7 +648,7 @@ mod tests {
         let mut sent = 0;
         let mut send = |frame: &'static [u8]| {
             sent += 1;
-            let now = start + BATCH_WINDOW_NANOS * sent;
+            let now = start + BATCH_WINDOW * sent;
             socket.send_as(&Bytes::from_static(frame), Pace { now, defer: false }) == Sent::Done
         };
         // Not lent: queued for the session, as without a writer.
@@ -697,12 +692,12 @@ mod tests {
         let (socket, mut outbox, taken, room) = wired(6);
         let start = clock();
         let frame = |text: &'static [u8]| Bytes::from_static(text);
-        let at = |windows: u64, defer: bool| Pace { now: start + BATCH_WINDOW_NANOS * windows, defer };
+        let at = |windows: u64, defer: bool| Pace { now: start + BATCH_WINDOW * windows, defer };
         outbox.lend();
         assert_eq!(socket.send_as(&frame(b"a"), at(0, false)), Sent::Done);
         // Within the batch window of the one before: queued for the session, so that a stream
         // is written in batches.
-        let soon = Pace { now: start + BATCH_WINDOW_NANOS / 2, defer: false };
+        let soon = Pace { now: start + BATCH_WINDOW / 2, defer: false };
         assert_eq!(socket.send_as(&frame(b"b"), soon), Sent::Done);
         assert_eq!(&taken.lock().unwrap()[..], b"a");
         assert_eq!(outbox.try_recv(), Ok(frame(b"b")));
