@@ -284,13 +284,8 @@ impl<F: Frame> Hub<F> {
             }
         }
         entry.subscribers.insert(handle.key, Subscriber { handle: handle.clone(), user_id });
-        if let Some(frame) = &added {
-            for (key, subscriber) in &entry.subscribers {
-                if *key != handle.key {
-                    subscriber.handle.send(frame);
-                }
-            }
-        }
+        let announced =
+            added.map(|frame| entry.send(&frame, |subscriber| subscriber.handle.key == handle.key));
         let subscription_count = entry.subscribers.len();
         let presence = (channel.kind() == ChannelKind::Presence).then(|| {
             let mut ids: Vec<String> = entry.members.keys().map(|id| id.to_string()).collect();
@@ -307,6 +302,10 @@ impl<F: Frame> Hub<F> {
         } else {
             None
         };
+        drop(shard);
+        if let Some(announced) = announced {
+            announced.finish();
+        }
         Ok(SubscribeOutcome { presence, cached, subscription_count, first_for_user })
     }
 
@@ -317,6 +316,7 @@ impl<F: Frame> Hub<F> {
         let entry = shard.channels.get_mut(channel.as_str())?;
         let subscriber = entry.subscribers.remove(&key)?;
         let mut last_for_user = false;
+        let mut announced = None;
         if let Some(user_id) = subscriber.user_id {
             let gone = match entry.members.get_mut(&user_id) {
                 Some(member) if member.sockets > 1 => {
@@ -331,15 +331,17 @@ impl<F: Frame> Hub<F> {
                 entry.members.remove(&user_id);
                 if self.announces_presence {
                     let frame = member_removed(channel.as_str(), &user_id);
-                    for subscriber in entry.subscribers.values() {
-                        subscriber.handle.send(&frame);
-                    }
+                    announced = Some(entry.send(&frame, |_| false));
                 }
             }
         }
         let subscription_count = entry.subscribers.len();
         if subscription_count == 0 {
             shard.channels.remove(channel.as_str());
+        }
+        drop(shard);
+        if let Some(announced) = announced {
+            announced.finish();
         }
         Some(Unsubscribed { subscription_count, last_for_user })
     }
@@ -576,13 +578,8 @@ impl<F: Frame> Hub<F> {
     }
 }
 
-/// Sends `frame` to every subscriber of `channel` in `shard` but `except`, under the shard's lock
-/// (so concurrent publishers' frames reach every subscriber in one order); how many it reached.
-/// A small channel's frames are written at once where the socket's session lends its writer. A
-/// larger one's are queued, without waking the lending sessions, and those sockets are written
-/// after the lock is released by `workers()` tasks in parallel (`drain`): other channels of the
-/// shard do not wait for thousands of writes, nor does the caller (an HTTP request, say). Every
-/// socket's frames stay in order: they go through its queue.
+/// Sends `frame` to every subscriber of `channel` in `shard` but `except` (`Channel::send`); how
+/// many it reached.
 fn send_to<F: Frame>(
     shard: MutexGuard<'_, Shard<F>>,
     channel: &str,
@@ -592,27 +589,51 @@ fn send_to<F: Frame>(
     let Some(entry) = shard.channels.get(channel) else {
         return 0;
     };
-    let how = Pace { now: crate::socket::clock(), defer: entry.subscribers.len() > DELIVER_UNDER_LOCK };
-    let mut reached = 0;
-    let mut deferred = Vec::new();
-    for subscriber in entry.subscribers.values() {
-        if except.is_some_and(|id| subscriber.handle.id.as_str() == id) {
-            continue;
-        }
-        match subscriber.handle.send_as(frame, how) {
-            Sent::Done => reached += 1,
-            Sent::Deferred => {
-                reached += 1;
-                deferred.push(subscriber.handle.recipient());
-            }
-            Sent::Refused => {}
-        }
-    }
+    let sent = entry.send(frame, |subscriber| except.is_some_and(|id| subscriber.handle.id.as_str() == id));
     drop(shard);
-    if !deferred.is_empty() {
-        drain(deferred);
+    sent.finish()
+}
+
+/// What `Channel::send` did under the shard's lock; `finish` it once the lock is released.
+#[must_use = "deferred sockets are written only by `finish`"]
+struct Fanned<F: Frame> {
+    reached: usize,
+    deferred: Vec<Recipient<F>>,
+}
+
+impl<F: Frame> Fanned<F> {
+    /// Writes the deferred sockets (`drain`); how many sockets the frame reached.
+    fn finish(self) -> usize {
+        if !self.deferred.is_empty() {
+            drain(self.deferred);
+        }
+        self.reached
     }
-    reached
+}
+
+impl<F: Frame> Channel<F> {
+    /// Sends `frame` to every subscriber but those `skip` names, under the shard's lock (so
+    /// concurrent publishers' frames reach every subscriber in one order). A small channel's
+    /// frames are written at once where the socket's session lends its writer. A larger one's are
+    /// queued, without waking the lending sessions, and those sockets are written after the lock
+    /// is released (`Fanned::finish`) by `workers()` tasks in parallel: other channels of the
+    /// shard do not wait for thousands of writes, nor does the caller (an HTTP request, say).
+    /// Every socket's frames stay in order: they go through its queue.
+    fn send(&self, frame: &F, skip: impl Fn(&Subscriber<F>) -> bool) -> Fanned<F> {
+        let how = Pace { now: crate::socket::clock(), defer: self.subscribers.len() > DELIVER_UNDER_LOCK };
+        let mut sent = Fanned { reached: 0, deferred: Vec::new() };
+        for subscriber in self.subscribers.values().filter(|subscriber| !skip(subscriber)) {
+            match subscriber.handle.send_as(frame, how) {
+                Sent::Done => sent.reached += 1,
+                Sent::Deferred => {
+                    sent.reached += 1;
+                    sent.deferred.push(subscriber.handle.recipient());
+                }
+                Sent::Refused => {}
+            }
+        }
+        sent
+    }
 }
 
 /// Sockets one drain task writes at most (a few milliseconds of writes), so that a huge channel's
