@@ -272,10 +272,9 @@ async fn every_kind_reaches_the_receiver_signed_and_in_pusher_s_shape() {
             "data": "{\"on\":true}", "socket_id": alice.socket_id, "user_id": "alice"
         })
     );
-    assert_eq!(
-        find("subscription_count"),
-        json!({"name": "subscription_count", "channel": "presence-room", "subscription_count": 1})
-    );
+    // One per channel and change, delivered by the workers in any order.
+    let joined = json!({"name": "subscription_count", "channel": "presence-room", "subscription_count": 1});
+    assert!(events.contains(&joined), "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
